@@ -1,0 +1,1 @@
+"""Source connectors: department databases and drops → ``dept.<dept>.<dataset>`` Avro change events."""

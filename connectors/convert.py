@@ -1,0 +1,74 @@
+"""Turn source column values (pgoutput sends text) into the Python values of the Avro schema."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from streams.errors import ValidationError
+
+Converter = Callable[[Any], Any]
+
+
+def _to_bool(v: Any) -> bool:
+    if isinstance(v, bool):
+        return v
+    return str(v).lower() in ("t", "true", "1", "y", "yes")
+
+
+def _to_date(v: Any) -> dt.date:
+    if isinstance(v, dt.datetime):
+        return v.date()
+    if isinstance(v, dt.date):
+        return v
+    return dt.date.fromisoformat(str(v)[:10])
+
+
+def _to_timestamp(v: Any) -> dt.datetime:
+    if isinstance(v, dt.datetime):
+        ts = v
+    else:
+        text = str(v).replace(" ", "T", 1)
+        if len(text) > 3 and text[-3] in "+-" and text[-3:].lstrip("+-").isdigit():
+            text += ":00"  # PostgreSQL's '+08' offset → '+08:00'
+        ts = dt.datetime.fromisoformat(text)
+    return ts if ts.tzinfo else ts.replace(tzinfo=dt.timezone.utc)
+
+
+def _converter(avro_type: Any) -> Converter:
+    t = avro_type
+    if isinstance(t, list):
+        t = next(x for x in t if x != "null")
+    if isinstance(t, dict):
+        logical = t.get("logicalType")
+        if logical == "date":
+            return _to_date
+        if logical in ("timestamp-millis", "timestamp-micros"):
+            return _to_timestamp
+        t = t.get("type")
+    return {"int": int, "long": int, "float": float, "double": float, "boolean": _to_bool, "string": str}.get(t, lambda v: v)
+
+
+def row_converter(value_schema: Mapping[str, Any]) -> Callable[[Mapping[str, Any], str], dict[str, Any]]:
+    """Build ``convert(raw_row, where) -> row`` for one dataset's row schema.
+
+    Columns the schema does not know are ignored (a column added at the source before the
+    schema is evolved); schema fields missing from the source row become ``None``.
+    """
+    convs = [(f["name"], _converter(f["type"])) for f in value_schema["fields"]]
+
+    def convert(raw: Mapping[str, Any], where: str) -> dict[str, Any]:
+        out = {}
+        for name, conv in convs:
+            v = raw.get(name)
+            if v is None:
+                out[name] = None
+                continue
+            try:
+                out[name] = conv(v)
+            except (ValueError, TypeError) as exc:
+                raise ValidationError(f"{where}.{name}: cannot convert source value ({exc})", field=name) from exc
+        return out
+
+    return convert

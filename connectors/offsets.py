@@ -1,0 +1,66 @@
+"""Connector offsets on a compacted Kafka topic (``connect.offsets``, key = source name).
+
+Records what the source itself cannot: whether the initial snapshot of a slot completed.
+The streaming position of a PostgreSQL source lives in its replication slot
+(``confirmed_flush_lsn``), which only advances after Kafka acknowledged the events.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+
+from streams.kafka_admin import ensure_topics
+from streams.serde import SchemaStore
+
+OFFSETS_TOPIC = "connect.offsets"
+SCHEMA = "connect/source_offset"
+
+
+class OffsetStore:
+    def __init__(self, bootstrap: str, schemas: SchemaStore, producer: Producer) -> None:
+        self._bootstrap = bootstrap
+        self._schemas = schemas
+        self._producer = producer
+        ensure_topics(bootstrap, {OFFSETS_TOPIC: {"cleanup.policy": "compact"}}, partitions=1)
+
+    def load(self, source: str) -> dict[str, Any] | None:
+        """Latest offset record of ``source``, read to the end of the topic; None if none."""
+        consumer = Consumer({
+            "bootstrap.servers": self._bootstrap,
+            "group.id": f"yurong-offsets-reader-{source}",
+            "enable.auto.commit": False,
+            "enable.partition.eof": True,
+        })
+        try:
+            tp = TopicPartition(OFFSETS_TOPIC, 0)
+            low, high = consumer.get_watermark_offsets(tp, timeout=10)
+            if high <= low:
+                return None
+            consumer.assign([TopicPartition(OFFSETS_TOPIC, 0, low)])
+            latest = None
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                msg = consumer.poll(1.0)
+                if msg is None:
+                    continue
+                if msg.error():
+                    if msg.error().code() == KafkaError._PARTITION_EOF:
+                        break
+                    raise KafkaException(msg.error())
+                if msg.key() == source.encode():
+                    latest = self._schemas.decode(msg.value(), SCHEMA)[1] if msg.value() else None
+                if msg.offset() >= high - 1:
+                    break
+            return latest
+        finally:
+            consumer.close()
+
+    def save(self, record: dict[str, Any]) -> None:
+        """Write and wait for Kafka's acknowledgement."""
+        record = {**record, "ts_ms": int(time.time() * 1000)}
+        self._producer.produce(OFFSETS_TOPIC, key=record["source"].encode(), value=self._schemas.encode(SCHEMA, record))
+        if self._producer.flush(30) != 0:
+            raise KafkaException(f"offset for {record['source']} not acknowledged by Kafka within 30 s")

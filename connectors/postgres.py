@@ -1,0 +1,297 @@
+"""PostgreSQL CDC through logical replication with ``pgoutput`` (psycopg2).
+
+Lifecycle:
+
+1. Publication ``<publication>`` FOR the department's tables is created if missing, and each
+   table gets ``REPLICA IDENTITY FULL`` so updates and deletes carry the whole old row
+   (the envelope's ``before``).
+2. No slot, or a slot whose snapshot never completed: (re)create the slot with
+   ``EXPORT_SNAPSHOT`` and read every table inside ``SET TRANSACTION SNAPSHOT`` — the snapshot
+   is exactly the state at the slot's consistent point, so streaming from the slot afterwards
+   neither misses nor doubles a change. Snapshot rows are ``op = 'r'``.
+3. Stream from the slot. Changes are buffered per transaction and returned at its Commit; the
+   commit's end LSN is acknowledged (``send_feedback(flush_lsn=...)``) only after the runner
+   saw Kafka acknowledge every event up to it. A restart resumes at ``confirmed_flush_lsn``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import select
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg2
+import psycopg2.extras
+from psycopg2 import sql
+
+from streams.errors import SourceError, ValidationError
+
+from .base import ChangeEvent
+from .catalogue import Dataset, Department, _value_schema
+from .convert import row_converter
+from .offsets import OffsetStore
+from .pgoutput import UNCHANGED_TOAST, Begin, Change, Commit, Relation, Truncate, format_lsn, parse_message
+
+log = logging.getLogger(__name__)
+
+SNAPSHOT_CHUNK = 5000
+
+
+class PostgresSource:
+    """One department database, all of its catalogue datasets, one slot."""
+
+    def __init__(self, dept: Department, dsn: str, offsets: OffsetStore, schemas, status_interval_s: float = 10.0) -> None:
+        self.name = dept.dept
+        self.dept = dept
+        self._dsn = dsn
+        self._offsets = offsets
+        self._publication = dept.options.get("publication", f"yurong_{dept.dept}")
+        self._slot = dept.options.get("slot", f"yurong_{dept.dept}")
+        self._status_interval = status_interval_s
+        self._by_table = {ds.table: ds for ds in dept.datasets.values()}
+        self._convert = {
+            ds.table: row_converter(_value_schema(schemas.get(ds.schema_name).parsed)) for ds in dept.datasets.values()
+        }
+        self._relations: dict[int, Relation] = {}
+        self._repl_conn = None
+        self._cur = None
+        self._snapshot_iter: Iterator[list[ChangeEvent]] | None = None
+        self._snapshot_seq = 0
+        self._snapshot_done = False
+        self._streaming = False
+        self._txn: list[ChangeEvent] = []
+        self._begin: Begin | None = None
+        self._db = ""
+        self._returned = 0  # highest ack position handed out
+        self._acked = 0
+        self._last_feedback = 0.0
+
+    # --- Source interface ----------------------------------------------------------------------
+
+    def start(self) -> None:
+        with psycopg2.connect(self._dsn) as conn, conn.cursor() as cur:
+            self._db = conn.info.dbname
+            self._ensure_publication(cur)
+            cur.execute("SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = %s", (self._slot,))
+            slot = cur.fetchone()
+        conn.close()
+        saved = self._offsets.load(self.name)
+        self._repl_conn = psycopg2.connect(self._dsn, connection_factory=psycopg2.extras.LogicalReplicationConnection)
+        self._cur = self._repl_conn.cursor()
+        if slot and saved and saved.get("slot") == self._slot and saved.get("snapshot_completed"):
+            log.info("%s: resuming slot %s at %s", self.name, self._slot, slot[0])
+            self._snapshot_done = True
+            self._start_streaming()
+            return
+        if slot:
+            if saved is None or not saved.get("snapshot_completed"):
+                log.warning("%s: slot %s exists but its snapshot never completed: re-snapshotting", self.name, self._slot)
+            self._cur.drop_replication_slot(self._slot)
+        elif saved and saved.get("snapshot_completed"):
+            raise SourceError(
+                f"{self.name}: replication slot {self._slot!r} is gone although a completed snapshot was recorded; "
+                f"changes made meanwhile are lost to CDC. Recover with `yurong connect {self.name} --resnapshot`."
+            )
+        self._create_slot_and_plan_snapshot()
+
+    def poll(self, timeout: float) -> list[ChangeEvent]:
+        if self._snapshot_iter is not None:
+            chunk = next(self._snapshot_iter, None)
+            if chunk is not None:
+                return chunk
+            self._finish_snapshot()
+            return []
+        return self._poll_stream(timeout)
+
+    def acknowledge(self, position: int) -> None:
+        if not self._streaming or position <= self._acked:
+            return
+        self._acked = position
+        self._cur.send_feedback(flush_lsn=position, reply=True)
+        self._last_feedback = time.monotonic()
+
+    def snapshot_completed(self) -> bool:
+        return self._snapshot_done
+
+    def stop(self) -> None:
+        if self._repl_conn is not None:
+            self._repl_conn.close()
+            self._repl_conn = None
+
+    def slot_lag_bytes(self) -> int | None:
+        """WAL the slot retains: ``pg_current_wal_lsn() - confirmed_flush_lsn``."""
+        with psycopg2.connect(self._dsn) as conn, conn.cursor() as cur:
+            cur.execute(
+                "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::bigint"
+                " FROM pg_replication_slots WHERE slot_name = %s",
+                (self._slot,),
+            )
+            row = cur.fetchone()
+        conn.close()
+        return int(row[0]) if row and row[0] is not None else None
+
+    # --- setup -----------------------------------------------------------------------------------
+
+    def _ensure_publication(self, cur) -> None:
+        for table in self._by_table:
+            schema, _, name = table.rpartition(".")
+            cur.execute(
+                sql.SQL("ALTER TABLE {} REPLICA IDENTITY FULL").format(sql.Identifier(schema or "public", name))
+            )
+        cur.execute("SELECT 1 FROM pg_publication WHERE pubname = %s", (self._publication,))
+        if cur.fetchone() is None:
+            tables = sql.SQL(", ").join(
+                sql.Identifier(*(t.split(".", 1) if "." in t else ("public", t))) for t in self._by_table
+            )
+            cur.execute(sql.SQL("CREATE PUBLICATION {} FOR TABLE {}").format(sql.Identifier(self._publication), tables))
+            log.info("%s: created publication %s", self.name, self._publication)
+
+    def _create_slot_and_plan_snapshot(self) -> None:
+        # CREATE_REPLICATION_SLOT ... LOGICAL pgoutput exports a snapshot by default; it stays
+        # valid until the next command on this replication connection.
+        self._cur.create_replication_slot(self._slot, output_plugin="pgoutput")
+        _, consistent_point, snapshot_name, _ = self._cur.fetchone()
+        self._snapshot_seq = int(consistent_point.split("/")[0], 16) << 32 | int(consistent_point.split("/")[1], 16)
+        self._offsets.save({"source": self.name, "slot": self._slot, "snapshot_seq": self._snapshot_seq,
+                            "snapshot_completed": False, "position": consistent_point, "seq": self._snapshot_seq})
+        log.info("%s: slot %s created at %s; snapshotting", self.name, self._slot, consistent_point)
+        self._snapshot_iter = self._read_snapshot(snapshot_name, consistent_point)
+
+    def _read_snapshot(self, snapshot_name: str, consistent_point: str) -> Iterator[list[ChangeEvent]]:
+        conn = psycopg2.connect(self._dsn)
+        try:
+            conn.set_session(isolation_level="REPEATABLE READ", readonly=True)
+            with conn.cursor() as cur:
+                cur.execute("SET TRANSACTION SNAPSHOT %s", (snapshot_name,))
+                now_ms = int(time.time() * 1000)
+                for table, ds in self._by_table.items():
+                    schema, _, name = table.rpartition(".")
+                    with conn.cursor(name=f"snap_{ds.name}") as named:
+                        named.itersize = SNAPSHOT_CHUNK
+                        named.execute(sql.SQL("SELECT * FROM {}").format(sql.Identifier(schema or "public", name)))
+                        cols = None
+                        while True:
+                            rows = named.fetchmany(SNAPSHOT_CHUNK)
+                            if cols is None and named.description:
+                                cols = [d.name for d in named.description]
+                            if not rows:
+                                break
+                            yield [
+                                self._event(ds, "r", None, dict(zip(cols, row)), consistent_point, self._snapshot_seq,
+                                            now_ms, "true", None, ack=0)
+                                for row in rows
+                            ]
+            conn.commit()
+        finally:
+            conn.close()
+
+    def _finish_snapshot(self) -> None:
+        # Called once every snapshot chunk was handed to the runner; the runner flushes Kafka
+        # before calling acknowledge, and marks completion through mark_snapshot_completed.
+        self._snapshot_iter = None
+        self._snapshot_done = True
+        self._start_streaming()
+
+    def mark_snapshot_completed(self) -> None:
+        """Record in ``connect.offsets`` that the snapshot is fully in Kafka (runner calls it after a flush)."""
+        self._offsets.save({"source": self.name, "slot": self._slot, "snapshot_seq": self._snapshot_seq,
+                            "snapshot_completed": True, "position": format_lsn(self._snapshot_seq), "seq": self._snapshot_seq})
+
+    def _start_streaming(self) -> None:
+        self._cur.start_replication(
+            slot_name=self._slot,
+            decode=False,
+            options={"proto_version": "1", "publication_names": self._publication},
+            status_interval=self._status_interval,
+        )
+        self._streaming = True
+        log.info("%s: streaming from slot %s", self.name, self._slot)
+
+    # --- streaming --------------------------------------------------------------------------------
+
+    def _poll_stream(self, timeout: float) -> list[ChangeEvent]:
+        out: list[ChangeEvent] = []
+        deadline = time.monotonic() + timeout
+        while True:
+            msg = self._cur.read_message()
+            if msg is None:
+                if out:
+                    return out
+                self._idle_feedback()
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return out
+                select.select([self._cur], [], [], min(remaining, 1.0))
+                continue
+            done = self._handle(msg)
+            if done:
+                out.extend(done)
+                if len(out) >= SNAPSHOT_CHUNK:
+                    return out
+
+    def _idle_feedback(self) -> None:
+        """Caught up and every returned event acknowledged: let the slot advance past WAL that
+        holds nothing for us (other tables, keepalives), so an idle source does not retain WAL."""
+        if self._begin is None and self._acked >= self._returned and time.monotonic() - self._last_feedback > self._status_interval:
+            wal_end = self._cur.wal_end
+            if wal_end and wal_end > self._acked:
+                self._cur.send_feedback(flush_lsn=wal_end)
+                self._acked = self._returned = wal_end
+            self._last_feedback = time.monotonic()
+
+    def _handle(self, msg) -> list[ChangeEvent] | None:
+        parsed = parse_message(msg.payload, self._relations)
+        if isinstance(parsed, Begin):
+            self._begin = parsed
+            self._txn = []
+        elif isinstance(parsed, Change):
+            rel = self._relations[parsed.relid]
+            ds = self._by_table.get(rel.qualified)
+            if ds is not None:
+                self._txn.append(self._change_event(ds, parsed, msg.data_start))
+        elif isinstance(parsed, Truncate):
+            names = [self._relations[r].qualified for r in parsed.relids if r in self._relations]
+            log.warning("%s: TRUNCATE of %s is not propagated as row deletes", self.name, names)
+        elif isinstance(parsed, Commit):
+            events, self._txn, self._begin = self._txn, [], None
+            if events:
+                events = [self._with_ack(e, parsed.end_lsn) for e in events]
+                self._returned = parsed.end_lsn
+                return events
+            # a transaction without our tables: nothing to wait for
+            if self._acked >= self._returned:
+                self._acked = self._returned = parsed.end_lsn
+        return None
+
+    def _change_event(self, ds: Dataset, ch: Change, lsn: int) -> ChangeEvent:
+        begin = self._begin
+        new = {k: v for k, v in (ch.new or {}).items() if v is not UNCHANGED_TOAST} if ch.new is not None else None
+        old = ch.old
+        if ch.op == "u" and new is not None and ch.new and any(v is UNCHANGED_TOAST for v in ch.new.values()) and old:
+            new = {**{k: v for k, v in old.items() if v is not UNCHANGED_TOAST}, **new}
+        return self._event(ds, ch.op, old, new, format_lsn(lsn), lsn, begin.commit_ts_ms if begin else 0, "false",
+                           begin.xid if begin else None, ack=0)
+
+    @staticmethod
+    def _with_ack(e: ChangeEvent, end_lsn: int) -> ChangeEvent:
+        return dataclasses.replace(e, ack_position=end_lsn)
+
+    def _event(self, ds, op, before, after, position, seq, ts_ms, snapshot, tx_id, ack) -> ChangeEvent:
+        where = f"{ds.name}@{position}"
+        conv = self._convert[ds.table]
+        source: dict[str, Any] = {
+            "connector": "postgresql", "dept": ds.dept, "db": self._db, "schema": ds.table.rpartition(".")[0] or "public",
+            "table": ds.schema_table, "position": position, "seq": seq, "ts_ms": ts_ms, "snapshot": snapshot, "tx_id": tx_id,
+        }
+        try:
+            b = conv(before, where) if before is not None else None
+            a = conv(after, where) if after is not None else None
+        except ValidationError as exc:
+            raw = after if after is not None else before
+            return ChangeEvent(ds, op, None, None, source, "|".join(str(raw.get(k)) for k in ds.key), ack,
+                               error=exc, raw={k: (None if v is UNCHANGED_TOAST else v) for k, v in raw.items()})
+        row = a if a is not None else b
+        return ChangeEvent(ds, op, b, a, source, "|".join(str(row.get(k)) for k in ds.key), ack)

@@ -1,0 +1,153 @@
+"""Drive a ``Source`` into Kafka: poll → Avro envelope → produce → flush → acknowledge.
+
+At-least-once: the source position is acknowledged only after ``Producer.flush`` returned
+with every message delivered, so a crash between produce and acknowledge re-reads, never loses.
+A delete is followed by a tombstone (key, null value), as Debezium does, so compacted copies
+of a ``dept.*`` topic forget the row. Rows the connector cannot convert go to ``dlq.<topic>``
+with their provenance and the stream goes on.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import threading
+import time
+from collections import Counter
+
+from confluent_kafka import KafkaException, Producer
+
+from monitoring.metrics import CONNECTOR_FLUSHED_LSN, CONNECTOR_LAG_BYTES, CONNECTOR_SNAPSHOT_ROWS, DLQ, EVENTS_OUT
+from streams.dlq import dlq_headers, dlq_topic
+from streams.kafka_admin import ensure_topics
+from streams.serde import SchemaStore
+
+from .base import ChangeEvent, Source
+from .catalogue import Department
+
+log = logging.getLogger(__name__)
+
+
+def producer_config(bootstrap: str) -> dict:
+    """Idempotent, acks=all producer: retries cannot reorder or duplicate within a session."""
+    return {
+        "bootstrap.servers": bootstrap,
+        "enable.idempotence": True,
+        "acks": "all",
+        "linger.ms": 20,
+        "compression.type": "lz4",
+        "batch.num.messages": 10000,
+        "queue.buffering.max.messages": 500000,
+    }
+
+
+class ConnectorRunner:
+    def __init__(
+        self,
+        source: Source,
+        dept: Department,
+        producer: Producer,
+        schemas: SchemaStore,
+        bootstrap: str,
+        flush_interval_s: float = 0.2,
+        retention_ms: int | None = None,
+        partitions: int = 4,
+    ) -> None:
+        self.source = source
+        self.dept = dept
+        self.producer = producer
+        self.schemas = schemas
+        self.flush_interval_s = flush_interval_s
+        self.stopping = threading.Event()
+        self.counts: Counter[str] = Counter()
+        self._errors: list[str] = []
+        cfg = {"retention.ms": str(retention_ms)} if retention_ms else {}
+        topics = {ds.topic: cfg for ds in dept.datasets.values()}
+        topics.update({dlq_topic(t): cfg for t in list(topics)})
+        ensure_topics(bootstrap, topics, partitions=partitions)
+
+    def _on_delivery(self, err, msg) -> None:
+        if err is not None:
+            self._errors.append(f"{msg.topic()}: {err}")
+
+    def _produce(self, e: ChangeEvent) -> None:
+        topic = e.dataset.topic
+        key = e.key.encode()
+        now_ms = int(time.time() * 1000)
+        if e.error is not None:
+            value = json.dumps(e.raw, ensure_ascii=False, default=str).encode()
+            headers = dlq_headers("connector", topic, -1, -1, e.error) + [("yurong.dlq.position", e.source["position"].encode())]
+            self._send(dlq_topic(topic), key, value, headers)
+            DLQ.labels("connector", topic, "validation").inc()
+            return
+        value = self.schemas.encode(e.dataset.schema_name, e.envelope(now_ms))
+        self._send(topic, key, value, None)
+        if e.op == "d":
+            self._send(topic, key, None, None)  # tombstone
+        EVENTS_OUT.labels("connector", topic).inc()
+        if e.op == "r":
+            CONNECTOR_SNAPSHOT_ROWS.labels(self.source.name, e.dataset.name).inc()
+        self.counts[e.dataset.name] += 1
+
+    def _send(self, topic: str, key: bytes, value: bytes | None, headers) -> None:
+        while True:
+            try:
+                self.producer.produce(topic, key=key, value=value, headers=headers, on_delivery=self._on_delivery)
+                return
+            except BufferError:
+                self.producer.poll(0.1)  # local queue full: let deliveries drain
+
+    def flush_and_acknowledge(self, position: int) -> None:
+        """Wait until Kafka acknowledged everything produced, then acknowledge ``position``."""
+        remaining = self.producer.flush(60)
+        if remaining or self._errors:
+            raise KafkaException(f"Kafka did not acknowledge {remaining} events; errors: {self._errors[:3]}")
+        if position:
+            self.source.acknowledge(position)
+            CONNECTOR_FLUSHED_LSN.labels(self.source.name).set(position)
+
+    def run(self, max_seconds: float | None = None, on_progress=None) -> None:
+        """Run until ``stop()``/SIGTERM (or ``max_seconds``)."""
+        self.source.start()
+        started = time.monotonic()
+        last_flush = time.monotonic()
+        last_lag = 0.0
+        pending_position = 0
+        was_snapshotting = not self.source.snapshot_completed()
+        try:
+            while not self.stopping.is_set():
+                events = self.source.poll(timeout=self.flush_interval_s)
+                for e in events:
+                    self._produce(e)
+                    pending_position = max(pending_position, e.ack_position)
+                self.producer.poll(0)
+                if was_snapshotting and self.source.snapshot_completed():
+                    self.flush_and_acknowledge(0)
+                    self.source.mark_snapshot_completed()
+                    log.info("%s: snapshot complete (%s)", self.source.name, dict(self.counts))
+                    was_snapshotting = False
+                now = time.monotonic()
+                if now - last_flush >= self.flush_interval_s and (pending_position or events):
+                    self.flush_and_acknowledge(pending_position)
+                    pending_position = 0
+                    last_flush = now
+                if now - last_lag > 10:
+                    lag = getattr(self.source, "slot_lag_bytes", lambda: None)()
+                    if lag is not None:
+                        CONNECTOR_LAG_BYTES.labels(self.source.name).set(lag)
+                    last_lag = now
+                if on_progress:
+                    on_progress(self)
+                if max_seconds is not None and now - started > max_seconds:
+                    break
+            self.flush_and_acknowledge(pending_position)
+        finally:
+            self.source.stop()
+
+    def stop(self, *_args) -> None:
+        self.stopping.set()
+
+    def install_signal_handlers(self) -> None:
+        signal.signal(signal.SIGTERM, self.stop)
+        signal.signal(signal.SIGINT, self.stop)

@@ -1,0 +1,1 @@
+"""Department simulator: realistic, deterministic department databases for demos, tests and benchmarks."""

@@ -1,0 +1,1 @@
+"""Prometheus metrics, Grafana dashboards, Prometheus rules."""

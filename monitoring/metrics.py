@@ -1,0 +1,38 @@
+"""Prometheus metrics shared by connector, worker and sink; each process serves ``/metrics``.
+
+Labels carry topic, table, stage and error kind only — never a USCC, a person or a value.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
+
+log = logging.getLogger(__name__)
+
+LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+
+EVENTS_IN = Counter("yurong_events_in_total", "Records read", ["component", "topic"])
+EVENTS_OUT = Counter("yurong_events_out_total", "Records written", ["component", "topic"])
+DLQ = Counter("yurong_dlq_total", "Records sent to a dead-letter topic", ["component", "topic", "kind"])
+E2E_LATENCY = Histogram(
+    "yurong_e2e_latency_seconds",
+    "Source commit → stage reached (profile_written, alert_published, event_written)",
+    ["stage"],
+    buckets=LATENCY_BUCKETS,
+)
+SINK_ROWS = Counter("yurong_sink_rows_total", "Rows inserted into ClickHouse", ["table"])
+SINK_BATCH_SECONDS = Histogram("yurong_sink_batch_seconds", "Time to write and commit one sink batch", buckets=LATENCY_BUCKETS)
+ALERTS = Counter("yurong_alerts_total", "Alerts published per bank", ["bank_id", "category", "severity"])
+ALERTS_BLOCKED = Counter("yurong_alerts_blocked_total", "Risk changes with no consented recipient", ["category"])
+CONNECTOR_FLUSHED_LSN = Gauge("yurong_connector_flushed_position", "Source position acknowledged to the source", ["source"])
+CONNECTOR_LAG_BYTES = Gauge("yurong_connector_slot_lag_bytes", "WAL retained by the replication slot", ["source"])
+CONNECTOR_SNAPSHOT_ROWS = Counter("yurong_connector_snapshot_rows_total", "Rows read by initial snapshots", ["source", "table"])
+
+
+def serve(port: int, component: str, addr: str = "127.0.0.1") -> None:
+    """Start the ``/metrics`` endpoint on ``port`` (0 disables)."""
+    if port:
+        start_http_server(port, addr=addr)
+        log.info("%s metrics on :%d/metrics", component, port)

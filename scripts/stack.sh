@@ -1,0 +1,627 @@
+#!/usr/bin/env bash
+# scripts/stack.sh — the local embedded stack for yurong: Kafka (KRaft, single
+# node), Redis and PostgreSQL, running as plain processes on 127.0.0.1 with all
+# data under one folder.
+#
+#   scripts/stack.sh up       install what is missing, start everything (idempotent)
+#   scripts/stack.sh down     stop everything cleanly
+#   scripts/stack.sh status   one line per service (exit 3 unless all are up)
+#   scripts/stack.sh env      `export YURONG_...=` lines for the stack (eval-able)
+#
+# Environment (defaults in brackets):
+#   YURONG_HOME                   [<repo root>/.yurong]  all data, logs, pid files
+#   YURONG_KAFKA_PORT             [19092]   PLAINTEXT listener
+#   YURONG_KAFKA_CONTROLLER_PORT  [19093]   KRaft controller listener
+#   YURONG_REDIS_PORT             [16379]
+#   YURONG_PG_PORT                [15432]
+#   YURONG_KAFKA_HEAP             [-Xmx1g -Xms256m]
+#
+# Layout of $YURONG_HOME:
+#   run/{kafka,redis,postgres}.pid   logs/{kafka,kafka.out,redis,postgres}.log
+#   kafka/{libs,config,data}  redis/  pg/{data,run}
+#
+# Needs root on Debian 12 to apt-get install missing packages (openjdk-17,
+# maven, redis-server, postgresql); once they are installed it also runs as an
+# ordinary user.
+set -euo pipefail
+umask 022
+
+SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+REPO_ROOT="$(dirname "$SCRIPT_DIR")"
+KAFKA_SRC="$SCRIPT_DIR/kafka"            # pom.xml + log4j2 configs
+
+YURONG_HOME="${YURONG_HOME:-$REPO_ROOT/.yurong}"
+KAFKA_PORT="${YURONG_KAFKA_PORT:-19092}"
+KAFKA_CONTROLLER_PORT="${YURONG_KAFKA_CONTROLLER_PORT:-19093}"
+REDIS_PORT="${YURONG_REDIS_PORT:-16379}"
+PG_PORT="${YURONG_PG_PORT:-15432}"
+KAFKA_HEAP="${YURONG_KAFKA_HEAP:--Xmx1g -Xms256m}"
+
+PG_USER=yurong
+PG_PASSWORD=yurong
+PG_DB=market
+
+KAFKA_START_TIMEOUT=90
+PG_START_TIMEOUT=60
+STOP_TIMEOUT=60
+
+# ---------------------------------------------------------------- helpers ---
+
+log()  { printf '[stack] %s\n' "$*" >&2; }
+die()  { printf '[stack] ERROR: %s\n' "$*" >&2; exit 1; }
+
+# Print the last lines of the given log files (those that exist) to stderr.
+# Arguments are path@offset: only bytes from offset on (this run) are shown.
+show_logs() {
+    local arg f off
+    for arg in "$@"; do
+        f="${arg%@*}" off="${arg##*@}"
+        (($(file_size "$f") > off)) || continue
+        printf '%s\n' "----- last 30 lines of $f -----" >&2
+        tail -c "+$((off + 1))" "$f" | tail -n 30 >&2
+    done
+    printf '%s\n' "-----" >&2
+}
+
+file_size() { stat -c %s "$1" 2>/dev/null || echo 0; }
+
+# True if something accepts TCP connections on 127.0.0.1:$1.
+port_open() {
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+}
+
+# True if pid $1 is alive and its command line contains $2.
+pid_matches() {
+    local pid="$1" pattern="$2"
+    [[ "$pid" =~ ^[0-9]+$ ]] || return 1
+    pid_alive "$pid" || return 1
+    tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q -- "$pattern"
+}
+
+read_pid() { [[ -f "$1" ]] && head -n1 "$1" 2>/dev/null || true; }
+
+# True if pid $1 exists and is not a zombie (an exited child that nobody has
+# reaped yet still answers kill -0).
+pid_alive() {
+    kill -0 "$1" 2>/dev/null || return 1
+    local state
+    state="$(sed -e 's/^.*) //' "/proc/$1/stat" 2>/dev/null | cut -c1)" || true
+    [[ -n "$state" && "$state" != Z ]]
+}
+
+# Wait until pid $1 is gone, up to $2 seconds.
+wait_pid_gone() {
+    local pid="$1" timeout="$2" i
+    for ((i = 0; i < timeout * 5; i++)); do
+        pid_alive "$pid" || return 0
+        sleep 0.2
+    done
+    return 1
+}
+
+is_root() { [[ "$(id -u)" -eq 0 ]]; }
+
+APT_UPDATED=""
+# apt-get install "$@" without letting package scripts start system services
+# (we run our own instances; the packaged ones would only waste resources).
+apt_install() {
+    is_root || die "missing packages ($*) and not root: install them with apt-get first"
+    command -v apt-get >/dev/null || die "apt-get not found: install $* by hand"
+    local policy=/usr/sbin/policy-rc.d added_policy=""
+    if [[ ! -e "$policy" ]]; then
+        printf '#!/bin/sh\nexit 101\n' >"$policy"
+        chmod 755 "$policy"
+        added_policy=1
+    fi
+    if [[ -z "$APT_UPDATED" ]]; then
+        log "apt-get update"
+        DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null
+        APT_UPDATED=1
+    fi
+    log "apt-get install $*"
+    local rc=0
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null || rc=$?
+    if [[ -n "$added_policy" ]]; then rm -f "$policy"; fi
+    [[ $rc -eq 0 ]] || die "apt-get install $* failed (exit $rc)"
+}
+
+ensure_dirs() {
+    mkdir -p "$YURONG_HOME"
+    YURONG_HOME="$(cd "$YURONG_HOME" && pwd)"     # make it absolute
+    RUN_DIR="$YURONG_HOME/run"
+    LOG_DIR="$YURONG_HOME/logs"
+    mkdir -p "$RUN_DIR" "$LOG_DIR"
+}
+
+# Set the path variables without creating anything (status/env/down).
+set_paths() {
+    if [[ -d "$YURONG_HOME" ]]; then
+        YURONG_HOME="$(cd "$YURONG_HOME" && pwd)"
+    fi
+    RUN_DIR="$YURONG_HOME/run"
+    LOG_DIR="$YURONG_HOME/logs"
+    KAFKA_HOME="$YURONG_HOME/kafka"
+    KAFKA_LIBS="$KAFKA_HOME/libs"
+    KAFKA_PID="$RUN_DIR/kafka.pid"
+    KAFKA_LOG="$LOG_DIR/kafka.log"
+    KAFKA_OUT="$LOG_DIR/kafka.out"
+    REDIS_DIR="$YURONG_HOME/redis"
+    REDIS_PID="$RUN_DIR/redis.pid"
+    REDIS_LOG="$LOG_DIR/redis.log"
+    PG_HOME="$YURONG_HOME/pg"
+    PG_DATA="$PG_HOME/data"
+    PG_RUN="$PG_HOME/run"
+    PG_PID="$RUN_DIR/postgres.pid"
+    PG_LOG="$LOG_DIR/postgres.log"
+}
+
+# ------------------------------------------------------------------ kafka ---
+
+kafka_java() {   # kafka_java <main class> args...  (CLI tools, quiet logging)
+    java -Dlog4j2.configurationFile="$KAFKA_SRC/tools-log4j2.properties" \
+        -cp "$KAFKA_LIBS/*" "$@"
+}
+
+kafka_running() { pid_matches "$(read_pid "$KAFKA_PID")" 'kafka\.Kafka'; }
+
+kafka_install() {
+    if ! command -v java >/dev/null; then apt_install openjdk-17-jre-headless; fi
+    if ! command -v mvn >/dev/null; then apt_install maven; fi
+
+    # Re-download when scripts/kafka/pom.xml changes (e.g. a version bump).
+    local stamp want
+    want="$(sha256sum "$KAFKA_SRC/pom.xml" | cut -d' ' -f1)"
+    stamp="$KAFKA_LIBS/.pom.sha256"
+    if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" ]] && compgen -G "$KAFKA_LIBS/kafka_2.13-*.jar" >/dev/null; then
+        return 0
+    fi
+    log "kafka: fetching jars from Maven Central (scripts/kafka/pom.xml)"
+    local tmp="$KAFKA_LIBS.tmp"
+    rm -rf "$tmp"
+    mvn -q -B -Dstyle.color=never -f "$KAFKA_SRC/pom.xml" dependency:copy-dependencies \
+        -DoutputDirectory="$tmp" -DincludeScope=runtime 2>&1 \
+        | sed -e 's/\x1b\[[0-9;]*m//g' -e '/^[[:space:]]*$/d' >&2 \
+        || die "kafka: 'mvn dependency:copy-dependencies' failed"
+    compgen -G "$tmp/kafka_2.13-*.jar" >/dev/null || die "kafka: no kafka_2.13 jar after mvn"
+    echo "$want" >"$tmp/.pom.sha256"
+    rm -rf "$KAFKA_LIBS"
+    mv "$tmp" "$KAFKA_LIBS"
+}
+
+kafka_write_config() {
+    mkdir -p "$KAFKA_HOME/config" "$KAFKA_HOME/data"
+    cat >"$KAFKA_HOME/config/server.properties" <<EOF
+# Generated by scripts/stack.sh — edits are overwritten on every 'up'.
+process.roles=broker,controller
+node.id=1
+controller.quorum.bootstrap.servers=127.0.0.1:$KAFKA_CONTROLLER_PORT
+listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT,CONTROLLER://127.0.0.1:$KAFKA_CONTROLLER_PORT
+advertised.listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT,CONTROLLER://127.0.0.1:$KAFKA_CONTROLLER_PORT
+controller.listener.names=CONTROLLER
+inter.broker.listener.name=PLAINTEXT
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SSL:SSL,SASL_PLAINTEXT:SASL_PLAINTEXT,SASL_SSL:SASL_SSL
+
+log.dirs=$KAFKA_HOME/data
+num.partitions=4
+default.replication.factor=1
+min.insync.replicas=1
+auto.create.topics.enable=true
+group.initial.rebalance.delay.ms=0
+
+offsets.topic.replication.factor=1
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+share.coordinator.state.topic.replication.factor=1
+share.coordinator.state.topic.min.isr=1
+EOF
+}
+
+# Format the KRaft metadata log once (first start of this YURONG_HOME).
+kafka_format() {
+    [[ -f "$KAFKA_HOME/data/meta.properties" ]] && return 0
+    local cluster_id_file="$KAFKA_HOME/cluster.id" cluster_id
+    if [[ ! -s "$cluster_id_file" ]]; then
+        kafka_java kafka.tools.StorageTool random-uuid >"$cluster_id_file" \
+            || die "kafka: StorageTool random-uuid failed"
+    fi
+    cluster_id="$(tr -d '[:space:]' <"$cluster_id_file")"
+    log "kafka: formatting storage (cluster id $cluster_id)"
+    local log_at
+    log_at="$KAFKA_OUT@$(file_size "$KAFKA_OUT")"
+    kafka_java kafka.tools.StorageTool format -t "$cluster_id" \
+        -c "$KAFKA_HOME/config/server.properties" --standalone >>"$KAFKA_OUT" 2>&1 \
+        || { show_logs "$log_at"; die "kafka: storage format failed"; }
+}
+
+# Launch the broker in the background; kafka_wait checks it comes up.
+kafka_start() {
+    KAFKA_STARTED=""
+    KAFKA_LOG_OFFSETS=("$KAFKA_OUT@$(file_size "$KAFKA_OUT")" "$KAFKA_LOG@$(file_size "$KAFKA_LOG")")
+    if kafka_running; then
+        if port_open "$KAFKA_PORT"; then
+            log "kafka: already running (pid $(read_pid "$KAFKA_PID"))"
+        else
+            log "kafka: already running (pid $(read_pid "$KAFKA_PID")) but not answering yet"
+            KAFKA_STARTED=1
+        fi
+        return 0
+    fi
+    rm -f "$KAFKA_PID"
+    local p
+    for p in "$KAFKA_PORT" "$KAFKA_CONTROLLER_PORT"; do
+        if port_open "$p"; then die "kafka: port $p is already in use by another process"; fi
+    done
+    kafka_install
+    kafka_write_config
+    kafka_format
+    KAFKA_LOG_OFFSETS=("$KAFKA_OUT@$(file_size "$KAFKA_OUT")" "$KAFKA_LOG@$(file_size "$KAFKA_LOG")")
+    log "kafka: starting on 127.0.0.1:$KAFKA_PORT"
+    # shellcheck disable=SC2086  # KAFKA_HEAP is a list of JVM options
+    setsid java -server $KAFKA_HEAP -XX:+UseG1GC -XX:MaxGCPauseMillis=20 \
+        -Djava.awt.headless=true \
+        -Dlog4j2.configurationFile="$KAFKA_SRC/log4j2.properties" \
+        -Dyurong.kafka.log="$KAFKA_LOG" \
+        -cp "$KAFKA_LIBS/*" kafka.Kafka "$KAFKA_HOME/config/server.properties" \
+        </dev/null >>"$KAFKA_OUT" 2>&1 &
+    echo $! >"$KAFKA_PID"
+    KAFKA_STARTED=1
+}
+
+kafka_wait() {
+    [[ -n "${KAFKA_STARTED:-}" ]] || return 0
+    local deadline=$((SECONDS + KAFKA_START_TIMEOUT))
+    while ((SECONDS < deadline)); do
+        if ! kafka_running; then
+            show_logs "${KAFKA_LOG_OFFSETS[@]}"
+            rm -f "$KAFKA_PID"
+            die "kafka: broker process exited during startup"
+        fi
+        if port_open "$KAFKA_PORT" &&
+            timeout 30 java -Dlog4j2.configurationFile="$KAFKA_SRC/tools-log4j2.properties" \
+                -cp "$KAFKA_LIBS/*" org.apache.kafka.tools.TopicCommand \
+                --bootstrap-server "127.0.0.1:$KAFKA_PORT" --list >/dev/null 2>&1; then
+            log "kafka: up (pid $(read_pid "$KAFKA_PID"), 127.0.0.1:$KAFKA_PORT)"
+            return 0
+        fi
+        sleep 1
+    done
+    show_logs "${KAFKA_LOG_OFFSETS[@]}"
+    die "kafka: broker did not answer on 127.0.0.1:$KAFKA_PORT within ${KAFKA_START_TIMEOUT}s (still running, pid $(read_pid "$KAFKA_PID"); see $KAFKA_LOG)"
+}
+
+kafka_stop() {
+    local pid
+    pid="$(read_pid "$KAFKA_PID")"
+    if ! kafka_running; then
+        rm -f "$KAFKA_PID"
+        log "kafka: not running"
+        return 0
+    fi
+    log "kafka: stopping (pid $pid)"
+    kill -TERM "$pid"
+    if ! wait_pid_gone "$pid" "$STOP_TIMEOUT"; then
+        log "kafka: still alive after ${STOP_TIMEOUT}s, sending KILL"
+        kill -KILL "$pid" 2>/dev/null || true
+        wait_pid_gone "$pid" 10 || die "kafka: could not stop pid $pid"
+    fi
+    rm -f "$KAFKA_PID"
+}
+
+kafka_status() {
+    if kafka_running && port_open "$KAFKA_PORT"; then
+        printf '%-9s up    pid %-8s 127.0.0.1:%s (controller :%s)\n' kafka "$(read_pid "$KAFKA_PID")" "$KAFKA_PORT" "$KAFKA_CONTROLLER_PORT"
+    elif kafka_running; then
+        printf '%-9s start pid %-8s 127.0.0.1:%s (process alive, port not answering)\n' kafka "$(read_pid "$KAFKA_PID")" "$KAFKA_PORT"
+    else
+        printf '%-9s down  %-12s 127.0.0.1:%s\n' kafka - "$KAFKA_PORT"
+    fi
+}
+
+# ------------------------------------------------------------------ redis ---
+
+redis_running() { pid_matches "$(read_pid "$REDIS_PID")" 'redis-server'; }
+
+redis_start() {
+    if redis_running; then
+        log "redis: already running (pid $(read_pid "$REDIS_PID"))"
+        return 0
+    fi
+    rm -f "$REDIS_PID"
+    if port_open "$REDIS_PORT"; then die "redis: port $REDIS_PORT is already in use by another process"; fi
+    if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null; then
+        apt_install redis-server
+    fi
+    mkdir -p "$REDIS_DIR"
+    cat >"$REDIS_DIR/redis.conf" <<EOF
+# Generated by scripts/stack.sh — edits are overwritten on every 'up'.
+bind 127.0.0.1
+port $REDIS_PORT
+protected-mode yes
+daemonize yes
+pidfile $REDIS_PID
+logfile $REDIS_LOG
+dir $REDIS_DIR
+appendonly yes
+appendfilename "appendonly.aof"
+save 3600 1 300 100 60 10000
+EOF
+    log "redis: starting on 127.0.0.1:$REDIS_PORT"
+    local log_at
+    log_at="$REDIS_LOG@$(file_size "$REDIS_LOG")"
+    redis-server "$REDIS_DIR/redis.conf" || { show_logs "$log_at"; die "redis: redis-server failed to start"; }
+    local i
+    for ((i = 0; i < 150; i++)); do
+        if [[ "$(redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping 2>/dev/null)" == PONG ]]; then
+            log "redis: up (pid $(read_pid "$REDIS_PID"), 127.0.0.1:$REDIS_PORT)"
+            return 0
+        fi
+        sleep 0.2
+    done
+    show_logs "$log_at"
+    die "redis: no PONG on 127.0.0.1:$REDIS_PORT within 30s"
+}
+
+redis_stop() {
+    local pid
+    pid="$(read_pid "$REDIS_PID")"
+    if ! redis_running; then
+        rm -f "$REDIS_PID"
+        log "redis: not running"
+        return 0
+    fi
+    log "redis: stopping (pid $pid)"
+    redis-cli -h 127.0.0.1 -p "$REDIS_PORT" shutdown >/dev/null 2>&1 || kill -TERM "$pid" 2>/dev/null || true
+    if ! wait_pid_gone "$pid" "$STOP_TIMEOUT"; then
+        log "redis: still alive after ${STOP_TIMEOUT}s, sending KILL"
+        kill -KILL "$pid" 2>/dev/null || true
+        wait_pid_gone "$pid" 10 || die "redis: could not stop pid $pid"
+    fi
+    rm -f "$REDIS_PID"
+}
+
+redis_status() {
+    if redis_running; then
+        printf '%-9s up    pid %-8s 127.0.0.1:%s\n' redis "$(read_pid "$REDIS_PID")" "$REDIS_PORT"
+    else
+        printf '%-9s down  %-12s 127.0.0.1:%s\n' redis - "$REDIS_PORT"
+    fi
+}
+
+# --------------------------------------------------------------- postgres ---
+
+# Newest installed server's bin dir, e.g. /usr/lib/postgresql/15/bin.
+pg_bindir() {
+    local d
+    d="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n1 || true)"
+    [[ -n "$d" && -x "$d/pg_ctl" ]] && echo "$d"
+}
+
+# Run a command as the postgres OS user (or as ourselves when not root).
+as_pg() {
+    if is_root; then runuser -u postgres -- "$@"; else "$@"; fi
+}
+
+pg_ctl_() { as_pg "$PG_BIN/pg_ctl" -D "$PG_DATA" "$@"; }
+
+pg_running() {
+    [[ -f "$PG_DATA/postmaster.pid" ]] || return 1
+    PG_BIN="${PG_BIN:-$(pg_bindir)}"
+    [[ -n "$PG_BIN" ]] || return 1
+    pg_ctl_ status >/dev/null 2>&1
+}
+
+# As root, the postgres user must be able to reach $PG_HOME: give o+x
+# (traverse only, not read) to any parent directory that lacks it.
+pg_fix_traverse() {
+    is_root || return 0
+    local d="$PG_HOME"
+    while [[ "$d" != / ]]; do
+        d="$(dirname "$d")"
+        if ! runuser -u postgres -- test -x "$d" 2>/dev/null; then
+            log "postgres: chmod o+x $d (so the postgres user can reach its data dir)"
+            chmod o+x "$d"
+        fi
+    done
+    runuser -u postgres -- test -x "$PG_HOME" || die "postgres: user postgres cannot reach $PG_HOME"
+}
+
+pg_install() {
+    PG_BIN="$(pg_bindir || true)"
+    if [[ -z "$PG_BIN" ]]; then
+        apt_install postgresql
+        PG_BIN="$(pg_bindir || true)"
+        [[ -n "$PG_BIN" ]] || die "postgres: installed package but no /usr/lib/postgresql/*/bin/pg_ctl"
+    fi
+    command -v psql >/dev/null || apt_install postgresql-client
+}
+
+pg_init() {
+    mkdir -p "$PG_HOME" "$PG_RUN"
+    chmod 755 "$PG_HOME"
+    if is_root; then
+        pg_fix_traverse
+        chown postgres:postgres "$PG_RUN"
+        touch "$PG_LOG"
+        chown postgres:postgres "$PG_LOG"
+    fi
+    if [[ ! -f "$PG_DATA/PG_VERSION" ]]; then
+        log "postgres: initdb $PG_DATA"
+        local log_at
+        log_at="$PG_LOG@$(file_size "$PG_LOG")"
+        mkdir -p "$PG_DATA"
+        if is_root; then chown postgres:postgres "$PG_DATA"; fi
+        chmod 700 "$PG_DATA"
+        as_pg "$PG_BIN/initdb" -D "$PG_DATA" -U postgres -E UTF8 --locale=C.UTF-8 \
+            --auth-local=peer --auth-host=scram-sha-256 >>"$PG_LOG" 2>&1 \
+            || { show_logs "$log_at"; die "postgres: initdb failed"; }
+        # Our settings live in yurong.conf (rewritten on every start).
+        echo "include_if_exists = 'yurong.conf'" | as_pg tee -a "$PG_DATA/postgresql.conf" >/dev/null
+        as_pg tee "$PG_DATA/pg_hba.conf" >/dev/null <<'EOF'
+# Generated by scripts/stack.sh.
+# TYPE  DATABASE     USER      ADDRESS         METHOD
+local   all          postgres                  peer
+local   all          all                       scram-sha-256
+host    all          all       127.0.0.1/32    scram-sha-256
+host    replication  yurong    127.0.0.1/32    scram-sha-256
+EOF
+        PG_FRESH=1
+    fi
+    as_pg tee "$PG_DATA/yurong.conf" >/dev/null <<EOF
+# Generated by scripts/stack.sh — edits are overwritten on every 'up'.
+listen_addresses = '127.0.0.1'
+port = $PG_PORT
+unix_socket_directories = '$PG_RUN'
+password_encryption = scram-sha-256
+wal_level = logical
+max_replication_slots = 20
+max_wal_senders = 20
+max_slot_wal_keep_size = 2GB
+EOF
+}
+
+# Create role yurong (superuser, replication) and database market if missing.
+pg_bootstrap() {
+    local psql=(as_pg psql -X -q -v ON_ERROR_STOP=1 -h "$PG_RUN" -p "$PG_PORT" -U postgres -d postgres)
+    if [[ "$("${psql[@]}" -Atc "SELECT 1 FROM pg_roles WHERE rolname = '$PG_USER'")" != 1 ]]; then
+        log "postgres: creating role $PG_USER"
+        "${psql[@]}" -c "CREATE ROLE $PG_USER WITH LOGIN SUPERUSER REPLICATION PASSWORD '$PG_PASSWORD'"
+    fi
+    if [[ "$("${psql[@]}" -Atc "SELECT 1 FROM pg_database WHERE datname = '$PG_DB'")" != 1 ]]; then
+        log "postgres: creating database $PG_DB"
+        "${psql[@]}" -c "CREATE DATABASE $PG_DB OWNER $PG_USER"
+    fi
+}
+
+pg_start() {
+    if pg_running; then
+        log "postgres: already running (pid $(read_pid "$PG_DATA/postmaster.pid"))"
+        read_pid "$PG_DATA/postmaster.pid" >"$PG_PID"
+        return 0
+    fi
+    rm -f "$PG_PID"
+    if port_open "$PG_PORT"; then die "postgres: port $PG_PORT is already in use by another process"; fi
+    pg_install
+    pg_init
+    log "postgres: starting on 127.0.0.1:$PG_PORT"
+    local log_at
+    log_at="$PG_LOG@$(file_size "$PG_LOG")"
+    pg_ctl_ -l "$PG_LOG" -w -t "$PG_START_TIMEOUT" start >/dev/null \
+        || { show_logs "$log_at"; die "postgres: pg_ctl start failed"; }
+    read_pid "$PG_DATA/postmaster.pid" >"$PG_PID"
+    pg_bootstrap || { show_logs "$log_at"; die "postgres: creating role/database failed"; }
+    PGPASSWORD="$PG_PASSWORD" psql -X -q -h 127.0.0.1 -p "$PG_PORT" -U "$PG_USER" -d "$PG_DB" -Atc 'SELECT 1' >/dev/null \
+        || { show_logs "$log_at"; die "postgres: cannot log in as $PG_USER over TCP"; }
+    log "postgres: up (pid $(read_pid "$PG_PID"), 127.0.0.1:$PG_PORT, db $PG_DB)"
+}
+
+pg_stop() {
+    if ! pg_running; then
+        rm -f "$PG_PID"
+        log "postgres: not running"
+        return 0
+    fi
+    log "postgres: stopping (pid $(read_pid "$PG_DATA/postmaster.pid"))"
+    pg_ctl_ stop -m fast -w -t "$STOP_TIMEOUT" >/dev/null || die "postgres: pg_ctl stop failed"
+    rm -f "$PG_PID"
+}
+
+pg_status() {
+    if pg_running; then
+        printf '%-9s up    pid %-8s 127.0.0.1:%s (db %s)\n' postgres "$(read_pid "$PG_DATA/postmaster.pid")" "$PG_PORT" "$PG_DB"
+    else
+        printf '%-9s down  %-12s 127.0.0.1:%s\n' postgres - "$PG_PORT"
+    fi
+}
+
+# --------------------------------------------------------------- commands ---
+
+# The ports a running stack was started with are recorded in run/ports.env, so
+# that status/env/down (and an `up` on a running stack) use the real ones even
+# when called without the YURONG_*_PORT variables of the original `up`.
+PORTS_FILE_VARS=(KAFKA_PORT KAFKA_CONTROLLER_PORT REDIS_PORT PG_PORT)
+
+load_recorded_ports() {
+    local f="$RUN_DIR/ports.env" v want
+    [[ -f "$f" ]] || return 0
+    declare -A requested
+    for v in "${PORTS_FILE_VARS[@]}"; do requested[$v]="${!v}"; done
+    # shellcheck disable=SC1090
+    source "$f"
+    for v in "${PORTS_FILE_VARS[@]}"; do
+        want="${requested[$v]}"
+        local explicit="YURONG_$v"    # only complain about ports asked for explicitly
+        if [[ -n "${!explicit:-}" && "$want" != "${!v}" ]]; then
+            log "note: stack in $YURONG_HOME runs with $v=${!v} (not $want); using ${!v}"
+        fi
+    done
+}
+
+record_ports() {
+    local v
+    for v in "${PORTS_FILE_VARS[@]}"; do printf '%s=%s\n' "$v" "${!v}"; done >"$RUN_DIR/ports.env"
+}
+
+cmd_up() {
+    local t0=$SECONDS
+    ensure_dirs
+    set_paths
+    if kafka_running || redis_running || pg_running; then load_recorded_ports; fi
+    record_ports
+    kafka_start      # the JVM boots while redis and postgres start
+    redis_start
+    pg_start
+    kafka_wait
+    log "stack up in $((SECONDS - t0))s — YURONG_HOME=$YURONG_HOME"
+}
+
+cmd_down() {
+    set_paths
+    [[ -d "$YURONG_HOME" ]] || { log "nothing to stop ($YURONG_HOME does not exist)"; return 0; }
+    load_recorded_ports
+    kafka_stop
+    redis_stop
+    pg_stop
+    rm -f "$RUN_DIR/ports.env"
+    log "stack down"
+}
+
+cmd_status() {
+    set_paths
+    load_recorded_ports 2>/dev/null
+    kafka_status
+    redis_status
+    pg_status
+    # Exit 0 only when everything is up (handy: `stack.sh status >/dev/null || stack.sh up`).
+    kafka_running && port_open "$KAFKA_PORT" && redis_running && pg_running || return 3
+}
+
+cmd_env() {
+    set_paths
+    load_recorded_ports
+    kafka_running || log "warning: kafka is not running"
+    redis_running || log "warning: redis is not running"
+    pg_running || log "warning: postgres is not running"
+    cat <<EOF
+export YURONG_HOME=$YURONG_HOME
+export YURONG_KAFKA_PORT=$KAFKA_PORT
+export YURONG_KAFKA_CONTROLLER_PORT=$KAFKA_CONTROLLER_PORT
+export YURONG_REDIS_PORT=$REDIS_PORT
+export YURONG_PG_PORT=$PG_PORT
+export YURONG_KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:$KAFKA_PORT
+export YURONG_REDIS_URL=redis://127.0.0.1:$REDIS_PORT/0
+export YURONG_SOURCE_MARKET_DSN=postgresql://$PG_USER:$PG_PASSWORD@127.0.0.1:$PG_PORT/$PG_DB
+EOF
+}
+
+usage() {
+    sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed -e '/^set -euo/d' -e 's/^# \{0,1\}//'
+}
+
+case "${1:-}" in
+    up) cmd_up ;;
+    down) cmd_down ;;
+    status) cmd_status ;;
+    env) cmd_env ;;
+    -h | --help | help) usage ;;
+    *) usage >&2; exit 2 ;;
+esac

@@ -1,0 +1,1 @@
+"""Sinks: ClickHouse schema and batch writers; Redis stores (consent, watchlists, alert dedup)."""

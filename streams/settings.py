@@ -1,0 +1,123 @@
+"""Typed settings, one class per concern, read once from ``YURONG_*`` variables (and ``.env``).
+
+Defaults give the local embedded stack started by ``yurong stack up`` (see scripts/stack.sh):
+Kafka on 127.0.0.1:19092, Redis on 16379, the market department's PostgreSQL on 15432 and an
+embedded chDB under ``$YURONG_HOME/chdb``. Secrets are ``SecretStr`` and never printed.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _config(prefix: str) -> SettingsConfigDict:
+    return SettingsConfigDict(env_prefix=prefix, env_file=".env", extra="ignore")
+
+
+class PathSettings(BaseSettings):
+    """Where local state lives."""
+
+    model_config = _config("YURONG_")
+    home: Path = Field(default=REPO_ROOT / ".yurong", description="local data folder of the embedded stack")
+    avro_dir: Path = Field(default=REPO_ROOT / "avro", description="folder of the .avsc schemas")
+
+
+class KafkaSettings(BaseSettings):
+    """Kafka client settings shared by connectors, workers and sinks."""
+
+    model_config = _config("YURONG_KAFKA_")
+    bootstrap_servers: str = "127.0.0.1:19092"
+    topic_partitions: int = Field(default=4, ge=1, description="partitions of enterprise.* and risk.* topics")
+    replication_factor: int = Field(default=1, ge=1)
+    dept_retention_ms: int = Field(default=7 * 24 * 3600 * 1000, description="raw dept.* topics hold PII: short retention")
+
+
+class ClickHouseSettings(BaseSettings):
+    """Analytics store: embedded chDB by default, any ClickHouse server by DSN."""
+
+    model_config = _config("YURONG_CLICKHOUSE_")
+    dsn: str = Field(default="", description="clickhouse-connect DSN; empty means chdb://$YURONG_HOME/chdb")
+    database: str = "yurong"
+    batch_size: int = Field(default=10_000, ge=1, description="max rows the sink writes in one insert")
+    batch_seconds: float = Field(default=1.0, gt=0, description="max wait before a partial batch is written")
+    query_port: int = Field(default=19123, description="local read-only SQL endpoint served by the sink (chDB only)")
+
+    def resolved_dsn(self, home: Path) -> str:
+        return self.dsn or f"chdb://{home / 'chdb'}"
+
+    @property
+    def is_embedded(self) -> bool:
+        return not self.dsn or self.dsn.startswith("chdb:")
+
+
+class RedisSettings(BaseSettings):
+    """Consent and watchlist registry, alert de-duplication."""
+
+    model_config = _config("YURONG_REDIS_")
+    url: SecretStr = SecretStr("redis://127.0.0.1:16379/0")
+    key_prefix: str = "yurong:"
+
+
+class MaskingSettings(BaseSettings):
+    """De-identification keys (脱敏). The HMAC key is a secret: from the environment, never from code."""
+
+    model_config = _config("YURONG_MASKING_")
+    hmac_key: SecretStr | None = Field(default=None, description="pseudonymisation key, at least 32 bytes")
+    key_file: Path | None = Field(default=None, description="file holding the key (the demo generates one)")
+
+
+class SourceSettings(BaseSettings):
+    """Department database connections (one DSN per CDC department)."""
+
+    model_config = _config("YURONG_SOURCE_")
+    market_dsn: SecretStr = SecretStr("postgresql://yurong:yurong@127.0.0.1:15432/market")
+    flush_interval_s: float = Field(default=0.2, gt=0, description="how often the connector waits for Kafka acks and then acknowledges the LSN")
+    status_interval_s: float = Field(default=10.0, gt=0, description="standby status (keepalive) interval towards PostgreSQL")
+
+
+class WorkerSettings(BaseSettings):
+    """The Faust worker."""
+
+    model_config = _config("YURONG_WORKER_")
+    app_id: str = "yurong"
+    web_port: int = 6066
+    store: str = "memory://"
+
+
+class MetricsSettings(BaseSettings):
+    """Prometheus ``/metrics`` ports per component (0 disables)."""
+
+    model_config = _config("YURONG_METRICS_")
+    connector_port: int = 9101
+    worker_port: int = 9102
+    sink_port: int = 9103
+    bind: str = Field(default="127.0.0.1", description="listen address; 0.0.0.0 in containers")
+
+
+class Settings:
+    """All settings, read once per process."""
+
+    def __init__(self) -> None:
+        self.paths = PathSettings()
+        self.kafka = KafkaSettings()
+        self.clickhouse = ClickHouseSettings()
+        self.redis = RedisSettings()
+        self.masking = MaskingSettings()
+        self.source = SourceSettings()
+        self.worker = WorkerSettings()
+        self.metrics = MetricsSettings()
+
+    @property
+    def clickhouse_dsn(self) -> str:
+        return self.clickhouse.resolved_dsn(self.paths.home)
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()
