@@ -92,7 +92,7 @@ def _load_department(path: Path, schemas: SchemaStore) -> Department:
             required=tuple(spec.get("required") or ()),
             enums={k: tuple(v) for k, v in (spec.get("enums") or {}).items()},
             dates=tuple(spec.get("dates") or ()),
-            masking=MaskingPolicy.from_mapping(f"{dept}.{name}", spec.get("pii") or {}),
+            masking=_masking_policy(where, f"{dept}.{name}", spec.get("pii") or {}),
         )
         if not ds.table or not ds.key:
             raise ConfigError(f"{where}: 'table' and 'key' are required")
@@ -105,6 +105,13 @@ def _load_department(path: Path, schemas: SchemaStore) -> Department:
         raise ConfigError(f"{path}: no [datasets.*] tables")
     options = {k: v for k, v in head.items() if k not in ("dept", "name_zh", "kind")}
     return Department(dept=dept, name_zh=head.get("name_zh", ""), kind=kind, options=options, datasets=datasets)
+
+
+def _masking_policy(where: str, dataset: str, pii: dict) -> MaskingPolicy:
+    try:
+        return MaskingPolicy.from_mapping(dataset, pii)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
 
 
 def _value_schema(envelope: dict) -> dict:

@@ -11,10 +11,19 @@ from streams.errors import ValidationError
 Converter = Callable[[Any], Any]
 
 
+_TRUE = frozenset({"t", "true", "1", "y", "yes", "是"})
+_FALSE = frozenset({"f", "false", "0", "n", "no", "否"})
+
+
 def _to_bool(v: Any) -> bool:
     if isinstance(v, bool):
         return v
-    return str(v).lower() in ("t", "true", "1", "y", "yes")
+    text = str(v).strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise ValueError(f"{text[:20]!r} is not a boolean")
 
 
 def _to_date(v: Any) -> dt.date:

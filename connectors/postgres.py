@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import re
 import select
 import time
 from collections.abc import Iterator
@@ -43,13 +44,15 @@ SNAPSHOT_CHUNK = 5000
 class PostgresSource:
     """One department database, all of its catalogue datasets, one slot."""
 
-    def __init__(self, dept: Department, dsn: str, offsets: OffsetStore, schemas, status_interval_s: float = 10.0) -> None:
-        self.name = dept.dept
+    def __init__(self, dept: Department, dsn: str, offsets: OffsetStore, schemas, status_interval_s: float = 10.0,
+                 resnapshot: bool = False) -> None:
+        self._resnapshot = resnapshot
+        self.name = dept.dept  # becomes <dept>@<database> once connected: the key in connect.offsets
         self.dept = dept
         self._dsn = dsn
         self._offsets = offsets
         self._publication = dept.options.get("publication", f"yurong_{dept.dept}")
-        self._slot = dept.options.get("slot", f"yurong_{dept.dept}")
+        self._slot = ""  # yurong_<dept>_<database>: slots are cluster-wide, one per source database
         self._status_interval = status_interval_s
         self._by_table = {ds.table: ds for ds in dept.datasets.values()}
         self._convert = {
@@ -74,11 +77,13 @@ class PostgresSource:
     def start(self) -> None:
         with psycopg2.connect(self._dsn) as conn, conn.cursor() as cur:
             self._db = conn.info.dbname
+            self._slot = self.dept.options.get("slot") or re.sub(r"[^a-z0-9_]", "_", f"yurong_{self.dept.dept}_{self._db}".lower())
+            self.name = f"{self.dept.dept}@{self._db}"
             self._ensure_publication(cur)
             cur.execute("SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = %s", (self._slot,))
             slot = cur.fetchone()
         conn.close()
-        saved = self._offsets.load(self.name)
+        saved = None if self._resnapshot else self._offsets.load(self.name)
         self._repl_conn = psycopg2.connect(self._dsn, connection_factory=psycopg2.extras.LogicalReplicationConnection)
         self._cur = self._repl_conn.cursor()
         if slot and saved and saved.get("slot") == self._slot and saved.get("snapshot_completed"):
@@ -87,13 +92,15 @@ class PostgresSource:
             self._start_streaming()
             return
         if slot:
-            if saved is None or not saved.get("snapshot_completed"):
+            if self._resnapshot:
+                log.warning("%s: --resnapshot: dropping slot %s and reading every table again", self.name, self._slot)
+            elif saved is None or not saved.get("snapshot_completed"):
                 log.warning("%s: slot %s exists but its snapshot never completed: re-snapshotting", self.name, self._slot)
             self._cur.drop_replication_slot(self._slot)
         elif saved and saved.get("snapshot_completed"):
             raise SourceError(
                 f"{self.name}: replication slot {self._slot!r} is gone although a completed snapshot was recorded; "
-                f"changes made meanwhile are lost to CDC. Recover with `yurong connect {self.name} --resnapshot`."
+                f"changes made meanwhile are lost to CDC. Recover with `yurong connect {self.dept.dept} --resnapshot`."
             )
         self._create_slot_and_plan_snapshot()
 

@@ -27,12 +27,12 @@ import redis.asyncio as aioredis
 from streams.errors import ConfigError
 from streams.identifiers import uscc_problem
 
-BANK_ID = re.compile(r"^b\d{4}$")
+BANK_ID = re.compile(r"b[0-9]{4}")
 DEDUP_TTL_S = 7 * 24 * 3600
 
 
 def check_bank_id(bank_id: str) -> str:
-    if not BANK_ID.match(bank_id):
+    if not isinstance(bank_id, str) or not BANK_ID.fullmatch(bank_id):
         raise ConfigError(f"bank id {bank_id!r} must be 'b' + 4 digits, e.g. b0001 (fixed width keeps Kafka ACL prefixes apart)")
     return bank_id
 

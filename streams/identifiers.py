@@ -49,7 +49,7 @@ def id_check_digit(first17: str) -> str:
 
 def is_valid_id_number(number: str) -> bool:
     """True for an 18-character 居民身份证号 with a valid birth date and check digit."""
-    if len(number) != 18 or not number[:17].isdigit():
+    if len(number) != 18 or not (number[:17].isascii() and number[:17].isdigit()):
         return False
     if number[17].upper() != id_check_digit(number[:17]):
         return False

@@ -55,6 +55,15 @@ def row_key(ds: Dataset, row: Mapping[str, Any]) -> str:
     return "|".join(str(row.get(k)) for k in ds.key)
 
 
+def event_id(ds: Dataset, position: str, key: str, pseudonymizer: Pseudonymizer) -> str:
+    """Deterministic id of one row change: ``<dept>.<dataset>@<position>#<keyed pseudonym of the row key>``.
+
+    The row key is pseudonymised because some datasets are keyed by a person's ID number;
+    the same row at the same position always gets the same id, so replays collapse.
+    """
+    return f"{ds.qualified}@{position}#{pseudonymizer.pseudonym('row_key', f'{ds.qualified}:{key}')}"
+
+
 def to_enterprise_event(
     ds: Dataset,
     envelope: Mapping[str, Any],
@@ -73,7 +82,7 @@ def to_enterprise_event(
     validate_row(ds, row)
     source = envelope["source"]
     event = {
-        "event_id": f"{ds.qualified}:{source['seq']}:{row_key(ds, row)}",
+        "event_id": event_id(ds, source["position"], row_key(ds, row), pseudonymizer),
         "uscc": row[ds.uscc_column],
         "dept": ds.dept,
         "dataset": ds.name,

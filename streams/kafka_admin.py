@@ -30,3 +30,18 @@ def ensure_topics(
         except KafkaException as exc:
             if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
                 raise
+
+
+def pipeline_topics(dept_topics: list[str], retention_ms: int | None = None) -> dict[str, dict[str, str]]:
+    """The stream layer's topics with their configs (DESIGN §4), including every dead-letter topic."""
+    from .dlq import dlq_topic
+
+    raw = {"retention.ms": str(retention_ms)} if retention_ms else {}
+    topics: dict[str, dict[str, str]] = {t: dict(raw) for t in dept_topics}
+    topics.update({
+        "enterprise.events": {},
+        "enterprise.profiles": {"cleanup.policy": "compact"},
+        "risk.changes": {},
+    })
+    topics.update({dlq_topic(t): dict(raw) if t in dept_topics else {} for t in list(topics)})
+    return topics

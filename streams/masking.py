@@ -217,8 +217,11 @@ _ID_CANDIDATE = re.compile(r"(?<![0-9A-Za-z])\d{17}[\dXx](?![0-9A-Za-z])")
 _PHONE_CANDIDATE = re.compile(r"(?<![\d])(?:\+?86[- ]?)?(1[3-9]\d{9})(?![\d])(?!\.\d)")
 _CARD_CANDIDATE = re.compile(r"(?<![\d])(\d{16,19})(?![\d])(?!\.\d)")
 
-# Values of these fields are enterprise identifiers, never a person's: skip them.
-NON_PERSONAL_FIELDS = frozenset({"uscc"})
+# Fields that hold an enterprise identifier or provenance the platform builds itself from
+# source positions and keyed pseudonyms (never from raw values): skipped by the detector.
+NON_PERSONAL_FIELDS = frozenset({
+    "uscc", "event_id", "last_event_id", "change_id", "alert_id", "consent_id", "position", "source_position",
+})
 
 
 def _luhn_ok(digits: str) -> bool:
@@ -233,8 +236,15 @@ def _luhn_ok(digits: str) -> bool:
     return total % 10 == 0
 
 
+# Our own keyed pseudonyms (``p_``/``b_`` + 32 hex) can contain digit runs that look like a
+# phone or card number; they are removed before scanning. A raw identifier never has this form.
+_PSEUDONYM_TOKEN = re.compile(r"(?<![0-9A-Za-z])[pb]_[0-9a-f]{32}(?![0-9A-Za-z])")
+
+
 def find_pii_in_text(text: str) -> str | None:
     """The PII class of the first raw ID, mobile phone or bank-card number in ``text``, or None."""
+    if "_" in text:
+        text = _PSEUDONYM_TOKEN.sub(" ", text)
     for m in _ID_CANDIDATE.finditer(text):
         if is_valid_id_number(m.group(0).upper()):
             return "id_number"

@@ -1,0 +1,222 @@
+"""市场监管局 (market supervision) department database: schema, seed and live changes.
+
+Tables mirror ``connectors/mappings/market.toml``. A configurable share of enterprises is on a
+distress path: listed in the register of abnormal operations (经营异常名录), then suspended,
+then revoked (吊销) — the changes that should raise alerts.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import psycopg2
+import psycopg2.extras
+from faker import Faker
+
+from .identities import CHONGQING_DISTRICTS, make_id_number, make_mobile, make_uscc, pick_district, pick_industry
+
+DDL = """
+CREATE TABLE IF NOT EXISTS enterprise_registration (
+    uscc                char(18) PRIMARY KEY,
+    name                text NOT NULL,
+    legal_rep_name      text,
+    legal_rep_id_number char(18),
+    legal_rep_phone     text,
+    district_code       char(6),
+    industry_code       text,
+    registered_capital  numeric(14, 2),
+    established_date    date,
+    status              text NOT NULL DEFAULT 'active',
+    address             text,
+    updated_at          timestamptz NOT NULL DEFAULT now()
+);
+CREATE TABLE IF NOT EXISTS abnormal_operation (
+    id              bigserial PRIMARY KEY,
+    uscc            char(18) NOT NULL,
+    reason_code     text NOT NULL,
+    listed_date     date NOT NULL,
+    authority       text,
+    removed_date    date,
+    removal_reason  text,
+    updated_at      timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX IF NOT EXISTS abnormal_operation_uscc ON abnormal_operation (uscc);
+ALTER TABLE enterprise_registration REPLICA IDENTITY FULL;
+ALTER TABLE abnormal_operation REPLICA IDENTITY FULL;
+"""
+
+ABNORMAL_REASONS = ("annual_report_missing", "unreachable_address", "false_information", "public_info_missing")
+_REASON_WEIGHTS = (6, 3, 1, 1)
+
+
+@dataclass
+class Enterprise:
+    uscc: str
+    district: str
+    distressed: bool
+    stage: int = 0  # distress path: 0 healthy, 1 listed abnormal, 2 suspended, 3 revoked
+
+
+@dataclass
+class MarketSimulator:
+    """Seeds and then mutates the market department DB, deterministically from ``seed``."""
+
+    dsn: str
+    seed: int = 2019
+    distress_share: float = 0.05
+    enterprises: list[Enterprise] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.rng = random.Random(self.seed)
+        self.fake = Faker("zh_CN")
+        self.fake.seed_instance(self.seed)
+
+    def connect(self):
+        conn = psycopg2.connect(self.dsn)
+        conn.autocommit = False
+        return conn
+
+    def create_schema(self) -> None:
+        with self.connect() as conn, conn.cursor() as cur:
+            cur.execute(DDL)
+        conn.close()
+
+    def _registration_row(self, e: Enterprise) -> tuple:
+        f, rng = self.fake, self.rng
+        district_name = CHONGQING_DISTRICTS[e.district]
+        founded = dt.date(2026, 1, 1) - dt.timedelta(days=rng.randint(90, 25 * 365))
+        return (
+            e.uscc,
+            f"重庆{f.company_prefix()}{rng.choice(['科技', '实业', '贸易', '餐饮管理', '汽车配件', '建筑工程', '物流', '食品'])}有限公司",
+            f.name(),
+            make_id_number(rng, rng.choice([e.district, pick_district(rng)])),
+            make_mobile(rng),
+            e.district,
+            pick_industry(rng),
+            round(rng.lognormvariate(5.5, 1.2), 2),  # 10k CNY; median ≈ 245万
+            founded,
+            "active",
+            f"重庆市{district_name}{f.street_name()}{rng.randint(1, 399)}号",
+        )
+
+    def seed_enterprises(self, n: int, progress: Callable[[int], None] | None = None, batch: int = 2000) -> list[str]:
+        """Insert ``n`` new enterprises (a few already listed as abnormal); return their USCCs."""
+        created = []
+        with self.connect() as conn, conn.cursor() as cur:
+            for start in range(0, n, batch):
+                rows, listings = [], []
+                for _ in range(min(batch, n - start)):
+                    e = Enterprise(make_uscc(self.rng, pick_district(self.rng)), "", False)
+                    e.district = e.uscc[2:8]
+                    e.distressed = self.rng.random() < self.distress_share
+                    self.enterprises.append(e)
+                    created.append(e.uscc)
+                    rows.append(self._registration_row(e))
+                    if not e.distressed and self.rng.random() < 0.02:
+                        listings.append(self._listing_row(e.uscc, dt.date(2025, 6, 30) - dt.timedelta(days=self.rng.randint(0, 700))))
+                psycopg2.extras.execute_values(
+                    cur,
+                    "INSERT INTO enterprise_registration (uscc, name, legal_rep_name, legal_rep_id_number, legal_rep_phone,"
+                    " district_code, industry_code, registered_capital, established_date, status, address)"
+                    " VALUES %s ON CONFLICT (uscc) DO NOTHING",
+                    rows,
+                )
+                if listings:
+                    self._insert_listings(cur, listings)
+                conn.commit()
+                if progress:
+                    progress(len(rows))
+        conn.close()
+        return created
+
+    def _listing_row(self, uscc: str, listed: dt.date) -> tuple:
+        reason = self.rng.choices(ABNORMAL_REASONS, weights=_REASON_WEIGHTS)[0]
+        return (uscc, reason, listed, "重庆市市场监督管理局")
+
+    @staticmethod
+    def _insert_listings(cur, rows: list[tuple]) -> None:
+        psycopg2.extras.execute_values(
+            cur, "INSERT INTO abnormal_operation (uscc, reason_code, listed_date, authority) VALUES %s", rows
+        )
+
+    def load_population(self) -> None:
+        """Re-read the enterprises already in the database (to continue changing them after a restart)."""
+        with self.connect() as conn, conn.cursor() as cur:
+            cur.execute("SELECT uscc, district_code FROM enterprise_registration ORDER BY uscc")
+            rows = cur.fetchall()
+        conn.close()
+        rng = random.Random(self.seed)
+        self.enterprises = [Enterprise(u, d, rng.random() < self.distress_share) for u, d in rows]
+
+    # --- live changes ----------------------------------------------------------------------------
+
+    def step(self, changes: int, today: dt.date | None = None) -> dict[str, int]:
+        """Commit ``changes`` realistic changes, one transaction each; return counts by kind."""
+        today = today or dt.date.today()
+        counts: dict[str, int] = {}
+        with self.connect() as conn, conn.cursor() as cur:
+            for _ in range(changes):
+                kind = self._one_change(cur, today)
+                conn.commit()
+                counts[kind] = counts.get(kind, 0) + 1
+        conn.close()
+        return counts
+
+    def _one_change(self, cur, today: dt.date) -> str:
+        rng = self.rng
+        distressed = [e for e in self.enterprises if e.distressed and e.stage < 3]
+        roll = rng.random()
+        if distressed and roll < 0.25:
+            e = rng.choice(distressed)
+            return self.advance_distress(cur, e, today)
+        if roll < 0.35:
+            (uscc,) = self._insert_new(cur)
+            return "registered"
+        e = rng.choice(self.enterprises)
+        if roll < 0.45:
+            cur.execute(
+                "UPDATE abnormal_operation SET removed_date = %s, removal_reason = %s, updated_at = now()"
+                " WHERE uscc = %s AND removed_date IS NULL",
+                (today, "已补报年报", e.uscc),
+            )
+            return "abnormal_removed" if cur.rowcount else "noop"
+        if roll < 0.75:
+            cur.execute(
+                "UPDATE enterprise_registration SET registered_capital = registered_capital * %s, updated_at = now()"
+                " WHERE uscc = %s AND status = 'active'",
+                (round(rng.uniform(1.1, 2.0), 2), e.uscc),
+            )
+            return "capital_increase"
+        cur.execute(
+            "UPDATE enterprise_registration SET legal_rep_name = %s, legal_rep_id_number = %s, legal_rep_phone = %s,"
+            " updated_at = now() WHERE uscc = %s",
+            (self.fake.name(), make_id_number(rng, e.district), make_mobile(rng), e.uscc),
+        )
+        return "legal_rep_change"
+
+    def _insert_new(self, cur) -> tuple[str]:
+        e = Enterprise(make_uscc(self.rng, pick_district(self.rng)), "", self.rng.random() < self.distress_share)
+        e.district = e.uscc[2:8]
+        self.enterprises.append(e)
+        cur.execute(
+            "INSERT INTO enterprise_registration (uscc, name, legal_rep_name, legal_rep_id_number, legal_rep_phone,"
+            " district_code, industry_code, registered_capital, established_date, status, address)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            self._registration_row(e),
+        )
+        return (e.uscc,)
+
+    def advance_distress(self, cur, e: Enterprise, today: dt.date) -> str:
+        """Move one enterprise a step down the distress path: listed → suspended → revoked."""
+        e.stage += 1
+        if e.stage == 1:
+            self._insert_listings(cur, [self._listing_row(e.uscc, today)])
+            return "abnormal_listed"
+        status = "suspended" if e.stage == 2 else "revoked"
+        cur.execute(
+            "UPDATE enterprise_registration SET status = %s, updated_at = now() WHERE uscc = %s", (status, e.uscc)
+        )
+        return status

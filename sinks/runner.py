@@ -1,0 +1,160 @@
+"""The sink: Kafka → ClickHouse in batches, offsets committed only after the insert succeeded.
+
+Subscribes to ``enterprise.events``, ``enterprise.profiles``, ``risk.changes``, every
+``alerts.<bank_id>`` (each record there is a delivery: the ``alert_delivery`` audit) and every
+``dlq.*`` topic (metadata only: the original bytes stay on the restricted topic).
+
+A batch is written table by table with a deterministic de-duplication token, then the
+consumer offsets are committed synchronously. A crash in between replays the batch; the
+ReplacingMergeTree tables collapse the duplicates. A record the sink cannot decode is
+dead-lettered (``dlq.<topic>``) and the batch goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections import defaultdict
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer
+
+from monitoring.metrics import DLQ, E2E_LATENCY, EVENTS_IN, SINK_BATCH_SECONDS, SINK_ROWS
+from streams.dlq import dlq_headers, dlq_topic
+from streams.errors import SinkError
+from streams.serde import SchemaStore
+
+from .clickhouse import ClickHouseWriter
+from .rows import alert_row, change_row, dlq_row, event_row, profile_row
+
+log = logging.getLogger(__name__)
+
+SUBSCRIPTION = ["enterprise.events", "enterprise.profiles", "risk.changes", r"^alerts\.b[0-9]{4}$", r"^dlq\..*"]
+
+
+def consumer_config(bootstrap: str, group: str) -> dict:
+    return {
+        "bootstrap.servers": bootstrap,
+        "group.id": group,
+        "enable.auto.commit": False,
+        "auto.offset.reset": "earliest",
+        "topic.metadata.refresh.interval.ms": 5000,  # pick up new alerts.<bank> topics quickly
+        "partition.assignment.strategy": "cooperative-sticky",
+        "max.poll.interval.ms": 300000,
+    }
+
+
+class ClickHouseSink:
+    def __init__(self, consumer: Consumer, producer: Producer, writer: ClickHouseWriter, schemas: SchemaStore,
+                 batch_size: int = 10_000, batch_seconds: float = 1.0) -> None:
+        self.consumer = consumer
+        self.producer = producer
+        self.writer = writer
+        self.schemas = schemas
+        self.batch_size = batch_size
+        self.batch_seconds = batch_seconds
+        self.stopping = threading.Event()
+        self.rows_written = 0
+
+    def _route(self, msg: Message, tables: dict[str, list], latencies: list[float], now_ms: int) -> None:
+        topic = msg.topic()
+        if topic.startswith("dlq."):
+            tables["dlq_event"].append(dlq_row(topic, msg.partition(), msg.offset(), msg.headers(), msg.value()))
+            return
+        if msg.value() is None:
+            return  # tombstone
+        if topic == "enterprise.profiles":
+            _, p = self.schemas.decode(msg.value(), "enterprise/profile")
+            tables["enterprise_profile"].append(profile_row(p))
+            latencies.append(max(0, now_ms - p["last_event_ts_ms"]) / 1000)
+        elif topic == "enterprise.events":
+            _, e = self.schemas.decode(msg.value(), "enterprise/event")
+            tables["enterprise_event"].append(event_row(e))
+        elif topic == "risk.changes":
+            _, c = self.schemas.decode(msg.value(), "risk/change")
+            tables["risk_change"].append(change_row(c))
+        elif topic.startswith("alerts."):
+            _, a = self.schemas.decode(msg.value(), "risk/alert")
+            tables["alert_delivery"].append(alert_row(a, topic, msg.partition(), msg.offset()))
+
+    def _dead_letter(self, msg: Message, exc: Exception) -> None:
+        log.warning("sink dead letter %s[%d]@%d: %s", msg.topic(), msg.partition(), msg.offset(), exc)
+        self.producer.produce(dlq_topic(msg.topic()), key=msg.key(), value=msg.value(),
+                              headers=dlq_headers("sink", msg.topic(), msg.partition(), msg.offset(), exc))
+        DLQ.labels("sink", msg.topic(), getattr(exc, "kind", "unexpected")).inc()
+
+    def write_batch(self, batch: list[Message]) -> int:
+        """Write one batch and commit its offsets; return rows written."""
+        started = time.monotonic()
+        tables: dict[str, list] = defaultdict(list)
+        latencies: list[float] = []
+        now_ms = int(time.time() * 1000)
+        for msg in batch:
+            EVENTS_IN.labels("sink", msg.topic()).inc()
+            try:
+                self._route(msg, tables, latencies, now_ms)
+            except Exception as exc:  # noqa: BLE001 — one bad record must not stop the sink
+                if msg.topic().startswith("dlq."):
+                    raise  # never dead-letter a dead letter: stop loudly instead
+                self._dead_letter(msg, exc)
+        first, last = batch[0], batch[-1]
+        token = f"{first.topic()}:{first.partition()}:{first.offset()}-{last.topic()}:{last.partition()}:{last.offset()}:{len(batch)}"
+        written = 0
+        for table, rows in tables.items():
+            self.writer.write(table, rows, f"{table}/{token}")
+            SINK_ROWS.labels(table).inc(len(rows))
+            written += len(rows)
+        if self.producer.flush(30):
+            raise KafkaException("sink dead letters not acknowledged by Kafka")
+        for s in latencies:
+            E2E_LATENCY.labels("profile_written").observe(s)
+        self.consumer.commit(asynchronous=False)
+        SINK_BATCH_SECONDS.observe(time.monotonic() - started)
+        self.rows_written += written
+        return written
+
+    def _write_with_retry(self, batch: list[Message]) -> None:
+        """ClickHouse down or refusing: retry the same batch (same token) with backoff; the
+        offsets stay uncommitted meanwhile, so nothing is skipped."""
+        delay = 0.5
+        while True:
+            try:
+                self.write_batch(batch)
+                return
+            except SinkError as exc:
+                if self.stopping.is_set():
+                    raise
+                log.error("%s; retrying in %.1fs", exc, delay)
+                time.sleep(delay)
+                delay = min(delay * 2, 30.0)
+
+    def run(self, max_seconds: float | None = None) -> None:
+        self.consumer.subscribe(SUBSCRIPTION)
+        started = time.monotonic()
+        try:
+            while not self.stopping.is_set():
+                batch: list[Message] = []
+                deadline = time.monotonic() + self.batch_seconds
+                while len(batch) < self.batch_size and time.monotonic() < deadline and not self.stopping.is_set():
+                    msgs = self.consumer.consume(num_messages=self.batch_size - len(batch),
+                                                 timeout=max(0.05, deadline - time.monotonic()))
+                    for m in msgs:
+                        err = m.error()
+                        if err is None:
+                            batch.append(m)
+                        elif err.code() not in (KafkaError._PARTITION_EOF, KafkaError.UNKNOWN_TOPIC_OR_PART):
+                            raise KafkaException(err)
+                if batch:
+                    self._write_with_retry(batch)
+                if max_seconds is not None and time.monotonic() - started > max_seconds:
+                    break
+        finally:
+            self.consumer.close()
+
+    def stop(self, *_args) -> None:
+        self.stopping.set()
+
+    def install_signal_handlers(self) -> None:
+        signal.signal(signal.SIGTERM, self.stop)
+        signal.signal(signal.SIGINT, self.stop)

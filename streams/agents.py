@@ -1,0 +1,172 @@
+"""Faust agents: wire the pure core (ingest, profile, consent rules) to topics.
+
+    dept.*            ──ingest──▶ enterprise.events    (validate, mask, re-key by USCC)
+    enterprise.events ──merge───▶ enterprise.profiles + risk.changes   (profile table)
+    risk.changes      ──route───▶ alerts.<bank_id>     (consent + watchlist)
+
+Every record is handled inside its own try: a bad record goes to ``dlq.<topic>`` and the
+agent moves on; an exception never escapes an agent (Faust would skip the offset on restart,
+faust-streaming#315). Infrastructure errors (Redis, Kafka) are retried with backoff instead,
+holding the partition, because dead-lettering a good record for an outage would lose it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import redis.exceptions
+
+from connectors.catalogue import catalogue
+from monitoring.metrics import ALERTS, ALERTS_BLOCKED, DLQ, E2E_LATENCY, EVENTS_IN, EVENTS_OUT
+from sinks.consent import ConsentRegistry
+
+from .app import app
+from .dlq import dlq_headers
+from .errors import RecordError
+from .ingest import Provenance, to_enterprise_event
+from .masking import assert_no_pii
+from .profile import merge_event
+from .secrets import load_pseudonymizer
+from .serde import schema_store
+from .settings import get_settings
+from .topics import alerts_topic, dept_topics, dlq_of, enterprise_events, enterprise_profiles, profiles, risk_changes
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+_settings = get_settings()
+_schemas = schema_store()
+_datasets = catalogue().by_topic()
+_pseudonymizer = load_pseudonymizer(_settings)
+_registry: ConsentRegistry | None = None
+
+
+def registry() -> ConsentRegistry:
+    global _registry
+    if _registry is None:
+        _registry = ConsentRegistry.from_url(_settings.redis.url.get_secret_value(), _settings.redis.key_prefix)
+    return _registry
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+async def dead_letter(message, error: Exception) -> None:
+    """Send the original bytes with provenance and the error to ``dlq.<topic>``."""
+    kind = error.kind if isinstance(error, RecordError) else "unexpected"
+    log.warning("dead letter %s[%d]@%d: %s: %s", message.topic, message.partition, message.offset, kind, error)
+    await dlq_of(message.topic).send(
+        key=message.key,
+        value=message.value,
+        headers=dlq_headers("worker", message.topic, message.partition, message.offset, error),
+    )
+    DLQ.labels("worker", message.topic, kind).inc()
+
+
+async def retrying(what: str, op: Callable[[], Awaitable[T]]) -> T:
+    """Run ``op`` until it succeeds, backing off on Redis/Kafka outages (never skip the record)."""
+    delay = 0.2
+    while True:
+        try:
+            return await op()
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, ConnectionError, asyncio.TimeoutError) as exc:
+            log.warning("%s failed (%s); retrying in %.1fs", what, exc, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 10.0)
+
+
+@app.agent(dept_topics)
+async def ingest(stream):
+    """dept.* → validate, de-identify, re-key by USCC → enterprise.events."""
+    async for event in stream.events():
+        msg = event.message
+        EVENTS_IN.labels("worker", msg.topic).inc()
+        if msg.value is None:
+            continue  # tombstone after a delete: nothing to merge
+        try:
+            ds = _datasets[msg.topic]
+            _, envelope = _schemas.decode(msg.value, ds.schema_name)
+            record = to_enterprise_event(ds, envelope, Provenance(msg.topic, msg.partition, msg.offset), _pseudonymizer, now_ms())
+            value = _schemas.encode("enterprise/event", record)
+        except Exception as exc:  # noqa: BLE001 — every failure of one record is dead-lettered
+            await dead_letter(msg, exc)
+            continue
+        await enterprise_events.send(key=record["uscc"].encode(), value=value)
+        EVENTS_OUT.labels("worker", enterprise_events.get_topic_name()).inc()
+
+
+@app.agent(enterprise_events)
+async def merge(stream):
+    """enterprise.events → profile table → enterprise.profiles, risk.changes."""
+    async for event in stream.events():
+        msg = event.message
+        EVENTS_IN.labels("worker", msg.topic).inc()
+        try:
+            _, ev = _schemas.decode(msg.value, "enterprise/event")
+            uscc = ev["uscc"]
+            stored = profiles.get(uscc)
+            old = _schemas.decode(stored, "enterprise/profile")[1] if stored else None
+            new, changes = merge_event(old, ev, msg.offset, now_ms())
+            if new is old:
+                continue  # replayed event, already merged
+            profile_bytes = _schemas.encode("enterprise/profile", new)
+            change_bytes = []
+            for change in changes:
+                assert_no_pii(change, "risk change")
+                change_bytes.append(_schemas.encode("risk/change", change))
+            assert_no_pii(new, "enterprise profile")
+        except Exception as exc:  # noqa: BLE001
+            await dead_letter(msg, exc)
+            continue
+        profiles[uscc] = profile_bytes  # reassign: Faust writes a changelog entry only on set
+        key = uscc.encode()
+        await enterprise_profiles.send(key=key, value=profile_bytes)
+        EVENTS_OUT.labels("worker", enterprise_profiles.get_topic_name()).inc()
+        for value in change_bytes:
+            await risk_changes.send(key=key, value=value)
+            EVENTS_OUT.labels("worker", risk_changes.get_topic_name()).inc()
+
+
+@app.agent(risk_changes)
+async def route(stream):
+    """risk.changes → alerts.<bank_id> for every bank with an active consent and a watch."""
+    async for event in stream.events():
+        msg = event.message
+        EVENTS_IN.labels("worker", msg.topic).inc()
+        try:
+            _, change = _schemas.decode(msg.value, "risk/change")
+        except Exception as exc:  # noqa: BLE001
+            await dead_letter(msg, exc)
+            continue
+        reg = registry()
+        banks = await retrying("consent lookup", lambda: reg.recipients(change["uscc"], change["category"], now_ms()))
+        if not banks:
+            ALERTS_BLOCKED.labels(change["category"]).inc()
+        for bank_id, consent_id in banks.items():
+            await deliver(reg, msg, change, bank_id, consent_id)
+
+
+async def deliver(reg: ConsentRegistry, msg, change: dict, bank_id: str, consent_id: str) -> None:
+    """Publish one alert and wait for Kafka's ack before recording it as delivered."""
+    alert_id = f"{bank_id}/{change['change_id']}"
+    if await retrying("dedup check", lambda: reg.already_delivered(alert_id)):
+        return
+    alert = {"alert_id": alert_id, "bank_id": bank_id, "consent_id": consent_id, **change, "published_ts_ms": now_ms()}
+    try:
+        assert_no_pii(alert, "alert")
+        value = _schemas.encode("risk/alert", alert)
+    except Exception as exc:  # noqa: BLE001
+        await dead_letter(msg, exc)
+        return
+    topic = alerts_topic(bank_id)
+    fut = await topic.send(key=change["uscc"].encode(), value=value, force=True)
+    await fut  # Kafka acknowledged
+    await retrying("dedup mark", lambda: reg.mark_delivered(alert_id))
+    ALERTS.labels(bank_id, change["category"], change["severity"]).inc()
+    EVENTS_OUT.labels("worker", topic.get_topic_name()).inc()
+    E2E_LATENCY.labels("alert_published").observe(max(0, now_ms() - change["event_ts_ms"]) / 1000)

@@ -1,0 +1,39 @@
+"""Topics and tables of the stream layer (names per DESIGN §4)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from connectors.catalogue import catalogue
+
+from .app import app
+
+ENTERPRISE_EVENTS = "enterprise.events"
+ENTERPRISE_PROFILES = "enterprise.profiles"
+RISK_CHANGES = "risk.changes"
+
+
+def alerts_topic_name(bank_id: str) -> str:
+    return f"alerts.{bank_id}"
+
+
+dept_topic_names = sorted(catalogue().by_topic())
+dept_topics = app.topic(*dept_topic_names)
+enterprise_events = app.topic(ENTERPRISE_EVENTS)
+enterprise_profiles = app.topic(ENTERPRISE_PROFILES, compacting=True)
+risk_changes = app.topic(RISK_CHANGES)
+
+# Latest profile per USCC, as Avro single-object bytes (avro/enterprise/profile.avsc), so the
+# changelog topic is as readable as every other. Co-partitioned with enterprise.events
+# (same key, same partition count).
+profiles = app.Table("enterprise_profile", default=None, partitions=app.conf.topic_partitions)
+
+
+@lru_cache(maxsize=None)
+def alerts_topic(bank_id: str):
+    return app.topic(alerts_topic_name(bank_id))
+
+
+@lru_cache(maxsize=None)
+def dlq_of(topic: str):
+    return app.topic(f"dlq.{topic}")

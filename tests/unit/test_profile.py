@@ -1,0 +1,209 @@
+"""Profile merge: registration facts, status changes, abnormal-operation listings, replay safety."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from streams.profile import merge_event
+
+PROPERTY = settings(max_examples=200, deadline=None)
+USCC = "91110000600037341L"
+NOW = 1_709_300_000_000
+
+
+def registration_event(seq: int, status: str = "active", op: str = "u", **attrs):
+    attributes = {
+        "uscc": USCC, "name": "重庆某某科技有限公司", "status": status, "district_code": "500103",
+        "industry_code": "I6513", "registered_capital": "500.0", "established_date": "2015-06-01",
+        "legal_rep_id_number": "3405**********001X", "legal_rep_id_number_pseudonym": "p_" + "a" * 32,
+        "legal_rep_name": "张**", "legal_rep_phone": "138****5678", "address": "重庆市渝中区",
+    }
+    attributes.update(attrs)
+    return _event("enterprise_registration", seq, op, attributes, USCC)
+
+
+def listing_event(seq: int, listing: str, op: str = "c", removed: bool = False, reason: str = "unreachable_address"):
+    attributes = {
+        "id": listing, "uscc": USCC, "reason_code": reason, "listed_date": "2024-02-01",
+        "removed_date": "2024-03-01" if removed else None,
+    }
+    return _event("abnormal_operation", seq, op, attributes, listing)
+
+
+def _event(dataset: str, seq: int, op: str, attributes: dict, key: str):
+    return {
+        "event_id": f"market.{dataset}:{seq}:{key}", "uscc": USCC, "dept": "market", "dataset": dataset, "op": op,
+        "attributes": attributes, "before": None, "position": f"0/{seq:X}", "seq": seq, "event_ts_ms": 1_709_294_400_000 + seq,
+    }
+
+
+def test_snapshot_builds_the_profile_without_risk_changes():
+    profile, changes = merge_event(None, registration_event(100, op="r"), offset=0, now_ms=NOW)
+    assert changes == []
+    assert profile["uscc"] == USCC
+    assert profile["name"] == "重庆某某科技有限公司"
+    assert profile["status"] == "active"
+    assert profile["registered_capital"] == 500.0
+    assert profile["established_date"] == "2015-06-01"
+    assert profile["legal_rep_pseudonym"] == "p_" + "a" * 32
+    assert profile["legal_rep_id_masked"] == "3405**********001X"
+    assert profile["legal_rep_name_masked"] == "张**"
+    assert profile["legal_rep_phone_masked"] == "138****5678"
+    assert profile["address_masked"] == "重庆市渝中区"
+    assert (profile["risk_score"], profile["risk_level"], profile["reason_codes"]) == (850, "A", [])
+    assert (profile["version"], profile["last_event_id"], profile["updated_ts_ms"]) == (0, f"market.enterprise_registration:100:{USCC}", NOW)
+
+
+def test_snapshot_of_an_already_revoked_enterprise_is_a_fact_not_news():
+    profile, changes = merge_event(None, registration_event(100, status="revoked", op="r"), offset=0, now_ms=NOW)
+    assert changes == []
+    assert profile["risk_level"] == "E" and profile["reason_codes"] == ["STATUS_REVOKED"]
+
+
+@pytest.mark.parametrize(
+    "status, severity, score, level",
+    [("revoked", "critical", 100, "E"), ("cancelled", "critical", 50, "E"), ("suspended", "high", 550, "C"), ("moved_out", "medium", 750, "B")],
+)
+def test_status_change_raises_a_registration_change_and_a_band_drop(status, severity, score, level):
+    profile, _ = merge_event(None, registration_event(100, op="r"), offset=0, now_ms=NOW)
+    event = registration_event(200, status=status)
+    new, changes = merge_event(profile, event, offset=1, now_ms=NOW + 1)
+    assert (new["status"], new["risk_score"], new["risk_level"]) == (status, score, level)
+    by_category = {c["category"]: c for c in changes}
+    assert set(by_category) == {"registration", "score_band"}
+    reg = by_category["registration"]
+    assert reg["severity"] == severity
+    assert reg["reason_codes"] == [f"STATUS_{status.upper()}"]
+    assert (reg["before"], reg["after"]) == ({"status": "active"}, {"status": status})
+    assert reg["change_id"] == f"{event['event_id']}/STATUS_{status.upper()}"
+    assert (reg["score_before"], reg["score_after"], reg["level_before"], reg["level_after"]) == (850, score, "A", level)
+    assert (reg["source_dataset"], reg["source_seq"], reg["detected_ts_ms"]) == ("market.enterprise_registration", 200, NOW + 1)
+    band = by_category["score_band"]
+    assert band["reason_codes"][0] == f"LEVEL_A_TO_{level}"
+    assert f"STATUS_{status.upper()}" in band["reason_codes"]
+
+
+def test_restored_status_is_a_positive_change():
+    profile, _ = merge_event(None, registration_event(100, status="suspended", op="r"), offset=0, now_ms=NOW)
+    new, changes = merge_event(profile, registration_event(200, status="active"), offset=1, now_ms=NOW)
+    assert new["risk_level"] == "A"
+    assert {tuple(c["reason_codes"][:1]) for c in changes} == {("STATUS_RESTORED",), ("LEVEL_C_TO_A",)}
+    assert all(c["category"] == "positive" and c["severity"] == "info" for c in changes)
+
+
+def test_unchanged_status_raises_nothing():
+    profile, _ = merge_event(None, registration_event(100, op="r"), offset=0, now_ms=NOW)
+    _, changes = merge_event(profile, registration_event(200, name="新名称"), offset=1, now_ms=NOW)
+    assert changes == []
+
+
+def test_abnormal_listing_added_and_removed():
+    profile, _ = merge_event(None, registration_event(100, op="r"), offset=0, now_ms=NOW)
+    listed, changes = merge_event(profile, listing_event(200, "42"), offset=1, now_ms=NOW)
+    assert listed["abnormal_open_ids"] == ["42"] and listed["abnormal_listings_total"] == 1
+    assert (listed["risk_score"], listed["risk_level"]) == (730, "B")
+    by_category = {c["category"]: c for c in changes}
+    assert by_category["registration"]["reason_codes"] == ["ABNORMAL_OPERATION_LISTED", "ABNORMAL_UNREACHABLE_ADDRESS"]
+    assert by_category["registration"]["severity"] == "high"
+    assert by_category["registration"]["after"] == {"abnormal_open": "1"}
+    assert by_category["score_band"]["reason_codes"][0] == "LEVEL_A_TO_B"
+
+    # An update of the same open listing is not a new listing.
+    same, changes = merge_event(listed, listing_event(250, "42", op="u"), offset=2, now_ms=NOW)
+    assert same["abnormal_listings_total"] == 1 and changes == []
+
+    removed, changes = merge_event(same, listing_event(300, "42", op="u", removed=True), offset=3, now_ms=NOW)
+    assert removed["abnormal_open_ids"] == [] and removed["abnormal_listings_total"] == 1
+    assert removed["risk_level"] == "A"
+    assert {c["reason_codes"][0] for c in changes} == {"ABNORMAL_OPERATION_REMOVED", "LEVEL_B_TO_A"}
+    assert all(c["category"] == "positive" for c in changes)
+
+
+def test_deleted_listing_is_no_longer_open():
+    profile, _ = merge_event(None, listing_event(200, "42"), offset=0, now_ms=NOW)
+    new, changes = merge_event(profile, listing_event(300, "42", op="d"), offset=1, now_ms=NOW)
+    assert new["abnormal_open_ids"] == []
+    assert changes[0]["reason_codes"] == ["ABNORMAL_OPERATION_REMOVED"]
+
+
+def test_deleted_registration_keeps_the_last_known_facts():
+    profile, _ = merge_event(None, registration_event(100, op="r"), offset=0, now_ms=NOW)
+    new, changes = merge_event(profile, registration_event(200, status="revoked", op="d"), offset=1, now_ms=NOW)
+    assert new["status"] == "active" and changes == []
+
+
+@pytest.mark.parametrize("offset", [5, 4, 0])
+def test_replayed_offset_changes_nothing(offset):
+    profile, _ = merge_event(None, registration_event(100, op="r"), offset=5, now_ms=NOW)
+    again, changes = merge_event(profile, registration_event(200, status="revoked"), offset=offset, now_ms=NOW + 99)
+    assert again == profile and changes == []
+    assert again["status"] == "active"
+
+
+# --- replay property ---------------------------------------------------------------------------
+
+STATUSES = ("active", "suspended", "revoked", "cancelled", "moved_out")
+LISTINGS = ("1", "2", "3", "4")
+REASONS = ("annual_report_missing", "unreachable_address", "false_information", "public_info_missing")
+
+event_specs = st.one_of(
+    st.tuples(st.just("status"), st.sampled_from(STATUSES), st.sampled_from(["u", "u", "c", "r", "d"])),
+    st.tuples(st.just("listing"), st.sampled_from(LISTINGS), st.sampled_from(["c", "u", "d"]), st.booleans(), st.sampled_from(REASONS)),
+)
+
+
+def build_events(specs, gaps):
+    events, offset = [], 0
+    for i, (spec, gap) in enumerate(zip(specs, gaps)):
+        offset += gap
+        seq = 1000 + i
+        if spec[0] == "status":
+            e = registration_event(seq, status=spec[1], op=spec[2])
+        else:
+            e = listing_event(seq, spec[1], op=spec[2], removed=spec[3], reason=spec[4])
+        events.append((offset, e))
+    return events
+
+
+def run(events, profile=None):
+    changes = []
+    for offset, e in events:
+        profile, found = merge_event(profile, e, offset, now_ms=NOW + offset)
+        changes.extend(found)
+    return profile, changes
+
+
+@PROPERTY
+@given(
+    data=st.data(),
+    specs=st.lists(event_specs, min_size=1, max_size=25),
+)
+def test_redelivery_after_a_crash_gives_the_same_profile_and_no_duplicate_changes(data, specs):
+    gaps = data.draw(st.lists(st.integers(1, 3), min_size=len(specs), max_size=len(specs)))
+    events = build_events(specs, gaps)
+    once, changes_once = run(events)
+
+    # Crash after `done` events; the consumer restarts from an earlier committed position.
+    done = data.draw(st.integers(0, len(events)))
+    restart = data.draw(st.integers(0, done))
+    partial, changes_before_crash = run(events[:done])
+    after, changes_after_restart = run(events[restart:], partial)
+    assert after == once
+    assert changes_before_crash + changes_after_restart == changes_once
+
+    # Replaying any prefix of an already merged sequence changes nothing.
+    prefix = data.draw(st.integers(0, len(events)))
+    replayed, replay_changes = run(events[:prefix], once)
+    assert replayed == once and replay_changes == []
+
+
+@PROPERTY
+@given(specs=st.lists(event_specs, min_size=1, max_size=25))
+def test_profile_invariants_hold_for_any_sequence(specs):
+    profile, changes = run(build_events(specs, [1] * len(specs)))
+    assert 0 <= profile["risk_score"] <= 1000
+    assert profile["abnormal_open_ids"] == sorted(set(profile["abnormal_open_ids"]))
+    assert len(profile["abnormal_open_ids"]) <= profile["abnormal_listings_total"]
+    assert len({c["change_id"] for c in changes}) == len(changes)
