@@ -35,8 +35,7 @@ class OffsetStore:
             "enable.partition.eof": True,
         })
         try:
-            tp = TopicPartition(OFFSETS_TOPIC, 0)
-            low, high = consumer.get_watermark_offsets(tp, timeout=10)
+            low, high = self._watermarks(consumer)
             if high <= low:
                 return None
             consumer.assign([TopicPartition(OFFSETS_TOPIC, 0, low)])
@@ -57,6 +56,18 @@ class OffsetStore:
             return latest
         finally:
             consumer.close()
+
+    @staticmethod
+    def _watermarks(consumer: Consumer) -> tuple[int, int]:
+        """Low/high offsets; a topic created a moment ago may need a few metadata rounds."""
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                return consumer.get_watermark_offsets(TopicPartition(OFFSETS_TOPIC, 0), timeout=10)
+            except KafkaException as exc:
+                if exc.args[0].code() != KafkaError._UNKNOWN_PARTITION or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
 
     def save(self, record: dict[str, Any]) -> None:
         """Write and wait for Kafka's acknowledgement."""

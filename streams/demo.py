@@ -99,8 +99,10 @@ def run_demo(console: Console, enterprises: int, seconds: int, rate: float) -> N
 
     async def setup(reg: ConsentRegistry) -> None:
         expiry = int((time.time() + 365 * 86400) * 1000)
+        now = int(time.time() * 1000)
         for code in portfolio:
-            await reg.grant(CONSENTED_BANK, code, "post-loan monitoring (贷后监测)", expiry)
+            if not any(g.bank_id == CONSENTED_BANK and g.is_active(now) for g in await reg.grants_of(code)):
+                await reg.grant(CONSENTED_BANK, code, "post-loan monitoring (贷后监测)", expiry)
         await reg.watch(CONSENTED_BANK, portfolio)
         await reg.watch(UNCONSENTED_BANK, portfolio)
 

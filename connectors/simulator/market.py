@@ -150,6 +150,9 @@ class MarketSimulator:
         conn.close()
         rng = random.Random(self.seed)
         self.enterprises = [Enterprise(u, d, rng.random() < self.distress_share) for u, d in rows]
+        # Continue deterministically but without replaying the draws that made these rows.
+        self.rng = random.Random(f"{self.seed}:{len(rows)}")
+        self.fake.seed_instance(f"{self.seed}:{len(rows)}")
 
     # --- live changes ----------------------------------------------------------------------------
 
@@ -204,7 +207,7 @@ class MarketSimulator:
         cur.execute(
             "INSERT INTO enterprise_registration (uscc, name, legal_rep_name, legal_rep_id_number, legal_rep_phone,"
             " district_code, industry_code, registered_capital, established_date, status, address)"
-            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (uscc) DO NOTHING",
             self._registration_row(e),
         )
         return (e.uscc,)

@@ -65,7 +65,8 @@ def _redact(dsn: str) -> str:
 
 def schema_statements() -> list[str]:
     text = "\n".join(line for line in SCHEMA_FILE.read_text(encoding="utf-8").splitlines() if not line.lstrip().startswith("--"))
-    return [s.strip() for s in text.split(";") if s.strip()]
+    # a statement ends with ';' at the end of a line (a ';' inside a COMMENT string does not)
+    return [s.strip() for s in re.split(r";[ \t]*$", text, flags=re.MULTILINE) if s.strip()]
 
 
 def apply_schema(client: Client) -> None:
