@@ -3,9 +3,15 @@
 Pure functions over plain dicts (the Avro records of ``avro/enterprise/profile.avsc`` and
 ``avro/risk/change.avsc``). The merge agent calls ``merge_event`` once per event in offset order.
 
-Idempotence: a profile remembers the ``enterprise.events`` offset of the last event merged into
-it (``version``). Events of one USCC always come from one partition, so an event whose offset is
-not above ``version`` is a replay (at-least-once redelivery) and changes nothing.
+Idempotence, two layers:
+
+- a profile remembers the ``enterprise.events`` offset of the last event merged into it
+  (``version``). Events of one USCC always come from one partition, so an event whose offset is
+  not above ``version`` is a consumer replay and changes nothing;
+- it also remembers the highest source position merged per dataset (``source_seqs``) and the
+  ids of the last few events. An upstream replay (the ingest step re-publishing after a crash)
+  arrives at a *new* offset but with an old source position or a known id, and is skipped too —
+  otherwise an old status could overwrite a newer one.
 
 Snapshot reads (``op = 'r'``) build the profile but raise no risk change: an enterprise that was
 already revoked before the platform started is a fact, not news.
@@ -63,6 +69,8 @@ def new_profile(uscc: str) -> Profile:
         "risk_score": 0,
         "risk_level": "C",
         "reason_codes": [],
+        "source_seqs": {},
+        "recent_event_ids": [],
         "version": -1,
         "last_event_id": "",
         "last_event_ts_ms": 0,
@@ -98,6 +106,19 @@ MERGERS: dict[str, Callable[[Profile, Event], None]] = {
 }
 
 
+RECENT_IDS = 16
+
+
+def is_duplicate(profile: Profile, event: Event, offset: int) -> bool:
+    """True if ``event`` was merged before (consumer replay or upstream re-publication)."""
+    if offset <= profile["version"]:
+        return True
+    last_seq = profile["source_seqs"].get(f"{event['dept']}.{event['dataset']}")
+    if last_seq is not None and event["seq"] < last_seq:
+        return True
+    return event["event_id"] in profile["recent_event_ids"]
+
+
 def merge_event(
     profile: Profile | None,
     event: Event,
@@ -110,10 +131,16 @@ def merge_event(
     Returns the profile unchanged and no changes if the event was already merged.
     """
     old = profile or new_profile(event["uscc"])
-    if offset <= old["version"]:
+    if is_duplicate(old, event, offset):
         return old, []
-    new = {**old, "abnormal_open_ids": list(old["abnormal_open_ids"])}
-    merger = MERGERS.get(f"{event['dept']}.{event['dataset']}")
+    dataset = f"{event['dept']}.{event['dataset']}"
+    new = {
+        **old,
+        "abnormal_open_ids": list(old["abnormal_open_ids"]),
+        "source_seqs": {**old["source_seqs"], dataset: event["seq"]},
+        "recent_event_ids": [*old["recent_event_ids"][-(RECENT_IDS - 1):], event["event_id"]],
+    }
+    merger = MERGERS.get(dataset)
     if merger is not None:
         merger(new, event)
     new["risk_score"], new["risk_level"], new["reason_codes"] = scorecard.score(new)
@@ -147,10 +174,14 @@ def detect_changes(old: Profile | None, new: Profile, event: Event, now_ms: int)
                       {"abnormal_open": str(len(old_open))}, {"abnormal_open": str(len(new_open))}))
     old_level = old["risk_level"] if old else None
     if old_level is not None and new["risk_level"] != old_level:
-        worse = new["risk_level"] > old_level  # 'A' < 'E'
-        found.append(("score_band" if worse else "positive", "medium" if worse else "info",
-                      [f"LEVEL_{old_level}_TO_{new['risk_level']}", *new["reason_codes"]],
-                      {"risk_level": old_level}, {"risk_level": new["risk_level"]}))
+        move = f"LEVEL_{old_level}_TO_{new['risk_level']}"
+        if found:  # one alert per event: the band move explains the primary change
+            found[0][2].append(move)
+            found[0][3]["risk_level"], found[0][4]["risk_level"] = old_level, new["risk_level"]
+        else:
+            worse = new["risk_level"] > old_level  # 'A' < 'E'
+            found.append(("score_band" if worse else "positive", "medium" if worse else "info",
+                          [move, *new["reason_codes"]], {"risk_level": old_level}, {"risk_level": new["risk_level"]}))
     return [
         {
             "change_id": f"{event['event_id']}/{reasons[0]}",
