@@ -14,6 +14,7 @@ app = faust.App(
     broker=[f"kafka://{h.strip()}" for h in _s.kafka.bootstrap_servers.split(",")],
     store=_s.worker.store,
     autodiscover=["streams.agents"],
+    datadir=str(_s.paths.home / "faust" / _s.worker.app_id),
     origin="streams",
     key_serializer="raw",
     value_serializer="raw",

@@ -6,6 +6,11 @@ files can decode every yurong message without a registry service.
 
 A schema is named by its path below ``avro/`` without the suffix, e.g.
 ``dept/market/enterprise_registration`` or ``enterprise/event``.
+
+Evolution: when a schema changes, its previous version is kept as
+``<folder>/history/<name>.v<N>.avsc``. Records written with an old version are still decoded,
+resolved to the current schema by Avro's schema-resolution rules (new fields take their
+defaults); ``tests/unit/test_schema_evolution.py`` checks each step is BACKWARD compatible.
 """
 
 from __future__ import annotations
@@ -28,11 +33,13 @@ HEADER_LEN = len(MAGIC) + 8
 
 @dataclass(frozen=True)
 class AvroSchema:
-    """One parsed schema and its single-object header."""
+    """One parsed schema and its single-object header. ``version`` is None for the current
+    schema of ``name`` and N for ``history/<name>.vN.avsc``."""
 
     name: str
     parsed: Any
     fingerprint: bytes
+    version: int | None = None
 
     @property
     def header(self) -> bytes:
@@ -45,22 +52,40 @@ class SchemaStore:
     def __init__(self, avro_dir: Path) -> None:
         self._by_name: dict[str, AvroSchema] = {}
         self._by_fingerprint: dict[bytes, AvroSchema] = {}
+        self._history: dict[str, list[AvroSchema]] = {}
         if not avro_dir.is_dir():
             raise ConfigError(f"Avro schema folder {avro_dir} does not exist (set YURONG_AVRO_DIR)")
         for path in sorted(avro_dir.rglob("*.avsc")):
-            name = path.relative_to(avro_dir).with_suffix("").as_posix()
+            rel = path.relative_to(avro_dir)
+            if rel.parent.name == "history":
+                stem, _, v = path.stem.rpartition(".v")
+                if not stem or not v.isdigit():
+                    raise ConfigError(f"{path}: history files are named <schema>.v<N>.avsc")
+                name, version = (rel.parent.parent / stem).as_posix(), int(v)
+            else:
+                name, version = rel.with_suffix("").as_posix(), None
             try:
                 raw = json.loads(path.read_text(encoding="utf-8"))
                 parsed = fastavro.parse_schema(raw, _write_hint=False)
             except (ValueError, fastavro.schema.SchemaParseException) as exc:
                 raise ConfigError(f"schema {path} does not parse: {exc}") from exc
             fp = bytes.fromhex(fingerprint(to_parsing_canonical_form(parsed), "CRC-64-AVRO"))
-            schema = AvroSchema(name=name, parsed=parsed, fingerprint=fp)
-            self._by_name[name] = schema
-            self._by_fingerprint[fp] = schema
+            schema = AvroSchema(name=name, parsed=parsed, fingerprint=fp, version=version)
+            if version is None:
+                self._by_name[name] = schema
+            else:
+                self._history.setdefault(name, []).append(schema)
+            self._by_fingerprint.setdefault(fp, schema)  # an unchanged history copy keeps the current entry
+        orphans = sorted(set(self._history) - set(self._by_name))
+        if orphans:
+            raise ConfigError(f"history versions without a current schema: {orphans}")
 
     def names(self) -> list[str]:
         return sorted(self._by_name)
+
+    def history(self, name: str) -> list[AvroSchema]:
+        """Earlier versions of ``name``, oldest first."""
+        return sorted(self._history.get(name, []), key=lambda s: s.version or 0)
 
     def get(self, name: str) -> AvroSchema:
         try:
@@ -89,10 +114,11 @@ class SchemaStore:
             raise DecodeError(f"unknown schema fingerprint {bytes(data[2:HEADER_LEN]).hex()}")
         if expected is not None and schema.name != expected:
             raise SchemaMismatchError(f"expected schema {expected!r}, got {schema.name!r}")
+        reader = None if schema.version is None else self._by_name[schema.name].parsed
         buf = io.BytesIO(data)
         buf.seek(HEADER_LEN)
         try:
-            record = fastavro.schemaless_reader(buf, schema.parsed, None)
+            record = fastavro.schemaless_reader(buf, schema.parsed, reader)
         except Exception as exc:  # fastavro raises assorted types on hostile bytes
             raise DecodeError(f"{schema.name}: body does not decode ({type(exc).__name__}: {exc})") from exc
         if buf.tell() != len(data):

@@ -116,15 +116,16 @@ def department_db(pg_admin_dsn, unique) -> Iterator[str]:
     drop_database(pg_admin_dsn, name)
 
 
-def wait_for(condition: Callable[[], object], timeout: float, what: str, interval: float = 0.2):
-    """Poll ``condition`` until it returns a truthy value; fail with ``what`` after ``timeout`` s."""
+def wait_for(condition: Callable[[], object], timeout: float, what: str | Callable[[], str], interval: float = 0.2):
+    """Poll ``condition`` until it returns a truthy value; fail with ``what`` after ``timeout`` s
+    (a callable ``what`` is evaluated only then, e.g. to attach the components' log tails)."""
     deadline = time.monotonic() + timeout
     while True:
         result = condition()
         if result:
             return result
         if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}")
+            pytest.fail(f"timed out after {timeout:.0f}s waiting for {what() if callable(what) else what}")
         time.sleep(interval)
 
 

@@ -102,7 +102,7 @@ def crc64_avro(data: bytes) -> int:
 
 
 def test_every_schema_file_is_known(store):
-    files = sorted(p.relative_to(AVRO_DIR).with_suffix("").as_posix() for p in AVRO_DIR.rglob("*.avsc"))
+    files = sorted(p.relative_to(AVRO_DIR).with_suffix("").as_posix() for p in AVRO_DIR.rglob("*.avsc") if p.parent.name != "history")
     assert store.names() == files
     assert set(RECORDS) == set(files), "add a sample record for every schema"
 

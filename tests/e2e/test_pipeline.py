@@ -1,0 +1,207 @@
+"""End to end on real services: PostgreSQL rows → connector → Kafka → Faust worker →
+ClickHouse (chDB) and bank alert topics. Proves the consent and masking rules."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import urllib.request
+from pathlib import Path
+
+import psycopg2
+import pytest
+
+from connectors.simulator.market import MarketSimulator
+from sinks.consent import ConsentRegistry
+from streams.demo import pipeline
+from streams.dlq import parse_dlq_headers
+from streams.kafka_admin import ensure_topics
+from streams.masking import find_pii
+from streams.serde import schema_store
+from tests.conftest import TEST_KEY, drop_database, free_port, make_database, wait_for
+
+pytestmark = pytest.mark.e2e
+
+DOWNSTREAM = ["enterprise.events", "enterprise.profiles", "risk.changes"]
+
+
+class Pipeline:
+    """Connector, worker and sink as child processes with their own ports, group, app id,
+    Redis prefix and chDB folder; the Kafka topics are the shared real ones."""
+
+    def __init__(self, tmp: Path, dsn: str, bootstrap: str, redis_url: str, tag: str) -> None:
+        self.query_port = free_port()
+        self.prefix = f"e2e{tag}:"
+        self.env = {
+            **os.environ,
+            "YURONG_HOME": str(tmp / "home"),
+            "YURONG_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+            "YURONG_REDIS_URL": redis_url,
+            "YURONG_REDIS_KEY_PREFIX": self.prefix,
+            "YURONG_SOURCE_MARKET_DSN": dsn,
+            "YURONG_MASKING_HMAC_KEY": TEST_KEY,
+            "YURONG_WORKER_APP_ID": f"yurong-e2e-{tag}",
+            "YURONG_WORKER_WEB_PORT": str(free_port()),
+            "YURONG_METRICS_CONNECTOR_PORT": str(free_port()),
+            "YURONG_METRICS_WORKER_PORT": str(free_port()),
+            "YURONG_METRICS_SINK_PORT": str(free_port()),
+            "YURONG_CLICKHOUSE_QUERY_PORT": str(self.query_port),
+            "YURONG_CLICKHOUSE_BATCH_SECONDS": "0.3",
+            "YURONG_SOURCE_FLUSH_INTERVAL_S": "0.1",
+        }
+        self.logs = tmp / "logs"
+        self.components = ("connect market", "worker", f"sink --group yurong-e2e-sink-{tag}")
+
+    def sql(self, query: str, **params) -> list[list]:
+        body = json.dumps({"sql": query, "parameters": params, "principal": "e2e"}).encode()
+        req = urllib.request.Request(f"http://127.0.0.1:{self.query_port}/query", data=body)
+        try:
+            with urllib.request.urlopen(req, timeout=30) as resp:
+                return json.loads(resp.read())["rows"]
+        except OSError:
+            return []  # sink not up yet
+
+    def logs_tail(self) -> str:
+        return "\n".join(f"--- {p.name}\n" + p.read_text(errors="replace")[-3000:] for p in sorted(self.logs.glob("*.log")))
+
+
+def registry(url: str, prefix: str, fn):
+    async def go():
+        reg = ConsentRegistry.from_url(url, prefix)
+        try:
+            return await fn(reg)
+        finally:
+            await reg.close()
+    return asyncio.run(go())
+
+
+@pytest.fixture
+def e2e_db(pg_admin_dsn, unique):
+    name = f"market_e2e{unique}"
+    dsn = make_database(pg_admin_dsn, name)
+    yield dsn
+    drop_database(pg_admin_dsn, name)
+
+
+def test_rows_become_profiles_and_only_consented_banks_get_alerts(
+    e2e_db, kafka_bootstrap, redis_url, unique, tmp_path, topic_reader
+):
+    schemas = schema_store()
+    sim = MarketSimulator(e2e_db, seed=int(unique[:6], 16), distress_share=0.0)
+    sim.create_schema()
+    usccs = sim.seed_enterprises(200)
+    a, b, c, d = usccs[:4]
+    rng = random.Random(unique)
+    consented, unconsented = f"b{rng.randint(1000, 4999)}", f"b{rng.randint(5000, 9999)}"
+    p = Pipeline(tmp_path, e2e_db, kafka_bootstrap, redis_url, unique)
+
+    async def setup(reg: ConsentRegistry):
+        for code in (a, b):
+            await reg.grant(consented, code, "post-loan monitoring", expiry_ms=4_102_444_800_000)
+        await reg.watch(consented, [a, b, c])
+        await reg.watch(unconsented, [a, b, c])
+    registry(redis_url, p.prefix, setup)
+    alert_topics = [f"alerts.{consented}", f"alerts.{unconsented}"]
+    ensure_topics(kafka_bootstrap, {t: {} for t in alert_topics})
+    alerts = topic_reader(alert_topics)
+
+    with pipeline(p.env, p.logs, p.components):
+        # 1. the snapshot becomes 200 profiles in ClickHouse
+        wait_for(lambda: (rows := p.sql("SELECT count() FROM enterprise_profile FINAL WHERE has({u:Array(String)}, uscc)",
+                                        u=usccs)) and rows[0][0] == 200,
+                 180, lambda: "200 snapshot profiles in ClickHouse\n" + p.logs_tail())
+
+        with psycopg2.connect(e2e_db) as pg, pg.cursor() as cur:
+            # 2. bad input first: a USCC failing its check digit must not stop the stream
+            bad = a[:17] + ("0" if a[17] != "0" else "1")
+            cur.execute("INSERT INTO enterprise_registration (uscc, name, status) VALUES (%s, '坏数据有限公司', 'active')", (bad,))
+            pg.commit()
+            # 3. live changes
+            cur.execute("UPDATE enterprise_registration SET status = 'revoked' WHERE uscc = %s", (a,))
+            pg.commit()
+            cur.execute("INSERT INTO abnormal_operation (uscc, reason_code, listed_date) VALUES (%s, 'unreachable_address', CURRENT_DATE)", (b,))
+            pg.commit()
+            cur.execute("UPDATE enterprise_registration SET status = 'suspended' WHERE uscc = %s", (c,))
+            pg.commit()
+            cur.execute("UPDATE enterprise_registration SET legal_rep_phone = '13912345678', legal_rep_name = '王小明' WHERE uscc = %s", (d,))
+            pg.commit()
+
+        def alerts_for(bank: str) -> list[dict]:
+            alerts.poll(0.3)
+            return [schemas.decode(m.value(), "risk/alert")[1] for m in alerts.messages
+                    if m.topic() == f"alerts.{bank}" and m.key() and m.key().decode() in (a, b, c, d)]
+
+        got = wait_for(lambda: len(alerts_for(consented)) >= 2 and alerts_for(consented), 90,
+                       lambda: "alerts for the consented bank\n" + p.logs_tail())
+        by_uscc = {x["uscc"]: x for x in got}
+        assert set(by_uscc) == {a, b}, "only enterprises with an active consent reach the bank"
+        assert by_uscc[a]["reason_codes"][0] == "STATUS_REVOKED" and by_uscc[a]["severity"] == "critical"
+        assert (by_uscc[a]["before"]["status"], by_uscc[a]["after"]["status"]) == ("active", "revoked")
+        assert by_uscc[b]["reason_codes"][0] == "ABNORMAL_OPERATION_LISTED"
+        assert all(x["bank_id"] == consented and x["consent_id"] for x in got)
+        assert all(x["published_ts_ms"] >= x["detected_ts_ms"] >= x["event_ts_ms"] > 0 for x in got)
+
+        # C's change went through (its risk change is in ClickHouse), yet nobody got an alert
+        wait_for(lambda: p.sql("SELECT count() FROM risk_change FINAL WHERE uscc = {u:String}", u=c) == [[1]], 60,
+                 "C's risk change in ClickHouse")
+        wait_for(lambda: p.sql("SELECT status FROM enterprise_profile FINAL WHERE uscc = {u:String}", u=a) == [["revoked"]],
+                 60, "A's profile to show the revocation")
+        alerts.poll(1.0)
+        assert alerts_for(unconsented) == [], "a bank without consent receives nothing"
+        assert {x["uscc"] for x in alerts_for(consented)} == {a, b}
+
+        # every delivery is audited in ClickHouse
+        wait_for(lambda: p.sql("SELECT count() FROM alert_delivery FINAL WHERE bank_id = {b:String}", b=consented) == [[2]],
+                 60, "two alert_delivery rows")
+
+        # the bad row went to the dead-letter topic with provenance, and into dlq_event
+        dlq = topic_reader(["dlq.dept.market.enterprise_registration"])
+        def dead_letter():
+            dlq.poll(0.3)
+            return [m for m in dlq.messages if m.key() == bad.encode()]
+        [dead] = wait_for(dead_letter, 30, "the dead letter of the bad USCC")
+        h = parse_dlq_headers(dead.headers())
+        assert h["topic"] == "dept.market.enterprise_registration" and int(h["offset"]) >= 0
+        assert h["error.kind"] == "validation" and "check digit" in h["error.message"]
+        assert schemas.decode(dead.value())[1]["after"]["uscc"] == bad, "the original bytes are kept"
+
+        # revocation stops alerts: revoke B, change B again, see the change land, no alert
+        registry(redis_url, p.prefix, lambda reg: reg.revoke(consented, b))
+        with psycopg2.connect(e2e_db) as pg, pg.cursor() as cur:
+            cur.execute("UPDATE enterprise_registration SET status = 'suspended' WHERE uscc = %s", (b,))
+        wait_for(lambda: p.sql("SELECT count() FROM risk_change FINAL WHERE uscc = {u:String}", u=b) == [[2]], 60,
+                 "B's second risk change in ClickHouse")
+        alerts.poll(1.0)
+        assert len([x for x in alerts_for(consented) if x["uscc"] == b]) == 1, "no alert after revocation"
+
+        # no raw personal data downstream: not on the topics, not in ClickHouse
+        with psycopg2.connect(e2e_db) as pg, pg.cursor() as cur:
+            cur.execute("SELECT legal_rep_id_number, legal_rep_phone, legal_rep_name FROM enterprise_registration"
+                        " WHERE legal_rep_id_number IS NOT NULL")
+            raw_values = {v for row in cur.fetchall() for v in row if v and len(v) >= 2}
+        assert "13912345678" in raw_values and "王小明" in raw_values
+        downstream = topic_reader(DOWNSTREAM + alert_topics)
+        ours = set(usccs)
+
+        def scanned() -> int:
+            downstream.poll(1.0)
+            return sum(1 for m in downstream.messages if m.key() and m.key().decode() in ours)
+        wait_for(lambda: scanned() >= 400, 60, "our records on the downstream topics")
+        for m in downstream.messages:
+            if not m.key() or m.key().decode() not in ours or m.value() is None:
+                continue
+            name, record = schemas.decode(m.value())
+            assert find_pii(record) is None, f"raw PII on {m.topic()}"
+            text = json.dumps(record, ensure_ascii=False, default=str)
+            leaked = [v for v in raw_values if v in text]
+            assert not leaked, f"raw personal values on {m.topic()} ({name})"
+        for table in ("enterprise_event", "enterprise_profile", "risk_change", "alert_delivery"):
+            rows = p.sql(f"SELECT * FROM {table} WHERE has({{u:Array(String)}}, uscc)", u=usccs)  # table from a fixed list
+            assert rows, table
+            text = json.dumps(rows, ensure_ascii=False, default=str)
+            assert not [v for v in raw_values if v in text], f"raw personal values in ClickHouse table {table}"
+            assert all(find_pii({"row": json.dumps(r, ensure_ascii=False, default=str)}) is None for r in rows), table
+        masked = p.sql("SELECT legal_rep_phone_masked, legal_rep_name_masked FROM enterprise_profile FINAL WHERE uscc = {u:String}", u=d)
+        assert masked == [["139****5678", "王**"]]
