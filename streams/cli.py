@@ -164,6 +164,7 @@ def worker(faust_args: tuple[str, ...]) -> None:
     ensure_topics(s.kafka.bootstrap_servers, pipeline_topics(sorted(catalogue().by_topic()), s.kafka.dept_retention_ms),
                   partitions=s.kafka.topic_partitions, replication_factor=s.kafka.replication_factor)
     serve(s.metrics.worker_port, "worker", s.metrics.bind)
+    (s.paths.home / "faust").mkdir(parents=True, exist_ok=True)
     from .app import app
 
     args = list(faust_args) or ["-l", "info"]

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import psycopg2
 import pytest
+from confluent_kafka import Producer
 
 from connectors.simulator.market import MarketSimulator
 from sinks.consent import ConsentRegistry
@@ -54,7 +55,15 @@ class Pipeline:
         self.logs = tmp / "logs"
         self.components = ("connect market", "worker", f"sink --group yurong-e2e-sink-{tag}")
 
+    procs: list = []
+
+    def check_alive(self) -> None:
+        for name, proc, _ in self.procs:
+            if proc.poll() is not None:
+                pytest.fail(f"{name} exited with {proc.returncode}\n{self.logs_tail()}")
+
     def sql(self, query: str, **params) -> list[list]:
+        self.check_alive()
         body = json.dumps({"sql": query, "parameters": params, "principal": "e2e"}).encode()
         req = urllib.request.Request(f"http://127.0.0.1:{self.query_port}/query", data=body)
         try:
@@ -107,14 +116,22 @@ def test_rows_become_profiles_and_only_consented_banks_get_alerts(
     ensure_topics(kafka_bootstrap, {t: {} for t in alert_topics})
     alerts = topic_reader(alert_topics)
 
-    with pipeline(p.env, p.logs, p.components):
+    with pipeline(p.env, p.logs, p.components) as p.procs:
         # 1. the snapshot becomes 200 profiles in ClickHouse
         wait_for(lambda: (rows := p.sql("SELECT count() FROM enterprise_profile FINAL WHERE has({u:Array(String)}, uscc)",
                                         u=usccs)) and rows[0][0] == 200,
                  180, lambda: "200 snapshot profiles in ClickHouse\n" + p.logs_tail())
 
+        # 2. bad input first, then good changes: bytes that are not Avro, and a valid Avro
+        # record of the wrong schema, straight onto a department topic ...
+        garbage_key, mismatch_key = f"garbage-{unique}".encode(), f"mismatch-{unique}".encode()
+        producer = Producer({"bootstrap.servers": kafka_bootstrap})
+        producer.produce("dept.market.enterprise_registration", key=garbage_key, value=b"\x00not avro at all")
+        producer.produce("dept.market.enterprise_registration", key=mismatch_key,
+                         value=schemas.encode("connect/source_offset", {"source": "x", "ts_ms": 1}))
+        assert producer.flush(10) == 0
         with psycopg2.connect(e2e_db) as pg, pg.cursor() as cur:
-            # 2. bad input first: a USCC failing its check digit must not stop the stream
+            # ... and a USCC failing its check digit at the source
             bad = a[:17] + ("0" if a[17] != "0" else "1")
             cur.execute("INSERT INTO enterprise_registration (uscc, name, status) VALUES (%s, '坏数据有限公司', 'active')", (bad,))
             pg.commit()
@@ -129,6 +146,7 @@ def test_rows_become_profiles_and_only_consented_banks_get_alerts(
             pg.commit()
 
         def alerts_for(bank: str) -> list[dict]:
+            p.check_alive()
             alerts.poll(0.3)
             return [schemas.decode(m.value(), "risk/alert")[1] for m in alerts.messages
                     if m.topic() == f"alerts.{bank}" and m.key() and m.key().decode() in (a, b, c, d)]
@@ -158,14 +176,22 @@ def test_rows_become_profiles_and_only_consented_banks_get_alerts(
 
         # the bad row went to the dead-letter topic with provenance, and into dlq_event
         dlq = topic_reader(["dlq.dept.market.enterprise_registration"])
-        def dead_letter():
+        def dead_letters():
             dlq.poll(0.3)
-            return [m for m in dlq.messages if m.key() == bad.encode()]
-        [dead] = wait_for(dead_letter, 30, "the dead letter of the bad USCC")
+            keys = {m.key() for m in dlq.messages}
+            return {bad.encode(), garbage_key, mismatch_key} <= keys
+        wait_for(dead_letters, 30, "the three dead letters")
+        [dead] = [m for m in dlq.messages if m.key() == bad.encode()]
         h = parse_dlq_headers(dead.headers())
         assert h["topic"] == "dept.market.enterprise_registration" and int(h["offset"]) >= 0
         assert h["error.kind"] == "validation" and "check digit" in h["error.message"]
         assert schemas.decode(dead.value())[1]["after"]["uscc"] == bad, "the original bytes are kept"
+        by_key = {m.key(): m for m in dlq.messages}
+        assert by_key[garbage_key].value() == b"\x00not avro at all"
+        assert parse_dlq_headers(by_key[garbage_key].headers())["error.kind"] == "decode"
+        assert parse_dlq_headers(by_key[mismatch_key].headers())["error.kind"] == "schema_mismatch"
+        wait_for(lambda: p.sql("SELECT error_kind FROM dlq_event WHERE source_topic = 'dept.market.enterprise_registration'"
+                               " AND error_message LIKE {m:String}", m=f"%{bad[:4]}%"), 30, "the dead letter in dlq_event")
 
         # revocation stops alerts: revoke B, change B again, see the change land, no alert
         registry(redis_url, p.prefix, lambda reg: reg.revoke(consented, b))
@@ -180,8 +206,15 @@ def test_rows_become_profiles_and_only_consented_banks_get_alerts(
         with psycopg2.connect(e2e_db) as pg, pg.cursor() as cur:
             cur.execute("SELECT legal_rep_id_number, legal_rep_phone, legal_rep_name FROM enterprise_registration"
                         " WHERE legal_rep_id_number IS NOT NULL")
-            raw_values = {v for row in cur.fetchall() for v in row if v and len(v) >= 2}
-        assert "13912345678" in raw_values and "王小明" in raw_values
+            rows = cur.fetchall()
+        # ID and phone numbers must not appear anywhere, not even inside other text; a person's
+        # name must not be any field's value (a company name may contain a 2-character name by chance).
+        raw_numbers = {v for row in rows for v in row[:2] if v}
+        raw_names = {row[2] for row in rows if row[2]}
+        assert "13912345678" in raw_numbers and "王小明" in raw_names
+
+        def leaks(text: str) -> list[str]:
+            return [v for v in raw_numbers if v in text] + [n for n in raw_names if json.dumps(n, ensure_ascii=False) in text]
         downstream = topic_reader(DOWNSTREAM + alert_topics)
         ours = set(usccs)
 
@@ -195,13 +228,12 @@ def test_rows_become_profiles_and_only_consented_banks_get_alerts(
             name, record = schemas.decode(m.value())
             assert find_pii(record) is None, f"raw PII on {m.topic()}"
             text = json.dumps(record, ensure_ascii=False, default=str)
-            leaked = [v for v in raw_values if v in text]
-            assert not leaked, f"raw personal values on {m.topic()} ({name})"
+            assert not leaks(text), f"raw personal values on {m.topic()} ({name})"
         for table in ("enterprise_event", "enterprise_profile", "risk_change", "alert_delivery"):
             rows = p.sql(f"SELECT * FROM {table} WHERE has({{u:Array(String)}}, uscc)", u=usccs)  # table from a fixed list
             assert rows, table
             text = json.dumps(rows, ensure_ascii=False, default=str)
-            assert not [v for v in raw_values if v in text], f"raw personal values in ClickHouse table {table}"
+            assert not leaks(text), f"raw personal values in ClickHouse table {table}"
             assert all(find_pii({"row": json.dumps(r, ensure_ascii=False, default=str)}) is None for r in rows), table
         masked = p.sql("SELECT legal_rep_phone_masked, legal_rep_name_masked FROM enterprise_profile FINAL WHERE uscc = {u:String}", u=d)
         assert masked == [["139****5678", "王**"]]

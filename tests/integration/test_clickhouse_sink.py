@@ -422,7 +422,9 @@ def test_undecodable_records_are_dead_lettered_and_the_stream_keeps_flowing(
         dl = wait_for(lambda: {g_at[2], w_at[2]} <= set(dead_letters()) and dead_letters(), 30,
                       "dead letters for both bad records on dlq.enterprise.profiles")
         wait_for(lambda: store.count("enterprise_profile", [usccs[1]]) == 1, 30, "the valid record after the bad ones")
-        rows = wait_for(lambda: len(dlq_rows()) == 2 and dlq_rows(), 30, "dlq_event rows for both bad records")
+        # (another sink on the shared stack may dead-letter the same records: one row each at least)
+        rows = wait_for(lambda: {r[0] for r in dlq_rows()} == {g_at[2], w_at[2]} and dlq_rows(), 30,
+                        "dlq_event rows for both bad records")
     finally:
         sink.stop()
 
@@ -432,7 +434,7 @@ def test_undecodable_records_are_dead_lettered_and_the_stream_keeps_flowing(
         assert msg.value() == original, "a dead letter keeps the original bytes"
         assert (h["topic"], h["partition"], h["offset"], h["error.kind"]) == ("enterprise.profiles", str(part), str(off), kind)
         assert h["error.message"]
-    assert rows == [(g_at[2], "decode", "DecodeError", len(garbage), "sink"),
-                    (w_at[2], "schema_mismatch", "SchemaMismatchError", len(wrong_schema), "sink")]
+    assert set(rows) == {(g_at[2], "decode", "DecodeError", len(garbage), "sink"),
+                         (w_at[2], "schema_mismatch", "SchemaMismatchError", len(wrong_schema), "sink")}
     assert store.count("enterprise_profile", [usccs[0]]) == 0  # the event record did not become a profile
     assert covers(committed(kafka_bootstrap, group, [ok_at]), [ok_at])
