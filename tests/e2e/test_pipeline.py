@@ -72,6 +72,13 @@ class Pipeline:
         except OSError:
             return []  # sink not up yet
 
+    def metrics(self, component: str) -> dict[str, float]:
+        """Samples of a component's /metrics page (``name{labels}`` → value)."""
+        port = self.env[f"YURONG_METRICS_{component}_PORT"]
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
+            lines = resp.read().decode().splitlines()
+        return {k: float(v) for k, _, v in (line.rpartition(" ") for line in lines if line and not line.startswith("#"))}
+
     def logs_tail(self) -> str:
         return "\n".join(f"--- {p.name}\n" + p.read_text(errors="replace")[-3000:] for p in sorted(self.logs.glob("*.log")))
 
@@ -235,5 +242,16 @@ def test_rows_become_profiles_and_only_consented_banks_get_alerts(
             text = json.dumps(rows, ensure_ascii=False, default=str)
             assert not leaks(text), f"raw personal values in ClickHouse table {table}"
             assert all(find_pii({"row": json.dumps(r, ensure_ascii=False, default=str)}) is None for r in rows), table
+        # operators see it: events, dead letters and end-to-end latency on /metrics
+        worker = p.metrics("WORKER")
+        assert worker['yurong_e2e_latency_seconds_count{stage="alert_published"}'] >= 2
+        assert worker['yurong_dlq_total{component="worker",kind="validation",topic="dept.market.enterprise_registration"}'] >= 1
+        assert worker['yurong_events_out_total{component="worker",topic="enterprise.events"}'] >= 200
+        sink = p.metrics("SINK")
+        assert sink['yurong_e2e_latency_seconds_count{stage="profile_written"}'] >= 200
+        assert sink['yurong_sink_rows_total{table="enterprise_profile"}'] >= 200
+        connector = p.metrics("CONNECTOR")
+        assert connector['yurong_events_out_total{component="connector",topic="dept.market.enterprise_registration"}'] >= 200
+
         masked = p.sql("SELECT legal_rep_phone_masked, legal_rep_name_masked FROM enterprise_profile FINAL WHERE uscc = {u:String}", u=d)
         assert masked == [["139****5678", "王**"]]
