@@ -140,11 +140,12 @@ class ConsentRegistry:
         return g
 
     async def revoke(self, bank_id: str, uscc: str, now_ms: int | None = None) -> list[str]:
-        """Revoke every active consent of ``uscc`` for ``bank_id``; return their ids."""
+        """Revoke every consent of ``uscc`` for ``bank_id`` that is in force or scheduled to start
+        (not yet revoked, not expired); return their ids."""
         now_ms = int(time.time() * 1000) if now_ms is None else now_ms
         revoked = []
         for g in await self.grants_of(uscc):
-            if g.bank_id == bank_id and g.is_active(now_ms):
+            if g.bank_id == bank_id and not g.revoked_ms and now_ms < g.expiry_ms:
                 await self._r.hset(f"{self._p}consent:{g.consent_id}", "revoked_ms", str(now_ms))
                 revoked.append(g.consent_id)
         return revoked

@@ -185,7 +185,7 @@ def sink(group: str, log_level: str) -> None:
     from connectors.runner import producer_config
     from monitoring.metrics import serve
     from sinks.clickhouse import ClickHouseWriter, apply_schema, open_client
-    from sinks.query_server import serve_queries
+    from sinks.query_server import AnalystSQL, serve_queries
     from sinks.runner import ClickHouseSink, consumer_config
     from streams.serde import schema_store
 
@@ -194,7 +194,7 @@ def sink(group: str, log_level: str) -> None:
     apply_schema(client)
     writer = ClickHouseWriter(client)
     if s.clickhouse.is_embedded:
-        serve_queries(writer, s.clickhouse.query_port)
+        serve_queries(AnalystSQL(s.clickhouse_dsn, s.clickhouse.database, writer), s.clickhouse.query_port)
     serve(s.metrics.sink_port, "sink", s.metrics.bind)
     runner = ClickHouseSink(Consumer(consumer_config(s.kafka.bootstrap_servers, group)),
                             Producer(producer_config(s.kafka.bootstrap_servers)), writer, schema_store(),
@@ -318,9 +318,8 @@ def watchlist_list(bank_id: str) -> None:
 def run_sql(query: str, parameters: dict[str, str] | None = None) -> dict:
     """Run a read-only analyst query: through the sink's endpoint when it owns the embedded
     chDB, else directly (a stopped sink, or a ClickHouse server DSN)."""
-    from sinks.clickhouse import open_client
-    from sinks.clickhouse.writer import ClickHouseWriter
-    from sinks.query_server import run_readonly
+    from sinks.clickhouse import ClickHouseWriter, apply_schema, open_client
+    from sinks.query_server import AnalystSQL
 
     s = get_settings()
     principal = os.environ.get("USER") or os.environ.get("LOGNAME") or "analyst"
@@ -336,10 +335,17 @@ def run_sql(query: str, parameters: dict[str, str] | None = None) -> dict:
         except urllib.error.URLError:
             pass  # no sink running: open the embedded engine ourselves
     client = open_client(s.clickhouse_dsn, s.clickhouse.database)
-    from sinks.clickhouse import apply_schema
-
     apply_schema(client)
-    return run_readonly(ClickHouseWriter(client), query, parameters, principal)
+    analyst = AnalystSQL(s.clickhouse_dsn, s.clickhouse.database, ClickHouseWriter(client))
+    try:
+        return analyst.query(query, parameters, principal)
+    except YurongError:
+        raise
+    except Exception as exc:  # noqa: BLE001 — an analyst's SQL error is a message, not a traceback
+        raise YurongError(str(exc)) from None
+    finally:
+        analyst.close()
+        client.close()
 
 
 @main.command()

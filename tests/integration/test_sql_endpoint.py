@@ -17,7 +17,7 @@ import pytest
 
 from connectors.simulator.identities import make_uscc
 from sinks.clickhouse import ClickHouseWriter, apply_schema, open_client
-from sinks.query_server import serve_queries
+from sinks.query_server import AnalystSQL, serve_queries
 from sinks.rows import profile_row
 from tests.conftest import free_port
 
@@ -76,12 +76,14 @@ def endpoint(tmp_path) -> Iterator[Endpoint]:
         writer.write("enterprise_profile", [profile_row(profile(u, 10 + i, "active")) for i, u in enumerate(USCCS)], "t1")
         writer.write("enterprise_profile", [profile_row(profile(USCCS[0], 50, "suspended"))], "t2")
         port = free_port()
-        server = serve_queries(writer, port)
+        analyst = AnalystSQL(dsn, "yurong", writer)
+        server = serve_queries(analyst, port)
         try:
             yield Endpoint(dsn, port, writer)
         finally:
             server.shutdown()
             server.server_close()
+            analyst.close()
     finally:
         client.close()
 
