@@ -8,10 +8,12 @@ Idempotence, two layers:
 - a profile remembers the ``enterprise.events`` offset of the last event merged into it
   (``version``). Events of one USCC always come from one partition, so an event whose offset is
   not above ``version`` is a consumer replay and changes nothing;
-- it also remembers the highest source position merged per dataset (``source_seqs``) and the
-  ids of the last few events. An upstream replay (the ingest step re-publishing after a crash)
-  arrives at a *new* offset but with an old source position or a known id, and is skipped too —
-  otherwise an old status could overwrite a newer one.
+- it also remembers the highest source position merged per source row (``source_seqs``). An
+  upstream replay (the ingest step re-publishing after a crash) arrives at a *new* offset but
+  with a source position already seen for its row, and is skipped too — otherwise an old status
+  could overwrite a newer one. Positions are compared per row, not per dataset: changes of one
+  row share a department-topic partition and stay in order, while two rows of one enterprise
+  (two listings) may reach ``enterprise.events`` in either order.
 
 Snapshot reads (``op = 'r'``) build the profile but raise no risk change: an enterprise that was
 already revoked before the platform started is a fact, not news.
@@ -70,7 +72,6 @@ def new_profile(uscc: str) -> Profile:
         "risk_level": "C",
         "reason_codes": [],
         "source_seqs": {},
-        "recent_event_ids": [],
         "version": -1,
         "last_event_id": "",
         "last_event_ts_ms": 0,
@@ -106,17 +107,18 @@ MERGERS: dict[str, Callable[[Profile, Event], None]] = {
 }
 
 
-RECENT_IDS = 16
+def source_row(event: Event) -> str:
+    """``<dept>.<dataset>#<row pseudonym>``: the source row an event changed (from its id, see
+    ``streams.ingest.event_id``)."""
+    return f"{event['dept']}.{event['dataset']}#{event['event_id'].rpartition('#')[2]}"
 
 
 def is_duplicate(profile: Profile, event: Event, offset: int) -> bool:
     """True if ``event`` was merged before (consumer replay or upstream re-publication)."""
     if offset <= profile["version"]:
         return True
-    last_seq = profile["source_seqs"].get(f"{event['dept']}.{event['dataset']}")
-    if last_seq is not None and event["seq"] < last_seq:
-        return True
-    return event["event_id"] in profile["recent_event_ids"]
+    last_seq = profile["source_seqs"].get(source_row(event))
+    return last_seq is not None and event["seq"] <= last_seq
 
 
 def merge_event(
@@ -137,8 +139,7 @@ def merge_event(
     new = {
         **old,
         "abnormal_open_ids": list(old["abnormal_open_ids"]),
-        "source_seqs": {**old["source_seqs"], dataset: event["seq"]},
-        "recent_event_ids": [*old["recent_event_ids"][-(RECENT_IDS - 1):], event["event_id"]],
+        "source_seqs": {**old["source_seqs"], source_row(event): event["seq"]},
     }
     merger = MERGERS.get(dataset)
     if merger is not None:

@@ -51,7 +51,7 @@ def profile(uscc: str, version: int, status: str = "active", score: int = 720) -
         "legal_rep_name_masked": "张*", "legal_rep_phone_masked": "138****5678",
         "address_masked": "重庆市渝中区****", "abnormal_open_ids": ["ab-1", "ab-2"], "abnormal_listings_total": 3,
         "risk_score": score, "risk_level": "B", "reason_codes": ["ABNORMAL_OPEN"],
-        "source_seqs": {"market.enterprise_registration": version}, "recent_event_ids": [f"ev-{uscc}-{version}"],
+        "source_seqs": {"market.enterprise_registration": version},
         "version": version, "last_event_id": f"ev-{uscc}-{version}", "last_event_ts_ms": T0 + version,
         "updated_ts_ms": T0 + version + 500,
     }

@@ -34,7 +34,7 @@ def listing_event(seq: int, listing: str, op: str = "c", removed: bool = False, 
 
 def _event(dataset: str, seq: int, op: str, attributes: dict, key: str):
     return {
-        "event_id": f"market.{dataset}:{seq}:{key}", "uscc": USCC, "dept": "market", "dataset": dataset, "op": op,
+        "event_id": f"market.{dataset}@0/{seq:X}#{key}", "uscc": USCC, "dept": "market", "dataset": dataset, "op": op,
         "attributes": attributes, "before": None, "position": f"0/{seq:X}", "seq": seq, "event_ts_ms": 1_709_294_400_000 + seq,
     }
 
@@ -53,7 +53,7 @@ def test_snapshot_builds_the_profile_without_risk_changes():
     assert profile["legal_rep_phone_masked"] == "138****5678"
     assert profile["address_masked"] == "重庆市渝中区"
     assert (profile["risk_score"], profile["risk_level"], profile["reason_codes"]) == (850, "A", [])
-    assert (profile["version"], profile["last_event_id"], profile["updated_ts_ms"]) == (0, f"market.enterprise_registration:100:{USCC}", NOW)
+    assert (profile["version"], profile["last_event_id"], profile["updated_ts_ms"]) == (0, f"market.enterprise_registration@0/64#{USCC}", NOW)
 
 
 def test_snapshot_of_an_already_revoked_enterprise_is_a_fact_not_news():
@@ -222,3 +222,13 @@ def test_profile_invariants_hold_for_any_sequence(specs):
     assert profile["abnormal_open_ids"] == sorted(set(profile["abnormal_open_ids"]))
     assert len(profile["abnormal_open_ids"]) <= profile["abnormal_listings_total"]
     assert len({c["change_id"] for c in changes}) == len(changes)
+
+
+def test_two_rows_of_one_enterprise_may_arrive_in_either_order():
+    """Listings 1 and 2 sit on different department-topic partitions; the later commit can reach
+    enterprise.events first. Neither may be mistaken for a replay."""
+    profile, _ = merge_event(None, registration_event(100, op="r"), offset=0, now_ms=NOW)
+    later_first, _ = merge_event(profile, listing_event(300, "2"), offset=1, now_ms=NOW)
+    both, changes = merge_event(later_first, listing_event(200, "1"), offset=2, now_ms=NOW)
+    assert both["abnormal_open_ids"] == ["1", "2"] and both["abnormal_listings_total"] == 2
+    assert changes, "the earlier listing is news too"

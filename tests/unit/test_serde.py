@@ -70,7 +70,7 @@ RECORDS = {
         "legal_rep_pseudonym": "p_" + "0" * 32, "legal_rep_id_masked": "3405**********001X",
         "legal_rep_name_masked": "张**", "legal_rep_phone_masked": "138****5678", "address_masked": "重庆市渝中区",
         "abnormal_open_ids": ["42"], "abnormal_listings_total": 1, "risk_score": 730, "risk_level": "B",
-        "reason_codes": ["ABNORMAL_OPERATION_LISTED"], "source_seqs": {"market.abnormal_operation": 5}, "recent_event_ids": ["e"], "version": 17, "last_event_id": "e", "last_event_ts_ms": 1,
+        "reason_codes": ["ABNORMAL_OPERATION_LISTED"], "source_seqs": {"market.abnormal_operation": 5}, "version": 17, "last_event_id": "e", "last_event_ts_ms": 1,
         "updated_ts_ms": 2,
     },
     "risk/change": CHANGE,
