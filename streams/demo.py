@@ -26,6 +26,15 @@ from .secrets import generate_key_file
 from .serde import schema_store
 from .settings import REPO_ROOT, get_settings
 
+ANALYST_QUERIES = (
+    "SELECT risk_level, count() AS enterprises, round(avg(risk_score)) AS avg_score, "
+    "countIf(abnormal_open_count > 0) AS listed_abnormal FROM enterprise_profile FINAL "
+    "GROUP BY risk_level ORDER BY risk_level",
+    # what an analyst sees of a person: masks and a keyed pseudonym, never the raw values
+    "SELECT uscc, status, risk_level, legal_rep_name_masked AS legal_rep, legal_rep_id_masked AS id_number, "
+    "legal_rep_phone_masked AS phone, substring(legal_rep_pseudonym, 1, 12) AS pseudonym "
+    "FROM enterprise_profile FINAL WHERE risk_level IN ('D', 'E') ORDER BY updated_ts DESC LIMIT 5",
+)
 CONSENTED_BANK = "b0001"
 UNCONSENTED_BANK = "b0002"
 
@@ -144,16 +153,14 @@ def run_demo(console: Console, enterprises: int, seconds: int, rate: float) -> N
                     table.add_row(alert["bank_id"], alert["uscc"], alert["category"], alert["severity"],
                                   ",".join(alert["reason_codes"][:2]), f"{latency:.2f}s")
         consumer.close()
-        console.print("6/6 analyst query on ClickHouse while the pipeline runs (yurong sql):")
-        query = ("SELECT risk_level, count() AS enterprises, round(avg(risk_score)) AS avg_score, "
-                 "countIf(abnormal_open_count > 0) AS listed_abnormal FROM enterprise_profile FINAL "
-                 "GROUP BY risk_level ORDER BY risk_level")
-        console.print(f"[dim]{query}[/dim]")
-        out = run_sql(query)
-        t = Table(*out["columns"])
-        for row in out["rows"]:
-            t.add_row(*(str(v) for v in row))
-        console.print(t)
+        console.print("6/6 analyst queries on ClickHouse while the pipeline runs (yurong sql):")
+        for query in ANALYST_QUERIES:
+            console.print(f"[dim]{query}[/dim]")
+            out = run_sql(query)
+            t = Table(*out["columns"])
+            for row in out["rows"]:
+                t.add_row(*(str(v) for v in row))
+            console.print(t)
     latencies.sort()
     p50 = latencies[len(latencies) // 2] if latencies else float("nan")
     console.print(f"alerts received: {CONSENTED_BANK} (consented) = {received[CONSENTED_BANK]}, "
