@@ -36,6 +36,7 @@ import random
 import re
 import secrets
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -69,7 +70,7 @@ from streams.serde import schema_store  # noqa: E402
 from streams.settings import get_settings  # noqa: E402
 from tests.conftest import drop_database, free_port, make_database  # noqa: E402
 
-console = Console()
+console = Console(width=None if sys.stdout.isatty() else 120)
 REG_TOPIC = "dept.market.enterprise_registration"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 QUANTS = (0.0, 0.1, 0.5, 0.9, 1.0)
@@ -91,8 +92,10 @@ def pct(sorted_values: list[float], q: float) -> float | None:
 
 def summary_ms(values: list[float]) -> dict:
     v = sorted(values)
-    return {"n": len(v), "p50": pct(v, 0.50), "p95": pct(v, 0.95), "p99": pct(v, 0.99), "max": v[-1] if v else None,
-            "mean": sum(v) / len(v) if v else None}
+    def r(x):
+        return None if x is None else round(x, 1)
+    return {"n": len(v), "p50": r(pct(v, 0.50)), "p95": r(pct(v, 0.95)), "p99": r(pct(v, 0.99)),
+            "max": r(v[-1] if v else None), "mean": r(sum(v) / len(v) if v else None)}
 
 
 def proc_cpu_seconds(pid: int) -> float | None:
@@ -195,7 +198,7 @@ def delete_topics(bootstrap: str, names: list[str]) -> None:
         return
     for _, fut in admin.delete_topics(todo, operation_timeout=30).items():
         try:
-            fut.result()
+            fut.result(timeout=60)
         except Exception as exc:  # noqa: BLE001 — cleanup is best effort, reported
             console.print(f"[yellow]could not delete a topic: {exc}")
 
@@ -356,10 +359,12 @@ def throughput(run: Run, wm_before: dict[int, tuple[int, int]]) -> dict:
 
 def consume_range(bootstrap: str, ranges: dict[int, tuple[int, int]], handle=None) -> dict:
     """Read exactly the offsets ``ranges`` of the registration topic; ``handle(msg)`` per message.
-    Rate counted from the first message received to the last (connection set-up excluded)."""
+    ``per_s`` counts from ``assign()`` to the last message (connection and first fetch included);
+    ``per_s_after_first`` from the first message received (librdkafka has prefetched by then)."""
     c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-raw-{uuid.uuid4().hex}",
                   "enable.auto.commit": False, "enable.partition.eof": False})
     todo = {p: hi for p, (lo, hi) in ranges.items() if hi > lo}
+    assigned = time.perf_counter()
     c.assign([TopicPartition(REG_TOPIC, p, lo) for p, (lo, hi) in ranges.items() if hi > lo])
     count, first, ts = 0, None, []
     deadline = time.monotonic() + 120
@@ -384,9 +389,10 @@ def consume_range(bootstrap: str, ranges: dict[int, tuple[int, int]], handle=Non
         last = time.perf_counter()
     finally:
         c.close()
-    seconds = last - first if first is not None else 0.0
-    return {"messages": count, "seconds": round(seconds, 3), "per_s": round(count / seconds, 1) if seconds else None,
-            "_ts": ts}
+    seconds = last - assigned
+    after_first = last - first if first is not None else 0.0
+    return {"messages": count, "seconds": round(seconds, 4), "per_s": round(count / seconds, 1) if seconds else None,
+            "per_s_after_first": round(count / after_first, 1) if after_first else None, "_ts": ts}
 
 
 def baselines(run: Run) -> dict:
@@ -473,9 +479,9 @@ class AlertCollector(threading.Thread):
 
     def run(self) -> None:
         while not self.stop_event.is_set():
-            for m in self.c.consume(num_messages=100, timeout=0.1):
-                if m.error() is None and m.value() is not None:
-                    self.received.append((m.key(), m.value(), now_ms()))
+            m = self.c.poll(0.1)  # poll returns on the first record; consume() would wait to fill a batch
+            if m is not None and m.error() is None and m.value() is not None:
+                self.received.append((m.key(), m.value(), now_ms()))
         self.c.close()
 
 
@@ -594,7 +600,7 @@ def machine(run: Run) -> dict:
         "python": platform.python_version(),
         "faust-streaming": faust.__version__,
         "aiokafka": aiokafka.__version__,
-        "confluent-kafka": confluent_kafka.version()[0],
+        "confluent-kafka": getattr(confluent_kafka, "__version__", None) or str(confluent_kafka.version()[0]),
         "librdkafka": confluent_kafka.libversion()[0],
         "fastavro": fastavro.__version__,
         "chdb": getattr(chdb, "__version__", "?"),
@@ -683,6 +689,8 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=None, help="result file (default bench/results/pipeline-<date>.json)")
     ap.add_argument("--keep", action="store_true", help="keep the temporary folder (logs, chDB) for inspection")
     args = ap.parse_args()
+    sys.stdout.reconfigure(line_buffering=True)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the clean-up on SIGTERM too
 
     run = Run(args)
     run.own_topics = []
@@ -753,9 +761,10 @@ def main() -> None:
             try:
                 delete_topics(run.bootstrap, getattr(run, "own_topics", []))
                 groups = [run.app_id, run.sink_group, f"bench-alerts-{run.tag}", f"bench-rtt-{run.tag}"]
-                for fut in AdminClient({"bootstrap.servers": run.bootstrap}).delete_consumer_groups(groups).values():
+                admin = AdminClient({"bootstrap.servers": run.bootstrap})  # kept alive until the futures resolve
+                for fut in admin.delete_consumer_groups(groups, request_timeout=15).values():
                     try:
-                        fut.result()
+                        fut.result(timeout=30)
                     except Exception:  # noqa: BLE001 — a group that never committed does not exist
                         pass
             except Exception as exc:  # noqa: BLE001
