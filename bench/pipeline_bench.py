@@ -27,7 +27,6 @@ Redis keys of the run's prefix, the run's own topics and its temporary folder ar
 from __future__ import annotations
 
 import argparse
-import asyncio
 import datetime as dt
 import json
 import os
@@ -42,7 +41,6 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.request
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,14 +59,14 @@ from rich.table import Table  # noqa: E402
 from connectors.catalogue import catalogue  # noqa: E402
 from connectors.simulator.market import MarketSimulator  # noqa: E402
 from sinks.consent import ConsentRegistry  # noqa: E402
-from streams.demo import pipeline  # noqa: E402
 from streams.ingest import Provenance, to_enterprise_event  # noqa: E402
 from streams.kafka_admin import ensure_topics  # noqa: E402
 from streams.masking import Pseudonymizer  # noqa: E402
 from streams.profile import merge_event  # noqa: E402
 from streams.serde import schema_store  # noqa: E402
 from streams.settings import get_settings  # noqa: E402
-from tests.conftest import drop_database, free_port, make_database  # noqa: E402
+from tests.conftest import drop_database, make_database  # noqa: E402
+from tests.harness import IsolatedPipeline, PipelineDied, skip_history  # noqa: E402
 
 console = Console(width=None if sys.stdout.isatty() else 120)
 REG_TOPIC = "dept.market.enterprise_registration"
@@ -169,27 +167,6 @@ def watermarks(bootstrap: str, topic: str) -> dict[int, tuple[int, int]]:
         c.close()
 
 
-def commit_at_end(bootstrap: str, group: str, topics: list[str]) -> int:
-    """Commit ``group`` at the current end of ``topics``: a new group then starts there instead
-    of replaying the history other runs left on the shared topics. Returns records skipped."""
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
-    skipped, offsets = 0, []
-    try:
-        md = c.list_topics(timeout=15).topics
-        for t in topics:
-            if t not in md:
-                continue
-            for p in md[t].partitions:
-                lo, hi = c.get_watermark_offsets(TopicPartition(t, p), timeout=15)
-                skipped += hi - lo
-                offsets.append(TopicPartition(t, p, hi))
-        if offsets:
-            c.commit(offsets=offsets, asynchronous=False)
-    finally:
-        c.close()
-    return skipped
-
-
 def delete_topics(bootstrap: str, names: list[str]) -> None:
     admin = AdminClient({"bootstrap.servers": bootstrap})
     existing = set(admin.list_topics(timeout=15).topics)
@@ -216,60 +193,33 @@ class Run:
         self.admin_dsn = s.source.market_dsn.get_secret_value()
         self.redis_url = s.redis.url.get_secret_value()
         self.db = f"market_bench{self.tag}"
-        self.app_id = f"yurong-bench-{self.tag}"
-        self.sink_group = f"yurong-bench-sink-{self.tag}"
-        self.prefix = f"bench{self.tag}:"
+        self.app_id, self.sink_group, self.prefix = IsolatedPipeline.names("bench", self.tag)
         self.key = secrets.token_hex(32)
         self.tmp = Path(tempfile.mkdtemp(prefix=f"yurong-bench-{self.tag}-"))
-        self.query_port = free_port()
         self.dsn = ""
         self.procs: list = []
 
-    def child_env(self) -> dict[str, str]:
-        return {
-            **os.environ,
-            "YURONG_HOME": str(self.tmp / "home"),
-            "YURONG_KAFKA_BOOTSTRAP_SERVERS": self.bootstrap,
-            "YURONG_REDIS_URL": self.redis_url,
-            "YURONG_REDIS_KEY_PREFIX": self.prefix,
-            "YURONG_SOURCE_MARKET_DSN": self.dsn,
-            "YURONG_MASKING_HMAC_KEY": self.key,
-            "YURONG_WORKER_APP_ID": self.app_id,
-            "YURONG_WORKER_WEB_PORT": str(free_port()),
-            "YURONG_METRICS_CONNECTOR_PORT": str(free_port()),
-            "YURONG_METRICS_WORKER_PORT": str(free_port()),
-            "YURONG_METRICS_SINK_PORT": str(free_port()),
-            "YURONG_CLICKHOUSE_QUERY_PORT": str(self.query_port),
-        }
+    def start_pipeline(self) -> IsolatedPipeline:
+        """Connector, worker and sink for this run (after ``seed`` created the database)."""
+        self.pipe = IsolatedPipeline(self.tmp, self.dsn, self.bootstrap, self.redis_url, self.tag, self.key, label="bench")
+        return self.pipe
 
     def check_alive(self) -> None:
-        for name, proc, _ in self.procs:
-            if proc.poll() is not None:
-                raise SystemExit(f"{name} exited with {proc.returncode}; logs in {self.tmp / 'logs'}\n{self.logs_tail()}")
+        try:
+            self.pipe.check_alive()
+        except PipelineDied as exc:
+            raise SystemExit(str(exc)) from None
 
     def logs_tail(self) -> str:
-        return "\n".join(f"--- {p.name}\n" + p.read_text(errors="replace")[-2000:]
-                         for p in sorted((self.tmp / "logs").glob("*.log")))
+        return self.pipe.logs_tail(2000)
 
     def sql(self, query: str, **params) -> list[list] | None:
         """Query the sink's read-only endpoint; None while the sink is not up yet."""
         self.check_alive()
-        body = json.dumps({"sql": query, "parameters": params, "principal": "bench"}).encode()
-        req = urllib.request.Request(f"http://127.0.0.1:{self.query_port}/query", data=body)
-        try:
-            with urllib.request.urlopen(req, timeout=60) as resp:
-                return json.loads(resp.read())["rows"]
-        except OSError:
-            return None
+        return self.pipe.sql(query, **params)
 
     def registry(self, fn):
-        async def go():
-            reg = ConsentRegistry.from_url(self.redis_url, self.prefix)
-            try:
-                return await fn(reg)
-            finally:
-                await reg.close()
-        return asyncio.run(go())
+        return self.pipe.registry(fn)
 
 
 # --- phase 1: end-to-end throughput -----------------------------------------------------------------
@@ -667,7 +617,7 @@ def report(res: dict) -> None:
     row("baseline: Kafka produce → consume", rtt)
     console.print(a)
     cpu = tp["cpu"]
-    console.print(f"CPU during throughput phase (100 % = one core): "
+    console.print("CPU during throughput phase (100 % = one core): "
                   + ", ".join(f"{k} {v}%" for k, v in cpu["cores_pct"].items())
                   + f"; whole machine {cpu['machine_busy_pct']}% busy of {res['machine']['cpus']} cores")
     if res["contention"]["foreign_processes"]:
@@ -707,19 +657,11 @@ def main() -> None:
         res["contention"] = {"foreign_processes_at_start": foreign_pipeline_processes(set())}
         res["seed"] = seed(run)
         wm_before = watermarks(run.bootstrap, REG_TOPIC)
-        dept_topics = sorted(catalogue().by_topic())
-        res["skipped_history"] = {
-            "worker": commit_at_end(run.bootstrap, run.app_id, [*dept_topics, "enterprise.events", "risk.changes"]),
-        }
-        md = AdminClient({"bootstrap.servers": run.bootstrap}).list_topics(timeout=15).topics
-        sink_topics = ["enterprise.events", "enterprise.profiles", "risk.changes",
-                       *(t for t in md if re.fullmatch(r"alerts\.b[0-9]{4}", t) or t.startswith("dlq."))]
-        res["skipped_history"]["sink"] = commit_at_end(run.bootstrap, run.sink_group, sink_topics)
+        res["skipped_history"] = skip_history(run.bootstrap, run.app_id, run.sink_group)
         run.own_topics += [f"{run.app_id}-enterprise_profile-changelog", f"{run.app_id}-__assignor-__leader"]
 
         run.t0_ms = now_ms()
-        with pipeline(run.child_env(), run.tmp / "logs",
-                      ("connect market", "worker", f"sink --group {run.sink_group}")) as run.procs:
+        with run.start_pipeline().running() as run.procs:
             console.print("connector, worker and sink started "
                           f"(app {run.app_id}, logs {run.tmp / 'logs'})")
             res["throughput"] = throughput(run, wm_before)

@@ -3,12 +3,8 @@ ClickHouse (chDB) and bank alert topics. Proves the consent and masking rules.""
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
 import random
-import urllib.request
-from pathlib import Path
 
 import psycopg2
 import pytest
@@ -16,81 +12,16 @@ from confluent_kafka import Producer
 
 from connectors.simulator.market import MarketSimulator
 from sinks.consent import ConsentRegistry
-from streams.demo import pipeline
 from streams.dlq import parse_dlq_headers
 from streams.kafka_admin import ensure_topics
 from streams.masking import find_pii
 from streams.serde import schema_store
-from tests.conftest import TEST_KEY, drop_database, free_port, make_database, wait_for
+from tests.conftest import TEST_KEY, drop_database, make_database, wait_for
+from tests.harness import IsolatedPipeline, skip_history
 
 pytestmark = pytest.mark.e2e
 
 DOWNSTREAM = ["enterprise.events", "enterprise.profiles", "risk.changes"]
-
-
-class Pipeline:
-    """Connector, worker and sink as child processes with their own ports, group, app id,
-    Redis prefix and chDB folder; the Kafka topics are the shared real ones."""
-
-    def __init__(self, tmp: Path, dsn: str, bootstrap: str, redis_url: str, tag: str) -> None:
-        self.query_port = free_port()
-        self.prefix = f"e2e{tag}:"
-        self.env = {
-            **os.environ,
-            "YURONG_HOME": str(tmp / "home"),
-            "YURONG_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
-            "YURONG_REDIS_URL": redis_url,
-            "YURONG_REDIS_KEY_PREFIX": self.prefix,
-            "YURONG_SOURCE_MARKET_DSN": dsn,
-            "YURONG_MASKING_HMAC_KEY": TEST_KEY,
-            "YURONG_WORKER_APP_ID": f"yurong-e2e-{tag}",
-            "YURONG_WORKER_WEB_PORT": str(free_port()),
-            "YURONG_METRICS_CONNECTOR_PORT": str(free_port()),
-            "YURONG_METRICS_WORKER_PORT": str(free_port()),
-            "YURONG_METRICS_SINK_PORT": str(free_port()),
-            "YURONG_CLICKHOUSE_QUERY_PORT": str(self.query_port),
-            "YURONG_CLICKHOUSE_BATCH_SECONDS": "0.3",
-            "YURONG_SOURCE_FLUSH_INTERVAL_S": "0.1",
-        }
-        self.logs = tmp / "logs"
-        self.components = ("connect market", "worker", f"sink --group yurong-e2e-sink-{tag}")
-
-    procs: list = []
-
-    def check_alive(self) -> None:
-        for name, proc, _ in self.procs:
-            if proc.poll() is not None:
-                pytest.fail(f"{name} exited with {proc.returncode}\n{self.logs_tail()}")
-
-    def sql(self, query: str, **params) -> list[list]:
-        self.check_alive()
-        body = json.dumps({"sql": query, "parameters": params, "principal": "e2e"}).encode()
-        req = urllib.request.Request(f"http://127.0.0.1:{self.query_port}/query", data=body)
-        try:
-            with urllib.request.urlopen(req, timeout=30) as resp:
-                return json.loads(resp.read())["rows"]
-        except OSError:
-            return []  # sink not up yet
-
-    def metrics(self, component: str) -> dict[str, float]:
-        """Samples of a component's /metrics page (``name{labels}`` → value)."""
-        port = self.env[f"YURONG_METRICS_{component}_PORT"]
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
-            lines = resp.read().decode().splitlines()
-        return {k: float(v) for k, _, v in (line.rpartition(" ") for line in lines if line and not line.startswith("#"))}
-
-    def logs_tail(self) -> str:
-        return "\n".join(f"--- {p.name}\n" + p.read_text(errors="replace")[-3000:] for p in sorted(self.logs.glob("*.log")))
-
-
-def registry(url: str, prefix: str, fn):
-    async def go():
-        reg = ConsentRegistry.from_url(url, prefix)
-        try:
-            return await fn(reg)
-        finally:
-            await reg.close()
-    return asyncio.run(go())
 
 
 @pytest.fixture
@@ -111,19 +42,21 @@ def test_rows_become_profiles_and_only_consented_banks_get_alerts(
     a, b, c, d = usccs[:4]
     rng = random.Random(unique)
     consented, unconsented = f"b{rng.randint(1000, 4999)}", f"b{rng.randint(5000, 9999)}"
-    p = Pipeline(tmp_path, e2e_db, kafka_bootstrap, redis_url, unique)
+    p = IsolatedPipeline(tmp_path, e2e_db, kafka_bootstrap, redis_url, unique, TEST_KEY,
+                         {"YURONG_CLICKHOUSE_BATCH_SECONDS": "0.3", "YURONG_SOURCE_FLUSH_INTERVAL_S": "0.1"})
 
     async def setup(reg: ConsentRegistry):
         for code in (a, b):
             await reg.grant(consented, code, "post-loan monitoring", expiry_ms=4_102_444_800_000)
         await reg.watch(consented, [a, b, c])
         await reg.watch(unconsented, [a, b, c])
-    registry(redis_url, p.prefix, setup)
+    p.registry(setup)
     alert_topics = [f"alerts.{consented}", f"alerts.{unconsented}"]
     ensure_topics(kafka_bootstrap, {t: {} for t in alert_topics})
     alerts = topic_reader(alert_topics)
 
-    with pipeline(p.env, p.logs, p.components) as p.procs:
+    skip_history(kafka_bootstrap, p.app_id, p.sink_group)  # other runs' records are not this test's
+    with p.running():
         # 1. the snapshot becomes 200 profiles in ClickHouse
         wait_for(lambda: (rows := p.sql("SELECT count() FROM enterprise_profile FINAL WHERE has({u:Array(String)}, uscc)",
                                         u=usccs)) and rows[0][0] == 200,
@@ -201,7 +134,7 @@ def test_rows_become_profiles_and_only_consented_banks_get_alerts(
                                " AND error_message LIKE {m:String}", m=f"%{bad[:4]}%"), 30, "the dead letter in dlq_event")
 
         # revocation stops alerts: revoke B, change B again, see the change land, no alert
-        registry(redis_url, p.prefix, lambda reg: reg.revoke(consented, b))
+        p.registry(lambda reg: reg.revoke(consented, b))
         with psycopg2.connect(e2e_db) as pg, pg.cursor() as cur:
             cur.execute("UPDATE enterprise_registration SET status = 'suspended' WHERE uscc = %s", (b,))
         wait_for(lambda: p.sql("SELECT count() FROM risk_change FINAL WHERE uscc = {u:String}", u=b) == [[2]], 60,

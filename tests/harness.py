@@ -1,0 +1,140 @@
+"""An isolated pipeline on the shared local stack, for e2e tests and benchmarks.
+
+Connector, worker and sink run as child processes (``streams.demo.pipeline``) with their own
+Faust app id, sink consumer group, ports, Redis key prefix and chDB folder, against one
+department database. Only the Kafka topics are shared with everything else on the stack.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import urllib.request
+from contextlib import contextmanager
+from pathlib import Path
+
+from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka.admin import AdminClient
+
+from connectors.catalogue import catalogue
+from sinks.consent import ConsentRegistry
+from streams.demo import pipeline
+from tests.conftest import free_port
+
+
+class PipelineDied(RuntimeError):
+    """A component exited while it should be running; the message carries the log tails."""
+
+
+class IsolatedPipeline:
+    @staticmethod
+    def names(label: str, tag: str) -> tuple[str, str, str]:
+        """``(Faust app id, sink consumer group, Redis key prefix)`` of a pipeline: known before
+        it starts, e.g. to position its consumer groups."""
+        return f"yurong-{label}-{tag}", f"yurong-{label}-sink-{tag}", f"{label}{tag}:"
+
+    def __init__(self, home: Path, dsn: str, bootstrap: str, redis_url: str, tag: str, key: str,
+                 extra_env: dict[str, str] | None = None, label: str = "e2e") -> None:
+        self.home = home
+        self.logs = home / "logs"
+        self.redis_url = redis_url
+        self.query_port = free_port()
+        self.app_id, self.sink_group, self.prefix = self.names(label, tag)
+        self.env = {
+            **os.environ,
+            "YURONG_HOME": str(home / "home"),
+            "YURONG_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+            "YURONG_REDIS_URL": redis_url,
+            "YURONG_REDIS_KEY_PREFIX": self.prefix,
+            "YURONG_SOURCE_MARKET_DSN": dsn,
+            "YURONG_MASKING_HMAC_KEY": key,
+            "YURONG_WORKER_APP_ID": self.app_id,
+            "YURONG_WORKER_WEB_PORT": str(free_port()),
+            "YURONG_METRICS_CONNECTOR_PORT": str(free_port()),
+            "YURONG_METRICS_WORKER_PORT": str(free_port()),
+            "YURONG_METRICS_SINK_PORT": str(free_port()),
+            "YURONG_CLICKHOUSE_QUERY_PORT": str(self.query_port),
+            **(extra_env or {}),
+        }
+        self.procs: list = []
+
+    @contextmanager
+    def running(self):
+        """Start connector, worker and sink; stop them on exit."""
+        with pipeline(self.env, self.logs, ("connect market", "worker", f"sink --group {self.sink_group}")) as procs:
+            self.procs = procs
+            try:
+                yield procs
+            finally:
+                self.procs = []
+
+    def check_alive(self) -> None:
+        for name, proc, _ in self.procs:
+            if proc.poll() is not None:
+                raise PipelineDied(f"{name} exited with {proc.returncode}; logs in {self.logs}\n{self.logs_tail()}")
+
+    def logs_tail(self, chars: int = 3000) -> str:
+        return "\n".join(f"--- {p.name}\n" + p.read_text(errors="replace")[-chars:] for p in sorted(self.logs.glob("*.log")))
+
+    def sql(self, query: str, **params) -> list[list] | None:
+        """Rows from the sink's read-only endpoint; None while the sink is not up yet."""
+        self.check_alive()
+        body = json.dumps({"sql": query, "parameters": params, "principal": "harness"}).encode()
+        req = urllib.request.Request(f"http://127.0.0.1:{self.query_port}/query", data=body)
+        try:
+            with urllib.request.urlopen(req, timeout=60) as resp:
+                return json.loads(resp.read())["rows"]
+        except OSError:
+            return None
+
+    def metrics(self, component: str) -> dict[str, float]:
+        """Samples of a component's /metrics page (``name{labels}`` → value); component is
+        CONNECTOR, WORKER or SINK."""
+        port = self.env[f"YURONG_METRICS_{component}_PORT"]
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
+            lines = resp.read().decode().splitlines()
+        return {k: float(v) for k, _, v in (line.rpartition(" ") for line in lines if line and not line.startswith("#"))}
+
+    def registry(self, fn):
+        """Run ``await fn(ConsentRegistry)`` against this pipeline's Redis prefix."""
+        async def go():
+            reg = ConsentRegistry.from_url(self.redis_url, self.prefix)
+            try:
+                return await fn(reg)
+            finally:
+                await reg.close()
+        return asyncio.run(go())
+
+
+def commit_at_end(bootstrap: str, group: str, topics: list[str]) -> int:
+    """Commit ``group`` at the current end of ``topics``: a new group then starts there instead
+    of replaying the history other runs left on the shared topics. Returns records skipped."""
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
+    skipped, offsets = 0, []
+    try:
+        md = c.list_topics(timeout=15).topics
+        for t in topics:
+            if t not in md:
+                continue
+            for p in md[t].partitions:
+                lo, hi = c.get_watermark_offsets(TopicPartition(t, p), timeout=15)
+                skipped += hi - lo
+                offsets.append(TopicPartition(t, p, hi))
+        if offsets:
+            c.commit(offsets=offsets, asynchronous=False)
+    finally:
+        c.close()
+    return skipped
+
+
+def skip_history(bootstrap: str, app_id: str, sink_group: str) -> dict[str, int]:
+    """Position a new pipeline's worker and sink groups at the end of the shared topics, so it
+    processes its own records only. Returns the records skipped per component."""
+    md = AdminClient({"bootstrap.servers": bootstrap}).list_topics(timeout=15).topics
+    worker_topics = [*sorted(catalogue().by_topic()), "enterprise.events", "risk.changes"]
+    sink_topics = ["enterprise.events", "enterprise.profiles", "risk.changes",
+                   *(t for t in md if re.fullmatch(r"alerts\.b[0-9]{4}", t) or t.startswith("dlq."))]
+    return {"worker": commit_at_end(bootstrap, app_id, worker_topics),
+            "sink": commit_at_end(bootstrap, sink_group, sink_topics)}
