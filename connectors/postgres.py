@@ -34,11 +34,17 @@ from .base import ChangeEvent
 from .catalogue import Dataset, Department, _value_schema
 from .convert import row_converter
 from .offsets import OffsetStore
-from .pgoutput import UNCHANGED_TOAST, Begin, Change, Commit, Relation, Truncate, format_lsn, parse_message
+from .pgoutput import UNCHANGED_TOAST, Begin, Change, Commit, Relation, Truncate, format_lsn, parse_lsn, parse_message
 
 log = logging.getLogger(__name__)
 
 SNAPSHOT_CHUNK = 5000
+
+
+def _table_ident(table: str) -> sql.Identifier:
+    """``schema.table`` (or ``table`` in ``public``) as a quoted identifier."""
+    schema, _, name = table.rpartition(".")
+    return sql.Identifier(schema or "public", name)
 
 
 class PostgresSource:
@@ -144,15 +150,14 @@ class PostgresSource:
 
     def _ensure_publication(self, cur) -> None:
         for table in self._by_table:
-            schema, _, name = table.rpartition(".")
-            cur.execute(
-                sql.SQL("ALTER TABLE {} REPLICA IDENTITY FULL").format(sql.Identifier(schema or "public", name))
-            )
+            cur.execute("SELECT relreplident FROM pg_class WHERE oid = %s::regclass", (table,))
+            if cur.fetchone()[0] != "f":
+                # Without FULL, updates and deletes carry no complete before-image.
+                log.warning("%s: setting REPLICA IDENTITY FULL on %s", self.name, table)
+                cur.execute(sql.SQL("ALTER TABLE {} REPLICA IDENTITY FULL").format(_table_ident(table)))
         cur.execute("SELECT 1 FROM pg_publication WHERE pubname = %s", (self._publication,))
         if cur.fetchone() is None:
-            tables = sql.SQL(", ").join(
-                sql.Identifier(*(t.split(".", 1) if "." in t else ("public", t))) for t in self._by_table
-            )
+            tables = sql.SQL(", ").join(_table_ident(t) for t in self._by_table)
             cur.execute(sql.SQL("CREATE PUBLICATION {} FOR TABLE {}").format(sql.Identifier(self._publication), tables))
             log.info("%s: created publication %s", self.name, self._publication)
 
@@ -161,7 +166,7 @@ class PostgresSource:
         # valid until the next command on this replication connection.
         self._cur.create_replication_slot(self._slot, output_plugin="pgoutput")
         _, consistent_point, snapshot_name, _ = self._cur.fetchone()
-        self._snapshot_seq = int(consistent_point.split("/")[0], 16) << 32 | int(consistent_point.split("/")[1], 16)
+        self._snapshot_seq = parse_lsn(consistent_point)
         self._offsets.save({"source": self.name, "slot": self._slot, "snapshot_seq": self._snapshot_seq,
                             "snapshot_completed": False, "position": consistent_point, "seq": self._snapshot_seq})
         log.info("%s: slot %s created at %s; snapshotting", self.name, self._slot, consistent_point)
@@ -175,10 +180,9 @@ class PostgresSource:
                 cur.execute("SET TRANSACTION SNAPSHOT %s", (snapshot_name,))
                 now_ms = int(time.time() * 1000)
                 for table, ds in self._by_table.items():
-                    schema, _, name = table.rpartition(".")
                     with conn.cursor(name=f"snap_{ds.name}") as named:
                         named.itersize = SNAPSHOT_CHUNK
-                        named.execute(sql.SQL("SELECT * FROM {}").format(sql.Identifier(schema or "public", name)))
+                        named.execute(sql.SQL("SELECT * FROM {}").format(_table_ident(table)))
                         cols = None
                         while True:
                             rows = named.fetchmany(SNAPSHOT_CHUNK)
