@@ -190,7 +190,7 @@ class Run:
     def __post_init__(self) -> None:
         s = get_settings()
         self.bootstrap = s.kafka.bootstrap_servers
-        self.admin_dsn = s.source.market_dsn.get_secret_value()
+        self.admin_dsn = s.source.dsn("market", "postgres")
         self.redis_url = s.redis.url.get_secret_value()
         self.db = f"market_bench{self.tag}"
         self.app_id, self.sink_group, self.prefix = IsolatedPipeline.names("bench", self.tag)

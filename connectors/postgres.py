@@ -29,6 +29,7 @@ import psycopg2.extras
 from psycopg2 import sql
 
 from streams.errors import SourceError, ValidationError
+from streams.settings import SourceSettings
 
 from .base import ChangeEvent
 from .catalogue import Dataset, Department, _value_schema
@@ -50,7 +51,7 @@ def _table_ident(table: str) -> sql.Identifier:
 class PostgresSource:
     """One department database, all of its catalogue datasets, one slot."""
 
-    def __init__(self, dept: Department, dsn: str, offsets: OffsetStore, schemas, status_interval_s: float = 10.0,
+    def __init__(self, dept: Department, dsn: str, offsets: OffsetStore, schemas, settings: SourceSettings,
                  resnapshot: bool = False) -> None:
         self._resnapshot = resnapshot
         self.name = dept.dept  # becomes <dept>@<database> once connected: the key in connect.offsets
@@ -59,7 +60,7 @@ class PostgresSource:
         self._offsets = offsets
         self._publication = dept.options.get("publication", f"yurong_{dept.dept}")
         self._slot = ""  # yurong_<dept>_<database>: slots are cluster-wide, one per source database
-        self._status_interval = status_interval_s
+        self._status_interval = settings.status_interval_s
         self._by_table = {ds.table: ds for ds in dept.datasets.values()}
         self._convert = {
             ds.table: row_converter(_value_schema(schemas.get(ds.schema_name).parsed)) for ds in dept.datasets.values()

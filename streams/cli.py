@@ -84,7 +84,7 @@ def simulate(enterprises: int, rate: float, duration: float, seed: int, distress
     from connectors.simulator.market import MarketSimulator
 
     s = get_settings()
-    sim = MarketSimulator(s.source.market_dsn.get_secret_value(), seed=seed, distress_share=distress_share)
+    sim = MarketSimulator(s.source.dsn("market", "postgres"), seed=seed, distress_share=distress_share)
     sim.create_schema()
     if enterprises:
         with Progress(console=console) as progress:
@@ -121,24 +121,16 @@ def connect(dept: str, resnapshot: bool, log_level: str) -> None:
 
     from connectors.catalogue import catalogue
     from connectors.offsets import OffsetStore
-    from connectors.postgres import PostgresSource
     from connectors.runner import ConnectorRunner, producer_config
+    from connectors.sources import make_source
     from monitoring.metrics import serve
-    from streams.errors import ConfigError
     from streams.serde import schema_store
 
     s = get_settings()
     department = catalogue().department(dept)
-    if department.kind != "postgres":
-        raise ConfigError(f"department {dept!r} is a {department.kind} source; only postgres connectors exist so far")
-    dsn_field = department.options.get("dsn_setting", f"{dept}_dsn")
-    dsn = getattr(s.source, dsn_field, None)
-    if dsn is None:
-        raise ConfigError(f"no setting YURONG_SOURCE_{dsn_field.upper()} for department {dept!r}")
     schemas = schema_store()
     producer = Producer(producer_config(s.kafka.bootstrap_servers))
-    source = PostgresSource(department, dsn.get_secret_value(), OffsetStore(s.kafka.bootstrap_servers, schemas, producer),
-                            schemas, status_interval_s=s.source.status_interval_s, resnapshot=resnapshot)
+    source = make_source(department, s, OffsetStore(s.kafka.bootstrap_servers, schemas, producer), schemas, resnapshot)
     runner = ConnectorRunner(source, department, producer, schemas, s.kafka.bootstrap_servers,
                              flush_interval_s=s.source.flush_interval_s, retention_ms=s.kafka.dept_retention_ms,
                              partitions=s.kafka.topic_partitions)

@@ -88,7 +88,7 @@ def run_demo(console: Console, enterprises: int, seconds: int, rate: float) -> N
     env = child_env()
     os.environ.update({k: v for k, v in env.items() if k.startswith("YURONG_")})
 
-    sim = MarketSimulator(s.source.market_dsn.get_secret_value(), seed=2019)
+    sim = MarketSimulator(s.source.dsn("market", "postgres"), seed=2019)
     sim.create_schema()
     sim.load_population()
     if len(sim.enterprises) < enterprises:

@@ -73,12 +73,32 @@ class MaskingSettings(BaseSettings):
 
 
 class SourceSettings(BaseSettings):
-    """Department database connections (one DSN per CDC department)."""
+    """Where each department's data comes from.
+
+    A department's connection is ``dsns[<dept>]`` if given (``YURONG_SOURCE_DSNS`` as JSON,
+    e.g. ``{"tax": "postgresql://cdc:…@tax-db:5432/tax"}``), else the template of its source
+    kind with ``{db}`` = the department name — the local stack's databases. File-drop
+    departments read ``drop_dir/<dept>``.
+    """
 
     model_config = _config("YURONG_SOURCE_")
-    market_dsn: SecretStr = SecretStr("postgresql://yurong:yurong@127.0.0.1:15432/market")
+    market_dsn: SecretStr | None = Field(default=None, description="the market department's DSN (shortcut for dsns.market)")
+    dsns: dict[str, SecretStr] = Field(default_factory=dict)
+    postgres_template: SecretStr = SecretStr("postgresql://yurong:yurong@127.0.0.1:15432/{db}")
+    mysql_template: SecretStr = SecretStr("mysql://yurong:yurong@127.0.0.1:13306/{db}")
+    drop_dir: Path | None = Field(default=None, description="root of the file-drop folders; default $YURONG_HOME/drops")
     flush_interval_s: float = Field(default=0.2, gt=0, description="how often the connector waits for Kafka acks and then acknowledges the LSN")
     status_interval_s: float = Field(default=10.0, gt=0, description="standby status (keepalive) interval towards PostgreSQL")
+    poll_interval_s: float = Field(default=2.0, gt=0, description="how often polling and file-drop sources look for news")
+
+    def dsn(self, dept: str, kind: str) -> str:
+        """The connection string of department ``dept`` whose source kind is ``kind``."""
+        if dept == "market" and self.market_dsn is not None:
+            return self.market_dsn.get_secret_value()
+        if dept in self.dsns:
+            return self.dsns[dept].get_secret_value()
+        template = self.mysql_template if kind == "mysql" else self.postgres_template
+        return template.get_secret_value().format(db=dept)
 
 
 class WorkerSettings(BaseSettings):
@@ -112,6 +132,10 @@ class Settings:
         self.source = SourceSettings()
         self.worker = WorkerSettings()
         self.metrics = MetricsSettings()
+
+    @property
+    def drop_dir(self) -> Path:
+        return self.source.drop_dir or self.paths.home / "drops"
 
     @property
     def clickhouse_dsn(self) -> str:

@@ -59,7 +59,7 @@ def kafka_bootstrap(settings) -> str:
 
 @pytest.fixture(scope="session")
 def pg_admin_dsn(settings) -> str:
-    dsn = settings.source.market_dsn.get_secret_value()
+    dsn = settings.source.dsn("market", "postgres")
     try:
         psycopg2.connect(dsn, connect_timeout=3).close()
     except psycopg2.OperationalError:

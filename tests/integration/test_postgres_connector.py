@@ -16,6 +16,7 @@ from connectors.runner import ConnectorRunner, producer_config
 from connectors.simulator.market import MarketSimulator
 from streams.errors import DecodeError, SourceError
 from streams.serde import schema_store
+from streams.settings import SourceSettings
 from tests.conftest import wait_for
 
 pytestmark = pytest.mark.integration
@@ -31,7 +32,7 @@ class RunningConnector:
         dept = catalogue().department("market")
         producer = Producer(producer_config(bootstrap))
         self.source = PostgresSource(dept, dsn, OffsetStore(bootstrap, schemas, producer), schemas,
-                                     status_interval_s=1.0, resnapshot=resnapshot)
+                                     SourceSettings(status_interval_s=1.0), resnapshot=resnapshot)
         self.runner = ConnectorRunner(self.source, dept, producer, schemas, bootstrap, flush_interval_s=0.1)
         self.error: BaseException | None = None
         self.thread = threading.Thread(target=self._run, daemon=True)
