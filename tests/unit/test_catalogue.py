@@ -38,7 +38,7 @@ def test_real_catalogue_loads(catalogue):
     assert {r.field: r.pii_class for r in reg.masking.rules} == {
         "legal_rep_name": "person_name", "legal_rep_id_number": "id_number", "legal_rep_phone": "phone", "address": "address",
     }
-    assert set(catalogue.by_topic()) == {"dept.market.enterprise_registration", "dept.market.abnormal_operation"}
+    assert {"dept.market.enterprise_registration", "dept.market.abnormal_operation"} <= set(catalogue.by_topic())
 
 
 def test_every_simulated_department_dataset_has_a_schema(catalogue, schemas):
@@ -51,7 +51,7 @@ def test_every_simulated_department_dataset_has_a_schema(catalogue, schemas):
     [
         (lambda c: c.dataset("market.nope"), "market.nope"),
         (lambda c: c.dataset("tax.tax_filing"), "tax.tax_filing"),
-        (lambda c: c.department("tax"), "known: market"),
+        (lambda c: c.department("nope"), "known: "),
     ],
 )
 def test_unknown_names_are_config_errors(catalogue, lookup, fragment):
