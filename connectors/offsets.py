@@ -27,33 +27,38 @@ class OffsetStore:
         ensure_topics(bootstrap, {OFFSETS_TOPIC: {"cleanup.policy": "compact"}}, partitions=1)
 
     def load(self, source: str) -> dict[str, Any] | None:
-        """Latest offset record of ``source``, read to the end of the topic; None if none."""
+        """Latest offset record of ``source``; None if it has none."""
+        return self.load_all().get(source)
+
+    def load_all(self) -> dict[str, dict[str, Any]]:
+        """Latest offset record of every source, read to the end of the topic."""
         consumer = Consumer({
             "bootstrap.servers": self._bootstrap,
-            "group.id": f"yurong-offsets-reader-{source}",
+            "group.id": "yurong-offsets-reader",
             "enable.auto.commit": False,
-            "enable.partition.eof": True,
         })
+        latest: dict[str, dict[str, Any]] = {}
         try:
             low, high = self._watermarks(consumer)
             if high <= low:
-                return None
+                return latest
             consumer.assign([TopicPartition(OFFSETS_TOPIC, 0, low)])
-            latest = None
             deadline = time.monotonic() + 30
-            while time.monotonic() < deadline:
+            while True:
+                if time.monotonic() > deadline:
+                    raise KafkaException(f"could not read {OFFSETS_TOPIC} to its end (offset {high}) within 30 s")
                 msg = consumer.poll(1.0)
                 if msg is None:
                     continue
                 if msg.error():
-                    if msg.error().code() == KafkaError._PARTITION_EOF:
-                        break
                     raise KafkaException(msg.error())
-                if msg.key() == source.encode():
-                    latest = self._schemas.decode(msg.value(), SCHEMA)[1] if msg.value() else None
+                key = msg.key().decode()
+                if msg.value():
+                    latest[key] = self._schemas.decode(msg.value(), SCHEMA)[1]
+                else:
+                    latest.pop(key, None)
                 if msg.offset() >= high - 1:
-                    break
-            return latest
+                    return latest
         finally:
             consumer.close()
 

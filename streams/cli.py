@@ -111,22 +111,38 @@ def simulate(enterprises: int, rate: float, duration: float, seed: int, distress
 # --- connect -------------------------------------------------------------------------------------
 
 @main.command()
-@click.argument("dept")
+@click.argument("dept", required=False)
+@click.option("--all", "all_", is_flag=True, help="run every department of the catalogue")
 @click.option("--resnapshot", is_flag=True, help="drop the slot and read every table again (after a lost slot)")
 @click.option("--log-level", default="info")
-def connect(dept: str, resnapshot: bool, log_level: str) -> None:
-    """Run the CDC connector of department DEPT (e.g. market) until stopped."""
+def connect(dept: str | None, all_: bool, resnapshot: bool, log_level: str) -> None:
+    """Run the connector of department DEPT (e.g. market) until stopped; `--all` runs the whole
+    catalogue; `yurong connect status` shows position, lag and throughput per source."""
     _setup_logging(log_level)
-    from confluent_kafka import Producer
-
     from connectors.catalogue import catalogue
-    from connectors.offsets import OffsetStore
-    from connectors.runner import ConnectorRunner, producer_config
-    from connectors.sources import make_source
     from monitoring.metrics import serve
+    from streams.errors import ConfigError
     from streams.serde import schema_store
 
     s = get_settings()
+    if dept == "status":
+        return _connect_status()
+    if all_ == bool(dept):
+        raise ConfigError("name one department (e.g. `yurong connect market`) or use --all")
+    serve(s.metrics.connector_port, "connector", s.metrics.bind)
+    if all_:
+        from connectors.fleet import Fleet
+
+        fleet = Fleet(catalogue(), s, schema_store())
+        fleet.install_signal_handlers()
+        fleet.run()
+        return
+    from confluent_kafka import Producer
+
+    from connectors.offsets import OffsetStore
+    from connectors.runner import ConnectorRunner, producer_config
+    from connectors.sources import make_source
+
     department = catalogue().department(dept)
     schemas = schema_store()
     producer = Producer(producer_config(s.kafka.bootstrap_servers))
@@ -134,9 +150,20 @@ def connect(dept: str, resnapshot: bool, log_level: str) -> None:
     runner = ConnectorRunner(source, department, producer, schemas, s.kafka.bootstrap_servers,
                              flush_interval_s=s.source.flush_interval_s, retention_ms=s.kafka.dept_retention_ms,
                              partitions=s.kafka.topic_partitions)
-    serve(s.metrics.connector_port, "connector", s.metrics.bind)
     runner.install_signal_handlers()
     runner.run()
+
+
+def _connect_status() -> None:
+    from connectors.catalogue import catalogue
+    from connectors.fleet import fleet_status
+    from streams.serde import schema_store
+
+    rows = fleet_status(catalogue(), get_settings(), schema_store())
+    t = Table("dept", "kind", "source", "snapshot", "position", "acknowledged", "lag", "records", "events/s")
+    for r in rows:
+        t.add_row(r.dept, r.kind, r.source, r.snapshot, r.position[:28], r.acknowledged, r.lag, str(r.records), f"{r.per_second:.1f}")
+    console.print(t)
 
 
 # --- worker ---------------------------------------------------------------------------------------
