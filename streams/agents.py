@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 import redis.exceptions
+from aiokafka.errors import KafkaError
 
 from connectors.catalogue import catalogue
 from monitoring.metrics import ALERTS, ALERTS_BLOCKED, DLQ, E2E_LATENCY, EVENTS_IN, EVENTS_OUT
@@ -74,7 +75,8 @@ async def retrying(what: str, op: Callable[[], Awaitable[T]]) -> T:
     while True:
         try:
             return await op()
-        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, ConnectionError, asyncio.TimeoutError) as exc:
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, ConnectionError, asyncio.TimeoutError,
+                KafkaError) as exc:
             log.warning("%s failed (%s); retrying in %.1fs", what, exc, delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 10.0)
@@ -144,7 +146,11 @@ async def route(stream):
             await dead_letter(msg, exc)
             continue
         reg = registry()
-        banks = await retrying("consent lookup", lambda: reg.recipients(change["uscc"], change["category"], now_ms()))
+        try:
+            banks = await retrying("consent lookup", lambda: reg.recipients(change["uscc"], change["category"], now_ms()))
+        except Exception as exc:  # noqa: BLE001 — e.g. a malformed consent record: never skip silently
+            await dead_letter(msg, exc)
+            continue
         if not banks:
             ALERTS_BLOCKED.labels(change["category"]).inc()
         for bank_id, consent_id in banks.items():
@@ -164,8 +170,12 @@ async def deliver(reg: ConsentRegistry, msg, change: dict, bank_id: str, consent
         await dead_letter(msg, exc)
         return
     topic = alerts_topic(bank_id)
-    fut = await topic.send(key=change["uscc"].encode(), value=value, force=True)
-    await fut  # Kafka acknowledged
+
+    async def publish():
+        fut = await topic.send(key=change["uscc"].encode(), value=value, force=True)
+        return await fut  # Kafka acknowledged
+
+    await retrying(f"publish to {topic.get_topic_name()}", publish)
     await retrying("dedup mark", lambda: reg.mark_delivered(alert_id))
     ALERTS.labels(bank_id, change["category"], change["severity"]).inc()
     EVENTS_OUT.labels("worker", topic.get_topic_name()).inc()
