@@ -1,0 +1,385 @@
+"""File-drop connector: departments that deliver CSV/XLSX files into a folder (water, ip, science).
+
+Protocol (one folder per department, ``$YURONG_HOME/drops/<dept>``):
+
+- a data file ``<dataset>-<anything>.csv`` or ``.xlsx`` (``<dataset>`` as in the mapping, e.g.
+  ``water_usage-202603.csv``); CSV is UTF-8 (a BOM, as Excel writes it, is fine; GB18030 is
+  accepted as a fallback), XLSX is read from its first sheet (openpyxl). The first row is the
+  header with the schema's field names;
+- then, written LAST, ``<file>.manifest.json``: ``{"dataset": ..., "rows": <data rows>,
+  "sha256": "<hex of the file>"}``. A file without its manifest is not touched (it may still be
+  being copied).
+
+Processing:
+
+- the manifest must match (dataset = the file's prefix, the content's SHA-256, the number of data
+  rows); otherwise the whole file is quarantined: one dead letter on ``dlq.dept.<dept>.<dataset>``
+  with the reason, the file and manifest moved to ``rejected/`` with ``<file>.error.json`` beside
+  them;
+- each row becomes an ``op = 'c'`` event (files carry states, not changes; ``before`` is None).
+  A row that does not convert or breaks the mapping's rules (required, USCC check, enums,
+  dates) becomes a dead letter whose error names ``<file>:<line>`` and whose raw value is the row
+  plus ``_file`` and ``_line``; the other rows go through;
+- ``position`` is ``<sha256[:16]>:<line>``, ``seq`` the file's mtime in ms × 10⁶ + line (stable if
+  the same file is read again after a crash, growing with later files); ``source.db`` is the
+  folder's name and ``source.schema`` the file name.
+
+Exactly once per content: after Kafka acknowledged every row of a file (the runner's
+``acknowledge``), its SHA-256 is written to the compacted topic ``connect.files`` (key
+``<source>:<sha256>``, schema ``avro/connect/file_offset.avsc``; one small record per file, so the
+set can grow without bound, unlike one JSON blob in ``connect.offsets``) and then the file is
+moved to ``done/``. The same content dropped again, under any name, is moved to ``done/``
+without producing anything. A crash before the hash is written re-reads the whole file
+(at-least-once; positions and seqs are the same, so downstream de-duplicates). The source name is
+``<dept>@<absolute folder>``: a different drop folder starts a fresh hash set.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import hashlib
+import io
+import json
+import logging
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+
+from streams.errors import ValidationError
+from streams.ingest import validate_row
+from streams.kafka_admin import ensure_topics
+from streams.settings import SourceSettings
+
+from .base import ChangeEvent
+from .catalogue import Dataset, Department, _value_schema
+from .convert import row_converter
+from .offsets import OffsetStore
+
+log = logging.getLogger(__name__)
+
+FILES_TOPIC = "connect.files"
+FILE_SCHEMA = "connect/file_offset"
+SUFFIXES = (".csv", ".xlsx")
+MANIFEST = ".manifest.json"
+CHUNK = 5000
+
+
+@dataclass
+class FileJob:
+    """A file whose events were handed to the runner and await Kafka's acknowledgement."""
+
+    path: Path
+    sha256: str
+    dataset: str
+    rows: int
+    dead_lettered: int
+    rejected: str | None = None  # reason, when the whole file is quarantined
+
+
+class ManifestError(Exception):
+    pass
+
+
+def sha256_of(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def read_rows(name: str, data: bytes) -> list[tuple[int, dict[str, Any]]]:
+    """``[(line, {column: value})]`` of the data rows; empty cells are None, blank rows skipped."""
+    if name.lower().endswith(".xlsx"):
+        return _xlsx_rows(data)
+    return _csv_rows(data)
+
+
+def _clean(v: Any) -> Any:
+    if isinstance(v, str):
+        v = v.strip()
+        return v or None
+    return v
+
+
+def _csv_rows(data: bytes) -> list[tuple[int, dict[str, Any]]]:
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        try:
+            text = data.decode("gb18030")
+        except UnicodeDecodeError as exc:
+            raise ManifestError(f"not UTF-8 or GB18030 text ({exc})") from None
+    reader = csv.reader(io.StringIO(text, newline=""))
+    header = None
+    out = []
+    for fields in reader:
+        if header is None:
+            header = [h.strip().lstrip("\ufeff") for h in fields]
+            continue
+        if not any(f.strip() for f in fields):
+            continue
+        row: dict[str, Any] = {h: _clean(v) for h, v in zip(header, fields)}
+        if len(fields) > len(header):
+            row["_extra"] = fields[len(header):]
+        out.append((reader.line_num, row))
+    if header is None:
+        raise ManifestError("the file is empty (no header row)")
+    return out
+
+
+def _xlsx_rows(data: bytes) -> list[tuple[int, dict[str, Any]]]:
+    import openpyxl  # only file-drop departments with XLSX need it
+
+    try:
+        wb = openpyxl.load_workbook(io.BytesIO(data), read_only=True, data_only=True)
+    except Exception as exc:  # noqa: BLE001 — zipfile/xml errors of a broken workbook
+        raise ManifestError(f"not a readable XLSX workbook ({type(exc).__name__}: {exc})") from None
+    try:
+        ws = wb.worksheets[0]
+        header = None
+        out = []
+        for line, values in enumerate(ws.iter_rows(values_only=True), start=1):
+            if header is None:
+                header = [str(h).strip() if h is not None else "" for h in values]
+                continue
+            if all(_clean(v) is None for v in values):
+                continue
+            out.append((line, {h: _clean(v) for h, v in zip(header, values) if h}))
+        if header is None:
+            raise ManifestError("the workbook's first sheet is empty (no header row)")
+        return out
+    finally:
+        wb.close()
+
+
+class FileDropSource:
+    """One department's drop folder; every catalogue dataset is a file-name prefix."""
+
+    def __init__(self, dept: Department, folder: str | Path, offsets: OffsetStore, schemas, settings: SourceSettings,
+                 resnapshot: bool = False) -> None:
+        self.dept = dept
+        self.folder = Path(folder).resolve()
+        self.name = f"{dept.dept}@{self.folder}"
+        self._offsets = offsets
+        self._schemas = schemas
+        self._producer = offsets._producer  # the offsets' producer, already acks=all
+        self._bootstrap = offsets._bootstrap
+        self._ignore_history = resnapshot
+        self._poll_interval = settings.poll_interval_s
+        self._by_prefix = {ds.table: ds for ds in dept.datasets.values()}
+        self._convert = {ds.name: row_converter(_value_schema(schemas.get(ds.schema_name).parsed)) for ds in dept.datasets.values()}
+        self._processed: set[str] = set()
+        self._pending: dict[int, FileJob] = {}
+        self._inflight_paths: set[Path] = set()
+        self._chunks: Iterator[list[ChangeEvent]] | None = None
+        self._token = 0
+        self._next_scan = 0.0
+
+    # --- Source interface ----------------------------------------------------------------------
+
+    def start(self) -> None:
+        for sub in ("", "done", "rejected"):
+            (self.folder / sub).mkdir(parents=True, exist_ok=True)
+        ensure_topics(self._bootstrap, {FILES_TOPIC: {"cleanup.policy": "compact"}}, partitions=1)
+        if self._ignore_history:
+            log.warning("%s: --resnapshot: files in the folder are processed even if their content was seen", self.name)
+        else:
+            self._processed = self._load_processed()
+        log.info("%s: watching %s (%d files processed before)", self.name, self.folder, len(self._processed))
+
+    def poll(self, timeout: float) -> list[ChangeEvent]:
+        if self._chunks is not None:
+            chunk = next(self._chunks, None)
+            if chunk is not None:
+                return chunk
+            self._chunks = None
+        if time.monotonic() < self._next_scan:
+            time.sleep(max(0.0, min(timeout, self._next_scan - time.monotonic())))
+            return []
+        for path in self._ready_files():
+            events = self._take(path)
+            if events:
+                self._chunks = (events[i:i + CHUNK] for i in range(0, len(events), CHUNK))
+                return next(self._chunks)
+        self._next_scan = time.monotonic() + self._poll_interval
+        return []
+
+    def acknowledge(self, position: int) -> None:
+        for token in sorted(t for t in self._pending if t <= position):
+            self._finish(self._pending.pop(token))
+
+    def snapshot_completed(self) -> bool:
+        return True  # a drop folder has no initial snapshot: every file is news
+
+    def mark_snapshot_completed(self) -> None:
+        pass
+
+    def stop(self) -> None:
+        pass
+
+    # --- scanning -----------------------------------------------------------------------------------
+
+    def _ready_files(self) -> list[Path]:
+        files = []
+        for p in self.folder.iterdir():
+            if not p.is_file() or p.name.startswith(".") or not p.name.lower().endswith(SUFFIXES):
+                continue
+            if p in self._inflight_paths or not Path(str(p) + MANIFEST).exists():
+                continue
+            files.append(p)
+        return sorted(files, key=lambda p: (p.stat().st_mtime_ns, p.name))
+
+    def _take(self, path: Path) -> list[ChangeEvent]:
+        """Events of one file (rows, dead letters, or one quarantine notice); [] if nothing to send."""
+        data = path.read_bytes()
+        sha = sha256_of(data)
+        if sha in self._processed:
+            log.info("%s: %s has the content of a file processed before (sha256 %s…): skipped", self.name, path.name, sha[:16])
+            self._move(path, "done", sha)
+            return []
+        if any(job.sha256 == sha for job in self._pending.values()):
+            return []  # same content under another name is in flight: decide once it is acknowledged
+        prefix = path.name.split("-", 1)[0]
+        ds = self._by_prefix.get(prefix)
+        mtime_ms = path.stat().st_mtime_ns // 1_000_000
+        try:
+            if ds is None:
+                raise ManifestError(f"file name prefix {prefix!r} is not a dataset of {self.dept.dept} "
+                                    f"(expected <dataset>-<anything>.csv|.xlsx with dataset in {sorted(self._by_prefix)})")
+            manifest = self._manifest(path)
+            if manifest.get("dataset") != ds.name:
+                raise ManifestError(f"manifest dataset {manifest.get('dataset')!r} does not match the file name's {ds.name!r}")
+            if str(manifest.get("sha256", "")).lower() != sha:
+                raise ManifestError(f"manifest sha256 {str(manifest.get('sha256'))[:16]!r}… does not match the content's {sha[:16]}…")
+            rows = read_rows(path.name, data)
+            if manifest.get("rows") != len(rows):
+                raise ManifestError(f"manifest says {manifest.get('rows')!r} rows, the file has {len(rows)}")
+        except ManifestError as exc:
+            return self._reject(path, ds, sha, mtime_ms, str(exc))
+        self._token += 1
+        events = [self._event(ds, path.name, sha, line, row, mtime_ms) for line, row in rows]
+        job = FileJob(path, sha, ds.name, len(rows), sum(1 for e in events if e.error is not None))
+        if not events:
+            self._finish(job)
+            return []
+        events[-1] = dataclasses.replace(events[-1], ack_position=self._token)  # the file is done when its last row is
+        self._pending[self._token] = job
+        self._inflight_paths.add(path)
+        log.info("%s: %s: %d rows (%d dead-lettered)", self.name, path.name, job.rows, job.dead_lettered)
+        return events
+
+    @staticmethod
+    def _manifest(path: Path) -> dict[str, Any]:
+        mpath = Path(str(path) + MANIFEST)
+        try:
+            doc = json.loads(mpath.read_text(encoding="utf-8-sig"))
+        except (OSError, ValueError) as exc:
+            raise ManifestError(f"manifest {mpath.name} is not readable JSON ({exc})") from None
+        if not isinstance(doc, dict):
+            raise ManifestError(f"manifest {mpath.name} is not a JSON object")
+        return doc
+
+    def _reject(self, path: Path, ds: Dataset | None, sha: str, mtime_ms: int, reason: str) -> list[ChangeEvent]:
+        message = f"{path.name}: rejected, whole file quarantined: {reason}"
+        log.error("%s: %s", self.name, message)
+        job = FileJob(path, sha, ds.name if ds else "", 0, 0, rejected=message)
+        if ds is None:  # no dataset, no dead-letter topic: quarantine at once
+            self._finish(job)
+            return []
+        self._token += 1
+        self._pending[self._token] = job
+        self._inflight_paths.add(path)
+        source = self._source(ds, path.name, f"{sha[:16]}:0", mtime_ms * 1_000_000, mtime_ms)
+        raw = {"_file": path.name, "_line": 0, "_sha256": sha, "_error": message}
+        return [ChangeEvent(ds, "c", None, None, source, path.name, self._token, error=ValidationError(message), raw=raw)]
+
+    # --- rows ---------------------------------------------------------------------------------------
+
+    def _source(self, ds: Dataset, file: str, position: str, seq: int, ts_ms: int) -> dict[str, Any]:
+        return {"connector": "filedrop", "dept": ds.dept, "db": self.folder.name, "schema": file, "table": ds.name,
+                "position": position, "seq": seq, "ts_ms": ts_ms, "snapshot": "false", "tx_id": None}
+
+    def _event(self, ds: Dataset, file: str, sha: str, line: int, raw: dict[str, Any], mtime_ms: int) -> ChangeEvent:
+        source = self._source(ds, file, f"{sha[:16]}:{line}", mtime_ms * 1_000_000 + min(line, 999_999), mtime_ms)
+        key = "|".join(str(raw.get(k)) for k in ds.key)
+        try:
+            if "_extra" in raw:
+                raise ValidationError(f"{ds.name}: {len(raw['_extra'])} more fields than the header has")
+            row = self._convert[ds.name](raw, ds.name)
+            validate_row(ds, row)
+        except ValidationError as exc:
+            error = ValidationError(f"{file}:{line}: {exc}", field=exc.field)
+            return ChangeEvent(ds, "c", None, None, source, key, 0, error=error, raw={**raw, "_file": file, "_line": line})
+        return ChangeEvent(ds, "c", None, row, source, key, 0)
+
+    # --- after Kafka acknowledged ------------------------------------------------------------------------
+
+    def _finish(self, job: FileJob) -> None:
+        self._inflight_paths.discard(job.path)
+        if job.rejected:
+            target = self._move(job.path, "rejected", job.sha256)
+            Path(str(target) + ".error.json").write_text(
+                json.dumps({"file": job.path.name, "sha256": job.sha256, "error": job.rejected}, ensure_ascii=False, indent=2),
+                encoding="utf-8")
+            return
+        record = {"source": self.name, "sha256": job.sha256, "file": job.path.name, "dataset": job.dataset,
+                  "rows": job.rows, "dead_lettered": job.dead_lettered, "ts_ms": int(time.time() * 1000)}
+        self._producer.produce(FILES_TOPIC, key=f"{self.name}:{job.sha256}".encode(),
+                               value=self._schemas.encode(FILE_SCHEMA, record))
+        if self._producer.flush(30) != 0:
+            raise KafkaException(f"{self.name}: processed-file record of {job.path.name} not acknowledged within 30 s")
+        self._processed.add(job.sha256)
+        self._move(job.path, "done", job.sha256)
+
+    def _move(self, path: Path, sub: str, sha: str) -> Path:
+        target = self.folder / sub / path.name
+        if target.exists():
+            target = target.with_name(f"{path.stem}.{sha[:8]}{path.suffix}")
+        manifest = Path(str(path) + MANIFEST)
+        os.replace(path, target)
+        if manifest.exists():
+            os.replace(manifest, Path(str(target) + MANIFEST))
+        return target
+
+    def _load_processed(self) -> set[str]:
+        """Every content hash this source recorded on ``connect.files``."""
+        prefix = f"{self.name}:".encode()
+        consumer = Consumer({"bootstrap.servers": self._bootstrap, "group.id": f"yurong-files-reader-{self.dept.dept}",
+                             "enable.auto.commit": False, "enable.partition.eof": True})
+        try:
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    low, high = consumer.get_watermark_offsets(TopicPartition(FILES_TOPIC, 0), timeout=10)
+                    break
+                except KafkaException as exc:
+                    if exc.args[0].code() != KafkaError._UNKNOWN_PARTITION or time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.2)
+            seen: set[str] = set()
+            if high <= low:
+                return seen
+            consumer.assign([TopicPartition(FILES_TOPIC, 0, low)])
+            while time.monotonic() < deadline:
+                msg = consumer.poll(1.0)
+                if msg is None:
+                    continue
+                if msg.error():
+                    if msg.error().code() == KafkaError._PARTITION_EOF:
+                        break
+                    raise KafkaException(msg.error())
+                key = msg.key() or b""
+                if key.startswith(prefix):
+                    sha = key[len(prefix):].decode()
+                    if msg.value() is None:
+                        seen.discard(sha)
+                    else:
+                        seen.add(sha)
+                if msg.offset() >= high - 1:
+                    break
+            return seen
+        finally:
+            consumer.close()
