@@ -72,35 +72,39 @@ def stack(action: str) -> None:
 # --- simulate -----------------------------------------------------------------------------------
 
 @main.command()
-@click.option("--enterprises", "-n", default=3000, show_default=True, help="enterprises to seed (0: keep the existing ones)")
+@click.option("--enterprises", "-n", default=3000, show_default=True, help="enterprises to register and give a history (0: keep the existing ones)")
 @click.option("--rate", default=20.0, show_default=True, help="changes per second after seeding (0: seed only)")
 @click.option("--duration", default=0.0, help="seconds to keep changing (0: until interrupted)")
 @click.option("--seed", default=2019, show_default=True, help="random seed: the same seed gives the same data")
 @click.option("--distress-share", default=0.05, show_default=True, help="share of enterprises on a distress path")
-def simulate(enterprises: int, rate: float, duration: float, seed: int, distress_share: float) -> None:
-    """Seed the market-supervision department database and keep changing it."""
+@click.option("--kinds", default="postgres,mysql,polling,file", show_default=True,
+              help="department groups besides the market register: postgres, mysql, polling, file (empty: market only)")
+def simulate(enterprises: int, rate: float, duration: float, seed: int, distress_share: float, kinds: str) -> None:
+    """Create the department databases and drop folders, fill them with realistic enterprises,
+    then keep changing them (deterministic from --seed)."""
     from rich.progress import Progress
 
-    from connectors.simulator.market import MarketSimulator
+    from connectors.simulator.city import CitySimulator
 
     s = get_settings()
-    sim = MarketSimulator(s.source.dsn("market", "postgres"), seed=seed, distress_share=distress_share)
-    sim.create_schema()
+    groups = tuple(k for k in kinds.split(",") if k)
+    city = CitySimulator(s, seed=seed, distress_share=distress_share, kinds=groups if enterprises else ())
+    city.create()
     if enterprises:
         with Progress(console=console) as progress:
-            task = progress.add_task("seeding enterprises", total=enterprises)
-            sim.seed_enterprises(enterprises, progress=lambda k: progress.advance(task, k))
+            tasks = {name: progress.add_task(f"seeding {name}", total=enterprises) for name in ("market", *city.groups)}
+            city.seed(enterprises, progress=lambda name, k: progress.advance(tasks[name], k))
     else:
-        sim.load_population()
+        city.load_population()  # continuing a population changes the market register only
     if rate <= 0:
         return
-    console.print(f"changing {len(sim.enterprises)} enterprises at {rate:g}/s (Ctrl-C stops)")
+    console.print(f"changing {len(city.market.enterprises)} enterprises at {rate:g}/s (Ctrl-C stops)")
     started = time.monotonic()
     totals: dict[str, int] = {}
     try:
         while not duration or time.monotonic() - started < duration:
             tick = time.monotonic()
-            for k, v in sim.step(max(1, int(rate))).items():
+            for k, v in city.step(max(1, int(rate))).items():
                 totals[k] = totals.get(k, 0) + v
             time.sleep(max(0.0, 1.0 - (time.monotonic() - tick)))
     except KeyboardInterrupt:

@@ -1,0 +1,91 @@
+"""The whole city: every catalogue department over one population of enterprises.
+
+The market-supervision register (市场监管局) is the population: it creates the enterprises
+(USCC, district, distress path); every other department's simulator fills its own database or
+drop folder for those enterprises — PostgreSQL CDC departments, MariaDB binlog departments,
+polled databases and file drops — and then keeps changing them. Deterministic from one seed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Callable
+from typing import Protocol
+
+from streams.settings import Settings
+
+from .market import Enterprise, MarketSimulator
+
+log = logging.getLogger(__name__)
+
+
+class DepartmentSimulator(Protocol):
+    def seed(self, enterprises: list[Enterprise], today: dt.date | None = None): ...
+    def step(self, n: int, today: dt.date | None = None): ...
+
+
+class CitySimulator:
+    """Market register plus every department group; ``kinds`` limits which groups run."""
+
+    GROUPS = ("postgres", "mysql", "polling", "file")
+
+    def __init__(self, settings: Settings, seed: int = 2019, distress_share: float = 0.05,
+                 kinds: tuple[str, ...] = GROUPS) -> None:
+        src = settings.source
+        self.market = MarketSimulator(src.dsn("market", "postgres"), seed=seed, distress_share=distress_share)
+        self.groups: dict[str, DepartmentSimulator] = {}
+        pg_template = src.postgres_template.get_secret_value()
+        if "postgres" in kinds:
+            from .postgres_depts import PostgresDepartmentsSimulator
+
+            self.groups["postgres"] = PostgresDepartmentsSimulator(pg_template, seed=seed)
+        if "mysql" in kinds:
+            from .mysql_depts import MySqlDepartmentsSimulator
+
+            self.groups["mysql"] = MySqlDepartmentsSimulator(src.mysql_template.get_secret_value(), seed=seed)
+        if "polling" in kinds:
+            from .polled_depts import PolledDepartmentsSimulator
+
+            self.groups["polling"] = PolledDepartmentsSimulator(pg_template, seed=seed)
+        if "file" in kinds:
+            from .file_depts import FileDropSimulator
+
+            self.groups["file"] = FileDropSimulator(settings.drop_dir, seed=seed)
+
+    def create(self) -> None:
+        """Create every department database and table that is missing."""
+        self.market.create_schema()
+        for name, group in self.groups.items():
+            create = getattr(group, "create", None) or getattr(group, "create_databases", None)
+            if create is not None:
+                create()
+
+    def seed(self, n: int, progress: Callable[[str, int], None] | None = None) -> list[str]:
+        """Register ``n`` new enterprises and give every department its history of them."""
+        before = len(self.market.enterprises)
+        created = self.market.seed_enterprises(n, progress=(lambda k: progress("market", k)) if progress else None)
+        fresh = self.market.enterprises[before:]
+        for name, group in self.groups.items():
+            group.seed(fresh)
+            if progress:
+                progress(name, len(fresh))
+        return created
+
+    def load_population(self) -> None:
+        self.market.load_population()
+
+    def step(self, n: int, today: dt.date | None = None) -> dict[str, int]:
+        """About ``n`` changes spread over the departments (the register gets a share too)."""
+        counts: dict[str, int] = {}
+        share = max(1, n // (len(self.groups) + 1))
+        for kind, c in self.market.step(share, today).items():
+            counts[f"market.{kind}"] = c
+        for name, group in self.groups.items():
+            result = group.step(share, today)
+            if isinstance(result, dict):
+                for kind, c in result.items():
+                    counts[f"{name}.{kind}"] = counts.get(f"{name}.{kind}", 0) + c
+            else:
+                counts[f"{name}.files"] = counts.get(f"{name}.files", 0) + len(result or [])
+        return counts

@@ -1,0 +1,286 @@
+"""MariaDB binlog connector against the real MariaDB and Kafka (scripts/stack.sh)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+import threading
+
+import pymysql
+import pytest
+from confluent_kafka import Producer
+
+from connectors.catalogue import catalogue
+from connectors.mysql import Gtid, MySqlSource, parse_dsn
+from connectors.offsets import OffsetStore
+from connectors.runner import ConnectorRunner, producer_config
+from connectors.simulator.identities import make_uscc, pick_district
+from connectors.simulator.market import Enterprise
+from connectors.simulator.mysql_depts import DEPARTMENTS, MySqlDepartmentsSimulator
+from streams.errors import DecodeError
+from streams.serde import schema_store
+from streams.settings import SourceSettings
+from tests.conftest import _unavailable, wait_for
+
+pytestmark = pytest.mark.integration
+
+TOPIC = "dept.hrss.social_insurance"
+TODAY = dt.date(2026, 5, 10)
+
+
+@pytest.fixture(scope="session")
+def mysql_admin_dsn(settings) -> str:
+    """DSN of the local MariaDB (user yurong may create databases); fails under CI=true when down."""
+    dsn = settings.source.dsn("hrss", "mysql")
+    conn_settings, _ = parse_dsn(dsn)
+    try:
+        pymysql.connect(**{**conn_settings, "connect_timeout": 3}).close()
+    except pymysql.err.OperationalError:
+        _unavailable("MariaDB (the hrss/housing_fund/power/customs department DB)")
+    return dsn
+
+
+@pytest.fixture
+def mysql_depts(mysql_admin_dsn, unique):
+    """The four MariaDB department databases under unique names (``hrss_t<hex>`` …), seeded."""
+    template = mysql_admin_dsn.rsplit("/", 1)[0] + "/{db}"
+    sim = MySqlDepartmentsSimulator(template, seed=5, databases={d: f"{d}_t{unique}" for d in DEPARTMENTS})
+    sim.create()
+    yield sim
+    conn_settings, _ = parse_dsn(mysql_admin_dsn)
+    admin = pymysql.connect(**conn_settings, autocommit=True)
+    with admin.cursor() as cur:
+        for db in sim.databases.values():
+            cur.execute(f"DROP DATABASE IF EXISTS `{db}`")
+    admin.close()
+
+
+def enterprises(n: int, seed: int = 3) -> list[Enterprise]:
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        code = make_uscc(rng, pick_district(rng))
+        out.append(Enterprise(code, code[2:8], distressed=(i % 7 == 0)))
+    return out
+
+
+class RunningConnector:
+    """A connector runner in a background thread, stopped cleanly on ``stop()``."""
+
+    def __init__(self, dsn: str, bootstrap: str, dept: str = "hrss", resnapshot: bool = False) -> None:
+        schemas = schema_store()
+        department = catalogue().department(dept)
+        producer = Producer(producer_config(bootstrap))
+        self.source = MySqlSource(department, dsn, OffsetStore(bootstrap, schemas, producer), schemas,
+                                  SourceSettings(), resnapshot=resnapshot)
+        self.runner = ConnectorRunner(self.source, department, producer, schemas, bootstrap, flush_interval_s=0.1)
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            self.runner.run()
+        except BaseException as exc:  # noqa: BLE001 — reported to the test
+            self.error = exc
+
+    def stop(self) -> None:
+        self.runner.stop()
+        self.thread.join(30)
+        assert not self.thread.is_alive(), "connector did not stop"
+
+
+def ours(reader, db: str) -> list[dict]:
+    """Decoded envelopes of our database among everything read so far (topics are shared)."""
+    schemas = schema_store()
+    out = []
+    for m in reader.messages:
+        if m.value() is None:
+            continue
+        dept, name = m.topic().split(".")[1:3]
+        try:
+            _, env = schemas.decode(m.value(), f"dept/{dept}/{name}")
+        except DecodeError:
+            continue
+        if env["source"]["db"] == db:
+            out.append(env)
+    return out
+
+
+def execute(dsn: str, *statements: tuple[str, tuple]) -> None:
+    """Run statements in one transaction."""
+    conn_settings, db = parse_dsn(dsn)
+    conn = pymysql.connect(**conn_settings, database=db)
+    try:
+        with conn.cursor() as cur:
+            for sql, args in statements:
+                cur.execute(sql, args)
+        conn.commit()
+    finally:
+        conn.close()
+
+
+def offset_record(bootstrap: str, name: str) -> dict | None:
+    schemas = schema_store()
+    return OffsetStore(bootstrap, schemas, Producer(producer_config(bootstrap))).load(name)
+
+
+def test_snapshot_then_stream_with_before_images_tombstones_and_gtids(mysql_depts, kafka_bootstrap, topic_reader):
+    sim = mysql_depts
+    ents = enterprises(10)
+    counts = sim.seed(ents, today=TODAY)
+    dsn, db = sim.dsn("hrss"), sim.databases["hrss"]
+    reader = topic_reader([TOPIC])
+    conn = RunningConnector(dsn, kafka_bootstrap)
+    try:
+        wait_for(lambda: reader.poll() is not None and len(ours(reader, db)) >= counts["social_insurance"], 60,
+                 f"the snapshot of {counts['social_insurance']} social insurance rows")
+        snap = ours(reader, db)
+        assert len(snap) == counts["social_insurance"] == 120
+        assert len({(e["after"]["uscc"], e["after"]["period"]) for e in snap}) == 120  # each row exactly once
+        assert {e["op"] for e in snap} == {"r"} and {e["source"]["snapshot"] for e in snap} == {"true"}
+        assert {e["source"]["connector"] for e in snap} == {"mysql"}
+        assert snap[0]["after"]["contact_phone"] and snap[0]["after"]["contact_name"]  # raw PII only on dept.*
+        snapshot_gtid = Gtid.parse(snap[0]["source"]["position"])
+        wait_for(lambda: conn.source.snapshot_completed(), 30, "the snapshot to complete")
+
+        target = ents[1].uscc
+        execute(dsn, ("UPDATE social_insurance SET payment_status = 'arrears', paid_amount = 0,"
+                      " arrears_amount = payable_amount WHERE uscc = %s AND period = '2026-04'", (target,)))
+        execute(dsn, ("INSERT INTO social_insurance (uscc, period, insured_headcount, payment_status, paid_date,"
+                      " contribution_base, contact_name, contact_phone) VALUES (%s, '2026-05', 17, 'paid', '2026-06-10',"
+                      " 102000.50, '王小明', '13800138000')", (target,)))
+        execute(dsn, ("DELETE FROM social_insurance WHERE uscc = %s AND period = '2026-05'", (target,)))
+
+        def streamed():
+            reader.poll()
+            return [e for e in ours(reader, db) if e["op"] in "cud"]
+
+        changes = wait_for(lambda: len(streamed()) >= 3 and streamed(), 30, "three streamed changes")
+        upd, ins, dele = changes[:3]
+        assert (upd["op"], upd["before"]["payment_status"], upd["after"]["payment_status"]) == ("u", "paid", "arrears")
+        assert upd["after"]["paid_amount"] == 0.0 and upd["before"]["uscc"] == target
+        assert (ins["op"], ins["before"], ins["after"]["period"], ins["after"]["insured_headcount"]) == ("c", None, "2026-05", 17)
+        assert ins["after"]["paid_date"] == dt.date(2026, 6, 10) and ins["after"]["contribution_base"] == 102000.5
+        assert ins["after"]["contact_name"] == "王小明"
+        assert ins["after"]["updated_at"] is not None
+        assert (dele["op"], dele["before"]["period"], dele["after"]) == ("d", "2026-05", None)
+        gtids = [Gtid.parse(c["source"]["position"]) for c in changes[:3]]
+        assert snapshot_gtid < gtids[0] < gtids[1] < gtids[2]
+        assert [c["source"]["seq"] for c in changes[:3]] == [g.seq for g in gtids]
+        assert all(c["source"]["snapshot"] == "false" and c["source"]["ts_ms"] > 0 and c["source"]["tx_id"] for c in changes)
+        key = f"{target}|2026-05".encode()
+        assert any(m.value() is None and m.key() == key for m in reader.messages), "a delete is followed by a tombstone"
+
+        # the GTID of the delete is recorded in connect.offsets once Kafka has it
+        wait_for(lambda: (offset_record(kafka_bootstrap, conn.source.name) or {}).get("seq", 0) >= gtids[2].seq, 30,
+                 "connect.offsets to record the delete's GTID")
+    finally:
+        conn.stop()
+    assert conn.error is None
+    saved = offset_record(kafka_bootstrap, conn.source.name)
+    assert saved["snapshot_completed"] and Gtid.parse(saved["position"].split(",")[0]).seq >= gtids[2].seq
+
+
+def test_restart_resumes_from_the_saved_gtid_without_resnapshot(mysql_depts, kafka_bootstrap, topic_reader):
+    sim = mysql_depts
+    ents = enterprises(5, seed=9)
+    sim.seed(ents, today=TODAY)
+    dsn, db = sim.dsn("hrss"), sim.databases["hrss"]
+    reader = topic_reader([TOPIC])
+    first = RunningConnector(dsn, kafka_bootstrap)
+    wait_for(lambda: reader.poll() is not None and len(ours(reader, db)) >= 60 and first.source.snapshot_completed(),
+             60, "the snapshot")
+    execute(dsn, ("UPDATE social_insurance SET agency = 'before the stop' WHERE uscc = %s AND period = '2026-04'",
+                  (ents[0].uscc,)))
+    wait_for(lambda: reader.poll() is not None and any(e["op"] == "u" for e in ours(reader, db)), 30, "a streamed update")
+    first.stop()
+    assert first.error is None
+
+    # 25 committed changes while the connector is down, one transaction each
+    for i, e in enumerate(ents):
+        for period in ("2025-12", "2026-01", "2026-02", "2026-03"):
+            execute(dsn, ("UPDATE social_insurance SET insured_headcount = insured_headcount + %s"
+                          " WHERE uscc = %s AND period = %s", (i + 1, e.uscc, period)))
+        execute(dsn, ("INSERT INTO social_insurance (uscc, period, insured_headcount, payment_status)"
+                      " VALUES (%s, '2026-05', 9, 'paid')", (e.uscc,)))
+    expected = 1 + 25
+    second = RunningConnector(dsn, kafka_bootstrap)
+    try:
+        def streamed():
+            reader.poll()
+            return [e for e in ours(reader, db) if e["op"] != "r"]
+        wait_for(lambda: len(streamed()) >= expected, 60, f"{expected} changes, 25 of them made while the connector was down")
+        reader.poll(1.0)
+        snapshot_rows = [e for e in ours(reader, db) if e["op"] == "r"]
+        assert len(snapshot_rows) == 60, "the restart must not snapshot again"
+        positions = [e["source"]["position"] for e in streamed()]
+        assert len(positions) == len(set(positions)) == expected, "no change lost, none twice after a clean stop"
+        assert sum(1 for e in streamed() if e["op"] == "c") == 5
+    finally:
+        second.stop()
+    assert second.error is None
+
+
+def test_add_column_mid_stream_keeps_columns_mapped_by_name(mysql_depts, kafka_bootstrap, topic_reader):
+    sim = mysql_depts
+    ents = enterprises(2, seed=21)
+    sim.seed(ents, today=TODAY)
+    dsn, db = sim.dsn("hrss"), sim.databases["hrss"]
+    reader = topic_reader([TOPIC])
+    conn = RunningConnector(dsn, kafka_bootstrap)
+    try:
+        wait_for(lambda: reader.poll() is not None and len(ours(reader, db)) >= 24 and conn.source.snapshot_completed(),
+                 60, "the snapshot")
+        # a new column in the middle: every later column moves one position to the right
+        execute(dsn, ("ALTER TABLE social_insurance ADD COLUMN industry_code VARCHAR(8) NULL AFTER period", ()))
+        execute(dsn, ("INSERT INTO social_insurance (uscc, period, industry_code, unit_name, insured_headcount,"
+                      " payment_status, contact_phone) VALUES (%s, '2026-05', 'C3670', '重庆山城机械有限公司', 42, 'partial',"
+                      " '13912345678')", (ents[0].uscc,)))
+        execute(dsn, ("UPDATE social_insurance SET insured_headcount = 41, payment_status = 'arrears'"
+                      " WHERE uscc = %s AND period = '2026-05'", (ents[0].uscc,)))
+        # and one dropped: the remaining columns move left
+        execute(dsn, ("ALTER TABLE social_insurance DROP COLUMN new_insured", ()))
+        execute(dsn, ("UPDATE social_insurance SET unit_name = '重庆山城重工有限公司' WHERE uscc = %s AND period = '2026-05'",
+                      (ents[0].uscc,)))
+
+        def streamed():
+            reader.poll()
+            return [e for e in ours(reader, db) if e["op"] in "cu"]
+        ins, upd, upd2 = wait_for(lambda: len(streamed()) >= 3 and streamed(), 30, "the changes after ALTER TABLE")[:3]
+        assert ins["after"]["unit_name"] == "重庆山城机械有限公司"
+        assert ins["after"]["insured_headcount"] == 42 and ins["after"]["payment_status"] == "partial"
+        assert ins["after"]["contact_phone"] == "13912345678"
+        assert (upd["before"]["insured_headcount"], upd["after"]["insured_headcount"]) == (42, 41)
+        assert upd["after"]["unit_name"] == "重庆山城机械有限公司" and upd["after"]["payment_status"] == "arrears"
+        assert upd2["after"]["unit_name"] == "重庆山城重工有限公司" and upd2["after"]["insured_headcount"] == 41
+        assert upd2["after"]["new_insured"] is None and upd2["after"]["contact_phone"] == "13912345678"
+    finally:
+        conn.stop()
+    assert conn.error is None
+
+
+def test_simulator_step_streams_every_department(mysql_depts, kafka_bootstrap, topic_reader):
+    """The four simulated departments go through their connectors; each row converts to its schema."""
+    sim = mysql_depts
+    ents = enterprises(40, seed=33)
+    counts = sim.seed(ents, today=TODAY)
+    topics = [ds.topic for d in DEPARTMENTS for ds in catalogue().department(d).datasets.values()]
+    reader = topic_reader(topics)
+    conns = [RunningConnector(sim.dsn(d), kafka_bootstrap, dept=d) for d in DEPARTMENTS]
+    try:
+        total = sum(counts.values())
+        dbs = set(sim.databases.values())
+
+        def mine():
+            reader.poll()
+            return [e for db in dbs for e in ours(reader, db)]
+        wait_for(lambda: len(mine()) >= total, 90, f"the snapshots of all {total} rows")
+        sim.step(30, today=TODAY)
+        wait_for(lambda: sum(1 for e in mine() if e["op"] != "r") >= 10, 60, "streamed simulator changes")
+        tables = {e["source"]["table"] for e in mine()}
+        assert tables == {"social_insurance", "housing_fund_contribution", "electricity_usage", "customs_trade", "customs_credit"}
+    finally:
+        for c in conns:
+            c.stop()
+    assert all(c.error is None for c in conns)
