@@ -1,0 +1,221 @@
+#!/usr/bin/env bash
+# scripts/debezium.sh — run the real Debezium PostgreSQL connector (Maven Central
+# io.debezium:debezium-connector-postgres, see scripts/debezium/pom.xml) in Kafka Connect
+# *standalone* against a department database, writing to <prefix>.<schema>.<table> topics on
+# the local Kafka. Used by the interop test of issue 3 (tests/integration/test_debezium_interop.py).
+#
+#   scripts/debezium.sh run      fetch the jars if missing, start Connect, wait until the
+#                                connector task is RUNNING (idempotent: a running instance is kept)
+#   scripts/debezium.sh stop     stop the instance (idempotent); the slot stays, drop it yourself
+#   scripts/debezium.sh status   exit 0 when running, 3 otherwise; prints the connector status
+#   scripts/debezium.sh install  only fetch the jars
+#
+# Environment (defaults in brackets):
+#   YURONG_HOME                         [<repo root>/.yurong]
+#   YURONG_KAFKA_PORT                   [19092]
+#   YURONG_PG_PORT                      [15432]    user/password yurong/yurong
+#   YURONG_DEBEZIUM_DBNAME              [market]   database.dbname
+#   YURONG_DEBEZIUM_NAME                [debezium-<dbname>]  instance: state under
+#                                       $YURONG_HOME/debezium/<name>/ (offsets, config, log, pid)
+#   YURONG_DEBEZIUM_TOPIC_PREFIX        [debezium] topic.prefix → debezium.public.<table>
+#   YURONG_DEBEZIUM_SLOT                [debezium_<dbname>]  replication slot (cluster-wide!)
+#   YURONG_DEBEZIUM_PUBLICATION         [debezium_<dbname>]
+#   YURONG_DEBEZIUM_REST_PORT           [18083]    Connect REST listener on 127.0.0.1
+#   YURONG_DEBEZIUM_HEAP                [-Xmx512m -Xms128m]
+#
+# Connector settings that matter to yurong's ingest (streams/debezium.py):
+#   plugin.name=pgoutput, snapshot.mode=initial, JsonConverter with schemas.enable=true,
+#   decimal.handling.mode=double (numeric → JSON number instead of base64 bytes + scale),
+#   time.precision.mode=adaptive (date → io.debezium.time.Date days, timestamptz →
+#   io.debezium.time.ZonedTimestamp ISO string), tombstones.on.delete=true.
+set -euo pipefail
+umask 022
+
+SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+REPO_ROOT="$(dirname "$SCRIPT_DIR")"
+DBZ_SRC="$SCRIPT_DIR/debezium"
+
+YURONG_HOME="${YURONG_HOME:-$REPO_ROOT/.yurong}"
+KAFKA_PORT="${YURONG_KAFKA_PORT:-19092}"
+PG_PORT="${YURONG_PG_PORT:-15432}"
+DBNAME="${YURONG_DEBEZIUM_DBNAME:-market}"
+SAFE_DB="$(printf '%s' "$DBNAME" | tr -c 'a-zA-Z0-9_' '_' | tr 'A-Z' 'a-z')"
+NAME="${YURONG_DEBEZIUM_NAME:-debezium-$SAFE_DB}"
+TOPIC_PREFIX="${YURONG_DEBEZIUM_TOPIC_PREFIX:-debezium}"
+SLOT="${YURONG_DEBEZIUM_SLOT:-debezium_$SAFE_DB}"
+PUBLICATION="${YURONG_DEBEZIUM_PUBLICATION:-debezium_$SAFE_DB}"
+REST_PORT="${YURONG_DEBEZIUM_REST_PORT:-18083}"
+HEAP="${YURONG_DEBEZIUM_HEAP:--Xmx512m -Xms128m}"
+START_TIMEOUT="${YURONG_DEBEZIUM_START_TIMEOUT:-120}"
+STOP_TIMEOUT=30
+
+log() { printf '[debezium] %s\n' "$*" >&2; }
+die() { printf '[debezium] ERROR: %s\n' "$*" >&2; exit 1; }
+
+[[ "$NAME" =~ ^[A-Za-z0-9_.-]+$ ]] || die "YURONG_DEBEZIUM_NAME must be [A-Za-z0-9_.-]+"
+
+mkdir -p "$YURONG_HOME"
+YURONG_HOME="$(cd "$YURONG_HOME" && pwd)"
+LIBS="$YURONG_HOME/debezium/libs"
+INST="$YURONG_HOME/debezium/$NAME"
+PID_FILE="$INST/connect.pid"
+LOG_FILE="$INST/connect.log"
+OUT_FILE="$INST/connect.out"
+CONNECTOR="yurong-$NAME"
+
+pid_alive() {
+    kill -0 "$1" 2>/dev/null || return 1
+    local state
+    state="$(sed -e 's/^.*) //' "/proc/$1/stat" 2>/dev/null | cut -c1)" || true
+    [[ -n "$state" && "$state" != Z ]]
+}
+
+running_pid() {   # the pid of this instance's Connect JVM, if alive
+    local pid
+    [[ -f "$PID_FILE" ]] || return 1
+    pid="$(head -n1 "$PID_FILE")"
+    [[ "$pid" =~ ^[0-9]+$ ]] && pid_alive "$pid" || return 1
+    tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q -- "ConnectStandalone $INST/" || return 1
+    echo "$pid"
+}
+
+install() {
+    command -v java >/dev/null || die "java not found (scripts/stack.sh up installs openjdk-17)"
+    command -v mvn >/dev/null || die "mvn not found (scripts/stack.sh up installs maven)"
+    local want stamp="$LIBS/.pom.sha256"
+    want="$(sha256sum "$DBZ_SRC/pom.xml" | cut -d' ' -f1)"
+    if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" ]] && compgen -G "$LIBS/debezium-connector-postgres-*.jar" >/dev/null; then
+        return 0
+    fi
+    log "fetching Debezium + Kafka Connect jars from Maven Central (scripts/debezium/pom.xml)"
+    local tmp="$LIBS.tmp.$$"
+    rm -rf "$tmp"
+    mvn -q -B -Dstyle.color=never -f "$DBZ_SRC/pom.xml" dependency:copy-dependencies \
+        -DoutputDirectory="$tmp" -DincludeScope=runtime 2>&1 \
+        | sed -e 's/\x1b\[[0-9;]*m//g' -e '/^[[:space:]]*$/d' >&2 \
+        || die "'mvn dependency:copy-dependencies' failed"
+    compgen -G "$tmp/debezium-connector-postgres-*.jar" >/dev/null || die "no debezium-connector-postgres jar after mvn"
+    echo "$want" >"$tmp/.pom.sha256"
+    rm -rf "$LIBS"
+    mv "$tmp" "$LIBS"
+}
+
+write_config() {
+    mkdir -p "$INST"
+    cat >"$INST/worker.properties" <<CFG
+# Generated by scripts/debezium.sh — overwritten on every run.
+bootstrap.servers=127.0.0.1:$KAFKA_PORT
+key.converter=org.apache.kafka.connect.json.JsonConverter
+value.converter=org.apache.kafka.connect.json.JsonConverter
+key.converter.schemas.enable=true
+value.converter.schemas.enable=true
+offset.storage.file.filename=$INST/connect.offsets
+offset.flush.interval.ms=1000
+listeners=http://127.0.0.1:$REST_PORT
+plugin.discovery=only_scan
+CFG
+    cat >"$INST/connector.properties" <<CFG
+# Generated by scripts/debezium.sh — overwritten on every run.
+name=$CONNECTOR
+connector.class=io.debezium.connector.postgresql.PostgresConnector
+tasks.max=1
+plugin.name=pgoutput
+slot.name=$SLOT
+publication.name=$PUBLICATION
+publication.autocreate.mode=filtered
+database.hostname=127.0.0.1
+database.port=$PG_PORT
+database.user=yurong
+database.password=yurong
+database.dbname=$DBNAME
+topic.prefix=$TOPIC_PREFIX
+table.include.list=public.enterprise_registration,public.abnormal_operation
+snapshot.mode=initial
+decimal.handling.mode=double
+time.precision.mode=adaptive
+tombstones.on.delete=true
+CFG
+}
+
+connector_state() {   # RUNNING / FAILED / ... of the task (empty while REST is not up)
+    curl -fsS --max-time 5 "http://127.0.0.1:$REST_PORT/connectors/$CONNECTOR/status" 2>/dev/null \
+        | python3 -c 'import json,sys
+s=json.load(sys.stdin); t=s.get("tasks") or [{}]
+print(s["connector"]["state"] if s["connector"]["state"]!="RUNNING" else t[0].get("state","NO_TASK"))' 2>/dev/null || true
+}
+
+run() {
+    local pid
+    if pid="$(running_pid)"; then
+        log "already running (pid $pid, connector $CONNECTOR, db $DBNAME)"
+        return 0
+    fi
+    install
+    write_config
+    (exec 3<>"/dev/tcp/127.0.0.1/$REST_PORT") 2>/dev/null && die "port $REST_PORT is in use (set YURONG_DEBEZIUM_REST_PORT)"
+    log "starting Kafka Connect standalone + Debezium PostgresConnector on db $DBNAME (slot $SLOT, prefix $TOPIC_PREFIX)"
+    : >>"$LOG_FILE"
+    # shellcheck disable=SC2086  # HEAP is a list of JVM options
+    setsid java $HEAP -Djava.awt.headless=true \
+        -Dlog4j2.configurationFile="$DBZ_SRC/log4j2.properties" -Dyurong.debezium.log="$LOG_FILE" \
+        -cp "$LIBS/*" org.apache.kafka.connect.cli.ConnectStandalone \
+        "$INST/worker.properties" "$INST/connector.properties" </dev/null >>"$OUT_FILE" 2>&1 &
+    echo $! >"$PID_FILE"
+    pid=$!
+    local deadline=$((SECONDS + START_TIMEOUT)) state=""
+    while ((SECONDS < deadline)); do
+        if ! pid_alive "$pid"; then
+            tail -n 40 "$OUT_FILE" "$LOG_FILE" >&2 || true
+            rm -f "$PID_FILE"
+            die "Kafka Connect exited during startup"
+        fi
+        state="$(connector_state)"
+        case "$state" in
+            RUNNING) log "up (pid $pid, REST 127.0.0.1:$REST_PORT, connector $CONNECTOR RUNNING)"; return 0 ;;
+            FAILED)
+                curl -fsS "http://127.0.0.1:$REST_PORT/connectors/$CONNECTOR/status" >&2 || true
+                stop; die "connector $CONNECTOR FAILED (log: $LOG_FILE)" ;;
+        esac
+        sleep 1
+    done
+    tail -n 40 "$LOG_FILE" >&2 || true
+    stop
+    die "connector not RUNNING after ${START_TIMEOUT}s (last state '${state}')"
+}
+
+stop() {
+    local pid
+    if ! pid="$(running_pid)"; then
+        rm -f "$PID_FILE"
+        log "not running ($NAME)"
+        return 0
+    fi
+    log "stopping (pid $pid)"
+    kill -TERM "$pid" 2>/dev/null || true
+    local i
+    for ((i = 0; i < STOP_TIMEOUT * 5; i++)); do
+        pid_alive "$pid" || { rm -f "$PID_FILE"; log "stopped"; return 0; }
+        sleep 0.2
+    done
+    log "no clean stop after ${STOP_TIMEOUT}s: killing pid $pid"
+    kill -KILL "$pid" 2>/dev/null || true
+    rm -f "$PID_FILE"
+}
+
+status() {
+    local pid
+    if pid="$(running_pid)"; then
+        echo "debezium $NAME: running (pid $pid) connector ${CONNECTOR}: $(connector_state)"
+        return 0
+    fi
+    echo "debezium $NAME: stopped"
+    return 3
+}
+
+case "${1:-}" in
+    run) run ;;
+    stop) stop ;;
+    status) status ;;
+    install) install ;;
+    *) echo "usage: $0 run|stop|status|install" >&2; exit 2 ;;
+esac
