@@ -19,6 +19,7 @@ import redis
 from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
+from streams.kafka_admin import ensure_topics
 from streams.settings import get_settings
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
@@ -130,15 +131,29 @@ def wait_for(condition: Callable[[], object], timeout: float, what: str | Callab
 
 
 class TopicReader:
-    """Reads topics from the beginning with a throwaway consumer group; keeps what it read."""
+    """Reads topics with a throwaway consumer; keeps what it read.
 
-    def __init__(self, bootstrap: str, topics: list[str]) -> None:
+    ``from_end`` (the default) starts at the topics' current end, fixed when the reader is
+    made: create the reader *before* producing what the test looks for, and it sees exactly
+    that, however much history earlier runs left on the shared topics. ``from_end=False``
+    reads everything from the beginning.
+    """
+
+    def __init__(self, bootstrap: str, topics: list[str], from_end: bool = True) -> None:
         self.consumer = Consumer({
             "bootstrap.servers": bootstrap, "group.id": f"test-reader-{uuid.uuid4().hex}",
             "auto.offset.reset": "earliest", "enable.auto.commit": False,
             "topic.metadata.refresh.interval.ms": 1000,
         })
-        self.consumer.subscribe(topics)
+        if from_end:
+            ensure_topics(bootstrap, {t: {} for t in topics})
+            md = self.consumer.list_topics(timeout=15).topics
+            self.consumer.assign([
+                TopicPartition(t, p, self.consumer.get_watermark_offsets(TopicPartition(t, p), timeout=10)[1])
+                for t in topics for p in md[t].partitions
+            ])
+        else:
+            self.consumer.subscribe(topics)
         self.messages = []
 
     def poll(self, seconds: float = 0.5) -> list:
@@ -158,8 +173,8 @@ class TopicReader:
 def topic_reader(kafka_bootstrap) -> Iterator[Callable[[list[str]], TopicReader]]:
     readers: list[TopicReader] = []
 
-    def make(topics: list[str]) -> TopicReader:
-        r = TopicReader(kafka_bootstrap, topics)
+    def make(topics: list[str], from_end: bool = True) -> TopicReader:
+        r = TopicReader(kafka_bootstrap, topics, from_end)
         readers.append(r)
         return r
 

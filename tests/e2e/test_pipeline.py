@@ -115,7 +115,7 @@ def test_rows_become_profiles_and_only_consented_banks_get_alerts(
                  60, "two alert_delivery rows")
 
         # the bad row went to the dead-letter topic with provenance, and into dlq_event
-        dlq = topic_reader(["dlq.dept.market.enterprise_registration"])
+        dlq = topic_reader(["dlq.dept.market.enterprise_registration"], from_end=False)
         def dead_letters():
             dlq.poll(0.3)
             keys = {m.key() for m in dlq.messages}
@@ -155,7 +155,7 @@ def test_rows_become_profiles_and_only_consented_banks_get_alerts(
 
         def leaks(text: str) -> list[str]:
             return [v for v in raw_numbers if v in text] + [n for n in raw_names if json.dumps(n, ensure_ascii=False) in text]
-        downstream = topic_reader(DOWNSTREAM + alert_topics)
+        downstream = topic_reader(DOWNSTREAM + alert_topics, from_end=False)
         ours = set(usccs)
 
         def scanned() -> int:
