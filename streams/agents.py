@@ -34,7 +34,17 @@ from .profile import merge_event
 from .secrets import load_pseudonymizer
 from .serde import schema_store
 from .settings import get_settings
-from .topics import alerts_topic, dept_topics, dlq_of, enterprise_events, enterprise_profiles, profiles, risk_changes
+from .topics import (
+    alerts_topic,
+    debezium_converters,
+    debezium_topics,
+    dept_topics,
+    dlq_of,
+    enterprise_events,
+    enterprise_profiles,
+    profiles,
+    risk_changes,
+)
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -82,24 +92,45 @@ async def retrying(what: str, op: Callable[[], Awaitable[T]]) -> T:
             delay = min(delay * 2, 10.0)
 
 
+async def ingest_one(msg, decode: Callable[[bytes], tuple | None]) -> None:
+    """Validate, de-identify and re-key one change record; ``decode`` turns its bytes into
+    ``(dataset, envelope)`` or None (nothing to ingest)."""
+    EVENTS_IN.labels("worker", msg.topic).inc()
+    if msg.value is None:
+        return  # tombstone after a delete: nothing to merge
+    try:
+        decoded = decode(msg.value)
+        if decoded is None:
+            return
+        ds, envelope = decoded
+        record = to_enterprise_event(ds, envelope, Provenance(msg.topic, msg.partition, msg.offset), _pseudonymizer, now_ms())
+        value = _schemas.encode("enterprise/event", record)
+    except Exception as exc:  # noqa: BLE001 — every failure of one record is dead-lettered
+        await dead_letter(msg, exc)
+        return
+    await enterprise_events.send(key=record["uscc"].encode(), value=value)
+    EVENTS_OUT.labels("worker", enterprise_events.get_topic_name()).inc()
+
+
+def _decode_dept(topic: str) -> Callable[[bytes], tuple]:
+    ds = _datasets[topic]
+    return lambda value: (ds, _schemas.decode(value, ds.schema_name)[1])
+
+
 @app.agent(dept_topics)
 async def ingest(stream):
     """dept.* → validate, de-identify, re-key by USCC → enterprise.events."""
     async for event in stream.events():
-        msg = event.message
-        EVENTS_IN.labels("worker", msg.topic).inc()
-        if msg.value is None:
-            continue  # tombstone after a delete: nothing to merge
-        try:
-            ds = _datasets[msg.topic]
-            _, envelope = _schemas.decode(msg.value, ds.schema_name)
-            record = to_enterprise_event(ds, envelope, Provenance(msg.topic, msg.partition, msg.offset), _pseudonymizer, now_ms())
-            value = _schemas.encode("enterprise/event", record)
-        except Exception as exc:  # noqa: BLE001 — every failure of one record is dead-lettered
-            await dead_letter(msg, exc)
-            continue
-        await enterprise_events.send(key=record["uscc"].encode(), value=value)
-        EVENTS_OUT.labels("worker", enterprise_events.get_topic_name()).inc()
+        await ingest_one(event.message, _decode_dept(event.message.topic))
+
+
+if debezium_topics is not None:
+
+    @app.agent(debezium_topics)
+    async def ingest_debezium(stream):
+        """A department's own Debezium connector (JSON converter) → the same path as dept.*."""
+        async for event in stream.events():
+            await ingest_one(event.message, debezium_converters[event.message.topic].envelope)
 
 
 @app.agent(enterprise_events)

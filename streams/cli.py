@@ -184,8 +184,13 @@ def worker(faust_args: tuple[str, ...]) -> None:
 
     s = get_settings()
     load_pseudonymizer(s)  # fail fast with a clear message, before Faust starts
-    ensure_topics(s.kafka.bootstrap_servers, pipeline_topics(sorted(catalogue().by_topic()), s.kafka.dept_retention_ms),
-                  partitions=s.kafka.topic_partitions, replication_factor=s.kafka.replication_factor)
+    topics = pipeline_topics(sorted(catalogue().by_topic()), s.kafka.dept_retention_ms)
+    from streams.debezium import topic_datasets
+
+    for prefix, dept_name in s.worker.debezium_prefixes.items():  # dead letters of Debezium-fed departments
+        topics.update({f"dlq.{t}": {} for t in topic_datasets(catalogue().department(dept_name), prefix)})
+    ensure_topics(s.kafka.bootstrap_servers, topics, partitions=s.kafka.topic_partitions,
+                  replication_factor=s.kafka.replication_factor)
     serve(s.metrics.worker_port, "worker", s.metrics.bind)
     (s.paths.home / "faust").mkdir(parents=True, exist_ok=True)
     from .app import app

@@ -108,6 +108,11 @@ class WorkerSettings(BaseSettings):
     app_id: str = "yurong"
     web_port: int = 6066
     store: str = "memory://"
+    debezium_prefixes: dict[str, str] = Field(
+        default_factory=dict,
+        description="Debezium topic.prefix → department, e.g. {\"debezium\": \"market\"}: ingest what a "
+                    "department's own Debezium connector writes (JSON converter) besides dept.* topics",
+    )
 
 
 class MetricsSettings(BaseSettings):

@@ -7,6 +7,8 @@ from functools import lru_cache
 from connectors.catalogue import catalogue
 
 from .app import app
+from .debezium import DebeziumConverter, topic_datasets
+from .settings import get_settings
 
 ENTERPRISE_EVENTS = "enterprise.events"
 ENTERPRISE_PROFILES = "enterprise.profiles"
@@ -19,6 +21,14 @@ def alerts_topic_name(bank_id: str) -> str:
 
 dept_topic_names = sorted(catalogue().by_topic())
 dept_topics = app.topic(*dept_topic_names)
+
+# Departments that run their own Debezium: topic → converter (empty unless configured).
+debezium_converters = {
+    topic: DebeziumConverter(catalogue().department(dept))
+    for prefix, dept in get_settings().worker.debezium_prefixes.items()
+    for topic in topic_datasets(catalogue().department(dept), prefix)
+}
+debezium_topics = app.topic(*sorted(debezium_converters)) if debezium_converters else None
 enterprise_events = app.topic(ENTERPRISE_EVENTS)
 enterprise_profiles = app.topic(ENTERPRISE_PROFILES, compacting=True)
 risk_changes = app.topic(RISK_CHANGES)
