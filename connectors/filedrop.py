@@ -53,7 +53,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from streams.errors import ValidationError
 from streams.ingest import validate_row
-from streams.kafka_admin import ensure_topics
+from streams.kafka_admin import ensure_topics, watermark_offsets
 from streams.settings import SourceSettings
 
 from .base import ChangeEvent
@@ -350,20 +350,15 @@ class FileDropSource:
         consumer = Consumer({"bootstrap.servers": self._bootstrap, "group.id": f"yurong-files-reader-{self.dept.dept}",
                              "enable.auto.commit": False, "enable.partition.eof": True})
         try:
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    low, high = consumer.get_watermark_offsets(TopicPartition(FILES_TOPIC, 0), timeout=10)
-                    break
-                except KafkaException as exc:
-                    if exc.args[0].code() != KafkaError._UNKNOWN_PARTITION or time.monotonic() > deadline:
-                        raise
-                    time.sleep(0.2)
+            low, high = watermark_offsets(consumer, TopicPartition(FILES_TOPIC, 0))
             seen: set[str] = set()
             if high <= low:
                 return seen
             consumer.assign([TopicPartition(FILES_TOPIC, 0, low)])
-            while time.monotonic() < deadline:
+            deadline = time.monotonic() + 30
+            while True:
+                if time.monotonic() > deadline:  # a partial set would process files twice
+                    raise KafkaException(f"could not read {FILES_TOPIC} to its end (offset {high}) within 30 s")
                 msg = consumer.poll(1.0)
                 if msg is None:
                     continue

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import psycopg2
 from confluent_kafka import Consumer, Producer, TopicPartition
 
+from streams.kafka_admin import watermark_offsets
 from streams.serde import SchemaStore
 from streams.settings import Settings
 
@@ -98,7 +99,7 @@ def _topic_records(consumer: Consumer, topics: list[str]) -> int:
     total = 0
     for t in topics:
         for p in (md[t].partitions if t in md else {}):
-            lo, hi = consumer.get_watermark_offsets(TopicPartition(t, p), timeout=10)
+            lo, hi = watermark_offsets(consumer, TopicPartition(t, p))
             total += hi - lo
     return total
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 
-from streams.kafka_admin import ensure_topics
+from streams.kafka_admin import ensure_topics, watermark_offsets
 from streams.serde import SchemaStore
 
 OFFSETS_TOPIC = "connect.offsets"
@@ -64,15 +64,7 @@ class OffsetStore:
 
     @staticmethod
     def _watermarks(consumer: Consumer) -> tuple[int, int]:
-        """Low/high offsets; a topic created a moment ago may need a few metadata rounds."""
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                return consumer.get_watermark_offsets(TopicPartition(OFFSETS_TOPIC, 0), timeout=10)
-            except KafkaException as exc:
-                if exc.args[0].code() != KafkaError._UNKNOWN_PARTITION or time.monotonic() > deadline:
-                    raise
-                time.sleep(0.2)
+        return watermark_offsets(consumer, TopicPartition(OFFSETS_TOPIC, 0))
 
     def save(self, record: dict[str, Any]) -> None:
         """Write and wait for Kafka's acknowledgement."""

@@ -33,11 +33,15 @@ def location_of(dept: Department, settings: Settings) -> str:
     return settings.source.dsn(dept.dept, dept.kind)
 
 
+def source_class(kind: str) -> type:
+    module_name, class_name = SOURCE_CLASSES[kind]
+    try:
+        return getattr(importlib.import_module(module_name), class_name)
+    except ModuleNotFoundError as exc:
+        raise ConfigError(f"no {kind} connector in this build ({exc})") from None
+
+
 def make_source(dept: Department, settings: Settings, offsets: OffsetStore, schemas: SchemaStore,
                 resnapshot: bool = False) -> Source:
-    module_name, class_name = SOURCE_CLASSES[dept.kind]
-    try:
-        cls = getattr(importlib.import_module(module_name), class_name)
-    except ModuleNotFoundError as exc:
-        raise ConfigError(f"department {dept.dept!r}: no {dept.kind} connector in this build ({exc})") from None
+    cls = source_class(dept.kind)
     return cls(dept, location_of(dept, settings), offsets, schemas, settings.source, resnapshot=resnapshot)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 
 from confluent_kafka import KafkaError, KafkaException
@@ -45,3 +46,25 @@ def pipeline_topics(dept_topics: list[str], retention_ms: int | None = None) -> 
     })
     topics.update({dlq_topic(t): dict(raw) if t in dept_topics else {} for t in list(topics)})
     return topics
+
+
+_RETRIABLE = {
+    KafkaError._UNKNOWN_PARTITION,
+    KafkaError.NOT_LEADER_FOR_PARTITION,
+    KafkaError.LEADER_NOT_AVAILABLE,
+    KafkaError.UNKNOWN_TOPIC_OR_PART,
+    KafkaError._TIMED_OUT,
+}
+
+
+def watermark_offsets(consumer, tp, timeout_s: float = 30.0) -> tuple[int, int]:
+    """``(low, high)`` of a partition. A topic created a moment ago needs a few metadata rounds
+    before its leader answers, so transient errors are retried until ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return consumer.get_watermark_offsets(tp, timeout=10)
+        except KafkaException as exc:
+            if exc.args[0].code() not in _RETRIABLE or time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)

@@ -19,7 +19,7 @@ import redis
 from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from streams.kafka_admin import ensure_topics
+from streams.kafka_admin import ensure_topics, watermark_offsets
 from streams.settings import get_settings
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
@@ -149,7 +149,7 @@ class TopicReader:
             ensure_topics(bootstrap, {t: {} for t in topics})
             md = self.consumer.list_topics(timeout=15).topics
             self.consumer.assign([
-                TopicPartition(t, p, self.consumer.get_watermark_offsets(TopicPartition(t, p), timeout=10)[1])
+                TopicPartition(t, p, watermark_offsets(self.consumer, TopicPartition(t, p))[1])
                 for t in topics for p in md[t].partitions
             ])
         else:
@@ -186,7 +186,7 @@ def topic_reader(kafka_bootstrap) -> Iterator[Callable[[list[str]], TopicReader]
 def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
     c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"offsets-{uuid.uuid4().hex}"})
     md = c.list_topics(topic, timeout=10).topics[topic]
-    out = {p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in md.partitions}
+    out = {p: watermark_offsets(c, TopicPartition(topic, p))[1] for p in md.partitions}
     c.close()
     return out
 

@@ -11,17 +11,55 @@ import asyncio
 import json
 import os
 import re
+import threading
 import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
 
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from connectors.catalogue import catalogue
+from connectors.base import Source
+from connectors.catalogue import Department
+from connectors.offsets import OffsetStore
+from connectors.runner import ConnectorRunner, producer_config
+from connectors.sources import source_class
 from sinks.consent import ConsentRegistry
 from streams.demo import pipeline
+from streams.kafka_admin import watermark_offsets
+from streams.serde import schema_store
+from streams.settings import SourceSettings
 from tests.conftest import free_port
+
+
+class RunningConnector:
+    """One department's connector (source + ``ConnectorRunner``) in a background thread, in
+    this process; ``stop()`` stops it cleanly, ``error`` holds what it died of."""
+
+    def __init__(self, dept: Department | str, location: str, bootstrap: str,
+                 settings: SourceSettings | None = None, resnapshot: bool = False) -> None:
+        department = catalogue().department(dept) if isinstance(dept, str) else dept
+        schemas = schema_store()
+        producer = Producer(producer_config(bootstrap))
+        self.offsets = OffsetStore(bootstrap, schemas, producer)
+        self.source: Source = source_class(department.kind)(
+            department, location, self.offsets, schemas, settings or SourceSettings(), resnapshot=resnapshot)
+        self.runner = ConnectorRunner(self.source, department, producer, schemas, bootstrap, flush_interval_s=0.1)
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            self.runner.run()
+        except BaseException as exc:  # noqa: BLE001 — reported to the test
+            self.error = exc
+
+    def stop(self) -> None:
+        self.runner.stop()
+        self.thread.join(30)
+        assert not self.thread.is_alive(), "connector did not stop"
 
 
 class PipelineDied(RuntimeError):
@@ -119,7 +157,7 @@ def commit_at_end(bootstrap: str, group: str, topics: list[str]) -> int:
             if t not in md:
                 continue
             for p in md[t].partitions:
-                lo, hi = c.get_watermark_offsets(TopicPartition(t, p), timeout=15)
+                lo, hi = watermark_offsets(c, TopicPartition(t, p))
                 skipped += hi - lo
                 offsets.append(TopicPartition(t, p, hi))
         if offsets:

@@ -27,7 +27,7 @@ from sinks.clickhouse import ClickHouseWriter, apply_schema, open_client
 from sinks.runner import SUBSCRIPTION, ClickHouseSink, consumer_config
 from streams.dlq import parse_dlq_headers
 from streams.errors import SinkError
-from streams.kafka_admin import ensure_topics
+from streams.kafka_admin import ensure_topics, watermark_offsets
 from streams.serde import schema_store
 from tests.conftest import wait_for
 
@@ -124,7 +124,7 @@ def current_ends(bootstrap: str) -> list[TopicPartition]:
         if md.error is not None or not any(p.match(t) for p in SUBSCRIBED):
             continue
         try:
-            out += [TopicPartition(t, p, c.get_watermark_offsets(TopicPartition(t, p), timeout=10)[1]) for p in md.partitions]
+            out += [TopicPartition(t, p, watermark_offsets(c, TopicPartition(t, p))[1]) for p in md.partitions]
         except KafkaException:
             continue
     c.close()

@@ -6,15 +6,9 @@ import datetime as dt
 import json
 import random
 import shutil
-import threading
 
 import pytest
-from confluent_kafka import Producer
 
-from connectors.catalogue import catalogue
-from connectors.filedrop import FileDropSource
-from connectors.offsets import OffsetStore
-from connectors.runner import ConnectorRunner, producer_config
 from connectors.simulator.file_depts import COLUMNS, FileDropSimulator, drop_file
 from connectors.simulator.identities import make_uscc, pick_district
 from connectors.simulator.market import Enterprise
@@ -23,34 +17,16 @@ from streams.errors import DecodeError
 from streams.serde import schema_store
 from streams.settings import SourceSettings
 from tests.conftest import wait_for
+from tests.harness import RunningConnector as _Running
 
 pytestmark = pytest.mark.integration
 
 TOPICS = ["dept.ip.patent", "dept.ip.trademark", "dept.ip.ip_pledge", "dlq.dept.ip.patent"]
 
 
-class RunningConnector:
+class RunningConnector(_Running):
     def __init__(self, folder, bootstrap: str) -> None:
-        schemas = schema_store()
-        dept = catalogue().department("ip")
-        producer = Producer(producer_config(bootstrap))
-        self.source = FileDropSource(dept, folder, OffsetStore(bootstrap, schemas, producer), schemas,
-                                     SourceSettings(poll_interval_s=0.2))
-        self.runner = ConnectorRunner(self.source, dept, producer, schemas, bootstrap, flush_interval_s=0.1)
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        try:
-            self.runner.run()
-        except BaseException as exc:  # noqa: BLE001 — reported to the test
-            self.error = exc
-
-    def stop(self) -> None:
-        self.runner.stop()
-        self.thread.join(30)
-        assert not self.thread.is_alive(), "connector did not stop"
+        super().__init__("ip", str(folder), bootstrap, SourceSettings(poll_interval_s=0.2))
 
 
 def ours(reader, folder_name: str) -> list[dict]:

@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import datetime as dt
 import random
-import threading
 
 import pymysql
 import pytest
 from confluent_kafka import Producer
 
 from connectors.catalogue import catalogue
-from connectors.mysql import Gtid, MySqlSource, parse_dsn
+from connectors.mysql import Gtid, parse_dsn
 from connectors.offsets import OffsetStore
-from connectors.runner import ConnectorRunner, producer_config
+from connectors.runner import producer_config
 from connectors.simulator.identities import make_uscc, pick_district
 from connectors.simulator.market import Enterprise
 from connectors.simulator.mysql_depts import DEPARTMENTS, MySqlDepartmentsSimulator
@@ -21,6 +20,7 @@ from streams.errors import DecodeError
 from streams.serde import schema_store
 from streams.settings import SourceSettings
 from tests.conftest import _unavailable, wait_for
+from tests.harness import RunningConnector as _Running
 
 pytestmark = pytest.mark.integration
 
@@ -64,30 +64,9 @@ def enterprises(n: int, seed: int = 3) -> list[Enterprise]:
     return out
 
 
-class RunningConnector:
-    """A connector runner in a background thread, stopped cleanly on ``stop()``."""
-
+class RunningConnector(_Running):
     def __init__(self, dsn: str, bootstrap: str, dept: str = "hrss", resnapshot: bool = False) -> None:
-        schemas = schema_store()
-        department = catalogue().department(dept)
-        producer = Producer(producer_config(bootstrap))
-        self.source = MySqlSource(department, dsn, OffsetStore(bootstrap, schemas, producer), schemas,
-                                  SourceSettings(), resnapshot=resnapshot)
-        self.runner = ConnectorRunner(self.source, department, producer, schemas, bootstrap, flush_interval_s=0.1)
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        try:
-            self.runner.run()
-        except BaseException as exc:  # noqa: BLE001 — reported to the test
-            self.error = exc
-
-    def stop(self) -> None:
-        self.runner.stop()
-        self.thread.join(30)
-        assert not self.thread.is_alive(), "connector did not stop"
+        super().__init__(dept, dsn, bootstrap, SourceSettings(), resnapshot)
 
 
 def ours(reader, db: str) -> list[dict]:

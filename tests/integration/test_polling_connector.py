@@ -6,17 +6,12 @@ import dataclasses
 import datetime as dt
 import json
 import random
-import threading
 
 import psycopg2
 import pytest
-from confluent_kafka import Producer
 from psycopg2 import sql
 
 from connectors.catalogue import catalogue
-from connectors.offsets import OffsetStore
-from connectors.polling import PollingSource
-from connectors.runner import ConnectorRunner, producer_config
 from connectors.simulator.identities import make_uscc, pick_district
 from connectors.simulator.market import Enterprise
 from connectors.simulator.polled_depts import DEPTS, PolledDepartmentsSimulator
@@ -24,38 +19,19 @@ from streams.errors import DecodeError
 from streams.serde import schema_store
 from streams.settings import SourceSettings
 from tests.conftest import wait_for
+from tests.harness import RunningConnector as _Running
 
 pytestmark = pytest.mark.integration
 
 TOPICS = {"gas": "dept.gas.gas_usage", "procurement": "dept.procurement.bid_award", "emergency": "dept.emergency.safety_penalty"}
 
 
-class RunningConnector:
-    """A polling connector runner in a background thread, stopped cleanly on ``stop()``."""
-
+class RunningConnector(_Running):
     def __init__(self, dept_name: str, dsn: str, bootstrap: str, chunk: int | None = None) -> None:
-        schemas = schema_store()
         dept = catalogue().department(dept_name)
         if chunk is not None:  # tiny chunks put rows of one updated_at on both sides of a chunk boundary
             dept = dataclasses.replace(dept, options={**dept.options, "chunk": str(chunk)})
-        producer = Producer(producer_config(bootstrap))
-        self.offsets = OffsetStore(bootstrap, schemas, producer)
-        self.source = PollingSource(dept, dsn, self.offsets, schemas, SourceSettings(poll_interval_s=0.2))
-        self.runner = ConnectorRunner(self.source, dept, producer, schemas, bootstrap, flush_interval_s=0.1)
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        try:
-            self.runner.run()
-        except BaseException as exc:  # noqa: BLE001 — reported to the test
-            self.error = exc
-
-    def stop(self) -> None:
-        self.runner.stop()
-        self.thread.join(30)
-        assert not self.thread.is_alive(), "connector did not stop"
+        super().__init__(dept, dsn, bootstrap, SourceSettings(poll_interval_s=0.2))
 
 
 def ours(reader, dept: str, db: str) -> list[dict]:

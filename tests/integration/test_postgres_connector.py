@@ -2,52 +2,28 @@
 
 from __future__ import annotations
 
-import threading
 
 import psycopg2
 import pytest
-from confluent_kafka import Producer
 
-from connectors.catalogue import catalogue
-from connectors.offsets import OffsetStore
 from connectors.pgoutput import parse_lsn
-from connectors.postgres import PostgresSource
-from connectors.runner import ConnectorRunner, producer_config
 from connectors.simulator.market import MarketSimulator
 from streams.errors import DecodeError, SourceError
 from streams.serde import schema_store
 from streams.settings import SourceSettings
 from tests.conftest import wait_for
+from tests.harness import RunningConnector as _Running
 
 pytestmark = pytest.mark.integration
 
 TOPICS = ["dept.market.enterprise_registration", "dept.market.abnormal_operation"]
 
 
-class RunningConnector:
-    """A connector runner in a background thread, stopped cleanly on ``stop()``."""
+class RunningConnector(_Running):
+    """The market department's PostgreSQL connector, with a short keepalive interval."""
 
     def __init__(self, dsn: str, bootstrap: str, resnapshot: bool = False) -> None:
-        schemas = schema_store()
-        dept = catalogue().department("market")
-        producer = Producer(producer_config(bootstrap))
-        self.source = PostgresSource(dept, dsn, OffsetStore(bootstrap, schemas, producer), schemas,
-                                     SourceSettings(status_interval_s=1.0), resnapshot=resnapshot)
-        self.runner = ConnectorRunner(self.source, dept, producer, schemas, bootstrap, flush_interval_s=0.1)
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        try:
-            self.runner.run()
-        except BaseException as exc:  # noqa: BLE001 — reported to the test
-            self.error = exc
-
-    def stop(self) -> None:
-        self.runner.stop()
-        self.thread.join(30)
-        assert not self.thread.is_alive(), "connector did not stop"
+        super().__init__("market", dsn, bootstrap, SourceSettings(status_interval_s=1.0), resnapshot)
 
 
 def ours(reader, db: str) -> list[dict]:

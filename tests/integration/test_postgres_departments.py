@@ -8,17 +8,12 @@ from __future__ import annotations
 
 import datetime as dt
 import random
-import threading
 import time
 
 import psycopg2
 import pytest
-from confluent_kafka import Producer
 
 from connectors.catalogue import catalogue
-from connectors.offsets import OffsetStore
-from connectors.postgres import PostgresSource
-from connectors.runner import ConnectorRunner, producer_config
 from connectors.simulator.identities import make_uscc, pick_district
 from connectors.simulator.market import Enterprise
 from connectors.simulator.postgres_depts import PostgresDepartmentsSimulator, Rates
@@ -28,36 +23,16 @@ from streams.masking import Pseudonymizer, find_pii
 from streams.serde import schema_store
 from streams.settings import SourceSettings
 from tests.conftest import TEST_KEY, drop_database, wait_for
+from tests.harness import RunningConnector as _Running
 
 pytestmark = pytest.mark.integration
 
 TODAY = dt.date(2026, 3, 10)
 
 
-class RunningConnector:
-    """A connector runner for one department in a background thread."""
-
+class RunningConnector(_Running):
     def __init__(self, dept_name: str, dsn: str, bootstrap: str) -> None:
-        schemas = schema_store()
-        dept = catalogue().department(dept_name)
-        producer = Producer(producer_config(bootstrap))
-        self.source = PostgresSource(dept, dsn, OffsetStore(bootstrap, schemas, producer), schemas,
-                                     SourceSettings(status_interval_s=1.0))
-        self.runner = ConnectorRunner(self.source, dept, producer, schemas, bootstrap, flush_interval_s=0.1)
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        try:
-            self.runner.run()
-        except BaseException as exc:  # noqa: BLE001 — reported to the test
-            self.error = exc
-
-    def stop(self) -> None:
-        self.runner.stop()
-        self.thread.join(30)
-        assert not self.thread.is_alive(), "connector did not stop"
+        super().__init__(dept_name, dsn, bootstrap, SourceSettings(status_interval_s=1.0))
 
 
 def ours(reader, dept: str, db: str) -> list[tuple[object, dict]]:
