@@ -441,6 +441,7 @@ class MySqlSource:
             now_ms = int(time.time() * 1000)
             for table, ds in self._by_table.items():
                 with conn.cursor(pymysql.cursors.SSCursor) as cur:  # unbuffered: rows stream in chunks
+                    # MySQL has no identifier parameters; the table name comes from the mapping and is quoted.
                     cur.execute(f"SELECT * FROM `{table.replace('`', '``')}`")
                     cols = [d[0] for d in cur.description]
                     while True:
