@@ -13,6 +13,7 @@ import signal
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import psycopg2
 from confluent_kafka import Consumer, Producer, TopicPartition
@@ -117,6 +118,15 @@ def _slot_lag(dsn: str, dept: str) -> str:
     return f"{row[0]}{'' if row[1] else ' (slot idle)'}" if row else "no slot"
 
 
+def _drop_folder_state(folder: Path) -> str:
+    """``<done> done, <waiting> waiting, <rejected> rejected`` files of a drop folder."""
+    def count(path: Path) -> int:
+        return sum(1 for f in path.glob("*") if f.is_file() and not f.name.endswith((".manifest.json", ".error.json")))
+    if not folder.is_dir():
+        return "no folder"
+    return f"{count(folder / 'done')} done, {count(folder)} waiting, {count(folder / 'rejected')} rejected"
+
+
 def fleet_status(catalogue: Catalogue, settings: Settings, schemas: SchemaStore, sample_s: float = 2.0) -> list[SourceStatus]:
     """Position, lag and throughput of every department's source."""
     bootstrap = settings.kafka.bootstrap_servers
@@ -138,10 +148,12 @@ def fleet_status(catalogue: Catalogue, settings: Settings, schemas: SchemaStore,
             key = mine[-1][1] if mine else "-"
         rec = offsets.get(key, {})
         lag = _slot_lag(location, d.dept) if d.kind == "postgres" else "-"
+        snapshot = "done" if rec.get("snapshot_completed") else ("running" if rec else "not started")
+        position = rec.get("position", "") or "-"
+        if d.kind == "file":  # file drops keep their state in the folder and on connect.files
+            key, snapshot, position, lag = location, "-", _drop_folder_state(Path(location)), "-"
         out.append(SourceStatus(
-            dept=d.dept, kind=d.kind, source=key,
-            snapshot="done" if rec.get("snapshot_completed") else ("running" if rec else "not started"),
-            position=rec.get("position", "") or "-",
+            dept=d.dept, kind=d.kind, source=key, snapshot=snapshot, position=position,
             acknowledged=time.strftime("%H:%M:%S", time.localtime(rec["ts_ms"] / 1000)) if rec else "-",
             lag=lag, records=after[d.dept], per_second=(after[d.dept] - before[d.dept]) / sample_s,
         ))

@@ -166,7 +166,7 @@ def _connect_status() -> None:
     rows = fleet_status(catalogue(), get_settings(), schema_store())
     t = Table("dept", "kind", "source", "snapshot", "position", "acknowledged", "lag", "records", "events/s")
     for r in rows:
-        t.add_row(r.dept, r.kind, r.source, r.snapshot, r.position[:28], r.acknowledged, r.lag, str(r.records), f"{r.per_second:.1f}")
+        t.add_row(r.dept, r.kind, r.source, r.snapshot, r.position[:36], r.acknowledged, r.lag, str(r.records), f"{r.per_second:.1f}")
     console.print(t)
 
 
