@@ -396,6 +396,21 @@ class MySqlSource:
         self._snapshot_marked = True
         self._save(force=True)
 
+    def lag_transactions(self) -> int | None:
+        """Binlog transactions of the server written after the acknowledged GTID (the binlog is
+        server-wide, so other databases' transactions count: the connector reads through them)."""
+        try:
+            conn = pymysql.connect(**{**self._conn, "connect_timeout": 3})
+            try:
+                with conn.cursor() as cur:
+                    cur.execute("SELECT @@GLOBAL.gtid_binlog_pos")
+                    server = GtidState(cur.fetchone()[0] or "")
+            finally:
+                conn.close()
+        except pymysql.Error:
+            return None
+        return max(0, server.seq - self._acked_seq)
+
     def stop(self) -> None:
         if self._thread is not None:
             self._thread.stopping.set()

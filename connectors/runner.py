@@ -18,7 +18,14 @@ from collections import Counter
 
 from confluent_kafka import KafkaException, Producer
 
-from monitoring.metrics import CONNECTOR_FLUSHED_LSN, CONNECTOR_LAG_BYTES, CONNECTOR_SNAPSHOT_ROWS, DLQ, EVENTS_OUT
+from monitoring.metrics import (
+    CONNECTOR_FLUSHED_LSN,
+    CONNECTOR_LAG_BYTES,
+    CONNECTOR_LAG_TRANSACTIONS,
+    CONNECTOR_SNAPSHOT_ROWS,
+    DLQ,
+    EVENTS_OUT,
+)
 from streams.dlq import dlq_headers, dlq_topic
 from streams.kafka_admin import ensure_topics
 from streams.serde import SchemaStore
@@ -133,9 +140,7 @@ class ConnectorRunner:
                     pending_position = 0
                     last_flush = now
                 if now - last_lag > 10:
-                    lag = getattr(self.source, "slot_lag_bytes", lambda: None)()
-                    if lag is not None:
-                        CONNECTOR_LAG_BYTES.labels(self.source.name).set(lag)
+                    self._export_lag()
                     last_lag = now
                 if on_progress:
                     on_progress(self)
@@ -144,6 +149,13 @@ class ConnectorRunner:
             self.flush_and_acknowledge(pending_position)
         finally:
             self.source.stop()
+
+    def _export_lag(self) -> None:
+        """Sources that can tell how far behind they are (PostgreSQL slot, MariaDB GTID)."""
+        for method, gauge in (("slot_lag_bytes", CONNECTOR_LAG_BYTES), ("lag_transactions", CONNECTOR_LAG_TRANSACTIONS)):
+            lag = getattr(self.source, method, lambda: None)()
+            if lag is not None:
+                gauge.labels(self.source.name).set(lag)
 
     def stop(self, *_args) -> None:
         self.stopping.set()

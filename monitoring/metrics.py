@@ -28,6 +28,8 @@ ALERTS = Counter("yurong_alerts_total", "Alerts published per bank", ["bank_id",
 ALERTS_BLOCKED = Counter("yurong_alerts_blocked_total", "Risk changes with no consented recipient", ["category"])
 CONNECTOR_FLUSHED_LSN = Gauge("yurong_connector_flushed_position", "Source position acknowledged to the source", ["source"])
 CONNECTOR_LAG_BYTES = Gauge("yurong_connector_slot_lag_bytes", "WAL retained by the replication slot", ["source"])
+CONNECTOR_LAG_TRANSACTIONS = Gauge("yurong_connector_lag_transactions",
+                                   "Binlog transactions after the acknowledged GTID (MariaDB/MySQL sources)", ["source"])
 CONNECTOR_SNAPSHOT_ROWS = Counter("yurong_connector_snapshot_rows_total", "Rows read by initial snapshots", ["source", "table"])
 
 

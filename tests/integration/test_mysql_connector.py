@@ -176,6 +176,8 @@ def test_restart_resumes_from_the_saved_gtid_without_resnapshot(mysql_depts, kaf
     first.stop()
     assert first.error is None
 
+    # what the lag gauge reports: the binlog transactions after the acknowledged GTID
+    behind_before = first.source.lag_transactions()
     # 25 committed changes while the connector is down, one transaction each
     for i, e in enumerate(ents):
         for period in ("2025-12", "2026-01", "2026-02", "2026-03"):
@@ -196,6 +198,8 @@ def test_restart_resumes_from_the_saved_gtid_without_resnapshot(mysql_depts, kaf
         positions = [e["source"]["position"] for e in streamed()]
         assert len(positions) == len(set(positions)) == expected, "no change lost, none twice after a clean stop"
         assert sum(1 for e in streamed() if e["op"] == "c") == 5
+        assert first.source.lag_transactions() >= behind_before + 25, "the 25 changes counted as lag of the old position"
+        wait_for(lambda: second.source.lag_transactions() < 25, 30, "the new position's lag to shrink")
     finally:
         second.stop()
     assert second.error is None
