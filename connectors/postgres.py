@@ -12,15 +12,32 @@ Lifecycle:
 3. Stream from the slot. Changes are buffered per transaction and returned at its Commit; the
    commit's end LSN is acknowledged (``send_feedback(flush_lsn=...)``) only after the runner
    saw Kafka acknowledge every event up to it. A restart resumes at ``confirmed_flush_lsn``.
+4. Incremental snapshots on demand (DBLog watermarks, like Debezium's): the signal table
+   (option ``signal_table``, default ``public.yurong_signal``; ``""`` disables it) is created if
+   missing and added to the publication; its rows are never emitted. A row
+   ``INSERT INTO yurong_signal (id, type, data) VALUES ('<any id>', 'execute-snapshot',
+   '{"tables": ["public.enterprise_registration"]}')`` seen in the stream queues those tables.
+   While streaming, ``poll`` alternates: one chunk (``incremental_chunk`` rows, default 1000,
+   ``WHERE key > last ORDER BY key LIMIT n``) between a low and a high watermark row written to
+   the signal table, then the stream. Between the two watermarks in the stream, every streamed
+   change to a key of the chunk drops that key from the chunk (the streamed event is newer); at the
+   high watermark the rest of the chunk is emitted as ``op = 'r'`` with ``source.snapshot =
+   'true'`` (as Debezium's ``incremental`` maps in ``streams.debezium``), ``ack_position = 0`` and
+   the low watermark's LSN as position/seq — so a snapshot row never overwrites a newer change.
+   Progress is held in memory only: a restart forgets an unfinished incremental snapshot (insert
+   the signal again). Caveat: a transaction open across a whole chunk window whose changes have
+   WAL positions before the low watermark gets a lower ``seq`` than the snapshot row of its key.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import re
 import select
 import time
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -78,6 +95,15 @@ class PostgresSource:
         self._returned = 0  # highest ack position handed out
         self._acked = 0
         self._last_feedback = 0.0
+        # incremental snapshots (see the module doc)
+        signal = dept.options.get("signal_table", "public.yurong_signal")
+        self._signal_table = (signal if "." in signal else f"public.{signal}") if signal else ""
+        self._inc_chunk = int(dept.options.get("incremental_chunk", 1000))
+        self._inc_queue: list[str] = []  # tables still to snapshot incrementally, the first in progress
+        self._inc_last: tuple | None = None  # last key read of the table in progress
+        self._window: dict[str, Any] | None = None  # the chunk between its watermarks
+        self._ready: list[ChangeEvent] = []  # chunk rows to hand out at the high watermark's commit
+        self._sig_conn = None
 
     # --- Source interface ----------------------------------------------------------------------
 
@@ -118,6 +144,8 @@ class PostgresSource:
                 return chunk
             self._finish_snapshot()
             return []
+        if self._inc_queue and self._window is None:
+            self._read_incremental_chunk()
         return self._poll_stream(timeout)
 
     def acknowledge(self, position: int) -> None:
@@ -131,6 +159,9 @@ class PostgresSource:
         return self._snapshot_done
 
     def stop(self) -> None:
+        if self._sig_conn is not None:
+            self._sig_conn.close()
+            self._sig_conn = None
         if self._repl_conn is not None:
             self._repl_conn.close()
             self._repl_conn = None
@@ -150,6 +181,10 @@ class PostgresSource:
     # --- setup -----------------------------------------------------------------------------------
 
     def _ensure_publication(self, cur) -> None:
+        if self._signal_table:
+            cur.execute(sql.SQL(
+                "CREATE TABLE IF NOT EXISTS {} (id text PRIMARY KEY, type text NOT NULL, data jsonb,"
+                " created_at timestamptz DEFAULT now())").format(_table_ident(self._signal_table)))
         for table in self._by_table:
             cur.execute("SELECT relreplident FROM pg_class WHERE oid = %s::regclass", (table,))
             if cur.fetchone()[0] != "f":
@@ -158,9 +193,18 @@ class PostgresSource:
                 cur.execute(sql.SQL("ALTER TABLE {} REPLICA IDENTITY FULL").format(_table_ident(table)))
         cur.execute("SELECT 1 FROM pg_publication WHERE pubname = %s", (self._publication,))
         if cur.fetchone() is None:
-            tables = sql.SQL(", ").join(_table_ident(t) for t in self._by_table)
+            published = [*self._by_table, *([self._signal_table] if self._signal_table else [])]
+            tables = sql.SQL(", ").join(_table_ident(t) for t in published)
             cur.execute(sql.SQL("CREATE PUBLICATION {} FOR TABLE {}").format(sql.Identifier(self._publication), tables))
             log.info("%s: created publication %s", self.name, self._publication)
+        elif self._signal_table:
+            schema, _, name = self._signal_table.rpartition(".")
+            cur.execute("SELECT 1 FROM pg_publication_tables WHERE pubname = %s AND schemaname = %s AND tablename = %s",
+                        (self._publication, schema, name))
+            if cur.fetchone() is None:
+                cur.execute(sql.SQL("ALTER PUBLICATION {} ADD TABLE {}").format(
+                    sql.Identifier(self._publication), _table_ident(self._signal_table)))
+                log.info("%s: added signal table %s to publication %s", self.name, self._signal_table, self._publication)
 
     def _create_slot_and_plan_snapshot(self) -> None:
         # CREATE_REPLICATION_SLOT ... LOGICAL pgoutput exports a snapshot by default; it stays
@@ -230,7 +274,7 @@ class PostgresSource:
         while True:
             msg = self._cur.read_message()
             if msg is None:
-                if out:
+                if out or (self._inc_queue and self._window is None):
                     return out
                 self._idle_feedback()
                 remaining = deadline - time.monotonic()
@@ -263,16 +307,31 @@ class PostgresSource:
             rel = self._relations[parsed.relid]
             ds = self._by_table.get(rel.qualified)
             if ds is not None:
-                self._txn.append(self._change_event(ds, parsed, msg.data_start))
+                event = self._change_event(ds, parsed, msg.data_start)
+                self._txn.append(event)
+                w = self._window
+                if w is not None and w["open"] and w["ds"] is ds:
+                    # a streamed change inside the window is newer than the chunk's copy of the row
+                    w["rows"].pop(event.key, None)
+                    if event.before is not None:
+                        w["rows"].pop("|".join(str(event.before.get(k)) for k in ds.key), None)
+            elif self._signal_table and rel.qualified == self._signal_table and parsed.op == "c":
+                self._on_signal(parsed.new or {}, msg.data_start)
         elif isinstance(parsed, Truncate):
             names = [self._relations[r].qualified for r in parsed.relids if r in self._relations]
             log.warning("%s: TRUNCATE of %s is not propagated as row deletes", self.name, names)
         elif isinstance(parsed, Commit):
             events, self._txn, self._begin = self._txn, [], None
+            ready, self._ready = self._ready, []
             if events:
                 events = [self._with_ack(e, parsed.end_lsn) for e in events]
                 self._returned = parsed.end_lsn
-                return events
+                return events + ready
+            if ready:
+                # chunk rows carry nothing to acknowledge (ack_position 0)
+                if self._acked >= self._returned:
+                    self._acked = self._returned = parsed.end_lsn
+                return ready
             # a transaction without our tables: nothing to wait for
             if self._acked >= self._returned:
                 self._acked = self._returned = parsed.end_lsn
@@ -286,6 +345,85 @@ class PostgresSource:
             new = {**{k: v for k, v in old.items() if v is not UNCHANGED_TOAST}, **new}
         return self._event(ds, ch.op, old, new, format_lsn(lsn), lsn, begin.commit_ts_ms if begin else 0, "false",
                            begin.xid if begin else None, ack=0)
+
+    # --- incremental snapshots -------------------------------------------------------------------
+
+    def _on_signal(self, row: dict[str, Any], lsn: int) -> None:
+        kind, sig_id = row.get("type"), row.get("id")
+        w = self._window
+        if w is not None and sig_id == w["low"]:
+            w["open"], w["seq"] = True, lsn
+        elif w is not None and sig_id == w["high"] and w["open"]:
+            self._close_window()
+        elif kind == "execute-snapshot":
+            try:
+                data = json.loads(row.get("data") or "{}")
+                requested = data.get("tables") or data.get("data-collections") or []
+            except (ValueError, AttributeError):
+                log.warning("%s: signal %s: data is not a JSON object with 'tables'", self.name, sig_id)
+                return
+            for t in requested:
+                table = t if "." in t else f"public.{t}"
+                if table not in self._by_table:
+                    log.warning("%s: signal %s: %s is not a catalogue table of %s", self.name, sig_id, t, self.dept.dept)
+                elif table not in self._inc_queue:
+                    self._inc_queue.append(table)
+                    log.info("%s: signal %s: incremental snapshot of %s queued", self.name, sig_id, table)
+
+    def _signal_conn(self):
+        if self._sig_conn is None or self._sig_conn.closed:
+            self._sig_conn = psycopg2.connect(self._dsn)
+            self._sig_conn.autocommit = True
+        return self._sig_conn
+
+    def _watermark(self, cur, kind: str, table: str) -> str:
+        wid = f"{kind}-{uuid.uuid4().hex}"
+        cur.execute(sql.SQL("INSERT INTO {} (id, type, data) VALUES (%s, %s, %s)").format(_table_ident(self._signal_table)),
+                    (wid, kind, json.dumps({"table": table})))
+        return wid
+
+    def _read_incremental_chunk(self) -> None:
+        """Low watermark, one chunk of the table in progress, high watermark (each committed on its own)."""
+        table = self._inc_queue[0]
+        ds = self._by_table[table]
+        keys = [sql.Identifier(k) for k in ds.key]
+        key_list = sql.SQL(", ").join(keys)
+        query = sql.SQL("SELECT * FROM {} ").format(_table_ident(table))
+        params: list[Any] = []
+        if self._inc_last is not None:
+            query += sql.SQL("WHERE ({}) > ({}) ").format(key_list, sql.SQL(", ").join(sql.Placeholder() * len(keys)))
+            params.extend(self._inc_last)
+        query += sql.SQL("ORDER BY {} LIMIT {}").format(key_list, sql.Literal(self._inc_chunk))
+        conn = self._signal_conn()
+        with conn.cursor() as cur:
+            low = self._watermark(cur, "snapshot-window-open", table)
+            cur.execute(query, params)
+            cols = [d.name for d in cur.description]
+            rows = [dict(zip(cols, r)) for r in cur.fetchall()]
+            high = self._watermark(cur, "snapshot-window-close", table)
+        if rows:
+            self._inc_last = tuple(rows[-1][k] for k in ds.key)
+        now_ms = int(time.time() * 1000)
+        events = (self._event(ds, "r", None, row, "", 0, now_ms, "true", None, ack=0) for row in rows)
+        # key → snapshot event; position and seq are the low watermark's, set when the stream reaches it
+        self._window = {"ds": ds, "low": low, "high": high, "open": False, "seq": 0,
+                        "rows": {e.key: e for e in events}, "read": len(rows), "last_chunk": len(rows) < self._inc_chunk}
+
+    def _close_window(self) -> None:
+        w, self._window = self._window, None
+        ds, seq = w["ds"], w["seq"]
+        position = format_lsn(seq)
+        log.info("%s: incremental chunk of %s: %d rows read, %d superseded by streamed changes", self.name, ds.table,
+                 w["read"], w["read"] - len(w["rows"]))
+        self._ready.extend(dataclasses.replace(e, source={**e.source, "position": position, "seq": seq})
+                           for e in w["rows"].values())
+        with self._signal_conn().cursor() as cur:
+            cur.execute(sql.SQL("DELETE FROM {} WHERE id IN (%s, %s)").format(_table_ident(self._signal_table)),
+                        (w["low"], w["high"]))
+        if w["last_chunk"]:
+            log.info("%s: incremental snapshot of %s complete", self.name, ds.table)
+            self._inc_queue.pop(0)
+            self._inc_last = None
 
     @staticmethod
     def _with_ack(e: ChangeEvent, end_lsn: int) -> ChangeEvent:
