@@ -70,6 +70,7 @@ class MarketSimulator:
     enterprises: list[Enterprise] = field(default_factory=list)
 
     def __post_init__(self) -> None:
+        self._issued: set[str] = set()
         self.rng = random.Random(self.seed)
         self.fake = Faker("zh_CN")
         self.fake.seed_instance(self.seed)
@@ -109,7 +110,7 @@ class MarketSimulator:
             for start in range(0, n, batch):
                 rows, listings = [], []
                 for _ in range(min(batch, n - start)):
-                    e = Enterprise(make_uscc(self.rng, pick_district(self.rng)), "", False)
+                    e = Enterprise(self._new_uscc(), "", False)
                     e.district = e.uscc[2:8]
                     e.distressed = self.rng.random() < self.distress_share
                     self.enterprises.append(e)
@@ -131,6 +132,17 @@ class MarketSimulator:
                     progress(len(rows))
         conn.close()
         return created
+
+    def _new_uscc(self) -> str:
+        """A USCC no enterprise of this population has (random codes collide about once in
+        20,000 at a million enterprises)."""
+        if len(self._issued) < len(self.enterprises):
+            self._issued = {e.uscc for e in self.enterprises}
+        while True:
+            code = make_uscc(self.rng, pick_district(self.rng))
+            if code not in self._issued:
+                self._issued.add(code)
+                return code
 
     def _listing_row(self, uscc: str, listed: dt.date) -> tuple:
         reason = self.rng.choices(ABNORMAL_REASONS, weights=_REASON_WEIGHTS)[0]
@@ -201,7 +213,7 @@ class MarketSimulator:
         return "legal_rep_change"
 
     def _insert_new(self, cur) -> tuple[str]:
-        e = Enterprise(make_uscc(self.rng, pick_district(self.rng)), "", self.rng.random() < self.distress_share)
+        e = Enterprise(self._new_uscc(), "", self.rng.random() < self.distress_share)
         e.district = e.uscc[2:8]
         self.enterprises.append(e)
         cur.execute(
