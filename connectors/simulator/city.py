@@ -13,6 +13,10 @@ import logging
 from collections.abc import Callable
 from typing import Protocol
 
+import psycopg2
+import psycopg2.extensions
+from psycopg2 import sql
+
 from streams.settings import Settings
 
 from .market import Enterprise, MarketSimulator
@@ -23,6 +27,20 @@ log = logging.getLogger(__name__)
 class DepartmentSimulator(Protocol):
     def seed(self, enterprises: list[Enterprise], today: dt.date | None = None): ...
     def step(self, n: int, today: dt.date | None = None): ...
+
+
+def _create_postgres_database(dsn: str) -> None:
+    """CREATE DATABASE for ``dsn``'s database unless it exists (through the ``postgres`` database)."""
+    name = psycopg2.extensions.parse_dsn(dsn)["dbname"]
+    admin = psycopg2.connect(psycopg2.extensions.make_dsn(dsn, dbname="postgres"))
+    admin.autocommit = True
+    try:
+        with admin.cursor() as cur:
+            cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
+            if cur.fetchone() is None:
+                cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    finally:
+        admin.close()
 
 
 class CitySimulator:
@@ -36,18 +54,29 @@ class CitySimulator:
         self.market = MarketSimulator(src.dsn("market", "postgres"), seed=seed, distress_share=distress_share)
         self.groups: dict[str, DepartmentSimulator] = {}
         pg_template = src.postgres_template.get_secret_value()
+
+        def databases(depts, kind: str) -> dict[str, str]:
+            """The database each department's connector will read (settings decide, not the simulator)."""
+            return {d: src.dsn(d, kind).rsplit("/", 1)[1].split("?")[0] for d in depts}
+
         if "postgres" in kinds:
+            from .postgres_depts import DEPARTMENTS as PG_DEPTS
             from .postgres_depts import PostgresDepartmentsSimulator
 
-            self.groups["postgres"] = PostgresDepartmentsSimulator(pg_template, seed=seed)
+            self.groups["postgres"] = PostgresDepartmentsSimulator(pg_template, seed=seed,
+                                                                   databases=databases(PG_DEPTS, "postgres"))
         if "mysql" in kinds:
+            from .mysql_depts import DEPARTMENTS as MYSQL_DEPTS
             from .mysql_depts import MySqlDepartmentsSimulator
 
-            self.groups["mysql"] = MySqlDepartmentsSimulator(src.mysql_template.get_secret_value(), seed=seed)
+            self.groups["mysql"] = MySqlDepartmentsSimulator(src.mysql_template.get_secret_value(), seed=seed,
+                                                             databases=databases(MYSQL_DEPTS, "mysql"))
         if "polling" in kinds:
+            from .polled_depts import DEPTS as POLLED_DEPTS
             from .polled_depts import PolledDepartmentsSimulator
 
-            self.groups["polling"] = PolledDepartmentsSimulator(pg_template, seed=seed)
+            self.groups["polling"] = PolledDepartmentsSimulator(pg_template, seed=seed,
+                                                                databases=databases(POLLED_DEPTS, "polling"))
         if "file" in kinds:
             from .file_depts import FileDropSimulator
 
@@ -55,6 +84,7 @@ class CitySimulator:
 
     def create(self) -> None:
         """Create every department database and table that is missing."""
+        _create_postgres_database(self.market.dsn)
         self.market.create_schema()
         for name, group in self.groups.items():
             create = getattr(group, "create", None) or getattr(group, "create_databases", None)

@@ -707,8 +707,9 @@ class PostgresDepartmentsSimulator:
     """
 
     def __init__(self, dsn_template: str, seed: int = 2019, rates: Rates | None = None,
-                 departments: Iterable[str] = DEPARTMENTS) -> None:
+                 departments: Iterable[str] = DEPARTMENTS, databases: dict[str, str] | None = None) -> None:
         self.dsn_template = dsn_template
+        self.databases = databases or {}  # dept → database name; default: the department's name
         self.departments = tuple(departments)
         unknown = [d for d in self.departments if d not in DDL]
         if unknown:
@@ -716,7 +717,7 @@ class PostgresDepartmentsSimulator:
         self.rows = RowGenerator(seed, rates)
 
     def dsn(self, dept: str) -> str:
-        return self.dsn_template.format(db=dept)
+        return self.dsn_template.format(db=self.databases.get(dept, dept))
 
     def database(self, dept: str) -> str:
         return parse_dsn(self.dsn(dept))["dbname"]
