@@ -9,7 +9,6 @@ polled databases and file drops — and then keeps changing them. Deterministic 
 from __future__ import annotations
 
 import datetime as dt
-import logging
 from collections.abc import Callable
 from typing import Protocol
 
@@ -20,9 +19,6 @@ from psycopg2 import sql
 from streams.settings import Settings
 
 from .market import Enterprise, MarketSimulator
-
-log = logging.getLogger(__name__)
-
 
 class DepartmentSimulator(Protocol):
     def seed(self, enterprises: list[Enterprise], today: dt.date | None = None): ...
@@ -86,7 +82,7 @@ class CitySimulator:
         """Create every department database and table that is missing."""
         _create_postgres_database(self.market.dsn)
         self.market.create_schema()
-        for name, group in self.groups.items():
+        for group in self.groups.values():
             create = getattr(group, "create", None) or getattr(group, "create_databases", None)
             if create is not None:
                 create()
