@@ -2,10 +2,18 @@
 # scripts/test.sh — the README's test command: install, start the local stack, run every test
 # (unit, integration against the real Kafka/PostgreSQL/Redis/chDB, e2e). Extra arguments go
 # to pytest, e.g. `scripts/test.sh tests/unit -x`.
+#
+# The tests get a stack of their own (.yurong-test/, ports 2xxxx), so their records never land in
+# the topics and tables that `make demo` and a developer's pipeline use.
 set -euo pipefail
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$REPO_ROOT"
 bash scripts/bootstrap.sh
+export YURONG_HOME="${YURONG_TEST_HOME:-$REPO_ROOT/.yurong-test}"
+export YURONG_KAFKA_PORT="${YURONG_TEST_KAFKA_PORT:-29092}" YURONG_KAFKA_CONTROLLER_PORT="${YURONG_TEST_KAFKA_CONTROLLER_PORT:-29093}"
+export YURONG_PG_PORT="${YURONG_TEST_PG_PORT:-25432}" YURONG_REDIS_PORT="${YURONG_TEST_REDIS_PORT:-26379}"
+export YURONG_MYSQL_PORT="${YURONG_TEST_MYSQL_PORT:-23306}"
 bash scripts/stack.sh up
+eval "$(bash scripts/stack.sh env)"
 export CI="${CI:-}"
 exec .venv/bin/python -m pytest "${@:-tests}"
