@@ -47,7 +47,7 @@ def test_every_dataset_reaches_kafka_from_its_kind_of_source(pg_admin_dsn, kafka
     thread = threading.Thread(target=fleet.run, daemon=True)
     try:
         city.create()
-        usccs = city.seed(60)
+        usccs = city.seed(200)
         # a small city may have no abnormal-operation listing yet (2 % of enterprises): add one
         with psycopg2.connect(dsns["market"]) as pg, pg.cursor() as cur:
             cur.execute("INSERT INTO abnormal_operation (uscc, reason_code, listed_date) VALUES (%s, 'unreachable_address', CURRENT_DATE)",
