@@ -137,7 +137,8 @@ def test_kill_mid_stream_then_restart_loses_no_committed_change(market_db, kafka
             wait_for(lambda: reader.poll(0.2) is not None and len(keys_of_db(reader, db, LISTINGS)) > len(committed) // 2, 60,
                      "some streamed changes")
             conn.kill9()
-            time.sleep(0.3)  # changes committed while the connector is down  # noqa: fixed pause is the scenario
+            down_at = len(committed)
+            wait_for(lambda: len(committed) >= down_at + 20, 30, "changes committed while the connector is down")
             conn.start()
         stop_writing.set()
         t.join(10)
