@@ -93,10 +93,10 @@ class SourceSettings(BaseSettings):
 
     def dsn(self, dept: str, kind: str) -> str:
         """The connection string of department ``dept`` whose source kind is ``kind``."""
+        if dept in self.dsns:  # the explicit per-department map wins over the market shortcut
+            return self.dsns[dept].get_secret_value()
         if dept == "market" and self.market_dsn is not None:
             return self.market_dsn.get_secret_value()
-        if dept in self.dsns:
-            return self.dsns[dept].get_secret_value()
         template = self.mysql_template if kind == "mysql" else self.postgres_template
         return template.get_secret_value().format(db=dept)
 

@@ -30,7 +30,6 @@ def test_every_dataset_reaches_kafka_from_its_kind_of_source(pg_admin_dsn, kafka
     dsns = {d.dept: base.dsn(d.dept, d.kind).rsplit("/", 1)[0] + f"/{d.dept}_c{unique}"
             for d in cat.departments.values() if d.kind != "file"}
     monkeypatch.setenv("YURONG_SOURCE_DSNS", json.dumps(dsns))
-    monkeypatch.delenv("YURONG_SOURCE_MARKET_DSN", raising=False)  # the shortcut would win for market
     monkeypatch.setenv("YURONG_SOURCE_DROP_DIR", str(tmp_path / "drops"))
     monkeypatch.setenv("YURONG_SOURCE_POLL_INTERVAL_S", "0.3")
     monkeypatch.setenv("YURONG_KAFKA_BOOTSTRAP_SERVERS", kafka_bootstrap)
