@@ -9,6 +9,12 @@ The runner (``connectors.runner``) drives a ``Source``:
    ``ack_position`` is ≤ ``position``: only then may the source forget them (PostgreSQL:
    flush LSN feedback to the slot).
 4. ``stop()`` once, also after errors.
+
+Optional methods the runner uses when a source has them: ``position()`` (text for heartbeats
+and status), ``snapshot_progress()`` ((rows sent, rows in all or -1) while a snapshot runs, else
+None), ``flushed()`` (everything ``poll`` returned so far is in Kafka: checkpoint what the
+position alone cannot say, e.g. incremental-snapshot progress), ``slot_lag_bytes()`` and
+``lag_transactions()`` (lag metrics).
 """
 
 from __future__ import annotations

@@ -18,16 +18,26 @@ from pathlib import Path
 import psycopg2
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from streams.kafka_admin import watermark_offsets
+from streams.kafka_admin import read_compacted, watermark_offsets
 from streams.serde import SchemaStore
 from streams.settings import Settings
 
 from .catalogue import Catalogue, Department
 from .offsets import OffsetStore
-from .runner import ConnectorRunner, producer_config
+from .runner import HEARTBEAT_SCHEMA, HEARTBEATS_TOPIC, ConnectorRunner, producer_config
 from .sources import location_of, make_source
 
 log = logging.getLogger(__name__)
+
+
+def build_runner(dept: Department, settings: Settings, schemas: SchemaStore, resnapshot: bool = False) -> ConnectorRunner:
+    """The runner of one department as the settings describe it (its own producer and offsets)."""
+    s = settings
+    producer = Producer(producer_config(s.kafka.bootstrap_servers))
+    source = make_source(dept, s, OffsetStore(s.kafka.bootstrap_servers, schemas, producer), schemas, resnapshot)
+    return ConnectorRunner(source, dept, producer, schemas, s.kafka.bootstrap_servers,
+                           flush_interval_s=s.source.flush_interval_s, retention_ms=s.kafka.dept_retention_ms,
+                           partitions=s.kafka.topic_partitions, heartbeat_interval_s=s.source.heartbeat_interval_s)
 
 
 class Fleet:
@@ -38,19 +48,11 @@ class Fleet:
         self.stopping = threading.Event()
         self.runners: dict[str, ConnectorRunner] = {}
 
-    def _runner(self, dept: Department) -> ConnectorRunner:
-        s = self.settings
-        producer = Producer(producer_config(s.kafka.bootstrap_servers))
-        source = make_source(dept, s, OffsetStore(s.kafka.bootstrap_servers, self.schemas, producer), self.schemas)
-        return ConnectorRunner(source, dept, producer, self.schemas, s.kafka.bootstrap_servers,
-                               flush_interval_s=s.source.flush_interval_s, retention_ms=s.kafka.dept_retention_ms,
-                               partitions=s.kafka.topic_partitions)
-
     def _supervise(self, dept: Department) -> None:
         delay = 1.0
         while not self.stopping.is_set():
             try:
-                runner = self.runners[dept.dept] = self._runner(dept)
+                runner = self.runners[dept.dept] = build_runner(dept, self.settings, self.schemas)
                 if self.stopping.is_set():
                     return
                 runner.run()
@@ -93,6 +95,7 @@ class SourceStatus:
     lag: str
     records: int
     per_second: float
+    heartbeat: str = "-"  # age of the source's last heartbeat
 
 
 def _topic_records(consumer: Consumer, topics: list[str]) -> int:
@@ -127,10 +130,21 @@ def _drop_folder_state(folder: Path) -> str:
     return f"{count(folder / 'done')} done, {count(folder)} waiting, {count(folder / 'rejected')} rejected"
 
 
+def _snapshot_state(offset: dict, beat: dict | None) -> str:
+    """``done``, ``not started`` or ``running`` with the heartbeat's progress, e.g. ``running 35% (35,000/100,000)``."""
+    if beat and beat["snapshotting"]:
+        rows, total = beat["snapshot_rows"], beat["snapshot_total"]
+        return f"running {100 * rows / total:.0f}% ({rows:,}/{total:,})" if total > 0 else f"running ({rows:,} rows)"
+    if offset.get("snapshot_completed") or beat:
+        return "done"
+    return "running" if offset else "not started"
+
+
 def fleet_status(catalogue: Catalogue, settings: Settings, schemas: SchemaStore, sample_s: float = 2.0) -> list[SourceStatus]:
     """Position, lag and throughput of every department's source."""
     bootstrap = settings.kafka.bootstrap_servers
     offsets = OffsetStore(bootstrap, schemas, Producer({"bootstrap.servers": bootstrap})).load_all()
+    beats = read_compacted(bootstrap, HEARTBEATS_TOPIC, lambda value: schemas.decode(value, HEARTBEAT_SCHEMA)[1])
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "yurong-connect-status"})
     try:
         topics = {d.dept: [ds.topic for ds in d.datasets.values()] for d in catalogue.departments.values()}
@@ -147,14 +161,16 @@ def fleet_status(catalogue: Catalogue, settings: Settings, schemas: SchemaStore,
             mine = sorted((v["ts_ms"], k) for k, v in offsets.items() if k.split("@")[0] == d.dept)
             key = mine[-1][1] if mine else "-"
         rec = offsets.get(key, {})
+        beat = beats.get(key)
         lag = _slot_lag(location, d.dept) if d.kind == "postgres" else "-"
-        snapshot = "done" if rec.get("snapshot_completed") else ("running" if rec else "not started")
-        position = rec.get("position", "") or "-"
+        snapshot = _snapshot_state(rec, beat)
+        position = (beat or {}).get("position") or rec.get("position", "") or "-"
         if d.kind == "file":  # file drops keep their state in the folder and on connect.files
             key, snapshot, position, lag = location, "-", _drop_folder_state(Path(location)), "-"
         out.append(SourceStatus(
             dept=d.dept, kind=d.kind, source=key, snapshot=snapshot, position=position,
             acknowledged=time.strftime("%H:%M:%S", time.localtime(rec["ts_ms"] / 1000)) if rec else "-",
             lag=lag, records=after[d.dept], per_second=(after[d.dept] - before[d.dept]) / sample_s,
+            heartbeat=f"{max(0, time.time() - beat['ts_ms'] / 1000):.0f}s ago" if beat else "-",
         ))
     return out

@@ -10,9 +10,9 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka import KafkaException, Producer
 
-from streams.kafka_admin import ensure_topics, watermark_offsets
+from streams.kafka_admin import ensure_topics, read_compacted
 from streams.serde import SchemaStore
 
 OFFSETS_TOPIC = "connect.offsets"
@@ -32,39 +32,7 @@ class OffsetStore:
 
     def load_all(self) -> dict[str, dict[str, Any]]:
         """Latest offset record of every source, read to the end of the topic."""
-        consumer = Consumer({
-            "bootstrap.servers": self._bootstrap,
-            "group.id": "yurong-offsets-reader",
-            "enable.auto.commit": False,
-        })
-        latest: dict[str, dict[str, Any]] = {}
-        try:
-            low, high = self._watermarks(consumer)
-            if high <= low:
-                return latest
-            consumer.assign([TopicPartition(OFFSETS_TOPIC, 0, low)])
-            deadline = time.monotonic() + 30
-            while True:
-                if time.monotonic() > deadline:
-                    raise KafkaException(f"could not read {OFFSETS_TOPIC} to its end (offset {high}) within 30 s")
-                msg = consumer.poll(1.0)
-                if msg is None:
-                    continue
-                if msg.error():
-                    raise KafkaException(msg.error())
-                key = msg.key().decode()
-                if msg.value():
-                    latest[key] = self._schemas.decode(msg.value(), SCHEMA)[1]
-                else:
-                    latest.pop(key, None)
-                if msg.offset() >= high - 1:
-                    return latest
-        finally:
-            consumer.close()
-
-    @staticmethod
-    def _watermarks(consumer: Consumer) -> tuple[int, int]:
-        return watermark_offsets(consumer, TopicPartition(OFFSETS_TOPIC, 0))
+        return read_compacted(self._bootstrap, OFFSETS_TOPIC, lambda value: self._schemas.decode(value, SCHEMA)[1])
 
     def save(self, record: dict[str, Any]) -> None:
         """Write and wait for Kafka's acknowledgement."""

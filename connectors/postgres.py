@@ -24,8 +24,10 @@ Lifecycle:
    high watermark the rest of the chunk is emitted as ``op = 'r'`` with ``source.snapshot =
    'true'`` (as Debezium's ``incremental`` maps in ``streams.debezium``), ``ack_position = 0`` and
    the low watermark's LSN as position/seq — so a snapshot row never overwrites a newer change.
-   Progress is held in memory only: a restart forgets an unfinished incremental snapshot (insert
-   the signal again). Caveat: a transaction open across a whole chunk window whose changes have
+   Progress survives restarts: the queue is saved to ``connect.offsets`` when a signal is seen,
+   and the last key of each chunk once the runner saw Kafka acknowledge the chunk (``flushed``);
+   a restarted connector goes on after that key (a chunk in flight at a crash is read again —
+   at least once). Watermark rows of a dead window are deleted at start. Caveat: a transaction open across a whole chunk window whose changes have
    WAL positions before the low watermark gets a lower ``seq`` than the snapshot row of its key.
 """
 
@@ -88,6 +90,8 @@ class PostgresSource:
         self._snapshot_iter: Iterator[list[ChangeEvent]] | None = None
         self._snapshot_seq = 0
         self._snapshot_done = False
+        self._snapshot_sent = 0  # rows of the initial snapshot handed out
+        self._snapshot_total = -1  # rows in the exported snapshot, counted inside it
         self._streaming = False
         self._txn: list[ChangeEvent] = []
         self._begin: Begin | None = None
@@ -103,6 +107,11 @@ class PostgresSource:
         self._inc_last: tuple | None = None  # last key read of the table in progress
         self._window: dict[str, Any] | None = None  # the chunk between its watermarks
         self._ready: list[ChangeEvent] = []  # chunk rows to hand out at the high watermark's commit
+        self._inc_rows = self._inc_total = 0  # progress of the table in progress (rows sent, rows at its start)
+        # checkpoints of the queue and last key: after a closed window, once handed out, once saved
+        self._inc_closed: dict | None | bool = False  # False: no window closed since the last commit
+        self._inc_returned: dict | None = None
+        self._inc_saved: dict | None = None
         self._sig_conn = None
 
     # --- Source interface ----------------------------------------------------------------------
@@ -122,6 +131,7 @@ class PostgresSource:
         if slot and saved and saved.get("slot") == self._slot and saved.get("snapshot_completed"):
             log.info("%s: resuming slot %s at %s", self.name, self._slot, slot[0])
             self._snapshot_done = True
+            self._restore_incremental(saved.get("incremental"))
             self._start_streaming()
             return
         if slot:
@@ -158,6 +168,24 @@ class PostgresSource:
     def snapshot_completed(self) -> bool:
         return self._snapshot_done
 
+    def position(self) -> str:
+        """The LSN last acknowledged (streaming) or the snapshot's consistent point."""
+        return format_lsn(self._acked if self._streaming else self._snapshot_seq)
+
+    def snapshot_progress(self) -> tuple[int, int] | None:
+        """Initial snapshot: rows sent of those in the exported snapshot. Incremental: rows sent
+        of the table in progress, of those it had when its first chunk was read."""
+        if not self._snapshot_done:
+            return self._snapshot_sent, self._snapshot_total
+        if self._inc_queue:
+            return self._inc_rows, self._inc_total
+        return None
+
+    def flushed(self) -> None:
+        """Everything handed out is in Kafka: save incremental-snapshot progress if it moved."""
+        if self._inc_returned != self._inc_saved:
+            self._save_offset(self._inc_returned)
+
     def stop(self) -> None:
         if self._sig_conn is not None:
             self._sig_conn.close()
@@ -185,6 +213,9 @@ class PostgresSource:
             cur.execute(sql.SQL(
                 "CREATE TABLE IF NOT EXISTS {} (id text PRIMARY KEY, type text NOT NULL, data jsonb,"
                 " created_at timestamptz DEFAULT now())").format(_table_ident(self._signal_table)))
+            # watermarks of a window a killed connector left open: nobody waits for them any more
+            cur.execute(sql.SQL("DELETE FROM {} WHERE type IN ('snapshot-window-open', 'snapshot-window-close')")
+                        .format(_table_ident(self._signal_table)))
         for table in self._by_table:
             cur.execute("SELECT relreplident FROM pg_class WHERE oid = %s::regclass", (table,))
             if cur.fetchone()[0] != "f":
@@ -223,6 +254,11 @@ class PostgresSource:
             conn.set_session(isolation_level="REPEATABLE READ", readonly=True)
             with conn.cursor() as cur:
                 cur.execute("SET TRANSACTION SNAPSHOT %s", (snapshot_name,))
+                total = 0
+                for table in self._by_table:  # exact, and consistent with what is about to be read
+                    cur.execute(sql.SQL("SELECT count(*) FROM {}").format(_table_ident(table)))
+                    total += cur.fetchone()[0]
+                self._snapshot_total = total
                 now_ms = int(time.time() * 1000)
                 for table, ds in self._by_table.items():
                     with conn.cursor(name=f"snap_{ds.name}") as named:
@@ -235,6 +271,7 @@ class PostgresSource:
                                 cols = [d.name for d in named.description]
                             if not rows:
                                 break
+                            self._snapshot_sent += len(rows)
                             yield [
                                 self._event(ds, "r", None, dict(zip(cols, row)), consistent_point, self._snapshot_seq,
                                             now_ms, "true", None, ack=0)
@@ -253,8 +290,14 @@ class PostgresSource:
 
     def mark_snapshot_completed(self) -> None:
         """Record in ``connect.offsets`` that the snapshot is fully in Kafka (runner calls it after a flush)."""
+        self._save_offset(None)
+
+    def _save_offset(self, incremental: dict | None) -> None:
+        """The completed-snapshot record, with the incremental snapshot still to do (if any)."""
         self._offsets.save({"source": self.name, "slot": self._slot, "snapshot_seq": self._snapshot_seq,
-                            "snapshot_completed": True, "position": format_lsn(self._snapshot_seq), "seq": self._snapshot_seq})
+                            "snapshot_completed": True, "position": format_lsn(self._snapshot_seq), "seq": self._snapshot_seq,
+                            "incremental": incremental})
+        self._inc_saved = incremental
 
     def _start_streaming(self) -> None:
         self._cur.start_replication(
@@ -323,6 +366,8 @@ class PostgresSource:
         elif isinstance(parsed, Commit):
             events, self._txn, self._begin = self._txn, [], None
             ready, self._ready = self._ready, []
+            if self._inc_closed is not False:  # this commit hands out a closed window's rows: checkpoint after them
+                self._inc_returned, self._inc_closed = self._inc_closed, False
             if events:
                 events = [self._with_ack(e, parsed.end_lsn) for e in events]
                 self._returned = parsed.end_lsn
@@ -369,6 +414,25 @@ class PostgresSource:
                 elif table not in self._inc_queue:
                     self._inc_queue.append(table)
                     log.info("%s: signal %s: incremental snapshot of %s queued", self.name, sig_id, table)
+            # saved now, before the slot can be confirmed past the signal row
+            self._inc_returned = self._inc_state()
+            self._save_offset(self._inc_returned)
+
+    def _inc_state(self) -> dict | None:
+        """The incremental snapshot still to do, as saved in ``connect.offsets``."""
+        if not self._inc_queue:
+            return None
+        last = json.dumps(list(self._inc_last), default=str, ensure_ascii=False) if self._inc_last is not None else None
+        return {"tables": list(self._inc_queue), "last_key": last}
+
+    def _restore_incremental(self, saved: dict | None) -> None:
+        if not saved:
+            return
+        self._inc_queue = [t for t in saved["tables"] if t in self._by_table]
+        self._inc_last = tuple(json.loads(saved["last_key"])) if saved.get("last_key") and self._inc_queue else None
+        self._inc_returned = self._inc_saved = saved
+        if self._inc_queue:
+            log.info("%s: resuming the incremental snapshot of %s after key %s", self.name, self._inc_queue, self._inc_last)
 
     def _signal_conn(self):
         if self._sig_conn is None or self._sig_conn.closed:
@@ -386,6 +450,12 @@ class PostgresSource:
         """Low watermark, one chunk of the table in progress, high watermark (each committed on its own)."""
         table = self._inc_queue[0]
         ds = self._by_table[table]
+        if self._inc_last is None or not self._inc_total:  # a table starts (or resumes): how many rows it has
+            with self._signal_conn().cursor() as cur:
+                cur.execute(sql.SQL("SELECT count(*) FROM {}").format(_table_ident(table)))
+                self._inc_total = cur.fetchone()[0]
+            if self._inc_last is None:
+                self._inc_rows = 0
         keys = [sql.Identifier(k) for k in ds.key]
         key_list = sql.SQL(", ").join(keys)
         query = sql.SQL("SELECT * FROM {} ").format(_table_ident(table))
@@ -420,10 +490,13 @@ class PostgresSource:
         with self._signal_conn().cursor() as cur:
             cur.execute(sql.SQL("DELETE FROM {} WHERE id IN (%s, %s)").format(_table_ident(self._signal_table)),
                         (w["low"], w["high"]))
+        self._inc_rows += w["read"]
         if w["last_chunk"]:
             log.info("%s: incremental snapshot of %s complete", self.name, ds.table)
             self._inc_queue.pop(0)
             self._inc_last = None
+            self._inc_total = 0
+        self._inc_closed = self._inc_state()
 
     @staticmethod
     def _with_ack(e: ChangeEvent, end_lsn: int) -> ChangeEvent:

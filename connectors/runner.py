@@ -5,6 +5,14 @@ with every message delivered, so a crash between produce and acknowledge re-read
 A delete is followed by a tombstone (key, null value), as Debezium does, so compacted copies
 of a ``dept.*`` topic forget the row. Rows the connector cannot convert go to ``dlq.<topic>``
 with their provenance and the stream goes on.
+
+Heartbeats (like Debezium's ``heartbeat.interval.ms``): every ``heartbeat_interval_s`` the runner
+writes the source's position, lag and snapshot progress to the compacted ``connect.heartbeats``
+(key = source name), whether or not anything changed, and logs snapshot progress. Operators see
+a live but idle source apart from a dead one (``yurong connect status``, the
+``yurong_connector_heartbeat_timestamp_seconds`` gauge and its Prometheus rule). Keeping an idle
+PostgreSQL slot from retaining WAL is the source's part: it confirms the server's WAL end when
+it has nothing unacknowledged (``PostgresSource._idle_feedback``).
 """
 
 from __future__ import annotations
@@ -20,8 +28,10 @@ from confluent_kafka import KafkaException, Producer
 
 from monitoring.metrics import (
     CONNECTOR_FLUSHED_LSN,
+    CONNECTOR_HEARTBEAT,
     CONNECTOR_LAG_BYTES,
     CONNECTOR_LAG_TRANSACTIONS,
+    CONNECTOR_SNAPSHOT_PROGRESS,
     CONNECTOR_SNAPSHOT_ROWS,
     DLQ,
     EVENTS_OUT,
@@ -34,6 +44,9 @@ from .base import ChangeEvent, Source
 from .catalogue import Department
 
 log = logging.getLogger(__name__)
+
+HEARTBEATS_TOPIC = "connect.heartbeats"
+HEARTBEAT_SCHEMA = "connect/heartbeat"
 
 
 def producer_config(bootstrap: str) -> dict:
@@ -60,6 +73,7 @@ class ConnectorRunner:
         flush_interval_s: float = 0.2,
         retention_ms: int | None = None,
         partitions: int = 4,
+        heartbeat_interval_s: float = 5.0,
     ) -> None:
         self.source = source
         self.dept = dept
@@ -68,11 +82,16 @@ class ConnectorRunner:
         self.flush_interval_s = flush_interval_s
         self.stopping = threading.Event()
         self.counts: Counter[str] = Counter()
+        self.heartbeat_interval_s = heartbeat_interval_s  # 0: no heartbeats
+        self._snapshot_rows = 0  # rows of the initial snapshot sent (op r before snapshot_completed)
+        self._lag: int | None = None
         self._errors: list[str] = []
         cfg = {"retention.ms": str(retention_ms)} if retention_ms else {}
         topics = {ds.topic: cfg for ds in dept.datasets.values()}
         topics.update({dlq_topic(t): cfg for t in list(topics)})
         ensure_topics(bootstrap, topics, partitions=partitions)
+        if heartbeat_interval_s:
+            ensure_topics(bootstrap, {HEARTBEATS_TOPIC: {"cleanup.policy": "compact"}}, partitions=1)
 
     def _on_delivery(self, err, msg) -> None:
         if err is not None:
@@ -95,6 +114,7 @@ class ConnectorRunner:
         EVENTS_OUT.labels("connector", topic).inc()
         if e.op == "r":
             CONNECTOR_SNAPSHOT_ROWS.labels(self.source.name, e.dataset.name).inc()
+            self._snapshot_rows += 1
         self.counts[e.dataset.name] += 1
 
     def _send(self, topic: str, key: bytes, value: bytes | None, headers) -> None:
@@ -113,13 +133,16 @@ class ConnectorRunner:
         if position:
             self.source.acknowledge(position)
             CONNECTOR_FLUSHED_LSN.labels(self.source.name).set(position)
+        flushed = getattr(self.source, "flushed", None)  # optional: sources that checkpoint more than a position
+        if flushed is not None:
+            flushed()
 
     def run(self, max_seconds: float | None = None, on_progress=None) -> None:
         """Run until ``stop()``/SIGTERM (or ``max_seconds``)."""
         self.source.start()
         started = time.monotonic()
         last_flush = time.monotonic()
-        last_lag = 0.0
+        last_lag = last_heartbeat = 0.0
         pending_position = 0
         was_snapshotting = not self.source.snapshot_completed()
         try:
@@ -142,6 +165,9 @@ class ConnectorRunner:
                 if now - last_lag > 10:
                     self._export_lag()
                     last_lag = now
+                if self.heartbeat_interval_s and now - last_heartbeat >= self.heartbeat_interval_s:
+                    self.heartbeat()
+                    last_heartbeat = now
                 if on_progress:
                     on_progress(self)
                 if max_seconds is not None and now - started > max_seconds:
@@ -156,6 +182,36 @@ class ConnectorRunner:
             lag = getattr(self.source, method, lambda: None)()
             if lag is not None:
                 gauge.labels(self.source.name).set(lag)
+                self._lag = lag
+
+    def snapshot_progress(self) -> tuple[int, int] | None:
+        """(rows sent, rows in all; -1 unknown) of the running snapshot, None when none runs.
+
+        A source that knows more (PostgreSQL counts its tables inside the exported snapshot and
+        tracks incremental snapshots) answers through its own ``snapshot_progress``."""
+        own = getattr(self.source, "snapshot_progress", None)
+        if own is not None:
+            return own()
+        return None if self.source.snapshot_completed() else (self._snapshot_rows, -1)
+
+    def heartbeat(self) -> None:
+        """Write position, lag and snapshot progress to ``connect.heartbeats`` (delivered with
+        the next flush or in the background; a heartbeat needs no acknowledgement)."""
+        name = self.source.name
+        progress = self.snapshot_progress()
+        rows, total = progress or (0, -1)
+        record = {
+            "source": name, "dept": self.dept.dept, "kind": self.dept.kind,
+            "position": str(getattr(self.source, "position", lambda: "")()),
+            "snapshotting": progress is not None, "snapshot_rows": rows, "snapshot_total": total,
+            "events": sum(self.counts.values()), "lag": self._lag, "ts_ms": int(time.time() * 1000),
+        }
+        self._send(HEARTBEATS_TOPIC, name.encode(), self.schemas.encode(HEARTBEAT_SCHEMA, record), None)
+        CONNECTOR_HEARTBEAT.labels(name).set(record["ts_ms"] / 1000)
+        CONNECTOR_SNAPSHOT_PROGRESS.labels(name).set(rows / total if progress and total > 0 else float(progress is None))
+        if progress is not None:
+            share = f" ({100 * rows / total:.0f}%)" if total > 0 else ""
+            log.info("%s: snapshot %s/%s rows%s", name, f"{rows:,}", f"{total:,}" if total >= 0 else "?", share)
 
     def stop(self, *_args) -> None:
         self.stopping.set()

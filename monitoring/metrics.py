@@ -31,6 +31,10 @@ CONNECTOR_LAG_BYTES = Gauge("yurong_connector_slot_lag_bytes", "WAL retained by 
 CONNECTOR_LAG_TRANSACTIONS = Gauge("yurong_connector_lag_transactions",
                                    "Binlog transactions after the acknowledged GTID (MariaDB/MySQL sources)", ["source"])
 CONNECTOR_SNAPSHOT_ROWS = Counter("yurong_connector_snapshot_rows_total", "Rows read by initial snapshots", ["source", "table"])
+CONNECTOR_HEARTBEAT = Gauge("yurong_connector_heartbeat_timestamp_seconds",
+                            "When the connector last wrote its heartbeat to connect.heartbeats (unix time)", ["source"])
+CONNECTOR_SNAPSHOT_PROGRESS = Gauge("yurong_connector_snapshot_progress_ratio",
+                                    "Share of the running snapshot already sent (0..1; 1 when none runs)", ["source"])
 
 
 def serve(port: int, component: str, addr: str = "127.0.0.1") -> None:

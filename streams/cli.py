@@ -141,19 +141,9 @@ def connect(dept: str | None, all_: bool, resnapshot: bool, log_level: str) -> N
         fleet.install_signal_handlers()
         fleet.run()
         return
-    from confluent_kafka import Producer
+    from connectors.fleet import build_runner
 
-    from connectors.offsets import OffsetStore
-    from connectors.runner import ConnectorRunner, producer_config
-    from connectors.sources import make_source
-
-    department = catalogue().department(dept)
-    schemas = schema_store()
-    producer = Producer(producer_config(s.kafka.bootstrap_servers))
-    source = make_source(department, s, OffsetStore(s.kafka.bootstrap_servers, schemas, producer), schemas, resnapshot)
-    runner = ConnectorRunner(source, department, producer, schemas, s.kafka.bootstrap_servers,
-                             flush_interval_s=s.source.flush_interval_s, retention_ms=s.kafka.dept_retention_ms,
-                             partitions=s.kafka.topic_partitions)
+    runner = build_runner(catalogue().department(dept), s, schema_store(), resnapshot)
     runner.install_signal_handlers()
     runner.run()
 
@@ -164,9 +154,10 @@ def _connect_status() -> None:
     from streams.serde import schema_store
 
     rows = fleet_status(catalogue(), get_settings(), schema_store())
-    t = Table("dept", "kind", "source", "snapshot", "position", "acknowledged", "lag", "records", "events/s")
+    t = Table("dept", "kind", "source", "snapshot", "position", "acknowledged", "heartbeat", "lag", "records", "events/s")
     for r in rows:
-        t.add_row(r.dept, r.kind, r.source, r.snapshot, r.position[:36], r.acknowledged, r.lag, str(r.records), f"{r.per_second:.1f}")
+        t.add_row(r.dept, r.kind, r.source, r.snapshot, r.position[:36], r.acknowledged, r.heartbeat, r.lag, str(r.records),
+                  f"{r.per_second:.1f}")
     console.print(t)
 
 

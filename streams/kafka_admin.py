@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
-from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 
@@ -68,3 +69,35 @@ def watermark_offsets(consumer, tp, timeout_s: float = 30.0) -> tuple[int, int]:
             if exc.args[0].code() not in _RETRIABLE or time.monotonic() > deadline:
                 raise
             time.sleep(0.2)
+
+
+def read_compacted(bootstrap: str, topic: str, decode: Callable[[bytes], Any], timeout_s: float = 30.0) -> dict[str, Any]:
+    """Latest decoded value per key of a one-partition compacted topic, read to its end
+    (a tombstone forgets the key). A missing or empty topic gives ``{}``."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"yurong-read-{topic}", "enable.auto.commit": False})
+    latest: dict[str, Any] = {}
+    try:
+        if topic not in consumer.list_topics(timeout=15).topics:
+            return latest
+        low, high = watermark_offsets(consumer, TopicPartition(topic, 0))
+        if high <= low:
+            return latest
+        consumer.assign([TopicPartition(topic, 0, low)])
+        deadline = time.monotonic() + timeout_s
+        while True:
+            if time.monotonic() > deadline:
+                raise KafkaException(f"could not read {topic} to its end (offset {high}) within {timeout_s:.0f} s")
+            msg = consumer.poll(1.0)
+            if msg is None:
+                continue
+            if msg.error():
+                raise KafkaException(msg.error())
+            key = msg.key().decode()
+            if msg.value():
+                latest[key] = decode(msg.value())
+            else:
+                latest.pop(key, None)
+            if msg.offset() >= high - 1:
+                return latest
+    finally:
+        consumer.close()

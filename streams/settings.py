@@ -90,6 +90,8 @@ class SourceSettings(BaseSettings):
     flush_interval_s: float = Field(default=0.2, gt=0, description="how often the connector waits for Kafka acks and then acknowledges the LSN")
     status_interval_s: float = Field(default=10.0, gt=0, description="standby status (keepalive) interval towards PostgreSQL")
     poll_interval_s: float = Field(default=2.0, gt=0, description="how often polling and file-drop sources look for news")
+    heartbeat_interval_s: float = Field(default=5.0, ge=0, description="how often a connector writes position, lag and "
+                                        "snapshot progress to connect.heartbeats, even when idle (0: never)")
 
     def dsn(self, dept: str, kind: str) -> str:
         """The connection string of department ``dept`` whose source kind is ``kind``."""

@@ -159,3 +159,58 @@ def test_incremental_snapshot_while_streaming_keeps_the_newest_state(department_
     finally:
         conn.stop()
     assert conn.error is None
+
+
+def test_incremental_snapshot_goes_on_after_a_restart(department_db, kafka_bootstrap, topic_reader):
+    """Stopped halfway, the connector saved the last key in Kafka; restarted, it reads on from
+    there (not from the first row) and ends with every row snapshotted."""
+    dsn = department_db
+    db = dsn.rsplit("/", 1)[1]
+    sim = MarketSimulator(dsn, seed=29)
+    sim.create_schema()
+    usccs = sim.seed_enterprises(ROWS)
+    reader = topic_reader([REG])
+
+    first = RunningConnector(dsn, kafka_bootstrap)
+    try:
+        wait_for(lambda: reader.poll() is not None and first.source.snapshot_completed()
+                 and len(registrations(reader, db)) >= ROWS, 90, "the initial snapshot")
+        initial = len(registrations(reader, db))
+        # stop the runner from inside after four chunks, as a restart would interrupt it
+        source, read_chunk, chunks = first.source, first.source._read_incremental_chunk, []
+
+        def read_then_stop_after_four() -> None:
+            if len(chunks) == 4:
+                first.runner.stop()
+                return
+            chunks.append(1)
+            read_chunk()
+        source._read_incremental_chunk = read_then_stop_after_four
+        with psycopg2.connect(dsn) as pg, pg.cursor() as cur:
+            cur.execute("INSERT INTO yurong_signal (id, type, data) VALUES ('sig-r', 'execute-snapshot', %s)",
+                        (json.dumps({"tables": ["enterprise_registration"]}),))
+        first.thread.join(60)
+    finally:
+        first.stop()
+    assert first.error is None
+    saved = first.offsets.load(first.source.name)["incremental"]
+    assert saved["tables"] == ["public.enterprise_registration"]
+    resume_after = json.loads(saved["last_key"])[0]
+    reader.poll(1.0)
+    before_restart = {e["after"]["uscc"] for e in registrations(reader, db)[initial:] if e["op"] == "r"}
+    assert len(before_restart) == 4 * CHUNK and max(before_restart) == resume_after
+
+    second = RunningConnector(dsn, kafka_bootstrap)
+    try:
+        wait_for(lambda: reader.poll() is not None and second.source.snapshot_completed()
+                 and not second.source._inc_queue and second.source._window is None, 90,
+                 "the rest of the incremental snapshot")
+        reader.poll(1.0)
+    finally:
+        second.stop()
+    assert second.error is None
+    after_restart = [e["after"]["uscc"] for e in registrations(reader, db)[initial:] if e["op"] == "r"][len(before_restart):]
+    assert min(after_restart) > resume_after, "the restarted connector went on after the saved key"
+    assert len(after_restart) == len(set(after_restart)) == ROWS - 4 * CHUNK
+    assert before_restart | set(after_restart) == set(usccs)
+    assert second.offsets.load(second.source.name)["incremental"] is None, "a finished snapshot leaves nothing to resume"

@@ -192,9 +192,14 @@ RECORDS = {
                    "tx_id": None},
         "op": "c", "ts_ms": 1_709_294_400_500,
     },
+    "connect/heartbeat": {
+        "source": "market@market", "dept": "market", "kind": "postgres", "position": "0/16B3748", "snapshotting": True,
+        "snapshot_rows": 35_000, "snapshot_total": 100_000, "events": 35_012, "lag": 1_048_576, "ts_ms": 1_709_294_400_000,
+    },
     "connect/source_offset": {
         "source": "market", "slot": "yurong_market", "snapshot_seq": 5, "snapshot_completed": True,
         "position": "0/5", "seq": 5, "ts_ms": 1_709_294_400_000,
+        "incremental": {"tables": ["public.tax_filing", "public.tax_arrears"], "last_key": '["91500000MA5U7XXXXX", "2024-02"]'},
     },
     "dept/market/enterprise_registration": {
         "before": None, "after": REGISTRATION_ROW, "source": SOURCE, "op": "c", "ts_ms": 1_709_294_400_500,
