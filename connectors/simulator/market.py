@@ -2,7 +2,8 @@
 
 Tables mirror ``connectors/mappings/market.toml``. A configurable share of enterprises is on a
 distress path: listed in the register of abnormal operations (经营异常名录), then suspended,
-then revoked (吊销) — the changes that should raise alerts.
+then revoked (吊销) — the changes that should raise alerts. Shareholders pledge equity (股权出质)
+to banks: a few percent of enterprises at any time, more often on the distress path.
 """
 
 from __future__ import annotations
@@ -44,9 +45,28 @@ CREATE TABLE IF NOT EXISTS abnormal_operation (
     updated_at      timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX IF NOT EXISTS abnormal_operation_uscc ON abnormal_operation (uscc);
+CREATE TABLE IF NOT EXISTS equity_pledge (
+    id                  bigserial PRIMARY KEY,
+    uscc                char(18) NOT NULL,
+    registration_no     text NOT NULL,
+    pledgor_type        text NOT NULL,
+    pledgor_name        text,
+    pledgor_id_number   char(18),
+    pledgee             text NOT NULL,
+    pledged_amount      numeric(14, 2),
+    registration_date   date NOT NULL,
+    status              text NOT NULL DEFAULT 'valid',
+    cancelled_date      date,
+    updated_at          timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX IF NOT EXISTS equity_pledge_uscc ON equity_pledge (uscc);
 ALTER TABLE enterprise_registration REPLICA IDENTITY FULL;
 ALTER TABLE abnormal_operation REPLICA IDENTITY FULL;
+ALTER TABLE equity_pledge REPLICA IDENTITY FULL;
 """
+
+PLEDGEES = ("重庆银行", "重庆农村商业银行", "中国工商银行重庆市分行", "中国建设银行重庆市分行", "招商银行重庆分行",
+            "重庆三峡银行", "重庆兴农融资担保集团")
 
 ABNORMAL_REASONS = ("annual_report_missing", "unreachable_address", "false_information", "public_info_missing")
 _REASON_WEIGHTS = (6, 3, 1, 1)
@@ -108,7 +128,7 @@ class MarketSimulator:
         created = []
         with self.connect() as conn, conn.cursor() as cur:
             for start in range(0, n, batch):
-                rows, listings = [], []
+                rows, listings, pledges = [], [], []
                 for _ in range(min(batch, n - start)):
                     e = Enterprise(self._new_uscc(), "", False)
                     e.district = e.uscc[2:8]
@@ -118,6 +138,8 @@ class MarketSimulator:
                     rows.append(self._registration_row(e))
                     if not e.distressed and self.rng.random() < 0.02:
                         listings.append(self._listing_row(e.uscc, dt.date(2025, 6, 30) - dt.timedelta(days=self.rng.randint(0, 700))))
+                    if self.rng.random() < (0.15 if e.distressed else 0.04):
+                        pledges.append(self._pledge_row(e, dt.date(2025, 6, 30) - dt.timedelta(days=self.rng.randint(0, 900))))
                 psycopg2.extras.execute_values(
                     cur,
                     "INSERT INTO enterprise_registration (uscc, name, legal_rep_name, legal_rep_id_number, legal_rep_phone,"
@@ -127,6 +149,8 @@ class MarketSimulator:
                 )
                 if listings:
                     self._insert_listings(cur, listings)
+                if pledges:
+                    self._insert_pledges(cur, pledges)
                 conn.commit()
                 if progress:
                     progress(len(rows))
@@ -152,6 +176,25 @@ class MarketSimulator:
     def _insert_listings(cur, rows: list[tuple]) -> None:
         psycopg2.extras.execute_values(
             cur, "INSERT INTO abnormal_operation (uscc, reason_code, listed_date, authority) VALUES %s", rows
+        )
+
+    def _pledge_row(self, e: Enterprise, registered: dt.date) -> tuple:
+        """A shareholder pledges part of their equity: a natural person (ID number) or a company (USCC)."""
+        rng = self.rng
+        if rng.random() < 0.7:
+            pledgor = ("natural_person", self.fake.name(), make_id_number(rng, pick_district(rng)))
+        else:
+            pledgor = ("enterprise", f"重庆{self.fake.company_prefix()}投资有限公司", make_uscc(rng, pick_district(rng)))
+        reg_no = f"{e.district}{registered:%Y%m%d}{rng.randint(0, 9999):04d}"
+        return (e.uscc, reg_no, *pledgor, rng.choice(PLEDGEES), round(rng.lognormvariate(4.5, 1.0), 2), registered)
+
+    @staticmethod
+    def _insert_pledges(cur, rows: list[tuple]) -> None:
+        psycopg2.extras.execute_values(
+            cur,
+            "INSERT INTO equity_pledge (uscc, registration_no, pledgor_type, pledgor_name, pledgor_id_number, pledgee,"
+            " pledged_amount, registration_date) VALUES %s",
+            rows,
         )
 
     def load_population(self) -> None:
@@ -198,6 +241,16 @@ class MarketSimulator:
                 (today, "已补报年报", e.uscc),
             )
             return "abnormal_removed" if cur.rowcount else "noop"
+        if roll < 0.50:
+            self._insert_pledges(cur, [self._pledge_row(e, today)])
+            return "equity_pledged"
+        if roll < 0.55:
+            cur.execute(
+                "UPDATE equity_pledge SET status = 'cancelled', cancelled_date = %s, updated_at = now()"
+                " WHERE id = (SELECT min(id) FROM equity_pledge WHERE uscc = %s AND status = 'valid')",
+                (today, e.uscc),
+            )
+            return "equity_pledge_cancelled" if cur.rowcount else "noop"
         if roll < 0.75:
             cur.execute(
                 "UPDATE enterprise_registration SET registered_capital = registered_capital * %s, updated_at = now()"
@@ -229,6 +282,8 @@ class MarketSimulator:
         e.stage += 1
         if e.stage == 1:
             self._insert_listings(cur, [self._listing_row(e.uscc, today)])
+            if self.rng.random() < 0.5:  # shareholders raise money against their equity
+                self._insert_pledges(cur, [self._pledge_row(e, today)])
             return "abnormal_listed"
         status = "suspended" if e.stage == 2 else "revoked"
         cur.execute(

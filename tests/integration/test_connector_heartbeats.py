@@ -28,8 +28,9 @@ def test_heartbeats_carry_snapshot_progress_then_the_moving_position(department_
     sim = MarketSimulator(dsn, seed=31)
     sim.create_schema()
     usccs = sim.seed_enterprises(ROWS)
-    with psycopg2.connect(dsn) as pg, pg.cursor() as cur:  # registrations plus the abnormal listings seeded with them
-        cur.execute("SELECT (SELECT count(*) FROM enterprise_registration) + (SELECT count(*) FROM abnormal_operation)")
+    with psycopg2.connect(dsn) as pg, pg.cursor() as cur:  # registrations plus the listings and pledges seeded with them
+        cur.execute("SELECT (SELECT count(*) FROM enterprise_registration) + (SELECT count(*) FROM abnormal_operation)"
+                    " + (SELECT count(*) FROM equity_pledge)")
         rows = cur.fetchone()[0]
     pg.close()
     ensure_topics(kafka_bootstrap, {HEARTBEATS_TOPIC: {"cleanup.policy": "compact"}}, partitions=1)

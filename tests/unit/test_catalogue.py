@@ -30,7 +30,7 @@ def test_real_catalogue_loads(catalogue):
     market = catalogue.department("market")
     assert market.kind == "postgres"
     assert market.options["publication"] == "yurong_market"
-    assert set(market.datasets) == {"enterprise_registration", "abnormal_operation"}
+    assert set(market.datasets) == {"enterprise_registration", "abnormal_operation", "equity_pledge"}
     reg = catalogue.dataset("market.enterprise_registration")
     assert reg.topic == "dept.market.enterprise_registration"
     assert reg.schema_name == "dept/market/enterprise_registration"
@@ -39,6 +39,8 @@ def test_real_catalogue_loads(catalogue):
         "legal_rep_name": "person_name", "legal_rep_id_number": "id_number", "legal_rep_phone": "phone", "address": "address",
     }
     assert {"dept.market.enterprise_registration", "dept.market.abnormal_operation"} <= set(catalogue.by_topic())
+    # DESIGN §5: 14 departments, 23 datasets
+    assert len(catalogue.departments) == 14 and len(catalogue.by_topic()) == 23
 
 
 def test_every_simulated_department_dataset_has_a_schema(catalogue, schemas):

@@ -233,4 +233,5 @@ def test_topic_names():
     assert {t: ds.qualified for t, ds in topics.items()} == {
         "debezium.public.enterprise_registration": "market.enterprise_registration",
         "debezium.public.abnormal_operation": "market.abnormal_operation",
+        "debezium.public.equity_pledge": "market.equity_pledge",
     }

@@ -208,6 +208,14 @@ RECORDS = {
         "before": ABNORMAL_ROW, "after": {**ABNORMAL_ROW, "removed_date": dt.date(2024, 3, 1)},
         "source": {**SOURCE, "table": "abnormal_operation", "tx_id": None}, "op": "u", "ts_ms": 1_709_294_400_500,
     },
+    "dept/market/equity_pledge": {
+        "before": None, "source": {**SOURCE, "table": "equity_pledge", "tx_id": None}, "op": "c", "ts_ms": 1_709_294_400_500,
+        "after": {
+            "id": 12, "uscc": "91110000600037341L", "registration_no": "500103202406300042", "pledgor_type": "natural_person",
+            "pledgor_name": "王芳", "pledgor_id_number": "11010519491231002X", "pledgee": "重庆银行", "pledged_amount": 120.5,
+            "registration_date": dt.date(2024, 6, 30), "status": "valid", "cancelled_date": None, "updated_at": None,
+        },
+    },
     "dept/tax/tax_filing": {
         "before": None, "source": {**SOURCE, "dept": "tax", "db": "tax", "table": "tax_filing"}, "op": "c", "ts_ms": 1_709_294_400_500,
         "after": {
