@@ -17,8 +17,9 @@ def profile_row(p: dict[str, Any]) -> list[Any]:
         p["uscc"], p["name"], p["status"], p["district_code"], p["industry_code"], p["registered_capital"],
         _date(p["established_date"]), p["legal_rep_pseudonym"], p["legal_rep_id_masked"], p["legal_rep_name_masked"],
         p["legal_rep_phone_masked"], p["address_masked"], len(p["abnormal_open_ids"]), p["abnormal_listings_total"],
-        p["risk_score"], p["risk_level"], p["reason_codes"], p["version"], p["last_event_id"],
-        p["last_event_ts_ms"], p["updated_ts_ms"],
+        p["indicators"], {k: v for k, v in p["ratings"].items() if "#" not in k}, p["risk_score"], p["risk_level"],
+        p["reason_codes"], [(f["code"], f["points"], f["value"]) for f in p["score_factors"]], p["version"],
+        p["last_event_id"], p["last_event_ts_ms"], p["updated_ts_ms"],
     ]
 
 

@@ -66,7 +66,9 @@ class ClickHouseSink:
             return  # tombstone
         if topic == "enterprise.profiles":
             _, p = self.schemas.decode(msg.value(), "enterprise/profile")
-            tables["enterprise_profile"].append(profile_row(p))
+            row = profile_row(p)
+            tables["enterprise_profile"].append(row)
+            tables["enterprise_profile_history"].append(row)
             latencies.append(max(0, now_ms - p["last_event_ts_ms"]) / 1000)
         elif topic == "enterprise.events":
             _, e = self.schemas.decode(msg.value(), "enterprise/event")

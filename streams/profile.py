@@ -1,7 +1,13 @@
 """Merge ``EnterpriseEvent``s into ``EnterpriseProfile``s and detect risk-relevant changes.
 
 Pure functions over plain dicts (the Avro records of ``avro/enterprise/profile.avsc`` and
-``avro/risk/change.avsc``). The merge agent calls ``merge_event`` once per event in offset order.
+``avro/risk/change.avsc``). The merge agent calls ``merge_event`` once per event in offset order:
+
+1. the market registration and abnormal listings fill the profile's own fields (here), every
+   other dataset its facts (``streams.facts``);
+2. indicators are derived from the facts (``streams.indicators``);
+3. the scorecard scores the profile and explains the score (``streams.risk``);
+4. the alert catalogue compares the old and new profile (``streams.alerts``).
 
 Idempotence, two layers:
 
@@ -24,6 +30,9 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from .alerts import detect_changes
+from .facts import merge_facts
+from .indicators import derive
 from .risk import DEFAULT_SCORECARD, SEVERITY_RANK, Scorecard
 
 Profile = dict[str, Any]
@@ -43,15 +52,6 @@ REGISTRATION_FIELDS = {
     "address_masked": "address",
 }
 
-STATUS_CHANGES = {
-    # new status: (category, severity)
-    "suspended": ("registration", "high"),
-    "moved_out": ("registration", "medium"),
-    "revoked": ("registration", "critical"),
-    "cancelled": ("registration", "critical"),
-}
-
-
 def new_profile(uscc: str) -> Profile:
     return {
         "uscc": uscc,
@@ -68,9 +68,15 @@ def new_profile(uscc: str) -> Profile:
         "address_masked": None,
         "abnormal_open_ids": [],
         "abnormal_listings_total": 0,
+        "monthly": {},
+        "open_items": {},
+        "dated": {},
+        "ratings": {},
+        "indicators": {},
         "risk_score": 0,
         "risk_level": "C",
         "reason_codes": [],
+        "score_factors": [],
         "source_seqs": {},
         "version": -1,
         "last_event_id": "",
@@ -140,70 +146,26 @@ def merge_event(
         **old,
         "abnormal_open_ids": list(old["abnormal_open_ids"]),
         "source_seqs": {**old["source_seqs"], source_row(event): event["seq"]},
+        # the fact maps are replaced, never changed in place: ``old`` stays as it was for detect_changes
+        "monthly": dict(old["monthly"]),
+        "open_items": dict(old["open_items"]),
+        "dated": dict(old["dated"]),
+        "ratings": dict(old["ratings"]),
     }
     merger = MERGERS.get(dataset)
     if merger is not None:
         merger(new, event)
-    new["risk_score"], new["risk_level"], new["reason_codes"] = scorecard.score(new)
+    else:
+        merge_facts(new, event)
     new["version"] = offset
     new["last_event_id"] = event["event_id"]
     new["last_event_ts_ms"] = event["event_ts_ms"]
     new["updated_ts_ms"] = now_ms
+    new["indicators"] = derive(new)
+    new["risk_score"], new["risk_level"], new["score_factors"] = scorecard.explain(new)
+    new["reason_codes"] = [f["code"] for f in new["score_factors"] if f["points"] < 0]
     changes = [] if event["op"] == "r" else detect_changes(old if profile else None, new, event, now_ms)
     return new, changes
-
-
-def detect_changes(old: Profile | None, new: Profile, event: Event, now_ms: int) -> list[dict[str, Any]]:
-    """Risk changes between two versions of a profile, each with its reason codes."""
-    found: list[tuple[str, str, list[str], dict, dict]] = []
-    old_status = old["status"] if old else None
-    if new["status"] != old_status and old_status is not None:
-        if new["status"] in STATUS_CHANGES:
-            category, severity = STATUS_CHANGES[new["status"]]
-            found.append((category, severity, [f"STATUS_{new['status'].upper()}"],
-                          {"status": old_status}, {"status": new["status"]}))
-        elif new["status"] == "active":
-            found.append(("positive", "info", ["STATUS_RESTORED"], {"status": old_status}, {"status": "active"}))
-    old_open = set(old["abnormal_open_ids"]) if old else set()
-    new_open = set(new["abnormal_open_ids"])
-    if new_open - old_open:
-        reason = (event["attributes"].get("reason_code") or "unknown").upper()
-        found.append(("registration", "high", ["ABNORMAL_OPERATION_LISTED", f"ABNORMAL_{reason}"],
-                      {"abnormal_open": str(len(old_open))}, {"abnormal_open": str(len(new_open))}))
-    elif old_open - new_open:
-        found.append(("positive", "info", ["ABNORMAL_OPERATION_REMOVED"],
-                      {"abnormal_open": str(len(old_open))}, {"abnormal_open": str(len(new_open))}))
-    old_level = old["risk_level"] if old else None
-    if old_level is not None and new["risk_level"] != old_level:
-        move = f"LEVEL_{old_level}_TO_{new['risk_level']}"
-        if found:  # one alert per event: the band move explains the primary change
-            found[0][2].append(move)
-            found[0][3]["risk_level"], found[0][4]["risk_level"] = old_level, new["risk_level"]
-        else:
-            worse = new["risk_level"] > old_level  # 'A' < 'E'
-            found.append(("score_band" if worse else "positive", "medium" if worse else "info",
-                          [move, *new["reason_codes"]], {"risk_level": old_level}, {"risk_level": new["risk_level"]}))
-    return [
-        {
-            "change_id": f"{event['event_id']}/{reasons[0]}",
-            "uscc": new["uscc"],
-            "category": category,
-            "severity": severity,
-            "reason_codes": reasons,
-            "before": before,
-            "after": after,
-            "score_before": old["risk_score"] if old else new["risk_score"],
-            "score_after": new["risk_score"],
-            "level_before": old_level or new["risk_level"],
-            "level_after": new["risk_level"],
-            "source_dataset": f"{event['dept']}.{event['dataset']}",
-            "source_position": event["position"],
-            "source_seq": event["seq"],
-            "event_ts_ms": event["event_ts_ms"],
-            "detected_ts_ms": now_ms,
-        }
-        for category, severity, reasons, before, after in found
-    ]
 
 
 def is_at_least(severity: str, minimum: str) -> bool:

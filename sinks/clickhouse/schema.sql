@@ -33,6 +33,81 @@ ENGINE = ReplacingMergeTree(version)
 ORDER BY uscc
 SETTINGS non_replicated_deduplication_window = 1000;
 
+-- Issue 4: indicators, ratings and the score's explanation (added to tables made before them).
+ALTER TABLE enterprise_profile
+    ADD COLUMN IF NOT EXISTS indicators Map(String, Float64) COMMENT 'derived indicators (streams/indicators.py)' AFTER abnormal_listings_total,
+    ADD COLUMN IF NOT EXISTS ratings Map(String, String) COMMENT 'latest ratings / certificate states' AFTER indicators,
+    ADD COLUMN IF NOT EXISTS score_factors Array(Tuple(code String, points Int32, value Nullable(String)))
+        COMMENT 'scorecard factors that applied, adverse first' AFTER reason_codes;
+
+-- Every version of every profile: what was known about an enterprise at any time.
+-- As of a date: SELECT * FROM enterprise_profile_as_of(as_of = '2026-06-30 00:00:00') WHERE uscc = ...
+CREATE TABLE IF NOT EXISTS enterprise_profile_history
+(
+    uscc                     String,
+    name                     Nullable(String),
+    status                   LowCardinality(Nullable(String)),
+    district_code            LowCardinality(Nullable(String)),
+    industry_code            LowCardinality(Nullable(String)),
+    registered_capital       Nullable(Float64),
+    established_date         Nullable(Date),
+    legal_rep_pseudonym      Nullable(String),
+    legal_rep_id_masked      Nullable(String),
+    legal_rep_name_masked    Nullable(String),
+    legal_rep_phone_masked   Nullable(String),
+    address_masked           Nullable(String),
+    abnormal_open_count      UInt16,
+    abnormal_listings_total  UInt32,
+    indicators               Map(String, Float64),
+    ratings                  Map(String, String),
+    risk_score               UInt16,
+    risk_level               LowCardinality(String),
+    reason_codes             Array(String),
+    score_factors            Array(Tuple(code String, points Int32, value Nullable(String))),
+    version                  Int64 COMMENT 'enterprise.events offset of the event that made this version',
+    last_event_id            String,
+    last_event_ts            DateTime64(3, 'UTC') COMMENT 'source commit time of that event: the version holds from then',
+    updated_ts               DateTime64(3, 'UTC'),
+    written_ts               DateTime64(3, 'UTC') DEFAULT now64(3)
+)
+ENGINE = ReplacingMergeTree
+PARTITION BY toYYYYMM(last_event_ts)
+ORDER BY (uscc, version)
+TTL toDateTime(last_event_ts) + INTERVAL 5 YEAR
+SETTINGS non_replicated_deduplication_window = 1000;
+
+-- The newest version of each enterprise's profile at a given time (a parameterised view).
+CREATE VIEW IF NOT EXISTS enterprise_profile_as_of AS
+SELECT *
+FROM enterprise_profile_history FINAL
+WHERE last_event_ts <= {as_of:DateTime64(3, 'UTC')}
+ORDER BY uscc, version DESC
+LIMIT 1 BY uscc;
+
+-- Related parties: enterprises sharing a legal representative, linked by the keyed pseudonym
+-- of the person's ID number; the person is never revealed.
+CREATE VIEW IF NOT EXISTS related_party AS
+SELECT
+    legal_rep_pseudonym           AS person_pseudonym,
+    count()                       AS enterprises,
+    groupArray(uscc)              AS usccs,
+    countIf(risk_level IN ('D', 'E')) AS enterprises_at_risk,
+    min(risk_score)               AS worst_score
+FROM enterprise_profile FINAL
+WHERE legal_rep_pseudonym IS NOT NULL
+GROUP BY legal_rep_pseudonym
+HAVING enterprises > 1;
+
+-- One row per enterprise and each enterprise related to it through its legal representative.
+CREATE VIEW IF NOT EXISTS enterprise_related AS
+SELECT a.uscc AS uscc, b.uscc AS related_uscc, a.legal_rep_pseudonym AS person_pseudonym,
+       b.risk_level AS related_risk_level, b.risk_score AS related_risk_score
+FROM (SELECT uscc, legal_rep_pseudonym FROM enterprise_profile FINAL WHERE legal_rep_pseudonym IS NOT NULL) AS a
+INNER JOIN (SELECT uscc, legal_rep_pseudonym, risk_level, risk_score FROM enterprise_profile FINAL
+            WHERE legal_rep_pseudonym IS NOT NULL) AS b
+    ON a.legal_rep_pseudonym = b.legal_rep_pseudonym
+WHERE a.uscc != b.uscc;
+
 CREATE TABLE IF NOT EXISTS enterprise_event
 (
     event_id          String,

@@ -20,14 +20,17 @@ from streams.errors import ConfigError, SinkError
 
 SCHEMA_FILE = Path(__file__).with_name("schema.sql")
 
+PROFILE_COLUMNS = (
+    "uscc", "name", "status", "district_code", "industry_code", "registered_capital", "established_date",
+    "legal_rep_pseudonym", "legal_rep_id_masked", "legal_rep_name_masked", "legal_rep_phone_masked",
+    "address_masked", "abnormal_open_count", "abnormal_listings_total", "indicators", "ratings", "risk_score",
+    "risk_level", "reason_codes", "score_factors", "version", "last_event_id", "last_event_ts", "updated_ts",
+)
+
 # table → insert column order (columns with defaults are left out)
 TABLES: dict[str, tuple[str, ...]] = {
-    "enterprise_profile": (
-        "uscc", "name", "status", "district_code", "industry_code", "registered_capital", "established_date",
-        "legal_rep_pseudonym", "legal_rep_id_masked", "legal_rep_name_masked", "legal_rep_phone_masked",
-        "address_masked", "abnormal_open_count", "abnormal_listings_total", "risk_score", "risk_level",
-        "reason_codes", "version", "last_event_id", "last_event_ts", "updated_ts",
-    ),
+    "enterprise_profile": PROFILE_COLUMNS,
+    "enterprise_profile_history": PROFILE_COLUMNS,  # the same row: every version of every profile
     "enterprise_event": (
         "event_id", "uscc", "dept", "dataset", "op", "attributes", "before", "source_topic", "source_partition",
         "source_offset", "position", "seq", "snapshot", "event_ts", "ingest_ts",

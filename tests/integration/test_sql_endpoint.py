@@ -35,6 +35,7 @@ def profile(uscc: str, version: int, status: str) -> dict:
         "registered_capital": 100.0, "established_date": "2018-05-01", "legal_rep_pseudonym": "p1",
         "legal_rep_id_masked": "5001**********123X", "legal_rep_name_masked": "李*", "legal_rep_phone_masked": None,
         "address_masked": None, "abnormal_open_ids": [], "abnormal_listings_total": 0, "risk_score": 700,
+        "indicators": {}, "ratings": {}, "score_factors": [],
         "risk_level": "B", "reason_codes": [], "version": version, "last_event_id": f"e{version}",
         "last_event_ts_ms": 1_767_225_600_000, "updated_ts_ms": 1_767_225_600_000,
     }
@@ -165,3 +166,36 @@ def test_yurong_sql_reports_a_refused_query_as_a_one_line_error(endpoint):
     assert "error:" in done.stderr and "readonly" in done.stderr.lower()
     assert "Traceback" not in done.stderr
     assert endpoint.table_rows() == 4
+
+
+def test_analysts_read_profiles_as_of_a_date_and_related_parties(endpoint):
+    """History holds every version; the as-of view gives the one in force at a time; enterprises
+    sharing a legal representative are linked by the person's pseudonym alone."""
+    day = 86_400_000
+    t0 = 1_767_225_600_000  # 2026-01-01
+
+    def version(uscc: str, v: int, status: str, ts: int, person: str) -> list:
+        return profile_row({**profile(uscc, v, status), "last_event_ts_ms": ts, "legal_rep_pseudonym": person,
+                            "risk_level": "E" if status == "revoked" else "B"})
+
+    history = [
+        version(USCCS[0], 100, "active", t0, "p_same"),
+        version(USCCS[0], 140, "suspended", t0 + 30 * day, "p_same"),
+        version(USCCS[0], 180, "revoked", t0 + 60 * day, "p_same"),
+        version(USCCS[1], 110, "active", t0 + 10 * day, "p_same"),
+        version(USCCS[2], 120, "active", t0 + 10 * day, "p_other"),
+    ]
+    endpoint.writer.write("enterprise_profile_history", history, "history")
+    endpoint.writer.write("enterprise_profile", [history[2], history[3], history[4]], "latest")
+
+    sql = "SELECT uscc, status FROM enterprise_profile_as_of(as_of = {t:DateTime64(3, 'UTC')}) ORDER BY uscc"
+    assert endpoint.post(sql, {"t": "2026-01-05 00:00:00"})[1]["rows"] == [[USCCS[0], "active"]]
+    assert endpoint.post(sql, {"t": "2026-02-15 00:00:00"})[1]["rows"] == [
+        [USCCS[0], "suspended"], [USCCS[1], "active"], [USCCS[2], "active"]]
+    assert endpoint.post(sql, {"t": "2026-12-31 00:00:00"})[1]["rows"][0] == [USCCS[0], "revoked"]
+
+    status, out = endpoint.post("SELECT person_pseudonym, enterprises, arraySort(usccs), enterprises_at_risk FROM related_party")
+    assert (status, out["rows"]) == (200, [["p_same", 2, sorted(USCCS[:2]), 1]])
+    status, out = endpoint.post("SELECT related_uscc, related_risk_level FROM enterprise_related WHERE uscc = {u:String}",
+                                {"u": USCCS[1]})
+    assert (status, out["rows"]) == (200, [[USCCS[0], "E"]])

@@ -1,0 +1,93 @@
+"""Derived indicators of a profile: numbers a scorecard, an alert rule or an analyst can use.
+
+Computed from the facts (``streams.facts``) after every merge, into ``profile["indicators"]``
+(name → float). Names are ``<fact>.<indicator>``:
+
+Monthly series (sub-keys summed per month; ``M`` = the newest month the department reported):
+  ``<series>.last``       value of month M
+  ``<series>.trend_3m``   mean of the 3 months up to M ÷ mean of the 3 before − 1 (also ``_6m``,
+                          ``_12m``); months without a report are left out of the means; absent
+                          when either window is empty or the earlier mean is 0
+  ``<series>.yoy``        M ÷ the same month a year before − 1
+  ``<series>.months``     consecutive months up to M with a value > 0 (arrears series only)
+Open items:   ``<kind>.open`` (count), ``<kind>.amount`` (sum)
+Dated facts:  ``<kind>.total``, ``<kind>.12m`` (count in the 365 days up to the as-of day) and
+              ``<kind>.amount_12m``
+Registration: ``market.abnormal.open`` (open listings of 经营异常名录)
+
+The as-of day is the day of the profile's newest source event, so indicators depend on the data
+alone (a replay computes the same values).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from typing import Any
+
+ARREARS_SERIES = ("hrss.arrears", "housing_fund.arrears", "power.arrears", "gas.arrears", "water.arrears")
+TREND_WINDOWS = (3, 6, 12)
+
+
+def _month_index(period: str) -> int:
+    return int(period[:4]) * 12 + int(period[5:7]) - 1
+
+
+def monthly_totals(series: Mapping[str, float]) -> dict[int, float]:
+    """Month index → value summed over sub-keys."""
+    out: dict[int, float] = {}
+    for slot, value in series.items():
+        try:
+            m = _month_index(slot)
+        except ValueError:
+            continue
+        out[m] = out.get(m, 0.0) + value
+    return out
+
+
+def _mean(values: list[float]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+def series_indicators(name: str, series: Mapping[str, float]) -> dict[str, float]:
+    totals = monthly_totals(series)
+    if not totals:
+        return {}
+    latest = max(totals)
+    out = {f"{name}.last": totals[latest]}
+    for w in TREND_WINDOWS:
+        recent = _mean([totals[m] for m in range(latest - w + 1, latest + 1) if m in totals])
+        prior = _mean([totals[m] for m in range(latest - 2 * w + 1, latest - w + 1) if m in totals])
+        if recent is not None and prior:
+            out[f"{name}.trend_{w}m"] = round(recent / prior - 1, 6)
+    if totals.get(latest - 12):
+        out[f"{name}.yoy"] = round(totals[latest] / totals[latest - 12] - 1, 6)
+    if name in ARREARS_SERIES:
+        run, m = 0, latest
+        while totals.get(m, 0) > 0:
+            run, m = run + 1, m - 1
+        out[f"{name}.months"] = float(run)
+    return out
+
+
+def as_of_day(profile: Mapping[str, Any]) -> dt.date:
+    ts = profile.get("last_event_ts_ms") or 0
+    return dt.datetime.fromtimestamp(ts / 1000, dt.timezone.utc).date()
+
+
+def derive(profile: Mapping[str, Any]) -> dict[str, float]:
+    """Every indicator of ``profile`` (see the module doc)."""
+    out: dict[str, float] = {}
+    for name, series in profile.get("monthly", {}).items():
+        out.update(series_indicators(name, series))
+    for kind, items in profile.get("open_items", {}).items():
+        out[f"{kind}.open"] = float(len(items))
+        out[f"{kind}.amount"] = round(sum(items.values()), 2)
+    since = (as_of_day(profile) - dt.timedelta(days=365)).isoformat()
+    for kind, items in profile.get("dated", {}).items():
+        recent = [i for i in items.values() if i["date"] > since]
+        out[f"{kind}.total"] = float(len(items))
+        out[f"{kind}.12m"] = float(len(recent))
+        out[f"{kind}.amount_12m"] = round(sum(i["amount"] for i in recent), 2)
+    out["market.abnormal.open"] = float(len(profile.get("abnormal_open_ids") or ()))
+    return out
