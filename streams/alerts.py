@@ -192,14 +192,13 @@ def _positive(old: Profile, new: Profile) -> list[Found]:
 
 def detect_changes(old: Profile | None, new: Profile, event: Mapping[str, Any], now_ms: int) -> list[dict[str, Any]]:
     """Risk changes between two versions of a profile (``old`` None: the enterprise is new)."""
-    found: list[Found] = []
-    if old is not None:
-        found.extend(hit for hit in (_status(old, new), _abnormal(old, new, event)) if hit)
-        for rule in RULES:
-            hit = rule.check(old, new)
-            if hit:
-                found.append(hit)
-        found.extend(_positive(old, new))
+    base = old if old is not None else {}  # an enterprise first seen through, say, an enforcement: that is news
+    found: list[Found] = [hit for hit in (_status(base, new), _abnormal(base, new, event)) if hit]
+    for rule in RULES:
+        hit = rule.check(base, new)
+        if hit:
+            found.append(hit)
+    found.extend(_positive(base, new))
     old_level = old["risk_level"] if old else None
     if old_level is not None and new["risk_level"] != old_level:
         move = f"LEVEL_{old_level}_TO_{new['risk_level']}"

@@ -8,7 +8,7 @@ Monthly series (sub-keys summed per month; ``M`` = the newest month the departme
   ``<series>.trend_3m``   mean of the 3 months up to M ÷ mean of the 3 before − 1 (also ``_6m``,
                           ``_12m``); months without a report are left out of the means; absent
                           when either window is empty or the earlier mean is 0
-  ``<series>.yoy``        M ÷ the same month a year before − 1
+  ``<series>.yoy``        M ÷ the same month a year before − 1 (absent without that month)
   ``<series>.months``     consecutive months up to M with a value > 0 (arrears series only)
 Open items:   ``<kind>.open`` (count), ``<kind>.amount`` (sum)
 Dated facts:  ``<kind>.total``, ``<kind>.12m`` (count in the 365 days up to the as-of day) and
@@ -49,6 +49,13 @@ def _mean(values: list[float]) -> float | None:
     return sum(values) / len(values) if values else None
 
 
+def _change(recent: float | None, prior: float | None) -> float | None:
+    """``recent / prior − 1``; None without a meaningful base (nothing before, or about zero)."""
+    if recent is None or prior is None or prior < 1e-6:
+        return None
+    return round(recent / prior - 1, 6)
+
+
 def series_indicators(name: str, series: Mapping[str, float]) -> dict[str, float]:
     totals = monthly_totals(series)
     if not totals:
@@ -58,10 +65,12 @@ def series_indicators(name: str, series: Mapping[str, float]) -> dict[str, float
     for w in TREND_WINDOWS:
         recent = _mean([totals[m] for m in range(latest - w + 1, latest + 1) if m in totals])
         prior = _mean([totals[m] for m in range(latest - 2 * w + 1, latest - w + 1) if m in totals])
-        if recent is not None and prior:
-            out[f"{name}.trend_{w}m"] = round(recent / prior - 1, 6)
-    if totals.get(latest - 12):
-        out[f"{name}.yoy"] = round(totals[latest] / totals[latest - 12] - 1, 6)
+        change = _change(recent, prior)
+        if change is not None:
+            out[f"{name}.trend_{w}m"] = change
+    change = _change(totals[latest], totals.get(latest - 12))
+    if change is not None:
+        out[f"{name}.yoy"] = change
     if name in ARREARS_SERIES:
         run, m = 0, latest
         while totals.get(m, 0) > 0:

@@ -1,0 +1,276 @@
+"""Profiles over every department: facts per dataset, derived indicators, the scorecard and the
+alert catalogue (pure logic; tests/unit/test_profile.py covers registration and replay safety)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from connectors.catalogue import catalogue
+from streams.errors import ConfigError
+from streams.facts import DATASET_FACTS, KEEP_MONTHS
+from streams.indicators import derive, series_indicators
+from streams.profile import MERGERS, merge_event
+from streams.risk import DEFAULT_CARD, DEFAULT_SCORECARD, Scorecard
+
+USCC = "91110000600037341L"
+NOW = 1_767_225_600_000  # 2026-01-01
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "risk-scorecard.md"
+
+
+class Feed:
+    """Merges events into one enterprise's profile in order, like the merge agent."""
+
+    def __init__(self) -> None:
+        self.profile = None
+        self.offset = 0
+        self.seq = 0
+        self.changes: list[dict] = []
+
+    def send(self, dept: str, dataset: str, row: str, attributes: dict, op: str = "c", before: dict | None = None,
+             ts_ms: int = NOW) -> list[dict]:
+        self.offset += 1
+        self.seq += 1
+        event = {
+            "event_id": f"{dept}.{dataset}@{self.seq}#{row}", "uscc": USCC, "dept": dept, "dataset": dataset, "op": op,
+            "attributes": {k: None if v is None else str(v) for k, v in attributes.items()},
+            "before": None if before is None else {k: None if v is None else str(v) for k, v in before.items()},
+            "position": str(self.seq), "seq": self.seq, "event_ts_ms": ts_ms,
+        }
+        self.profile, changes = merge_event(self.profile, event, self.offset, NOW)
+        self.changes.extend(changes)
+        return changes
+
+    @property
+    def ind(self) -> dict:
+        return self.profile["indicators"]
+
+
+def months(n: int, end: str = "2025-12") -> list[str]:
+    y, m = int(end[:4]), int(end[5:])
+    out = []
+    for _ in range(n):
+        out.append(f"{y:04d}-{m:02d}")
+        y, m = (y, m - 1) if m > 1 else (y - 1, 12)
+    return out[::-1]
+
+
+# --- every dataset is merged ---------------------------------------------------------------------
+
+def test_every_catalogue_dataset_has_a_merge():
+    merged = set(DATASET_FACTS) | set(MERGERS)
+    assert {ds.qualified for ds in catalogue().by_topic().values()} == merged
+
+
+# --- monthly series and trends -------------------------------------------------------------------
+
+def test_headcount_trends_and_year_over_year():
+    feed = Feed()
+    for i, period in enumerate(months(13)):  # 100 people for a year, then down to 60
+        headcount = 100 if i < 9 else 60
+        feed.send("hrss", "social_insurance", period, {"uscc": USCC, "period": period, "insured_headcount": headcount,
+                                                      "arrears_amount": 0})
+    ind = feed.ind
+    assert ind["hrss.headcount.last"] == 60
+    # months 10-12 (60, 60, 60) over months 7-9 (100, 100, 60); months 7-12 over months 1-6 (all 100)
+    assert ind["hrss.headcount.trend_3m"] == pytest.approx(60 / ((100 + 100 + 60) / 3) - 1, abs=1e-6)
+    assert ind["hrss.headcount.trend_6m"] == pytest.approx(((100 * 2 + 60 * 4) / 6) / 100 - 1, abs=1e-6)
+    assert ind["hrss.headcount.yoy"] == pytest.approx(-0.4)
+    assert ind["hrss.arrears.months"] == 0
+    assert "HEADCOUNT_FALLING" in feed.profile["reason_codes"]
+
+
+def test_sub_keys_are_summed_and_an_update_replaces_only_its_row():
+    feed = Feed()
+    row = {"uscc": USCC, "period": "2025-11", "tax_type": "vat", "taxable_revenue": 100_000, "tax_paid": 3000}
+    feed.send("tax", "tax_filing", "1", row)
+    feed.send("tax", "tax_filing", "2", {**row, "tax_type": "cit", "taxable_revenue": 50_000})
+    assert feed.ind["tax.revenue.last"] == 150_000
+    feed.send("tax", "tax_filing", "1", {**row, "taxable_revenue": 120_000}, op="u", before=row)
+    assert feed.ind["tax.revenue.last"] == 170_000
+    feed.send("tax", "tax_filing", "2", {}, op="d", before={**row, "tax_type": "cit", "taxable_revenue": 50_000})
+    assert feed.ind["tax.revenue.last"] == 120_000
+
+
+def test_only_the_newest_months_are_kept():
+    feed = Feed()
+    for period in months(KEEP_MONTHS + 6):
+        feed.send("power", "electricity_usage", period, {"uscc": USCC, "period": period, "account_no": "A1",
+                                                          "usage_kwh": 1000, "arrears_amount": 0})
+    kept = feed.profile["monthly"]["power.kwh"]
+    assert len(kept) == KEEP_MONTHS and max(kept) == "2025-12|A1"
+
+
+def test_arrears_months_count_the_unbroken_run_up_to_the_newest_month():
+    series = {p: a for p, a in zip(months(6), [0, 500, 0, 800, 900, 1000])}
+    ind = series_indicators("hrss.arrears", series)
+    assert ind["hrss.arrears.months"] == 3 and ind["hrss.arrears.last"] == 1000
+
+
+@given(st.dictionaries(st.sampled_from(months(30)), st.floats(0, 1e9, allow_nan=False), min_size=1))
+@settings(max_examples=200, deadline=None)
+def test_trends_are_finite_and_need_two_windows(series):
+    ind = series_indicators("power.kwh", series)
+    for name, value in ind.items():
+        assert value == value and abs(value) != float("inf"), name
+    assert ind["power.kwh.last"] == series[max(series)]
+
+
+# --- open items, dated facts, ratings ------------------------------------------------------------
+
+def test_enforcement_opens_and_closes_with_alerts_both_ways():
+    feed = Feed()
+    feed.send("market", "enterprise_registration", USCC, {"uscc": USCC, "status": "active"}, op="r")
+    case = {"id": 7, "uscc": USCC, "case_no": "(2025)渝01执123号", "amount": 300_000, "unperformed_amount": 250_000,
+            "status": "open", "filed_date": "2025-12-01"}
+    changes = feed.send("court", "enforcement", "7", case)
+    assert feed.ind["court.enforcement.open"] == 1 and feed.ind["court.enforcement.amount"] == 250_000
+    assert feed.profile["reason_codes"][0] == "ENFORCEMENT_OPEN"
+    first = changes[0]
+    assert (first["category"], first["severity"], first["reason_codes"][0]) == ("judicial", "high", "ENFORCEMENT_FILED")
+    assert first["before"]["court.enforcement.open"] == "0" and first["after"]["court.enforcement.open"] == "1"
+    assert first["source_dataset"] == "court.enforcement" and first["score_after"] < first["score_before"]
+    changes = feed.send("court", "enforcement", "7", {**case, "status": "closed", "closed_date": "2025-12-20"}, op="u",
+                        before=case)
+    assert feed.ind["court.enforcement.open"] == 0
+    assert changes[0]["category"] == "positive" and changes[0]["reason_codes"][0] == "ENFORCEMENT_CLOSED"
+
+
+def test_penalties_count_in_the_last_twelve_months_of_the_profile():
+    feed = Feed()
+    for i, day in enumerate(["2024-06-01", "2025-03-01", "2025-11-01"]):
+        feed.send("environment", "environmental_penalty", str(i), {"id": i, "uscc": USCC, "decision_date": day,
+                                                                     "amount": 10_000, "status": "issued"})
+    assert feed.ind["penalty.environment.total"] == 3
+    assert feed.ind["penalty.environment.12m"] == 2 and feed.ind["penalty.environment.amount_12m"] == 20_000
+    assert [c["category"] for c in feed.changes] == ["penalty"] * 3
+    feed.send("environment", "environmental_penalty", "2", {"id": 2, "uscc": USCC, "decision_date": "2025-11-01",
+                                                            "amount": 10_000, "status": "revoked"}, op="u")
+    assert feed.ind["penalty.environment.12m"] == 1
+
+
+def test_a_late_update_of_last_years_tax_rating_does_not_replace_this_years():
+    feed = Feed()
+    feed.send("tax", "tax_credit_rating", "2025", {"id": 2, "uscc": USCC, "rating_year": 2025, "rating": "B"})
+    changes = feed.send("tax", "tax_credit_rating", "2024", {"id": 1, "uscc": USCC, "rating_year": 2024, "rating": "D"})
+    assert feed.profile["ratings"]["tax.credit_rating"] == "B" and changes == []
+    changes = feed.send("tax", "tax_credit_rating", "2025", {"id": 2, "uscc": USCC, "rating_year": 2025, "rating": "D"},
+                        op="u")
+    assert feed.profile["ratings"]["tax.credit_rating"] == "D"
+    assert changes[0]["category"] == "tax" and changes[0]["severity"] == "critical"
+    assert changes[0]["reason_codes"][:2] == ["TAX_RATING_DOWNGRADE", "TAX_RATING_D"]
+
+
+@pytest.mark.parametrize(("dept", "dataset", "attributes", "category", "code"), [
+    ("market", "equity_pledge", {"id": 1, "status": "valid", "pledged_amount": 100}, "collateral", "EQUITY_PLEDGED"),
+    ("ip", "ip_pledge", {"pledge_no": "P1", "status": "active", "amount": 50}, "collateral", "IP_PLEDGED"),
+    ("tax", "tax_arrears", {"id": 1, "status": "outstanding", "amount": 8000}, "tax", "TAX_ARREARS"),
+    ("court", "dishonest_debtor", {"id": 1, "listed_date": "2025-12-01"}, "judicial", "DISHONEST_DEBTOR_LISTED"),
+    ("court", "litigation_case", {"id": 1, "role": "defendant", "status": "filed", "amount": 1}, "judicial",
+     "LITIGATION_AS_DEFENDANT"),
+    ("emergency", "safety_penalty", {"id": 1, "decision_date": "2025-12-01", "status": "effective", "amount": 1},
+     "penalty", "SAFETY_PENALTY"),
+    ("customs", "customs_credit", {"credit_rating": "dishonest"}, "customs_ip", "CUSTOMS_RATING_DOWNGRADE"),
+    ("hrss", "social_insurance", {"period": "2025-12", "insured_headcount": 10, "arrears_amount": 900},
+     "social_insurance", "SOCIAL_INSURANCE_ARREARS"),
+    ("housing_fund", "housing_fund_contribution", {"period": "2025-12", "depositor_count": 9, "arrears_amount": 90},
+     "social_insurance", "HOUSING_FUND_ARREARS"),
+    ("power", "electricity_usage", {"period": "2025-12", "account_no": "A", "usage_kwh": 10, "arrears_amount": 9},
+     "utilities", "POWER_ARREARS"),
+    ("gas", "gas_usage", {"billing_month": "2025-12-01", "account_no": "G", "volume_m3": 1, "arrears": 5},
+     "utilities", "GAS_ARREARS"),
+    ("water", "water_usage", {"billing_month": "2025-12-01", "account_no": "W", "volume_m3": 1, "arrears": 5},
+     "utilities", "WATER_ARREARS"),
+    ("procurement", "bid_award", {"id": 1, "award_date": "2025-12-01", "status": "awarded", "award_amount": 9},
+     "positive", "BID_WON"),
+    ("ip", "patent", {"application_no": "CN1", "legal_status": "granted", "grant_date": "2025-12-01"}, "positive",
+     "PATENT_GRANTED"),
+    ("ip", "trademark", {"registration_no": "T1", "status": "registered", "registration_date": "2025-12-01"},
+     "positive", "TRADEMARK_REGISTERED"),
+    ("science", "high_tech_certification", {"certificate_no": "GR1", "status": "valid", "issue_date": "2025-12-01"},
+     "positive", "HIGH_TECH_CERTIFIED"),
+])
+def test_each_alert_category_fires_from_its_department(dept, dataset, attributes, category, code):
+    feed = Feed()
+    feed.send("market", "enterprise_registration", USCC, {"uscc": USCC, "status": "active"}, op="r")
+    changes = feed.send(dept, dataset, "row-1", {"uscc": USCC, **attributes})
+    assert [(c["category"], c["reason_codes"][0]) for c in changes][:1] == [(category, code)]
+    assert changes[0]["severity"] in ("info", "low", "medium", "high", "critical")
+    if category != "positive":
+        assert changes[0]["severity"] != "info"
+
+
+def test_snapshot_reads_build_facts_without_alerts():
+    feed = Feed()
+    feed.send("court", "enforcement", "7", {"uscc": USCC, "status": "open", "unperformed_amount": 9}, op="r")
+    assert feed.ind["court.enforcement.open"] == 1 and feed.changes == []
+
+
+def test_the_score_is_explained_by_the_factors_that_applied():
+    feed = Feed()
+    feed.send("market", "enterprise_registration", USCC, {"uscc": USCC, "status": "active"}, op="r")
+    feed.send("court", "enforcement", "1", {"uscc": USCC, "status": "open", "unperformed_amount": 1})
+    feed.send("court", "enforcement", "2", {"uscc": USCC, "status": "open", "unperformed_amount": 1})
+    feed.send("science", "high_tech_certification", "GR", {"uscc": USCC, "status": "valid", "issue_date": "2025-01-01"})
+    p = feed.profile
+    assert p["score_factors"] == [
+        {"code": "ENFORCEMENT_OPEN", "points": -300, "value": "2"},
+        {"code": "HIGH_TECH_CERTIFIED", "points": 30, "value": "valid"},
+    ]
+    assert p["risk_score"] == DEFAULT_SCORECARD.base - 300 + 30 and p["risk_level"] == "C"
+    assert p["reason_codes"] == ["ENFORCEMENT_OPEN"]
+
+
+# --- the scorecard as data -----------------------------------------------------------------------
+
+def test_the_default_card_loads_and_every_factor_is_documented():
+    card = Scorecard.load(DEFAULT_CARD)
+    doc = DOCS.read_text(encoding="utf-8")
+    for f in card.factors:
+        row = rf"\| `{f.code}` \|[^\n]*\| {re.escape(format(f.points, '+d'))} \|"
+        assert re.search(row, doc), f"{f.code} ({f.points:+d}) not in {DOCS.name}"
+    indicators = {f.indicator for f in card.factors if f.indicator}
+    produced = {re.sub(r"^(.*)\.[^.]+$", r"\1", name) for name in indicators}
+    assert produced, "the card uses indicators"
+
+
+@pytest.mark.parametrize(("card", "message"), [
+    ({"base": 850, "levels": {"A": 800, "B": 650, "C": 500, "D": 300}}, "A..E"),
+    ({"base": 850, "levels": {"A": 600, "B": 650, "C": 500, "D": 300, "E": 0}}, "fall from A to E"),
+    ({"base": 1200, "levels": {"A": 800, "B": 650, "C": 500, "D": 300, "E": 0}}, "base"),
+    ({"base": 850, "levels": {"A": 800, "B": 650, "C": 500, "D": 300, "E": 0},
+      "factors": [{"code": "X", "points": -1, "indicator": "a.b"}]}, "exactly one of above, below"),
+    ({"base": 850, "levels": {"A": 800, "B": 650, "C": 500, "D": 300, "E": 0},
+      "factors": [{"code": "X", "points": -1, "rating": "a", "indicator": "b", "above": 0}]}, "exactly one of indicator"),
+    ({"base": 850, "levels": {"A": 800, "B": 650, "C": 500, "D": 300, "E": 0},
+      "factors": [{"code": "X", "points": -1, "field": "status", "equals": ["x"], "wieght": 3}]}, "unknown keys"),
+    ({"base": 850, "levels": {"A": 800, "B": 650, "C": 500, "D": 300, "E": 0},
+      "factors": [{"code": "X", "points": -1, "field": "status", "equals": ["x"]},
+                  {"code": "X", "points": -2, "field": "status", "equals": ["y"]}]}, "twice"),
+])
+def test_a_broken_card_is_a_clear_config_error(card, message):
+    with pytest.raises(ConfigError, match=message):
+        Scorecard.from_dict(card, "test.toml")
+
+
+@given(st.dictionaries(st.sampled_from(sorted({f.indicator for f in DEFAULT_SCORECARD.factors if f.indicator})),
+                       st.floats(-1e6, 1e6, allow_nan=False), max_size=12),
+       st.sampled_from(["active", "suspended", "revoked", "cancelled", "moved_out", None]))
+@settings(max_examples=300, deadline=None)
+def test_score_is_base_plus_the_explained_points_clipped(indicators, status):
+    score, level, applied = DEFAULT_SCORECARD.explain({"indicators": indicators, "status": status, "ratings": {}})
+    assert score == max(0, min(1000, DEFAULT_SCORECARD.base + sum(a["points"] for a in applied)))
+    assert level == DEFAULT_SCORECARD.level_of(score)
+    points = [a["points"] for a in applied]
+    assert points == sorted(points, key=lambda p: (p >= 0, -abs(p))), "adverse first, largest first"
+
+
+def test_indicators_use_the_day_of_the_newest_event_not_the_clock():
+    p = {"last_event_ts_ms": int(dt.datetime(2025, 12, 31, tzinfo=dt.timezone.utc).timestamp() * 1000),
+         "dated": {"penalty.safety": {"a": {"date": "2025-01-15", "amount": 1.0}, "b": {"date": "2024-12-01", "amount": 2.0}}}}
+    assert derive(p)["penalty.safety.12m"] == 1 and derive(p)["penalty.safety.total"] == 2
