@@ -11,8 +11,12 @@ import asyncio
 import json
 import os
 import re
+import signal
+import subprocess
+import sys
 import threading
 import urllib.request
+from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -27,10 +31,11 @@ from connectors.runner import ConnectorRunner, producer_config
 from connectors.sources import source_class
 from sinks.consent import ConsentRegistry
 from streams.demo import pipeline
+from streams.errors import DecodeError
 from streams.kafka_admin import watermark_offsets
 from streams.serde import schema_store
 from streams.settings import SourceSettings
-from tests.conftest import free_port
+from tests.conftest import TEST_KEY, TopicReader, free_port
 
 
 class RunningConnector:
@@ -60,6 +65,96 @@ class RunningConnector:
         self.runner.stop()
         self.thread.join(30)
         assert not self.thread.is_alive(), "connector did not stop"
+
+
+class ConnectorProcess:
+    """``yurong connect <dept>`` as a child process that can be killed with SIGKILL.
+
+    ``env`` adds to the inherited environment what the department's source needs, e.g.
+    ``YURONG_SOURCE_DSNS`` (JSON) or ``YURONG_SOURCE_DROP_DIR``. Output goes to ``log``
+    (appended over restarts)."""
+
+    def __init__(self, dept: str, bootstrap: str, log: Path, env: dict[str, str] | None = None) -> None:
+        self.dept = dept
+        self.env = {**os.environ, "YURONG_KAFKA_BOOTSTRAP_SERVERS": bootstrap, "YURONG_MASKING_HMAC_KEY": TEST_KEY,
+                    "YURONG_METRICS_CONNECTOR_PORT": str(free_port()), "YURONG_SOURCE_FLUSH_INTERVAL_S": "0.05",
+                    **(env or {})}
+        self.log = log
+        self.proc: subprocess.Popen | None = None
+        self.starts = 0
+
+    def start(self) -> None:
+        self.starts += 1
+        with self.log.open("ab") as out:
+            out.write(f"--- start {self.starts}\n".encode())
+            self.proc = subprocess.Popen([sys.executable, "-m", "streams.cli", "connect", self.dept], env=self.env,
+                                         stdout=out, stderr=subprocess.STDOUT)
+
+    def kill9(self) -> None:
+        assert self.proc.poll() is None, f"the connector died before the kill\n{self.log_tail()}"
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    def log_since_start(self) -> str:
+        """Output of the current (last started) process only."""
+        return self.log_text().rpartition(f"--- start {self.starts}\n")[2]
+
+    def log_tail(self, chars: int = 2000) -> str:
+        return self.log_text()[-chars:]
+
+    def metric(self, name: str) -> float:
+        """Sum of the samples of ``name`` on the connector's /metrics (0 before it serves)."""
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.env['YURONG_METRICS_CONNECTOR_PORT']}/metrics", timeout=2) as r:
+                text = r.read().decode()
+        except OSError:
+            return 0.0
+        return sum(float(line.rpartition(" ")[2]) for line in text.splitlines() if line.startswith(name + "{"))
+
+    def snapshot_rows(self) -> float:
+        """``yurong_connector_snapshot_rows_total`` of the running process."""
+        return self.metric("yurong_connector_snapshot_rows_total")
+
+
+class Envelopes:
+    """The ``dept.*`` change envelopes a ``TopicReader`` read, decoded once each (``refresh``
+    polls and decodes only what is new) and filtered by ``keep(envelope)`` — the topics are
+    shared, so a test keeps its own database's or folder's events. ``items`` keeps Kafka's
+    order per partition, i.e. per row key; tombstones and undecodable records are skipped."""
+
+    def __init__(self, reader: TopicReader, keep: Callable[[dict], bool]) -> None:
+        self.reader = reader
+        self.keep = keep
+        self.items: list[dict] = []
+        self._schemas = schema_store()
+        self._done = 0
+
+    def refresh(self, seconds: float = 0.5) -> list[dict]:
+        self.reader.poll(seconds)
+        msgs = self.reader.messages
+        for m in msgs[self._done:]:
+            if m.value() is None or not m.topic().startswith("dept."):
+                continue
+            try:
+                _, env = self._schemas.decode(m.value(), "dept/" + m.topic().split(".", 1)[1].replace(".", "/"))
+            except DecodeError:
+                continue
+            if self.keep(env):
+                self.items.append(env)
+        self._done = len(msgs)
+        return self.items
 
 
 class PipelineDied(RuntimeError):
