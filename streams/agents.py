@@ -31,6 +31,7 @@ from .errors import RecordError
 from .ingest import Provenance, to_enterprise_event
 from .masking import assert_no_pii
 from .profile import merge_event
+from .risk import DEFAULT_SCORECARD, Scorecard
 from .secrets import load_pseudonymizer
 from .serde import schema_store
 from .settings import get_settings
@@ -53,6 +54,7 @@ _settings = get_settings()
 _schemas = schema_store()
 _datasets = catalogue().by_topic()
 _pseudonymizer = load_pseudonymizer(_settings)
+_scorecard = Scorecard.load(_settings.risk.scorecard) if _settings.risk.scorecard else DEFAULT_SCORECARD
 _registry: ConsentRegistry | None = None
 
 
@@ -144,7 +146,7 @@ async def merge(stream):
             uscc = ev["uscc"]
             stored = profiles.get(uscc)
             old = _schemas.decode(stored, "enterprise/profile")[1] if stored else None
-            new, changes = merge_event(old, ev, msg.offset, now_ms())
+            new, changes = merge_event(old, ev, msg.offset, now_ms(), _scorecard)
             if new is old:
                 continue  # replayed event, already merged
             profile_bytes = _schemas.encode("enterprise/profile", new)

@@ -175,6 +175,10 @@ def worker(faust_args: tuple[str, ...]) -> None:
 
     s = get_settings()
     load_pseudonymizer(s)  # fail fast with a clear message, before Faust starts
+    if s.risk.scorecard:
+        from streams.risk import Scorecard
+
+        Scorecard.load(s.risk.scorecard)  # a broken card is a start-up error, not a crash per event
     topics = pipeline_topics(sorted(catalogue().by_topic()), s.kafka.dept_retention_ms)
     from streams.debezium import topic_datasets
 

@@ -117,6 +117,13 @@ class WorkerSettings(BaseSettings):
     )
 
 
+class RiskSettings(BaseSettings):
+    """The scorecard the merge step scores profiles with (docs/risk-scorecard.md)."""
+
+    model_config = _config("YURONG_RISK_")
+    scorecard: Path | None = Field(default=None, description="a scorecard TOML replacing streams/scorecard.toml")
+
+
 class MetricsSettings(BaseSettings):
     """Prometheus ``/metrics`` ports per component (0 disables)."""
 
@@ -138,6 +145,7 @@ class Settings:
         self.masking = MaskingSettings()
         self.source = SourceSettings()
         self.worker = WorkerSettings()
+        self.risk = RiskSettings()
         self.metrics = MetricsSettings()
 
     @property
