@@ -2,7 +2,8 @@
 
     dept.*            ──ingest──▶ enterprise.events    (validate, mask, re-key by USCC)
     enterprise.events ──merge───▶ enterprise.profiles + risk.changes   (profile table)
-    risk.changes      ──route───▶ alerts.<bank_id>     (consent + watchlist)
+    risk.changes      ──route───▶ alerts.<bank_id>     (consent + watchlist, bank rules, de-dup, throttle)
+    consent.grants    ──consent_sync──▶ Redis          (the router's view of the consents)
 
 Every record is handled inside its own try: a bad record goes to ``dlq.<topic>`` and the
 agent moves on; an exception never escapes an agent (Faust would skip the offset on restart,
@@ -22,21 +23,22 @@ import redis.exceptions
 from aiokafka.errors import KafkaError
 
 from connectors.catalogue import catalogue
-from monitoring.metrics import ALERTS, ALERTS_BLOCKED, DLQ, E2E_LATENCY, EVENTS_IN, EVENTS_OUT
-from sinks.consent import ConsentRegistry
+from monitoring.metrics import ALERTS, ALERTS_BLOCKED, ALERTS_THROTTLED, DLQ, E2E_LATENCY, EVENTS_IN, EVENTS_OUT
+from sinks.consent import ConsentGrant, ConsentRegistry, filtered_by
 
 from .app import app
 from .dlq import dlq_headers
 from .errors import RecordError
 from .ingest import Provenance, to_enterprise_event
 from .masking import assert_no_pii
-from .profile import merge_event
+from .profile import DecodedProfiles, merge_event
 from .risk import DEFAULT_SCORECARD, Scorecard
 from .secrets import load_pseudonymizer
 from .serde import schema_store
 from .settings import get_settings
 from .topics import (
     alerts_topic,
+    consent_grants,
     debezium_converters,
     debezium_topics,
     dept_topics,
@@ -55,6 +57,7 @@ _schemas = schema_store()
 _datasets = catalogue().by_topic()
 _pseudonymizer = load_pseudonymizer(_settings)
 _scorecard = Scorecard.load(_settings.risk.scorecard) if _settings.risk.scorecard else DEFAULT_SCORECARD
+_decoded = DecodedProfiles(lambda b: _schemas.decode(b, "enterprise/profile")[1])
 _registry: ConsentRegistry | None = None
 
 
@@ -145,7 +148,7 @@ async def merge(stream):
             _, ev = _schemas.decode(msg.value, "enterprise/event")
             uscc = ev["uscc"]
             stored = profiles.get(uscc)
-            old = _schemas.decode(stored, "enterprise/profile")[1] if stored else None
+            old = _decoded.get(uscc, stored)
             new, changes = merge_event(old, ev, msg.offset, now_ms(), _scorecard)
             if new is old:
                 continue  # replayed event, already merged
@@ -159,6 +162,7 @@ async def merge(stream):
             await dead_letter(msg, exc)
             continue
         profiles[uscc] = profile_bytes  # reassign: Faust writes a changelog entry only on set
+        _decoded.put(uscc, profile_bytes, new)
         key = uscc.encode()
         await enterprise_profiles.send(key=key, value=profile_bytes)
         EVENTS_OUT.labels("worker", enterprise_profiles.get_topic_name()).inc()
@@ -169,7 +173,8 @@ async def merge(stream):
 
 @app.agent(risk_changes)
 async def route(stream):
-    """risk.changes → alerts.<bank_id> for every bank with an active consent and a watch."""
+    """risk.changes → alerts.<bank_id> for every bank with an active consent and a watch whose
+    rules want the change; de-duplicated and throttled per bank in ``deliver``."""
     async for event in stream.events():
         msg = event.message
         EVENTS_IN.labels("worker", msg.topic).inc()
@@ -181,20 +186,36 @@ async def route(stream):
         reg = registry()
         try:
             banks = await retrying("consent lookup", lambda: reg.recipients(change["uscc"], change["category"], now_ms()))
+            rules = await retrying("bank rules", lambda: reg.rules_of(banks)) if banks else {}
         except Exception as exc:  # noqa: BLE001 — e.g. a malformed consent record: never skip silently
             await dead_letter(msg, exc)
             continue
         if not banks:
             ALERTS_BLOCKED.labels(change["category"]).inc()
         for bank_id, consent_id in banks.items():
+            why = filtered_by(rules.get(bank_id), change)
+            if why:
+                log.debug("%s/%s not wanted by %s (rule: %s)", change["uscc"], change["change_id"], bank_id, why)
+                continue
             await deliver(reg, msg, change, bank_id, consent_id)
 
 
 async def deliver(reg: ConsentRegistry, msg, change: dict, bank_id: str, consent_id: str) -> None:
-    """Publish one alert and wait for Kafka's ack before recording it as delivered."""
+    """Throttle, then publish one alert and wait for Kafka's ack before recording it as delivered."""
     alert_id = f"{bank_id}/{change['change_id']}"
     if await retrying("dedup check", lambda: reg.already_delivered(alert_id)):
         return
+    limits = _settings.alerts
+    if limits.throttle_max:
+        verdict = await retrying("throttle", lambda: reg.admit(alert_id, bank_id, change, now_ms(), limits.throttle_max,
+                                                               limits.throttle_window_ms))
+        if verdict <= 0:
+            if verdict == 0:  # first time: counted and recorded (a replay of a held-back alert was already)
+                ALERTS_THROTTLED.labels(bank_id, change["category"]).inc()
+                log.warning("alert %s held back: more than %d %s alerts about %s for %s within %gs "
+                            "(recorded; `yurong bank throttled %s`)", alert_id, limits.throttle_max, change["category"],
+                            change["uscc"], bank_id, limits.throttle_window_s, bank_id)
+            return
     alert = {"alert_id": alert_id, "bank_id": bank_id, "consent_id": consent_id, **change, "published_ts_ms": now_ms()}
     try:
         assert_no_pii(alert, "alert")
@@ -213,3 +234,33 @@ async def deliver(reg: ConsentRegistry, msg, change: dict, bank_id: str, consent
     ALERTS.labels(bank_id, change["category"], change["severity"]).inc()
     EVENTS_OUT.labels("worker", topic.get_topic_name()).inc()
     E2E_LATENCY.labels("alert_published").observe(max(0, now_ms() - change["event_ts_ms"]) / 1000)
+
+
+@app.agent(consent_grants)
+async def consent_sync(stream):
+    """consent.grants (the system of record) → Redis, where the router reads consents for every
+    alert. Idempotent and order-independent (``sinks.consent.merge_grant``): a replayed older
+    version never undoes a newer revocation. A tombstone drops the consent."""
+    async for event in stream.events():
+        msg = event.message
+        EVENTS_IN.labels("worker", msg.topic).inc()
+        reg = registry()
+        if msg.value is None:
+            if msg.key:
+                await retrying("consent forget", lambda: reg.forget(msg.key.decode()))
+            continue
+        try:
+            _, record = _schemas.decode(msg.value, "consent/grant")
+            grant = ConsentGrant.from_record(record)
+            if msg.key is not None and msg.key.decode() != grant.consent_id:
+                raise ValueError(f"key {msg.key!r} is not the consent id {grant.consent_id}")
+        except Exception as exc:  # noqa: BLE001
+            await dead_letter(msg, exc)
+            continue
+        try:
+            changed = await retrying("consent apply", lambda: reg.apply(grant))
+        except Exception as exc:  # noqa: BLE001 — e.g. a version changing the bank: refused, kept in the DLQ
+            await dead_letter(msg, exc)
+            continue
+        log.info("consent %s (%s ← %s) %s%s", grant.consent_id, grant.bank_id, grant.uscc,
+                 "revoked" if grant.revoked_ms else "granted", "" if changed else " (no change)")

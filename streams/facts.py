@@ -217,11 +217,11 @@ DATASET_FACTS: dict[str, tuple[Monthly | OpenItem | Dated | Rating, ...]] = {
 }
 
 
-def merge_facts(p: Profile, event: Event) -> bool:
-    """Merge ``event`` into the facts of ``p`` (in place); False if its dataset has no facts."""
-    specs = DATASET_FACTS.get(f"{event['dept']}.{event['dataset']}")
-    if not specs:
-        return False
-    for spec in specs:
+def merge_facts(p: Profile, event: Event) -> tuple[str, ...]:
+    """Merge ``event`` into the facts of ``p`` (in place); return the monthly measures it touched."""
+    touched: tuple[str, ...] = ()
+    for spec in DATASET_FACTS.get(f"{event['dept']}.{event['dataset']}", ()):
         spec.merge(p, event)
-    return True
+        if isinstance(spec, Monthly):
+            touched += tuple(spec.measures)
+    return touched

@@ -22,7 +22,7 @@ alone (a replay computes the same values).
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 ARREARS_SERIES = ("hrss.arrears", "housing_fund.arrears", "power.arrears", "gas.arrears", "water.arrears")
@@ -84,11 +84,24 @@ def as_of_day(profile: Mapping[str, Any]) -> dt.date:
     return dt.datetime.fromtimestamp(ts / 1000, dt.timezone.utc).date()
 
 
-def derive(profile: Mapping[str, Any]) -> dict[str, float]:
-    """Every indicator of ``profile`` (see the module doc)."""
+def derive(profile: Mapping[str, Any], changed_series: Iterable[str] | None = None) -> dict[str, float]:
+    """Every indicator of ``profile`` (see the module doc).
+
+    With ``changed_series`` (the monthly measures the last event touched) only those series are
+    recomputed; the others' indicators are taken from ``profile["indicators"]`` — a series'
+    indicators depend on that series alone. Open items and dated facts are always recomputed
+    (cheap, and the 12-month windows move with the as-of day)."""
+    monthly = profile.get("monthly", {})
     out: dict[str, float] = {}
-    for name, series in profile.get("monthly", {}).items():
-        out.update(series_indicators(name, series))
+    if changed_series is None:
+        redo = set(monthly)
+    else:
+        redo = set(changed_series)
+        out.update((k, v) for k, v in (profile.get("indicators") or {}).items()
+                   if k.rpartition(".")[0] in monthly and k.rpartition(".")[0] not in redo)
+    for name in redo:
+        if name in monthly:
+            out.update(series_indicators(name, monthly[name]))
     for kind, items in profile.get("open_items", {}).items():
         out[f"{kind}.open"] = float(len(items))
         out[f"{kind}.amount"] = round(sum(items.values()), 2)

@@ -27,6 +27,7 @@ already revoked before the platform started is a fact, not news.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -153,15 +154,16 @@ def merge_event(
         "ratings": dict(old["ratings"]),
     }
     merger = MERGERS.get(dataset)
+    touched: tuple[str, ...] = ()
     if merger is not None:
         merger(new, event)
     else:
-        merge_facts(new, event)
+        touched = merge_facts(new, event)
     new["version"] = offset
     new["last_event_id"] = event["event_id"]
     new["last_event_ts_ms"] = event["event_ts_ms"]
     new["updated_ts_ms"] = now_ms
-    new["indicators"] = derive(new)
+    new["indicators"] = derive(new, touched if profile else None)
     new["risk_score"], new["risk_level"], new["score_factors"] = scorecard.explain(new)
     new["reason_codes"] = [f["code"] for f in new["score_factors"] if f["points"] < 0]
     changes = [] if event["op"] == "r" else detect_changes(old if profile else None, new, event, now_ms)
@@ -170,3 +172,33 @@ def merge_event(
 
 def is_at_least(severity: str, minimum: str) -> bool:
     return SEVERITY_RANK[severity] >= SEVERITY_RANK[minimum]
+
+
+class DecodedProfiles:
+    """Decoded copies of the profile table's values, so an enterprise's profile is not decoded
+    again for every event. A copy is used only while the table still holds exactly the bytes it
+    was decoded from (after a rebalance or restore the table wins); least recently used copies
+    are dropped beyond ``size``. ``merge_event`` never changes the profile it is given, so a
+    cached copy stays equal to its bytes."""
+
+    def __init__(self, decode: Callable[[bytes], Profile], size: int = 20_000) -> None:
+        self._decode = decode
+        self._size = size
+        self._entries: OrderedDict[str, tuple[bytes, Profile]] = OrderedDict()
+
+    def get(self, uscc: str, stored: bytes | None) -> Profile | None:
+        if stored is None:
+            return None
+        hit = self._entries.get(uscc)
+        if hit is not None and hit[0] == stored:
+            self._entries.move_to_end(uscc)
+            return hit[1]
+        profile = self._decode(stored)
+        self.put(uscc, stored, profile)
+        return profile
+
+    def put(self, uscc: str, stored: bytes, profile: Profile) -> None:
+        self._entries[uscc] = (stored, profile)
+        self._entries.move_to_end(uscc)
+        if len(self._entries) > self._size:
+            self._entries.popitem(last=False)

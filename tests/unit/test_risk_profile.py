@@ -274,3 +274,47 @@ def test_indicators_use_the_day_of_the_newest_event_not_the_clock():
     p = {"last_event_ts_ms": int(dt.datetime(2025, 12, 31, tzinfo=dt.timezone.utc).timestamp() * 1000),
          "dated": {"penalty.safety": {"a": {"date": "2025-01-15", "amount": 1.0}, "b": {"date": "2024-12-01", "amount": 2.0}}}}
     assert derive(p)["penalty.safety.12m"] == 1 and derive(p)["penalty.safety.total"] == 2
+
+
+# --- incremental indicators and the decoded-profile cache ------------------------------------------
+
+_SERIES_EVENTS = st.lists(st.tuples(
+    st.sampled_from([("hrss", "social_insurance", "period", {"insured_headcount": 1, "arrears_amount": 1}),
+                     ("power", "electricity_usage", "period", {"usage_kwh": 1, "arrears_amount": 1}),
+                     ("tax", "tax_filing", "period", {"taxable_revenue": 1, "tax_paid": 1}),
+                     ("gas", "gas_usage", "billing_month", {"volume_m3": 1, "arrears": 1})]),
+    st.sampled_from(months(30)), st.sampled_from(["A", "B"]), st.integers(0, 10_000), st.sampled_from(["c", "u", "d"]),
+), max_size=60)
+
+
+@given(_SERIES_EVENTS)
+@settings(max_examples=150, deadline=None)
+def test_indicators_recomputed_per_touched_series_equal_a_full_recomputation(events):
+    feed = Feed()
+    feed.send("market", "enterprise_registration", USCC, {"uscc": USCC, "status": "active"}, op="r")
+    for (dept, dataset, period_field, measures), period, sub, value, op in events:
+        day = f"{period}-01" if period_field == "billing_month" else period
+        attrs = {"uscc": USCC, period_field: day, "account_no": sub, "tax_type": "vat" if sub == "A" else "cit",
+                 **{m: value for m in measures}}
+        feed.send(dept, dataset, f"{period}{sub}", attrs, op=op, before=attrs if op != "c" else None)
+    assert feed.profile["indicators"] == derive(feed.profile)
+
+
+def test_decoded_profiles_are_reused_only_for_the_same_bytes():
+    from streams.profile import DecodedProfiles
+
+    decoded = []
+
+    def decode(b: bytes) -> dict:
+        decoded.append(b)
+        return {"bytes": b}
+
+    cache = DecodedProfiles(decode, size=2)
+    assert cache.get("u1", None) is None
+    first = cache.get("u1", b"v1")
+    assert cache.get("u1", b"v1") is first and decoded == [b"v1"]
+    assert cache.get("u1", b"v2") == {"bytes": b"v2"}, "the table moved on (restore, rebalance): decode again"
+    cache.put("u2", b"x", {})
+    cache.put("u3", b"y", {})
+    cache.get("u1", b"v2")
+    assert decoded == [b"v1", b"v2", b"v2"], "u1 was the least recently used of three and was dropped"
