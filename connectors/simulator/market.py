@@ -185,7 +185,7 @@ class MarketSimulator:
             pledgor = ("natural_person", self.fake.name(), make_id_number(rng, pick_district(rng)))
         else:
             pledgor = ("enterprise", f"重庆{self.fake.company_prefix()}投资有限公司", make_uscc(rng, pick_district(rng)))
-        reg_no = f"{e.district}{registered:%Y%m%d}{rng.randint(0, 9999):04d}"
+        reg_no = f"渝{e.district}股质登字[{registered.year}]第{rng.randint(1, 99999):05d}号"
         return (e.uscc, reg_no, *pledgor, rng.choice(PLEDGEES), round(rng.lognormvariate(4.5, 1.0), 2), registered)
 
     @staticmethod
