@@ -1,7 +1,7 @@
 # The two commands a fresh machine needs (see README):
 #   make demo   — the platform's main job on the local embedded stack
 #   make test   — every test, against real services the scripts install and start
-.PHONY: demo test unit stack-up stack-down bench bench-connectors
+.PHONY: demo test unit stack-up stack-down bench bench-connectors bench-risk
 
 demo:
 	bash scripts/bootstrap.sh
@@ -29,3 +29,8 @@ bench-connectors:
 	bash scripts/bootstrap.sh
 	bash scripts/stack.sh up
 	.venv/bin/python bench/connector_bench.py
+
+bench-risk:
+	bash scripts/bootstrap.sh
+	bash scripts/stack.sh up
+	.venv/bin/python bench/risk_bench.py

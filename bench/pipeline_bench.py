@@ -532,6 +532,14 @@ def alert_latency(run: Run) -> dict:
 # --- machine and versions ---------------------------------------------------------------------------
 
 def machine(run: Run) -> dict:
+    facts = machine_facts()
+    ch = run.sql("SELECT version()")
+    facts["versions"]["clickhouse (chDB engine)"] = ch[0][0] if ch else "?"
+    return facts
+
+
+def machine_facts() -> dict:
+    """CPU, memory, kernel and the versions of the parts on this machine."""
     def lscpu(field_name: str) -> str | None:
         try:
             out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
@@ -557,14 +565,13 @@ def machine(run: Run) -> dict:
     }
     jars = sorted(p.name for p in (get_settings().paths.home / "kafka" / "libs").glob("kafka-server-*.jar"))
     versions["kafka"] = jars[0].removeprefix("kafka-server-").removesuffix(".jar") if jars else "?"
-    ch = run.sql("SELECT version()")
-    versions["clickhouse (chDB engine)"] = ch[0][0] if ch else "?"
+    s = get_settings()
     try:
-        with psycopg2.connect(run.admin_dsn) as pg, pg.cursor() as cur:
+        with psycopg2.connect(s.source.dsn("market", "postgres")) as pg, pg.cursor() as cur:
             cur.execute("SHOW server_version")
             versions["postgresql"] = cur.fetchone()[0]
         pg.close()
-        versions["redis"] = redis.from_url(run.redis_url).info("server")["redis_version"]
+        versions["redis"] = redis.from_url(s.redis.url.get_secret_value()).info("server")["redis_version"]
     except Exception:  # noqa: BLE001 — versions are informative only
         pass
     return {

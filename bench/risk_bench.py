@@ -1,0 +1,491 @@
+"""Risk benchmark (issue 4): mask + merge + score throughput per worker process over every
+department's data, and alert latency at a sustained input rate — each beside a baseline measured
+in the same run.
+
+    .venv/bin/python bench/risk_bench.py [--enterprises 1000] [--rate 2000] [--seconds 60] [--workers 1]
+
+The local stack must be up (`make stack-up`). One run:
+
+1. **Data from the simulator.** ``CitySimulator`` creates this run's department databases
+   (PostgreSQL, MariaDB, polled tables, drop folders; unique names) and seeds ``--enterprises``
+   enterprises with a year of history; ``yurong connect --all`` (in-process) brings every dataset
+   onto the ``dept.*`` topics. The worker group is first committed at the end of the shared
+   topics, so the worker reads exactly this run's records.
+2. **Throughput (drain).** ``--workers`` Faust worker processes (``yurong worker``, own app id)
+   drain that backlog: every record is validated, masked, merged into its enterprise's profile
+   (facts, indicators, scorecard, alert rules) and published. Measured from the worker's
+   ``yurong_events_in_total`` counters. Baselines on exactly the same offsets: a plain
+   confluent-kafka consumer (no decode), and the worker's pure core without Faust.
+3. **Sustained rate + alert latency.** The run's envelopes are replayed as live updates
+   (``op = u``, new source positions, ``source.ts_ms`` = the moment of sending) at ``--rate``
+   per second for ``--seconds``; ``--alert-share`` of them are status changes of enterprises a
+   bank holds consent for and watches, so they raise alerts. Measured: the worker's processing
+   rate and lag each second, and per alert the latency from sending to published (in the alert)
+   and to received by the bank's consumer. Baseline in the same run: the latency of a plain
+   consumer reading the same input records (send → receive).
+
+Results: ``bench/results/risk-<date>.json`` and a summary table. The run's databases, drop
+folder, Redis keys and alerts topic are removed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import json
+import os
+import random
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
+
+import pymysql  # noqa: E402
+import redis  # noqa: E402
+from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition  # noqa: E402
+from rich.table import Table  # noqa: E402
+
+from connectors.catalogue import catalogue  # noqa: E402
+from connectors.fleet import Fleet  # noqa: E402
+from connectors.mysql import parse_dsn  # noqa: E402
+from connectors.simulator.city import CitySimulator  # noqa: E402
+from pipeline_bench import CpuMeter, console, machine_facts, summary_ms  # noqa: E402
+from sinks.consent import ConsentRegistry  # noqa: E402
+from streams.errors import RecordError  # noqa: E402
+from streams.ingest import Provenance, to_enterprise_event  # noqa: E402
+from streams.kafka_admin import ensure_topics, pipeline_topics, watermark_offsets  # noqa: E402
+from streams.masking import Pseudonymizer  # noqa: E402
+from streams.profile import DecodedProfiles, merge_event  # noqa: E402
+from streams.serde import schema_store  # noqa: E402
+from streams.settings import Settings  # noqa: E402
+from tests.conftest import drop_database, free_port  # noqa: E402
+from tests.harness import commit_at_end  # noqa: E402
+
+DEPT_TOPICS = sorted(catalogue().by_topic())
+
+
+def now_ms() -> float:
+    return time.time() * 1000
+
+
+def end_offsets(bootstrap: str, topics: list[str]) -> dict[tuple[str, int], int]:
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-wm-{uuid.uuid4().hex}"})
+    try:
+        md = c.list_topics(timeout=15).topics
+        return {(t, p): watermark_offsets(c, TopicPartition(t, p))[1] for t in topics if t in md for p in md[t].partitions}
+    finally:
+        c.close()
+
+
+def worker_metric(port: int, name: str, topic_prefix: str = "dept.") -> float:
+    """Sum of ``name`` samples of one worker whose topic label starts with ``topic_prefix``."""
+    import urllib.request
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+            text = r.read().decode()
+    except OSError:
+        return 0.0
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name + "{") and 'component="worker"' in line and f'topic="{topic_prefix}' in line:
+            total += float(line.rpartition(" ")[2])
+    return total
+
+
+class RunEnv:
+    """This run's databases, folders, names and the environment of its worker processes."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.tag = uuid.uuid4().hex[:8]
+        self.tmp = Path(tempfile.mkdtemp(prefix=f"yurong-riskbench-{self.tag}-"))
+        base = Settings()
+        self.bootstrap = base.kafka.bootstrap_servers
+        self.redis_url = base.redis.url.get_secret_value()
+        self.dsns = {d.dept: base.source.dsn(d.dept, d.kind).rsplit("/", 1)[0] + f"/{d.dept}_rb{self.tag}"
+                     for d in catalogue().departments.values() if d.kind != "file"}
+        self.app_id, self.prefix = f"yurong-riskbench-{self.tag}", f"riskbench{self.tag}:"
+        self.key = secrets.token_hex(32)
+        os.environ.update({
+            "YURONG_SOURCE_DSNS": json.dumps(self.dsns), "YURONG_SOURCE_DROP_DIR": str(self.tmp / "drops"),
+            "YURONG_SOURCE_POLL_INTERVAL_S": "0.3", "YURONG_SOURCE_HEARTBEAT_INTERVAL_S": "0",
+        })
+        self.settings = Settings()
+        self.procs: list[subprocess.Popen] = []
+        self.metric_ports: list[int] = []
+        self.bank = ""
+
+    def worker_env(self) -> dict[str, str]:
+        port = free_port()
+        self.metric_ports.append(port)
+        return {**os.environ, "YURONG_HOME": str(self.tmp / f"home{len(self.metric_ports)}"),
+                "YURONG_KAFKA_BOOTSTRAP_SERVERS": self.bootstrap, "YURONG_REDIS_URL": self.redis_url,
+                "YURONG_REDIS_KEY_PREFIX": self.prefix, "YURONG_MASKING_HMAC_KEY": self.key,
+                "YURONG_WORKER_APP_ID": self.app_id, "YURONG_WORKER_WEB_PORT": str(free_port()),
+                "YURONG_METRICS_WORKER_PORT": str(port)}
+
+    def start_workers(self) -> None:
+        for _ in range(self.args.workers):
+            env = self.worker_env()
+            log = open(self.tmp / f"worker{len(self.procs)}.log", "ab")
+            self.procs.append(subprocess.Popen([sys.executable, "-m", "streams.cli", "worker", "-l", "warning"], env=env,
+                                               stdout=log, stderr=subprocess.STDOUT, cwd=REPO, start_new_session=True))
+
+    def events_in(self) -> float:
+        for p in self.procs:
+            if p.poll() is not None:
+                raise RuntimeError(f"a worker exited ({p.returncode}); logs in {self.tmp}")
+        return sum(worker_metric(port, "yurong_events_in_total") for port in self.metric_ports)
+
+    def cleanup(self) -> None:
+        for p in self.procs:
+            if p.poll() is None:
+                os.killpg(p.pid, 15)
+        for p in self.procs:
+            try:
+                p.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, 9)
+        admin_dsn = self.dsns["market"].rsplit("/", 1)[0] + "/postgres"
+        for dept, dsn in self.dsns.items():
+            try:
+                if catalogue().department(dept).kind == "mysql":
+                    conn_settings, db = parse_dsn(dsn)
+                    conn = pymysql.connect(**conn_settings, autocommit=True)
+                    with conn.cursor() as cur:
+                        cur.execute(f"DROP DATABASE IF EXISTS `{db}`")  # this run's generated name
+                    conn.close()
+                else:
+                    drop_database(admin_dsn, dsn.rsplit("/", 1)[1])
+            except Exception as exc:  # noqa: BLE001 — cleanup is best effort, reported
+                console.print(f"[yellow]could not drop the {dept} database: {exc}")
+        r = redis.from_url(self.redis_url)
+        for k in r.scan_iter(match=f"{self.prefix}*", count=1000):
+            r.delete(k)
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+# --- 1. data from the simulator ---------------------------------------------------------------------
+
+def load_city(run: RunEnv) -> dict[tuple[str, int], tuple[int, int]]:
+    """Seed the city and run every connector until the run's records stop arriving; return the
+    offset range of this run's records per (topic, partition)."""
+    ensure_topics(run.bootstrap, pipeline_topics(DEPT_TOPICS))
+    commit_at_end(run.bootstrap, run.app_id, [*DEPT_TOPICS, "enterprise.events", "risk.changes", "consent.grants"])
+    before = end_offsets(run.bootstrap, DEPT_TOPICS)
+    city = CitySimulator(run.settings, seed=run.args.seed, distress_share=0.1)
+    with console.status(f"seeding {run.args.enterprises:,} enterprises in every department"):
+        city.create()
+        run.usccs = city.seed(run.args.enterprises)
+    fleet = Fleet(catalogue(), run.settings, schema_store())
+    thread = threading.Thread(target=fleet.run, daemon=True)
+    thread.start()
+    last, stable_since = -1, time.monotonic()
+    with console.status("connectors: snapshots of every department onto Kafka") as status:
+        while time.monotonic() - stable_since < 6:
+            time.sleep(1)
+            now = sum(end_offsets(run.bootstrap, DEPT_TOPICS).values()) - sum(before.values())
+            status.update(f"connectors: {now:,} records on the dept.* topics")
+            if now != last:
+                last, stable_since = now, time.monotonic()
+    fleet.stop()
+    thread.join(30)
+    after = end_offsets(run.bootstrap, DEPT_TOPICS)
+    return {tp: (before.get(tp, 0), hi) for tp, hi in after.items() if hi > before.get(tp, 0)}
+
+
+def read_ranges(bootstrap: str, ranges: dict[tuple[str, int], tuple[int, int]], handle=None) -> dict:
+    """Read exactly ``ranges``; ``handle(msg)`` per message; rate from the first message."""
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-raw-{uuid.uuid4().hex}", "enable.auto.commit": False})
+    todo = {tp: hi for tp, (lo, hi) in ranges.items()}
+    c.assign([TopicPartition(t, p, lo) for (t, p), (lo, _) in ranges.items()])
+    count, first = 0, None
+    deadline = time.monotonic() + 300
+    try:
+        while todo and time.monotonic() < deadline:
+            for m in c.consume(num_messages=2000, timeout=0.5):
+                if m.error() is not None:
+                    if m.error().code() != KafkaError._PARTITION_EOF:
+                        raise RuntimeError(m.error())
+                    continue
+                first = first or time.perf_counter()
+                tp = (m.topic(), m.partition())
+                if tp not in todo or m.offset() >= todo[tp]:
+                    continue
+                count += 1
+                if handle is not None:
+                    handle(m)
+                if m.offset() + 1 >= todo[tp]:
+                    del todo[tp]
+        last = time.perf_counter()
+    finally:
+        c.close()
+    return {"messages": count, "per_s": round(count / (last - first), 1) if first and last > first else None}
+
+
+# --- 2. throughput ------------------------------------------------------------------------------------
+
+def baselines(run: RunEnv, ranges) -> tuple[dict, list[tuple[str, bytes, bytes]]]:
+    schemas = schema_store()
+    datasets = catalogue().by_topic()
+    pseudo = Pseudonymizer(bytes.fromhex(run.key))
+    captured: list[tuple[str, bytes, bytes]] = []
+    with console.status("baseline: raw consume of the run's records"):
+        raw = read_ranges(run.bootstrap, ranges, lambda m: m.value() and captured.append((m.topic(), m.key(), m.value())))
+    profiles: dict[str, bytes] = {}
+    decoded = DecodedProfiles(lambda b: schemas.decode(b, "enterprise/profile")[1])
+    offsets = Counter()
+
+    rejected = Counter()
+
+    def core(m) -> None:
+        """The worker's per-record work (decode, validate, mask, encode; decode, merge, score, encode)."""
+        if m.value() is None:
+            return
+        ds = datasets[m.topic()]
+        _, env = schemas.decode(m.value(), ds.schema_name)
+        try:
+            ev = to_enterprise_event(ds, env, Provenance(m.topic(), m.partition(), m.offset()), pseudo, int(now_ms()))
+        except RecordError as exc:  # the worker dead-letters these; counted here
+            rejected[f"{ds.qualified}: {exc.kind}"] += 1
+            return
+        _, ev = schemas.decode(schemas.encode("enterprise/event", ev), "enterprise/event")
+        offsets[ev["uscc"]] += 1
+        old = decoded.get(ev["uscc"], profiles.get(ev["uscc"]))
+        new, changes = merge_event(old, ev, offsets[ev["uscc"]], int(now_ms()))
+        profiles[ev["uscc"]] = b = schemas.encode("enterprise/profile", new)
+        decoded.put(ev["uscc"], b, new)
+        for ch in changes:
+            schemas.encode("risk/change", ch)
+
+    with console.status("baseline: the worker's pure core without Faust"):
+        pure = read_ranges(run.bootstrap, ranges, core)
+    sizes = sorted(len(b) for b in profiles.values())
+    return {"raw_consume": raw, "pure_core": pure, "rejected_by_validation": dict(rejected),
+            "profile_bytes": {"p50": sizes[len(sizes) // 2], "max": sizes[-1]} if sizes else {}}, captured
+
+
+def drain(run: RunEnv, total: int) -> dict:
+    """Start the workers at the run's first records and time until they have read them all."""
+    run.start_workers()
+    meter = CpuMeter({f"worker{i}": p.pid for i, p in enumerate(run.procs)})
+    first_t = None
+    deadline = time.monotonic() + 900
+    with console.status("workers draining the backlog") as status:
+        while time.monotonic() < deadline:
+            n = run.events_in()
+            if n and first_t is None:
+                first_t, first_n = time.monotonic(), n
+                meter.start()
+            status.update(f"workers: {n:,.0f} / {total:,} records")
+            if n >= total:
+                break
+            time.sleep(0.25)
+        else:
+            raise RuntimeError(f"the workers did not read {total} records within 900 s; logs in {run.tmp}")
+    elapsed = time.monotonic() - first_t
+    return {"records": total, "seconds": round(elapsed, 2), "per_s": round((total - first_n) / elapsed, 1),
+            "cpu": meter.stop()}
+
+
+# --- 3. sustained rate and alert latency ----------------------------------------------------------------
+
+class Collector(threading.Thread):
+    """Stamps every record of ``topics`` with its arrival time."""
+
+    def __init__(self, bootstrap: str, topics: list[str]) -> None:
+        super().__init__(daemon=True)
+        self.c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-c-{uuid.uuid4().hex}",
+                           "enable.auto.commit": False, "auto.offset.reset": "latest"})
+        self.c.subscribe(topics)
+        self.got: list[tuple[object, float]] = []
+        self.stop_event = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop_event.is_set():
+            for m in self.c.consume(num_messages=500, timeout=0.05):
+                if m.error() is None and m.value() is not None:
+                    self.got.append((m, now_ms()))
+        self.c.close()
+
+
+def sustained(run: RunEnv, captured: list[tuple[str, bytes, bytes]], total_before: float) -> dict:
+    args = run.args
+    schemas = schema_store()
+    datasets = catalogue().by_topic()
+    rng = random.Random(run.tag)
+    watched = rng.sample(run.usccs, min(200, len(run.usccs)))
+    run.bank = f"b{rng.randint(9000, 9999)}"
+    alerts_topic = f"alerts.{run.bank}"
+    ensure_topics(run.bootstrap, {alerts_topic: {}})
+
+    async def setup() -> None:
+        reg = ConsentRegistry.from_url(run.redis_url, run.prefix)
+        try:
+            for u in watched:
+                await reg.grant(run.bank, u, "credit monitoring", int((time.time() + 86400) * 1000))
+            await reg.watch(run.bank, watched)
+        finally:
+            await reg.close()
+    asyncio.run(setup())
+
+    reg_topic = "dept.market.enterprise_registration"
+    registrations = {}
+    for topic, key, value in captured:
+        if topic == reg_topic:
+            env = schemas.decode(value, datasets[topic].schema_name)[1]
+            if env["after"] and env["after"]["uscc"] in watched:
+                registrations[env["after"]["uscc"]] = env
+    status = {u: "active" for u in registrations}
+    input_reader = Collector(run.bootstrap, DEPT_TOPICS)
+    alert_reader = Collector(run.bootstrap, [alerts_topic])
+    input_reader.start()
+    alert_reader.start()
+    time.sleep(3)  # both readers joined their groups before the first record
+    producer = Producer({"bootstrap.servers": run.bootstrap, "linger.ms": 5, "acks": "all"})
+    sent, flips, seq = 0, {}, 10**15
+    samples = []
+    start = time.monotonic()
+    next_sample = start + 1
+    tick = 0.01
+    per_tick = args.rate * tick
+    credit = 0.0
+    order = list(range(len(captured)))
+    rng.shuffle(order)
+    with console.status(f"replaying at {args.rate:,}/s for {args.seconds}s") as st:
+        while time.monotonic() - start < args.seconds:
+            credit += per_tick
+            while credit >= 1:
+                credit -= 1
+                seq += 1
+                ts = int(now_ms())
+                if registrations and rng.random() < args.alert_share:
+                    u = rng.choice(list(registrations))
+                    status[u] = "suspended" if status[u] == "active" else "active"
+                    env = registrations[u]
+                    after = {**env["after"], "status": status[u]}
+                    topic, key = reg_topic, u.encode()
+                    flips[(u, str(seq))] = ts
+                    env = {**env, "op": "u", "before": env["after"], "after": after}
+                else:
+                    topic, key, value = captured[order[sent % len(order)]]
+                    env = schemas.decode(value, datasets[topic].schema_name)[1]
+                    row = env["after"] or env["before"]
+                    env = {**env, "op": "u", "before": row, "after": row}
+                env["source"] = {**env["source"], "position": str(seq), "seq": seq, "ts_ms": ts, "snapshot": "false"}
+                if topic == reg_topic and env["after"]["uscc"] in registrations:
+                    registrations[env["after"]["uscc"]] = {**env, "after": env["after"]}
+                producer.produce(topic, key=key, value=schemas.encode(datasets[topic].schema_name, env), timestamp=ts)
+                sent += 1
+            producer.poll(0)
+            now = time.monotonic()
+            if now >= next_sample:
+                samples.append({"t": round(now - start, 1), "sent": sent, "read": run.events_in() - total_before})
+                st.update(f"replaying at {args.rate:,}/s: sent {sent:,}, worker read {samples[-1]['read']:,.0f}")
+                next_sample += 1
+            time.sleep(max(0.0, start + (sent / args.rate) - time.monotonic()))
+    producer.flush(30)
+    produce_s = time.monotonic() - start
+    drain_start = time.monotonic()
+    while run.events_in() - total_before < sent and time.monotonic() - drain_start < 300:
+        time.sleep(0.5)
+    drained_s = time.monotonic() - drain_start
+    deadline = time.monotonic() + 30
+    while len(alert_reader.got) < len(flips) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    input_reader.stop_event.set()
+    alert_reader.stop_event.set()
+    input_reader.join(5)
+    alert_reader.join(5)
+
+    # latencies: alert (by source position) and plain consume of the same inputs (by message timestamp)
+    published, received = [], []
+    for m, at in alert_reader.got:
+        a = schemas.decode(m.value(), "risk/alert")[1]
+        t0 = flips.get((a["uscc"], a["source_position"]))
+        if t0 is not None:
+            published.append(a["published_ts_ms"] - t0)
+            received.append(at - t0)
+    consume = [at - m.timestamp()[1] for m, at in input_reader.got]
+    lag = [s["sent"] - s["read"] for s in samples]
+    steady = samples[len(samples) // 5:]
+    rate = ((steady[-1]["read"] - steady[0]["read"]) / (steady[-1]["t"] - steady[0]["t"])) if len(steady) > 1 else None
+    return {"target_per_s": args.rate, "sent": sent, "achieved_send_per_s": round(sent / produce_s, 1),
+            "worker_read_per_s_steady": round(rate, 1) if rate else None,
+            "lag_records": {"max": max(lag) if lag else None, "last": lag[-1] if lag else None},
+            "drain_after_send_s": round(drained_s, 2), "status_changes": len(flips),
+            "alerts_received": len(received), "alert_published_ms": summary_ms(published),
+            "alert_received_ms": summary_ms(received), "baseline_plain_consume_ms": summary_ms(consume),
+            "samples": samples}
+
+
+# --- report ---------------------------------------------------------------------------------------------
+
+def report(res: dict) -> None:
+    d, b, s = res["drain"], res["baselines"], res["sustained"]
+    t = Table(title=f"risk pipeline, {res['records']:,} records from {res['enterprises']:,} enterprises, "
+                    f"{res['workers']} worker(s)")
+    t.add_column("measure")
+    t.add_column("value", justify="right")
+    t.add_column("baseline (same run)", justify="right")
+    t.add_column("ratio", justify="right")
+    raw = b["raw_consume"]["per_s"]
+    t.add_row("worker: mask+merge+score, records/s", f"{d['per_s']:,.0f}", f"raw consume {raw:,.0f}",
+              f"{d['per_s'] / raw:.4f}" if raw else "-")
+    t.add_row("pure core without Faust, records/s", f"{b['pure_core']['per_s']:,.0f}", f"raw consume {raw:,.0f}",
+              f"{b['pure_core']['per_s'] / raw:.4f}" if raw else "-")
+    t.add_row(f"sustained: sent/s (target {s['target_per_s']:,})", f"{s['achieved_send_per_s']:,.0f}", "", "")
+    t.add_row("sustained: worker read/s (steady)", f"{s['worker_read_per_s_steady'] or 0:,.0f}", "", "")
+    t.add_row("sustained: max lag (records)", f"{s['lag_records']['max']:,}", "", "")
+    pc = s["baseline_plain_consume_ms"]
+    for name in ("alert_published_ms", "alert_received_ms"):
+        v = s[name]
+        t.add_row(f"{name.replace('_ms', '')} p50 / p99 ms (n={v['n']})", f"{v['p50']} / {v['p99']}",
+                  f"plain consume {pc['p50']} / {pc['p99']}",
+                  f"{v['p50'] / pc['p50']:.1f}× / {v['p99'] / pc['p99']:.1f}×" if v["p50"] and pc["p50"] else "-")
+    console.print(t)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--enterprises", type=int, default=1000)
+    ap.add_argument("--rate", type=int, default=2000, help="input records per second in the sustained phase")
+    ap.add_argument("--seconds", type=int, default=60, help="length of the sustained phase")
+    ap.add_argument("--workers", type=int, default=1, help="Faust worker processes (scale-out by partitions)")
+    ap.add_argument("--alert-share", type=float, default=0.01, help="share of sustained records that are status changes")
+    ap.add_argument("--seed", type=int, default=2019)
+    args = ap.parse_args()
+    run = RunEnv(args)
+    try:
+        ranges = load_city(run)
+        total = sum(hi - lo for lo, hi in ranges.values())
+        console.print(f"{total:,} records of this run on {len({t for t, _ in ranges})} dept.* topics")
+        base, captured = baselines(run, ranges)
+        d = drain(run, total)
+        s = sustained(run, captured, run.events_in())
+        res = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "args": vars(args),
+               "enterprises": args.enterprises, "records": total, "workers": args.workers,
+               "per_topic": {t: sum(hi - lo for (tt, _), (lo, hi) in ranges.items() if tt == t) for t in DEPT_TOPICS},
+               "baselines": base, "drain": d, "sustained": s, "machine": machine_facts()}
+        out = REPO / "bench" / "results" / f"risk-{dt.date.today().isoformat()}-{run.tag}.json"
+        out.parent.mkdir(exist_ok=True)
+        out.write_text(json.dumps(res, indent=2, ensure_ascii=False))
+        report(res)
+        console.print(f"results: {out.relative_to(REPO)}")
+    finally:
+        run.cleanup()
+
+
+if __name__ == "__main__":
+    main()
