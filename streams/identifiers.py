@@ -11,6 +11,8 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 from stdnum.cn import ric, uscc
 from stdnum.exceptions import ValidationError as StdnumValidationError
 
@@ -22,6 +24,7 @@ def uscc_check_digit(first17: str) -> str:
     return uscc.calc_check_digit(first17)
 
 
+@lru_cache(maxsize=65_536)  # an enterprise's code comes back with every event; it is not personal data
 def uscc_problem(code: str) -> str | None:
     """Why ``code`` is not a valid USCC, or ``None`` if it is."""
     if not isinstance(code, str) or len(code) != 18:

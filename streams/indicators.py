@@ -23,13 +23,16 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable, Mapping
+from functools import lru_cache
 from typing import Any
 
 ARREARS_SERIES = ("hrss.arrears", "housing_fund.arrears", "power.arrears", "gas.arrears", "water.arrears")
 TREND_WINDOWS = (3, 6, 12)
 
 
+@lru_cache(maxsize=4096)
 def _month_index(period: str) -> int:
+    """Months since year 0 of ``YYYY-MM`` (or ``YYYY-MM|sub-key``)."""
     return int(period[:4]) * 12 + int(period[5:7]) - 1
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
+import unicodedata
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -213,9 +214,38 @@ def _as_text(value: Any) -> str | None:
 
 # --- last-line detector -------------------------------------------------------------------------
 
-_ID_CANDIDATE = re.compile(r"(?<![0-9A-Za-z])\d{17}[\dXx](?![0-9A-Za-z])")
-_PHONE_CANDIDATE = re.compile(r"(?<![\d])(?:\+?86[- ]?)?(1[3-9]\d{9})(?![\d])(?!\.\d)")
-_CARD_CANDIDATE = re.compile(r"(?<![\d])(\d{16,19})(?![\d])(?!\.\d)")
+# What counts as a raw identifier in text (DESIGN §6; tests/unit/test_pii_properties.py holds the
+# independent oracle): a run of digits that is not part of a longer digit run nor of a decimal
+# number (``13812345678.5``, ``0.1234567890123456``), plain or in the usual written groupings
+# (``138 1234 5678``, ``6222-0212-3456-7890``, ``500103 19800101 123X``); a mobile also after
+# 86/+86. An ID or card number glued to Latin letters is part of an alphanumeric code (a USCC
+# such as ``91500000202805720T``, a certificate or patent number), not a person's number; a
+# mobile glued to letters (``Tel13812345678``) is still a mobile.
+_NOT_IN_NUMBER = r"(?<![0-9])(?<![0-9]\.)"
+_NUMBER_ENDS = r"(?![0-9])(?!\.[0-9])"
+_ID_CANDIDATE = re.compile(
+    r"(?<![A-Za-z])" + _NOT_IN_NUMBER
+    + r"([0-9]{17}[0-9Xx]|[0-9]{6}[- ][0-9]{8}[- ][0-9]{3}[0-9Xx])"
+    + _NUMBER_ENDS + r"(?![A-Za-z])"
+)
+_PHONE_CANDIDATE = re.compile(_NOT_IN_NUMBER + r"(?:\+?86[- ]?)?(1[3-9][0-9](?:[- ]?[0-9]{4}){2})" + _NUMBER_ENDS)
+_CARD_CANDIDATE = re.compile(
+    r"(?<![A-Za-z])" + _NOT_IN_NUMBER
+    + r"([0-9]{16,19}|[0-9]{4}(?:[- ][0-9]{4}){3}(?:[- ][0-9]{1,3})?)"
+    + _NUMBER_ENDS + r"(?![A-Za-z])"
+)
+_SEPARATORS = re.compile(r"[- ]")
+
+# Chinese input often has full-width digits (``１３８１２３４５６７８``); any script's decimal
+# digits, the full-width X, plus, minus and the ideographic space are read as their ASCII forms.
+_FULL_WIDTH = {"\uff38": "X", "\uff58": "x", "\uff0b": "+", "\uff0d": "-", "\u3000": " "}
+_FOLDABLE = re.compile(r"(?![0-9])\d|[\uff38\uff58\uff0b\uff0d\u3000]")
+
+
+def _fold(m: re.Match) -> str:
+    c = m.group()
+    return _FULL_WIDTH.get(c) or str(unicodedata.decimal(c))
+
 
 # Fields that hold an enterprise identifier or provenance the platform builds itself from
 # source positions and keyed pseudonyms (never from raw values): skipped by the detector.
@@ -241,17 +271,39 @@ def _luhn_ok(digits: str) -> bool:
 _PSEUDONYM_TOKEN = re.compile(r"(?<![0-9A-Za-z])[pb]_[0-9a-f]{32}(?![0-9A-Za-z])")
 
 
+# Short texts already scanned and found clean (dates, amounts, enum values and masked values
+# repeat across records): scanned once. A text with a hit is never remembered.
+_CLEAN_TEXTS: dict[str, None] = {}
+_CLEAN_TEXTS_MAX = 200_000
+
+
+_CLEAN_TEXT_MAX_LEN = 64
+
+
 def find_pii_in_text(text: str) -> str | None:
     """The PII class of the first raw ID, mobile phone or bank-card number in ``text``, or None."""
+    if text in _CLEAN_TEXTS:
+        return None
+    hit = _scan_text(text)
+    if hit is None and len(text) <= _CLEAN_TEXT_MAX_LEN:
+        if len(_CLEAN_TEXTS) >= _CLEAN_TEXTS_MAX:
+            _CLEAN_TEXTS.clear()
+        _CLEAN_TEXTS[text] = None
+    return hit
+
+
+def _scan_text(text: str) -> str | None:
     if "_" in text:
         text = _PSEUDONYM_TOKEN.sub(" ", text)
+    if not text.isascii():
+        text = _FOLDABLE.sub(_fold, text)
     for m in _ID_CANDIDATE.finditer(text):
-        if is_valid_id_number(m.group(0).upper()):
+        if is_valid_id_number(_SEPARATORS.sub("", m.group(1)).upper()):
             return "id_number"
     if _PHONE_CANDIDATE.search(text):
         return "phone"
     for m in _CARD_CANDIDATE.finditer(text):
-        if _luhn_ok(m.group(1)):
+        if _luhn_ok(_SEPARATORS.sub("", m.group(1))):
             return "bank_account"
     return None
 
@@ -271,11 +323,23 @@ def _walk(value: Any, path: str) -> Iterable[tuple[str, str]]:
 
 def find_pii(record: Mapping[str, Any]) -> tuple[str, str] | None:
     """``(field path, PII class)`` of the first raw personal identifier in ``record``, or None."""
+    if not _has_pii(record):  # the common case, without building a path per value
+        return None
     for path, text in _walk(record, ""):
         hit = find_pii_in_text(text)
         if hit:
             return path, hit
     return None
+
+
+def _has_pii(value: Any) -> bool:
+    if isinstance(value, str):
+        return find_pii_in_text(value) is not None
+    if isinstance(value, Mapping):
+        return any(_has_pii(v) for k, v in value.items() if k not in NON_PERSONAL_FIELDS)
+    if isinstance(value, (list, tuple)):
+        return any(_has_pii(v) for v in value)
+    return False
 
 
 def assert_no_pii(record: Mapping[str, Any], what: str) -> None:

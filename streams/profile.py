@@ -115,8 +115,15 @@ MERGERS: dict[str, Callable[[Profile, Event], None]] = {
 
 
 def source_row(event: Event) -> str:
-    """``<dept>.<dataset>#<row pseudonym>``: the source row an event changed (from its id, see
-    ``streams.ingest.event_id``)."""
+    """``<dataset>#<row pseudonym, first 16 hex>``: the source row an event changed (from its id,
+    see ``streams.ingest.event_id``). Dataset names are unique in the catalogue, and 64 bits of a
+    keyed pseudonym tell the rows of one enterprise apart; the short key keeps profiles small
+    (one entry per source row)."""
+    return f"{event['dataset']}#{event['event_id'].rpartition('#')[2][:16]}"
+
+
+def _legacy_source_row(event: Event) -> str:
+    """The key profiles written before the short form used (still honoured on replay)."""
     return f"{event['dept']}.{event['dataset']}#{event['event_id'].rpartition('#')[2]}"
 
 
@@ -124,7 +131,10 @@ def is_duplicate(profile: Profile, event: Event, offset: int) -> bool:
     """True if ``event`` was merged before (consumer replay or upstream re-publication)."""
     if offset <= profile["version"]:
         return True
-    last_seq = profile["source_seqs"].get(source_row(event))
+    seqs = profile["source_seqs"]
+    last_seq = seqs.get(source_row(event))
+    if last_seq is None and seqs:
+        last_seq = seqs.get(_legacy_source_row(event))
     return last_seq is not None and event["seq"] <= last_seq
 
 
