@@ -26,6 +26,9 @@ SINK_ROWS = Counter("yurong_sink_rows_total", "Rows inserted into ClickHouse", [
 SINK_BATCH_SECONDS = Histogram("yurong_sink_batch_seconds", "Time to write and commit one sink batch", buckets=LATENCY_BUCKETS)
 ALERTS = Counter("yurong_alerts_total", "Alerts published per bank", ["bank_id", "category", "severity"])
 ALERTS_BLOCKED = Counter("yurong_alerts_blocked_total", "Risk changes with no consented recipient", ["category"])
+ALERTS_THROTTLED = Counter("yurong_alerts_throttled_total",
+                           "Alerts held back by the throttle per bank, enterprise and category (recorded per bank in Redis)",
+                           ["bank_id", "category"])
 CONNECTOR_FLUSHED_LSN = Gauge("yurong_connector_flushed_position", "Source position acknowledged to the source", ["source"])
 CONNECTOR_LAG_BYTES = Gauge("yurong_connector_slot_lag_bytes", "WAL retained by the replication slot", ["source"])
 CONNECTOR_LAG_TRANSACTIONS = Gauge("yurong_connector_lag_transactions",

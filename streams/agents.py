@@ -207,8 +207,12 @@ async def deliver(reg: ConsentRegistry, msg, change: dict, bank_id: str, consent
         return
     limits = _settings.alerts
     if limits.throttle_max:
-        verdict = await retrying("throttle", lambda: reg.admit(alert_id, bank_id, change, now_ms(), limits.throttle_max,
-                                                               limits.throttle_window_ms))
+        try:
+            verdict = await retrying("throttle", lambda: reg.admit(alert_id, bank_id, change, now_ms(),
+                                                                   limits.throttle_max, limits.throttle_window_ms))
+        except Exception as exc:  # noqa: BLE001 — not an outage (e.g. a key of the wrong type): never skip silently
+            await dead_letter(msg, exc)
+            return
         if verdict <= 0:
             if verdict == 0:  # first time: counted and recorded (a replay of a held-back alert was already)
                 ALERTS_THROTTLED.labels(bank_id, change["category"]).inc()

@@ -7,8 +7,9 @@
     yurong connect <dept>               run a CDC connector
     yurong worker                       run the Faust worker (mask, merge, score, route alerts)
     yurong sink                         run the ClickHouse sink (+ read-only SQL endpoint for chDB)
-    yurong consent grant|revoke|list    enterprise → bank consents
+    yurong consent grant|revoke|list    enterprise → bank consents (published to consent.grants)
     yurong watchlist add|remove|import|list
+    yurong bank rules|throttled         per-bank alert rules, held-back alerts
     yurong sql "<query>"                analyst SQL on ClickHouse (read-only, audited)
 """
 
@@ -252,45 +253,107 @@ def _ms(ts: int) -> str:
 
 @main.group()
 def consent() -> None:
-    """Enterprise → bank consents (授权): an alert reaches a bank only under an active one."""
+    """Enterprise → bank consents (授权): an alert reaches a bank only under an active one.
+
+    The system of record is the compacted Kafka topic consent.grants: grant and revoke publish
+    there (and wait for Kafka's ack); the worker applies each record to Redis, where the router
+    reads consents for every alert."""
+
+
+def _publisher():
+    from sinks.consent import ConsentPublisher
+
+    s = get_settings()
+    return ConsentPublisher(s.kafka.bootstrap_servers, partitions=s.kafka.topic_partitions,
+                            replication_factor=s.kafka.replication_factor)
+
+
+def _parse_day(text: str | None) -> int | None:
+    from .errors import ConfigError
+
+    if not text:
+        return None
+    try:
+        day = dt.date.fromisoformat(text)
+    except ValueError:
+        raise ConfigError(f"--start {text!r} is not a date (YYYY-MM-DD)") from None
+    return int(dt.datetime.combine(day, dt.time(), dt.timezone.utc).timestamp() * 1000)
 
 
 @consent.command("grant")
 @click.option("--bank", "bank_id", required=True, help="bank id, b + 4 digits (b0001)")
 @click.option("--uscc", required=True, help="the consenting enterprise's 统一社会信用代码")
 @click.option("--purpose", default="post-loan monitoring", show_default=True)
-@click.option("--days", default=365, show_default=True, help="validity in days")
+@click.option("--days", default=365, show_default=True, help="validity in days (from the start)")
+@click.option("--start", default=None, help="first day in force, YYYY-MM-DD UTC (default: now)")
 @click.option("--scope", default="", help="comma-separated alert categories (empty: all)")
-def consent_grant(bank_id: str, uscc: str, purpose: str, days: int, scope: str) -> None:
-    """Record a consent and create the bank's alert topic if needed."""
+def consent_grant(bank_id: str, uscc: str, purpose: str, days: int, start: str | None, scope: str) -> None:
+    """Publish a new consent to consent.grants and create the bank's alert topic if needed."""
+    from sinks.consent import new_grant
     from streams.kafka_admin import ensure_topics
 
-    expiry = int((time.time() + days * 86400) * 1000)
-    g = _run(lambda reg: reg.grant(bank_id, uscc, purpose, expiry, [c for c in scope.split(",") if c]))
+    now = int(time.time() * 1000)
+    start_ms = _parse_day(start)
+    expiry = (start_ms if start_ms is not None else now) + days * 86_400_000
+    g = new_grant(bank_id, uscc.strip().upper(), purpose, expiry, [c.strip() for c in scope.split(",") if c.strip()],
+                  start_ms=start_ms, now_ms=now)
+    _publisher().publish([g])
     s = get_settings()
     ensure_topics(s.kafka.bootstrap_servers, {f"alerts.{bank_id}": {}}, partitions=s.kafka.topic_partitions,
                   replication_factor=s.kafka.replication_factor)
-    console.print(f"granted consent {g.consent_id} ({bank_id} ← {uscc}, until {_ms(g.expiry_ms)})")
+    console.print(f"granted consent {g.consent_id} ({bank_id} ← {g.uscc}, {_ms(g.start_ms)} – {_ms(g.expiry_ms)}, "
+                  f"scope {','.join(g.scope) or 'all'})")
 
 
 @consent.command("revoke")
-@click.option("--bank", "bank_id", required=True)
-@click.option("--uscc", required=True)
-def consent_revoke(bank_id: str, uscc: str) -> None:
-    """Revoke every active consent of USCC for BANK; alerts stop with the next change."""
-    ids = _run(lambda reg: reg.revoke(bank_id, uscc))
-    console.print(f"revoked {len(ids)} consent(s)")
+@click.option("--bank", "bank_id", default=None, help="with --uscc: every consent of the pair")
+@click.option("--uscc", default=None)
+@click.option("--consent", "consent_id", default=None, help="one consent by id (instead of --bank/--uscc)")
+def consent_revoke(bank_id: str | None, uscc: str | None, consent_id: str | None) -> None:
+    """Revoke every active or scheduled consent of USCC for BANK (or one consent by id): the
+    revocation is published to consent.grants and stops alerts within a second.
+
+    The consents to revoke are looked up in consent.grants itself and in Redis, so a grant the
+    worker has not applied yet is revoked too."""
+    from sinks.consent import check_bank_id, merge_grant, revocations, scan_grants
+
+    from .errors import ConfigError
+
+    if consent_id and not (bank_id or uscc):
+        def wanted(g) -> bool:
+            return g.consent_id == consent_id
+        from_redis = _run(lambda reg: reg.grant_by_id(consent_id))
+        known = [from_redis] if from_redis else []
+    elif bank_id and uscc and not consent_id:
+        bank_id, uscc = check_bank_id(bank_id), uscc.strip().upper()
+        def wanted(g) -> bool:
+            return g.bank_id == bank_id and g.uscc == uscc
+        known = [g for g in _run(lambda reg: reg.grants_of(uscc)) if wanted(g)]
+    else:
+        raise ConfigError("name --bank and --uscc, or --consent")
+    s = get_settings()
+    found = scan_grants(s.kafka.bootstrap_servers, wanted)
+    for g in known:
+        found[g.consent_id] = merge_grant(found.get(g.consent_id), g)
+    publisher = _publisher()
+    now = int(time.time() * 1000)  # after the look-up: the revocation applies from the moment it is published
+    todo = [r for g in found.values() for r in revocations([g], g.bank_id, now)]
+    if not todo:
+        raise ConfigError("nothing to revoke: no active or scheduled consent matches")
+    publisher.publish(todo)
+    console.print(f"revoked {len(todo)} consent(s) from {_ms(now)}" + "".join(f"\n  {g.consent_id}" for g in todo))
 
 
 @consent.command("list")
 @click.option("--bank", "bank_id", default=None)
 def consent_list(bank_id: str | None) -> None:
-    """List consents (all banks, or one)."""
+    """List consents as the router sees them (Redis; all banks, or one)."""
     grants = _run(lambda reg: reg.all_grants(bank_id))
     now = int(time.time() * 1000)
     t = Table("consent", "bank", "uscc", "purpose", "scope", "from", "until", "state")
     for g in grants:
-        state = "active" if g.is_active(now) else ("revoked" if g.revoked_ms else "inactive")
+        state = ("active" if g.is_active(now) else "revoked" if g.revoked_ms and g.revoked_ms <= now
+                 else "scheduled" if now < g.start_ms else "expired")
         t.add_row(g.consent_id[:12], g.bank_id, g.uscc, g.purpose, ",".join(g.scope) or "all", _ms(g.start_ms), _ms(g.expiry_ms), state)
     console.print(t)
 
@@ -304,7 +367,8 @@ def watchlist() -> None:
 @click.option("--bank", "bank_id", required=True)
 @click.argument("usccs", nargs=-1, required=True)
 def watchlist_add(bank_id: str, usccs: tuple[str, ...]) -> None:
-    n = _run(lambda reg: reg.watch(bank_id, usccs))
+    """Add USCCs to the bank's watchlist (all or none: an invalid code refuses the command)."""
+    n = _run(lambda reg: reg.watch(bank_id, [u.strip().upper() for u in usccs]))
     console.print(f"{bank_id}: {n} added")
 
 
@@ -312,28 +376,99 @@ def watchlist_add(bank_id: str, usccs: tuple[str, ...]) -> None:
 @click.option("--bank", "bank_id", required=True)
 @click.argument("usccs", nargs=-1, required=True)
 def watchlist_remove(bank_id: str, usccs: tuple[str, ...]) -> None:
-    n = _run(lambda reg: reg.unwatch(bank_id, usccs))
+    """Remove USCCs from the bank's watchlist."""
+    n = _run(lambda reg: reg.unwatch(bank_id, [u.strip().upper() for u in usccs]))
     console.print(f"{bank_id}: {n} removed")
 
 
 @watchlist.command("import")
 @click.option("--bank", "bank_id", required=True)
+@click.option("--replace", is_flag=True, help="make the watchlist exactly the file (removes codes not in it)")
+@click.option("--skip-invalid", is_flag=True, help="import the valid codes even if some lines are invalid")
 @click.argument("csv_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-def watchlist_import(bank_id: str, csv_file: Path) -> None:
-    """Import USCCs from a CSV file (a 'uscc' column, or the first column)."""
-    with csv_file.open(encoding="utf-8-sig", newline="") as f:
-        rows = list(csv.reader(f))
-    col = rows[0].index("uscc") if rows and "uscc" in rows[0] else 0
-    codes = [r[col].strip() for r in rows[1 if rows and "uscc" in rows[0] else 0:] if r and r[col].strip()]
-    n = _run(lambda reg: reg.watch(bank_id, codes))
-    console.print(f"{bank_id}: {n} of {len(codes)} added")
+def watchlist_import(bank_id: str, replace: bool, skip_invalid: bool, csv_file: Path) -> None:
+    """Import a bank's CSV of USCCs (a 'uscc' / '统一社会信用代码' column, or the first column).
+
+    Every invalid line is reported with its number and the reason (length, alphabet, GB 32100
+    check digit); then nothing is imported (exit code 2) unless --skip-invalid."""
+    from sinks.consent import check_bank_id, parse_watchlist
+
+    check_bank_id(bank_id)
+    parsed = parse_watchlist(csv_file.read_text(encoding="utf-8-sig"))
+    for problem in parsed.problems:
+        err_console.print(f"{csv_file.name}: {problem}", markup=False, highlight=False, soft_wrap=True)
+    if parsed.problems and not skip_invalid:
+        err_console.print(f"{len(parsed.problems)} invalid line(s): nothing imported (fix them, or use --skip-invalid)")
+        sys.exit(2)
+    if replace:
+        added, removed = _run(lambda reg: reg.replace_watchlist(bank_id, parsed.codes))
+    else:
+        added, removed = _run(lambda reg: reg.watch(bank_id, parsed.codes)), 0
+    console.print(f"{bank_id}: {added} added, {removed} removed, {len(parsed.codes)} valid code(s) in the file"
+                  + (f", {parsed.duplicates} repeated" if parsed.duplicates else "")
+                  + (f", {len(parsed.problems)} invalid line(s) skipped" if parsed.problems else ""))
 
 
 @watchlist.command("list")
 @click.option("--bank", "bank_id", required=True)
 def watchlist_list(bank_id: str) -> None:
+    """Print the bank's watchlist, one USCC a line."""
     for code in _run(lambda reg: reg.watchlist(bank_id)):
         console.print(code)
+
+
+@main.group()
+def bank() -> None:
+    """Per-bank alert settings: rules, held-back (throttled) alerts."""
+
+
+@bank.command("rules")
+@click.argument("bank_id")
+@click.option("--categories", default=None, help="comma-separated alert categories the bank wants ('all': every one)")
+@click.option("--min-severity", default=None, type=click.Choice(["info", "low", "medium", "high", "critical"]))
+@click.option("--score-band-drop", default=None, type=click.IntRange(0, 4),
+              help="score_band alerts only when the level fell at least N bands (0: any)")
+@click.option("--reset", is_flag=True, help="drop the bank's rules (everything passes)")
+def bank_rules(bank_id: str, categories: str | None, min_severity: str | None, score_band_drop: int | None,
+               reset: bool) -> None:
+    """Show or set BANK_ID's rules, applied by the router after consent and watchlist. Options
+    not given keep their current value."""
+    from sinks.consent import BankRules, check_bank_id
+
+    check_bank_id(bank_id)
+
+    async def go(reg):
+        if reset:
+            await reg.clear_rules(bank_id)
+        current = None if reset else await reg.rules(bank_id)
+        if categories is None and min_severity is None and score_band_drop is None:
+            return current
+        base = current or BankRules()
+        cats = base.categories if categories is None else tuple(
+            c.strip() for c in categories.split(",") if c.strip() and c.strip() != "all")
+        new = BankRules(categories=cats, min_severity=min_severity or base.min_severity,
+                        score_band_drop=base.score_band_drop if score_band_drop is None else score_band_drop)
+        await reg.set_rules(bank_id, new)
+        return new
+
+    rules = _run(go)
+    if rules is None:
+        console.print(f"{bank_id}: no rules (every consented, watched alert goes out)")
+    else:
+        console.print(f"{bank_id}: categories {','.join(rules.categories) or 'all'}; minimum severity "
+                      f"{rules.min_severity}; score-band drop ≥ {rules.score_band_drop or 'any'}")
+
+
+@bank.command("throttled")
+@click.argument("bank_id")
+@click.option("--limit", default=50, show_default=True)
+def bank_throttled(bank_id: str, limit: int) -> None:
+    """Alerts held back by the throttle for BANK_ID, newest first (YURONG_ALERTS_THROTTLE_*)."""
+    rows = _run(lambda reg: reg.throttled(bank_id, limit))
+    t = Table("held back at", "uscc", "category", "severity", "reasons", "alert")
+    for r in rows:
+        t.add_row(_ms(int(r["throttled_ts_ms"])), r["uscc"], r["category"], r["severity"], r["reason_codes"], r["alert_id"])
+    console.print(t)
 
 
 # --- sql -----------------------------------------------------------------------------------------------

@@ -44,6 +44,7 @@ def pipeline_topics(dept_topics: list[str], retention_ms: int | None = None) -> 
         "enterprise.events": {},
         "enterprise.profiles": {"cleanup.policy": "compact"},
         "risk.changes": {},
+        "consent.grants": {"cleanup.policy": "compact"},  # consents: the system of record
     })
     topics.update({dlq_topic(t): dict(raw) if t in dept_topics else {} for t in list(topics)})
     return topics

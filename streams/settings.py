@@ -134,6 +134,19 @@ class MetricsSettings(BaseSettings):
     bind: str = Field(default="127.0.0.1", description="listen address; 0.0.0.0 in containers")
 
 
+class AlertSettings(BaseSettings):
+    """Alert delivery: the throttle per bank, enterprise and category (held-back alerts are
+    counted in ``yurong_alerts_throttled_total`` and recorded per bank in Redis)."""
+
+    model_config = _config("YURONG_ALERTS_")
+    throttle_max: int = Field(default=10, ge=0, description="alerts per bank, enterprise and category in a window (0: no throttle)")
+    throttle_window_s: float = Field(default=3600.0, gt=0, description="the throttle's sliding window, seconds")
+
+    @property
+    def throttle_window_ms(self) -> int:
+        return max(1, int(self.throttle_window_s * 1000))
+
+
 class Settings:
     """All settings, read once per process."""
 
@@ -147,6 +160,7 @@ class Settings:
         self.worker = WorkerSettings()
         self.risk = RiskSettings()
         self.metrics = MetricsSettings()
+        self.alerts = AlertSettings()
 
     @property
     def drop_dir(self) -> Path:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 
 from connectors.catalogue import catalogue
+from sinks.consent import CONSENT_TOPIC
 
 from .app import app
 from .debezium import DebeziumConverter, topic_datasets
@@ -13,6 +14,7 @@ from .settings import get_settings
 ENTERPRISE_EVENTS = "enterprise.events"
 ENTERPRISE_PROFILES = "enterprise.profiles"
 RISK_CHANGES = "risk.changes"
+CONSENT_GRANTS = CONSENT_TOPIC  # consent.grants: system of record of consents (compacted, key = consent id)
 
 
 def alerts_topic_name(bank_id: str) -> str:
@@ -32,6 +34,7 @@ debezium_topics = app.topic(*sorted(debezium_converters)) if debezium_converters
 enterprise_events = app.topic(ENTERPRISE_EVENTS)
 enterprise_profiles = app.topic(ENTERPRISE_PROFILES, compacting=True)
 risk_changes = app.topic(RISK_CHANGES)
+consent_grants = app.topic(CONSENT_GRANTS, compacting=True)
 
 # Latest profile per USCC, as Avro single-object bytes (avro/enterprise/profile.avsc), so the
 # changelog topic is as readable as every other. Co-partitioned with enterprise.events

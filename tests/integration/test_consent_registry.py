@@ -1,17 +1,34 @@
-"""Consent and watchlist registry against the real Redis (each test under its own key prefix)."""
+"""Consent and watchlist registry against the real Redis (each test under its own key prefix):
+grants and their versions from consent.grants, watchlists, bank rules, the throttle."""
 
 from __future__ import annotations
 
 import asyncio
 import random
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import replace
 
 import pytest
 import redis
+from confluent_kafka.admin import AdminClient, ConfigResource
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from connectors.simulator.identities import make_uscc
-from sinks.consent import DEDUP_TTL_S, ConsentRegistry
+from sinks.consent import (
+    DEDUP_TTL_S,
+    THROTTLE_RECORD_TTL_S,
+    BankRules,
+    ConsentRegistry,
+    merge_grant,
+    new_grant,
+    publish_grants,
+    revocations,
+    scan_grants,
+    throttle_model,
+)
 from streams.errors import ConfigError
 
 pytestmark = pytest.mark.integration
@@ -261,3 +278,241 @@ def test_recipients_match_an_independent_model_over_a_bank_by_enterprise_matrix(
         assert checked == 200 and 0 < delivered < checked  # the matrix exercises both outcomes
 
     with_registry(body)
+
+
+# ---------------------------------------------------------------- consent.grants versions applied to Redis
+
+def test_apply_keeps_the_newest_version_and_a_revocation_is_final(with_registry, unique):
+    (u,), (b,) = usccs_for(unique, 1), banks_for(unique, 1)
+
+    async def body(reg: ConsentRegistry):
+        now = now_ms()
+        g = new_grant(b, u, "post-loan monitoring", now + DAY, now_ms=now)
+        revoked = replace(g, revoked_ms=now + 5, ts_ms=now + 5)
+        assert await reg.apply(g) is True
+        assert await reg.recipients(u, "tax", now + 1) == {}  # not watched yet
+        await reg.watch(b, [u])
+        assert await reg.recipients(u, "tax", now + 1) == {b: g.consent_id}
+        assert await reg.apply(revoked) is True
+        assert await reg.apply(g) is False  # the replayed older grant changes nothing
+        assert await reg.apply(revoked) is False  # idempotent
+        assert await reg.grants_of(u) == [revoked]
+        assert await reg.recipients(u, "tax", now + 6) == {}
+        assert await reg.grant_by_id(g.consent_id) == revoked
+        assert [x.consent_id for x in await reg.all_grants(b)] == [g.consent_id]
+        with pytest.raises(ConfigError, match="cannot change"):
+            await reg.apply(replace(g, bank_id=banks_for(unique + "o", 1)[0], ts_ms=now + 9))
+        assert await reg.forget(g.consent_id) is True  # a tombstone
+        assert await reg.grants_of(u) == [] and await reg.forget(g.consent_id) is False
+
+    with_registry(body)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_concurrent_replays_in_any_order_end_in_the_same_state(with_registry, unique, data):
+    """Versions applied concurrently (several workers, a rebalance replay) race on the same hash:
+    the optimistic transaction makes the stored state the order-independent merge of them all."""
+    (u,), (b,) = usccs_for(unique, 1), banks_for(unique, 1)
+    base = new_grant(b, u, "p", 10_000, start_ms=0, now_ms=0)
+    versions = data.draw(st.lists(st.builds(
+        lambda ts, rev, exp: replace(base, ts_ms=ts, revoked_ms=rev, expiry_ms=exp),
+        st.integers(0, 40), st.one_of(st.just(0), st.integers(1, 9_000)), st.integers(5_000, 20_000)), min_size=1, max_size=10))
+    order = data.draw(st.permutations(versions))
+    expected = None
+    for v in versions:
+        expected = merge_grant(expected, v)
+
+    async def body(reg: ConsentRegistry):
+        await reg.forget(base.consent_id)
+        await asyncio.gather(*(reg.apply(v) for v in order))
+        return await reg.grant_by_id(base.consent_id)
+
+    assert with_registry(body) == expected
+
+
+# ---------------------------------------------------------------- rules, watchlist replace
+
+def test_bank_rules_are_stored_per_bank(with_registry, unique):
+    b1, b2 = banks_for(unique, 2)
+
+    async def body(reg: ConsentRegistry):
+        assert await reg.rules(b1) is None and await reg.rules_of([]) == {}
+        rules = BankRules(categories=("judicial", "score_band"), min_severity="high", score_band_drop=2)
+        await reg.set_rules(b1, rules)
+        assert await reg.rules(b1) == rules
+        assert await reg.rules_of([b1, b2]) == {b1: rules, b2: None}
+        await reg.set_rules(b1, BankRules(min_severity="low"))  # replaces, never merges stale fields
+        assert await reg.rules(b1) == BankRules(min_severity="low")
+        await reg.clear_rules(b1)
+        assert await reg.rules(b1) is None
+        with pytest.raises(ConfigError, match="b0001"):
+            await reg.set_rules("b1", rules)
+
+    with_registry(body)
+
+
+def test_replace_watchlist_makes_it_exactly_the_file(with_registry, unique):
+    (b,), codes = banks_for(unique, 1), usccs_for(unique, 5)
+
+    async def body(reg: ConsentRegistry):
+        assert await reg.watch(b, codes[:3]) == 3
+        assert await reg.replace_watchlist(b, codes[2:]) == (2, 2)
+        assert await reg.watchlist(b) == sorted(codes[2:])
+        assert await reg.unwatch(b, codes[4:]) == 1
+        assert await reg.replace_watchlist(b, []) == (0, 2)
+        assert await reg.watchlist(b) == []
+
+    with_registry(body)
+
+
+# ---------------------------------------------------------------- throttle (Lua) against its model
+
+def a_change(u: str, n: int, category: str = "judicial") -> dict:
+    return {"change_id": f"e{n}/X", "uscc": u, "category": category, "severity": "high", "reason_codes": ["X", "Y"],
+            "detected_ts_ms": 1_000 + n}
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(steps=st.lists(st.tuples(st.integers(0, 700), st.booleans()), min_size=1, max_size=25),
+       max_alerts=st.integers(1, 3))
+def test_throttle_matches_its_model_and_decisions_are_sticky_on_replay(with_registry, unique, steps, max_alerts):
+    """A sliding window of 1 s, alerts at random intervals, some of them replays of the previous
+    alert: Redis decides as the model, replays get the same answer and use up nothing, and every
+    held-back alert is recorded exactly once."""
+    run = uuid.uuid4().hex[:8]  # hypothesis reuses the fixture: keys of its own per example
+    (u,), (b,) = usccs_for(unique + run, 1), banks_for(unique, 1)
+
+    async def body(reg: ConsentRegistry):
+        t, admitted, held, decided = 10_000, [], [], {}
+        n = 0
+        for gap, replay in steps:
+            t += gap
+            if not (replay and decided):
+                n += 1
+            alert_id = f"{b}/{run}-{n}"
+            verdict = await reg.admit(alert_id, b, a_change(u, n), t, max_alerts, 1_000)
+            if alert_id in decided:
+                assert verdict == (1 if decided[alert_id] else -1), "a replay gets the first decision"
+                continue
+            ok = throttle_model(admitted, t, max_alerts, 1_000)
+            assert verdict == (1 if ok else 0)
+            decided[alert_id] = ok
+            (admitted if ok else held).append(t if ok else alert_id)
+        recorded = [r["alert_id"] for r in await reg.throttled(b, 1000) if r["alert_id"].startswith(f"{b}/{run}-")]
+        assert sorted(recorded) == sorted(held)
+
+    with_registry(body)
+
+
+def test_throttle_is_per_bank_enterprise_and_category_and_records_what_it_holds_back(with_registry, redis_url, prefix,
+                                                                                      unique):
+    (u1, u2), (b1, b2) = usccs_for(unique, 2), banks_for(unique, 2)
+
+    async def body(reg: ConsentRegistry):
+        t = now_ms()
+        assert [await reg.admit(f"{b1}/e{i}", b1, a_change(u1, i), t + i, 2, 60_000) for i in range(3)] == [1, 1, 0]
+        assert await reg.admit(f"{b2}/e0", b2, a_change(u1, 0), t, 2, 60_000) == 1  # another bank
+        assert await reg.admit(f"{b1}/f0", b1, a_change(u2, 0), t, 2, 60_000) == 1  # another enterprise
+        assert await reg.admit(f"{b1}/g0", b1, a_change(u1, 9, "tax"), t, 2, 60_000) == 1  # another category
+        assert await reg.admit(f"{b1}/e3", b1, a_change(u1, 3), t + 59_999, 2, 60_000) == 0  # e0, e1 still in the window
+        assert await reg.admit(f"{b1}/e4", b1, a_change(u1, 4), t + 60_000, 2, 60_000) == 1  # e0 left it (exclusive)
+        assert await reg.admit(f"{b1}/e5", b1, a_change(u1, 5), t + 60_000, 2, 60_000) == 0  # e1 and e4 in it
+        newest, _, oldest = await reg.throttled(b1)
+        assert (oldest["alert_id"], newest["alert_id"]) == (f"{b1}/e2", f"{b1}/e5")
+        assert oldest == {"alert_id": f"{b1}/e2", "change_id": "e2/X", "uscc": u1, "category": "judicial",
+                          "severity": "high", "reason_codes": "X,Y", "detected_ts_ms": "1002", "throttled_ts_ms": str(t + 2)}
+        assert await reg.throttled(b2) == []
+
+    with_registry(body)
+    r = redis.from_url(redis_url)
+    assert 0 < r.pttl(f"{prefix}throttle:{b1}:{u1}:judicial") <= 60_000  # the window keys expire
+    assert 0 < r.ttl(f"{prefix}throttled:{b1}") <= THROTTLE_RECORD_TTL_S
+
+
+# ---------------------------------------------------------------- consent.grants on Kafka
+
+def test_published_grants_are_read_back_from_the_topic(kafka_bootstrap, unique):
+    (u,), (b,) = usccs_for(unique, 1), banks_for(unique, 1)
+    now = now_ms()
+    g1 = new_grant(b, u, "post-loan monitoring", now + DAY, scope=["tax"], now_ms=now)
+    g2 = new_grant(b, u, "credit approval", now + DAY, now_ms=now)
+    assert publish_grants(kafka_bootstrap, [g1, g2]) == 2
+    [r1] = revocations([g1], b, now + 10)
+    assert publish_grants(kafka_bootstrap, [r1]) == 1
+    found = scan_grants(kafka_bootstrap, lambda g: g.uscc == u)
+    assert found == {g1.consent_id: r1, g2.consent_id: g2}
+    md = AdminClient({"bootstrap.servers": kafka_bootstrap})
+    [cfg] = md.describe_configs([ConfigResource("topic", "consent.grants")]).values()
+    assert cfg.result()["cleanup.policy"].value == "compact"
+
+
+# ---------------------------------------------------------------- the CLI (real Redis and Kafka)
+
+@pytest.fixture
+def cli(monkeypatch, prefix):
+    """Invoke ``yurong …`` in-process with the test's Redis prefix."""
+    from click.testing import CliRunner
+
+    from streams.cli import main
+    from streams.settings import get_settings
+
+    monkeypatch.setenv("YURONG_REDIS_KEY_PREFIX", prefix)
+    get_settings.cache_clear()
+    yield lambda *args: CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+    get_settings.cache_clear()
+
+
+def test_cli_watchlist_import_reports_each_invalid_line(cli, with_registry, unique, tmp_path):
+    (b,), codes = banks_for(unique, 1), usccs_for(unique, 4)
+    bad = codes[1][:17] + ("0" if codes[1][17] != "0" else "1")
+    f = tmp_path / "portfolio.csv"
+    f.write_text(f"企业名称,统一社会信用代码\n甲,{codes[0]}\n乙,{bad}\n丙,{codes[2].lower()}\n丁,{codes[0]}\n", encoding="utf-8")
+
+    out = cli("watchlist", "import", "--bank", b, f)
+    assert out.exit_code == 2
+    assert f"portfolio.csv: line 3: '{bad}' fails the GB 32100 check digit" in out.output
+    assert "nothing imported" in out.output
+    assert with_registry(lambda reg: reg.watchlist(b)) == []
+
+    out = cli("watchlist", "import", "--bank", b, "--skip-invalid", f)
+    assert out.exit_code == 0 and "2 added" in out.output and "1 repeated" in out.output
+    assert with_registry(lambda reg: reg.watchlist(b)) == sorted([codes[0], codes[2]])
+
+    f.write_text(f"{codes[3]}\n{codes[2]}\n", encoding="utf-8")  # no header: the first column
+    out = cli("watchlist", "import", "--bank", b, "--replace", f)
+    assert out.exit_code == 0 and "1 added, 1 removed" in out.output
+    assert cli("watchlist", "remove", "--bank", b, codes[3]).exit_code == 0
+    assert cli("watchlist", "list", "--bank", b).output.split() == [codes[2]]
+
+
+def test_cli_bank_rules(cli, with_registry, unique):
+    (b,) = banks_for(unique, 1)
+    assert "no rules" in cli("bank", "rules", b).output
+    out = cli("bank", "rules", b, "--categories", "judicial,score_band", "--min-severity", "high")
+    assert out.exit_code == 0
+    assert with_registry(lambda reg: reg.rules(b)) == BankRules(("judicial", "score_band"), "high", 0)
+    cli("bank", "rules", b, "--score-band-drop", "2")  # the other fields stay
+    assert with_registry(lambda reg: reg.rules(b)) == BankRules(("judicial", "score_band"), "high", 2)
+    assert "unknown alert categories" in cli("bank", "rules", b, "--categories", "judical").output
+    cli("bank", "rules", b, "--reset")
+    assert with_registry(lambda reg: reg.rules(b)) is None
+
+
+def test_cli_grant_and_revoke_go_through_consent_grants(cli, kafka_bootstrap, unique):
+    """Nothing applies the records to Redis here (no worker): revoke finds the grant on the
+    topic itself, the system of record."""
+    (u,), (b,) = usccs_for(unique, 1), banks_for(unique, 1)
+    out = cli("consent", "grant", "--bank", b, "--uscc", u, "--scope", "judicial,tax", "--days", "30")
+    assert out.exit_code == 0, out.output
+    [g] = scan_grants(kafka_bootstrap, lambda g: g.uscc == u).values()
+    assert (g.bank_id, g.scope, g.revoked_ms) == (b, ("judicial", "tax"), 0) and g.consent_id in out.output
+    assert g.expiry_ms - g.start_ms == 30 * DAY
+
+    out = cli("consent", "revoke", "--bank", b, "--uscc", u)
+    assert out.exit_code == 0 and "revoked 1 consent(s)" in out.output, out.output
+    [r] = scan_grants(kafka_bootstrap, lambda g: g.uscc == u).values()
+    assert r.consent_id == g.consent_id and r.revoked_ms >= g.ts_ms and r.ts_ms > g.ts_ms
+    again = cli("consent", "revoke", "--bank", b, "--uscc", u)
+    assert again.exit_code == 2 and "nothing to revoke" in again.output
+    assert "unknown alert categories" in cli("consent", "grant", "--bank", b, "--uscc", u, "--scope", "taxes").output

@@ -288,6 +288,11 @@ RECORDS = {
         "updated_ts_ms": 2,
     },
     "risk/change": CHANGE,
+    "consent/grant": {
+        "consent_id": "3f6c1a9e0b7d4e21a5c8f0d2b4e6a8c0", "bank_id": "b0001", "uscc": "91110000600037341L",
+        "purpose": "post-loan monitoring (贷后监测)", "scope": ["judicial", "tax"], "start_ms": 1_709_294_400_000,
+        "expiry_ms": 1_740_830_400_000, "revoked_ms": 0, "ts_ms": 1_709_294_400_123,
+    },
     "risk/alert": {
         **CHANGE, "alert_id": "b0001/" + CHANGE["change_id"], "bank_id": "b0001", "consent_id": "c1",
         "published_ts_ms": 1_709_294_402_000,
