@@ -339,7 +339,7 @@ def test_compose_env_matches_settings_fields():
 
     classes = [
         s.PathSettings, s.KafkaSettings, s.ClickHouseSettings, s.RedisSettings,
-        s.MaskingSettings, s.SourceSettings, s.WorkerSettings, s.MetricsSettings,
+        s.MaskingSettings, s.SourceSettings, s.WorkerSettings, s.MetricsSettings, s.AlertSettings, s.RiskSettings,
     ]
     known = {
         (cls.model_config.get("env_prefix") or "") .upper() + field.upper()
