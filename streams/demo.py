@@ -76,7 +76,7 @@ def pipeline(env: dict[str, str], log_dir: Path, components=("connect market", "
 
 def run_demo(console: Console, enterprises: int, seconds: int, rate: float) -> None:
     from connectors.simulator.market import MarketSimulator
-    from sinks.consent import ConsentRegistry
+    from sinks.consent import ConsentRegistry, new_grant, publish_grants
 
     from .cli import _run, run_sql
 
@@ -106,16 +106,19 @@ def run_demo(console: Console, enterprises: int, seconds: int, rate: float) -> N
     console.print(f"3/6 {CONSENTED_BANK} gets consent for {len(portfolio)} enterprises and watches them; "
                   f"{UNCONSENTED_BANK} watches the same ones [bold]without[/bold] consent")
 
-    async def setup(reg: ConsentRegistry) -> None:
-        expiry = int((time.time() + 365 * 86400) * 1000)
+    async def setup(reg: ConsentRegistry) -> list[str]:
+        """Watch the portfolio at both banks; return the enterprises still without a consent for b0001."""
         now = int(time.time() * 1000)
-        for code in portfolio:
-            if not any(g.bank_id == CONSENTED_BANK and g.is_active(now) for g in await reg.grants_of(code)):
-                await reg.grant(CONSENTED_BANK, code, "post-loan monitoring (贷后监测)", expiry)
         await reg.watch(CONSENTED_BANK, portfolio)
         await reg.watch(UNCONSENTED_BANK, portfolio)
+        return [code for code in portfolio
+                if not any(g.bank_id == CONSENTED_BANK and g.is_active(now) for g in await reg.grants_of(code))]
 
-    _run(setup)
+    # Consents go where they always go: onto consent.grants, which the worker applies to Redis.
+    expiry = int((time.time() + 365 * 86400) * 1000)
+    publish_grants(s.kafka.bootstrap_servers,
+                   [new_grant(CONSENTED_BANK, code, "post-loan monitoring (贷后监测)", expiry) for code in _run(setup)],
+                   partitions=s.kafka.topic_partitions)
     from .kafka_admin import ensure_topics
 
     ensure_topics(s.kafka.bootstrap_servers, {f"alerts.{CONSENTED_BANK}": {}, f"alerts.{UNCONSENTED_BANK}": {}},

@@ -39,7 +39,11 @@ consent_grants = app.topic(CONSENT_GRANTS, compacting=True)
 # Latest profile per USCC, as Avro single-object bytes (avro/enterprise/profile.avsc), so the
 # changelog topic is as readable as every other. Co-partitioned with enterprise.events
 # (same key, same partition count).
-profiles = app.Table("enterprise_profile", default=None, partitions=app.conf.topic_partitions)
+# value_type=bytes makes Faust use the raw codec for the changelog values: by default tables use
+# the JSON codec, which writes bytes unchanged but reads them back as UTF-8 text — every entry
+# failed to recover after a restart and recovery never finished (tests/e2e/test_worker_restart.py).
+# Keys stay JSON, so they come back as str.
+profiles = app.Table("enterprise_profile", default=None, partitions=app.conf.topic_partitions, value_type=bytes)
 
 
 @lru_cache(maxsize=None)
