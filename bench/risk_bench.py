@@ -88,19 +88,27 @@ def end_offsets(bootstrap: str, topics: list[str]) -> dict[tuple[str, int], int]
         c.close()
 
 
-def worker_metric(port: int, name: str, topic_prefix: str = "dept.") -> float:
-    """Sum of ``name`` samples of one worker whose topic label starts with ``topic_prefix``."""
+def worker_counts(port: int) -> dict[str, float]:
+    """One worker's progress from its /metrics: records read from dept.* (``ingested``), events
+    it published to enterprise.events (``events``) and events the merge step read (``merged``)."""
     import urllib.request
+    out = {"ingested": 0.0, "events": 0.0, "merged": 0.0}
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
             text = r.read().decode()
     except OSError:
-        return 0.0
-    total = 0.0
+        return out
     for line in text.splitlines():
-        if line.startswith(name + "{") and 'component="worker"' in line and f'topic="{topic_prefix}' in line:
-            total += float(line.rpartition(" ")[2])
-    return total
+        if 'component="worker"' not in line:
+            continue
+        value = float(line.rpartition(" ")[2])
+        if line.startswith("yurong_events_in_total{") and 'topic="dept.' in line:
+            out["ingested"] += value
+        elif line.startswith("yurong_events_out_total{") and 'topic="enterprise.events"' in line:
+            out["events"] += value
+        elif line.startswith("yurong_events_in_total{") and 'topic="enterprise.events"' in line:
+            out["merged"] += value
+    return out
 
 
 class RunEnv:
@@ -139,14 +147,18 @@ class RunEnv:
         for _ in range(self.args.workers):
             env = self.worker_env()
             log = open(self.tmp / f"worker{len(self.procs)}.log", "ab")
-            self.procs.append(subprocess.Popen([sys.executable, "-m", "streams.cli", "worker", "-l", "warning"], env=env,
+            self.procs.append(subprocess.Popen([sys.executable, "-m", "streams.cli", "worker", "-l", "warn"], env=env,
                                                stdout=log, stderr=subprocess.STDOUT, cwd=REPO, start_new_session=True))
 
-    def events_in(self) -> float:
+    def counts(self) -> dict[str, float]:
+        """Progress of all workers together (see ``worker_counts``)."""
         for p in self.procs:
             if p.poll() is not None:
                 raise RuntimeError(f"a worker exited ({p.returncode}); logs in {self.tmp}")
-        return sum(worker_metric(port, "yurong_events_in_total") for port in self.metric_ports)
+        total = Counter()
+        for port in self.metric_ports:
+            total.update(worker_counts(port))
+        return {k: total[k] for k in ("ingested", "events", "merged")}
 
     def cleanup(self) -> None:
         for p in self.procs:
@@ -277,26 +289,27 @@ def baselines(run: RunEnv, ranges) -> tuple[dict, list[tuple[str, bytes, bytes]]
 
 
 def drain(run: RunEnv, total: int) -> dict:
-    """Start the workers at the run's first records and time until they have read them all."""
+    """Start the workers at the run's first records and time until every record is ingested and
+    every resulting event merged into its profile (scored, alert rules applied)."""
     run.start_workers()
     meter = CpuMeter({f"worker{i}": p.pid for i, p in enumerate(run.procs)})
     first_t = None
     deadline = time.monotonic() + 900
     with console.status("workers draining the backlog") as status:
         while time.monotonic() < deadline:
-            n = run.events_in()
-            if n and first_t is None:
-                first_t, first_n = time.monotonic(), n
+            c = run.counts()
+            if c["ingested"] and first_t is None:
+                first_t = time.monotonic()
                 meter.start()
-            status.update(f"workers: {n:,.0f} / {total:,} records")
-            if n >= total:
+            status.update(f"workers: {c['ingested']:,.0f} / {total:,} ingested, {c['merged']:,.0f} merged")
+            if c["ingested"] >= total and c["merged"] >= c["events"]:
                 break
             time.sleep(0.25)
         else:
-            raise RuntimeError(f"the workers did not read {total} records within 900 s; logs in {run.tmp}")
+            raise RuntimeError(f"the workers did not finish {total} records within 900 s; logs in {run.tmp}")
     elapsed = time.monotonic() - first_t
-    return {"records": total, "seconds": round(elapsed, 2), "per_s": round((total - first_n) / elapsed, 1),
-            "cpu": meter.stop()}
+    return {"records": total, "events_merged": int(c["merged"]), "dead_lettered_or_skipped": int(total - c["events"]),
+            "seconds": round(elapsed, 2), "per_s": round(total / elapsed, 1), "cpu": meter.stop()}
 
 
 # --- 3. sustained rate and alert latency ----------------------------------------------------------------
@@ -320,7 +333,7 @@ class Collector(threading.Thread):
         self.c.close()
 
 
-def sustained(run: RunEnv, captured: list[tuple[str, bytes, bytes]], total_before: float) -> dict:
+def sustained(run: RunEnv, captured: list[tuple[str, bytes, bytes]], before: dict[str, float]) -> dict:
     args = run.args
     schemas = schema_store()
     datasets = catalogue().by_topic()
@@ -391,14 +404,19 @@ def sustained(run: RunEnv, captured: list[tuple[str, bytes, bytes]], total_befor
             producer.poll(0)
             now = time.monotonic()
             if now >= next_sample:
-                samples.append({"t": round(now - start, 1), "sent": sent, "read": run.events_in() - total_before})
-                st.update(f"replaying at {args.rate:,}/s: sent {sent:,}, worker read {samples[-1]['read']:,.0f}")
+                c = run.counts()
+                samples.append({"t": round(now - start, 1), "sent": sent, "ingested": c["ingested"] - before["ingested"],
+                                "merged": c["merged"] - before["merged"], "events": c["events"] - before["events"]})
+                st.update(f"replaying at {args.rate:,}/s: sent {sent:,}, merged {samples[-1]['merged']:,.0f}")
                 next_sample += 1
             time.sleep(max(0.0, start + (sent / args.rate) - time.monotonic()))
     producer.flush(30)
     produce_s = time.monotonic() - start
     drain_start = time.monotonic()
-    while run.events_in() - total_before < sent and time.monotonic() - drain_start < 300:
+    while time.monotonic() - drain_start < 300:
+        c = run.counts()
+        if c["ingested"] - before["ingested"] >= sent and c["merged"] >= c["events"]:
+            break
         time.sleep(0.5)
     drained_s = time.monotonic() - drain_start
     deadline = time.monotonic() + 30
@@ -418,11 +436,11 @@ def sustained(run: RunEnv, captured: list[tuple[str, bytes, bytes]], total_befor
             published.append(a["published_ts_ms"] - t0)
             received.append(at - t0)
     consume = [at - m.timestamp()[1] for m, at in input_reader.got]
-    lag = [s["sent"] - s["read"] for s in samples]
+    lag = [s["sent"] - s["ingested"] + s["events"] - s["merged"] for s in samples]
     steady = samples[len(samples) // 5:]
-    rate = ((steady[-1]["read"] - steady[0]["read"]) / (steady[-1]["t"] - steady[0]["t"])) if len(steady) > 1 else None
+    rate = ((steady[-1]["merged"] - steady[0]["merged"]) / (steady[-1]["t"] - steady[0]["t"])) if len(steady) > 1 else None
     return {"target_per_s": args.rate, "sent": sent, "achieved_send_per_s": round(sent / produce_s, 1),
-            "worker_read_per_s_steady": round(rate, 1) if rate else None,
+            "worker_merged_per_s_steady": round(rate, 1) if rate else None,
             "lag_records": {"max": max(lag) if lag else None, "last": lag[-1] if lag else None},
             "drain_after_send_s": round(drained_s, 2), "status_changes": len(flips),
             "alerts_received": len(received), "alert_published_ms": summary_ms(published),
@@ -446,7 +464,7 @@ def report(res: dict) -> None:
     t.add_row("pure core without Faust, records/s", f"{b['pure_core']['per_s']:,.0f}", f"raw consume {raw:,.0f}",
               f"{b['pure_core']['per_s'] / raw:.4f}" if raw else "-")
     t.add_row(f"sustained: sent/s (target {s['target_per_s']:,})", f"{s['achieved_send_per_s']:,.0f}", "", "")
-    t.add_row("sustained: worker read/s (steady)", f"{s['worker_read_per_s_steady'] or 0:,.0f}", "", "")
+    t.add_row("sustained: worker merged/s (steady)", f"{s['worker_merged_per_s_steady'] or 0:,.0f}", "", "")
     t.add_row("sustained: max lag (records)", f"{s['lag_records']['max']:,}", "", "")
     pc = s["baseline_plain_consume_ms"]
     for name in ("alert_published_ms", "alert_received_ms"):
@@ -473,7 +491,7 @@ def main() -> None:
         console.print(f"{total:,} records of this run on {len({t for t, _ in ranges})} dept.* topics")
         base, captured = baselines(run, ranges)
         d = drain(run, total)
-        s = sustained(run, captured, run.events_in())
+        s = sustained(run, captured, run.counts())
         res = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "args": vars(args),
                "enterprises": args.enterprises, "records": total, "workers": args.workers,
                "per_topic": {t: sum(hi - lo for (tt, _), (lo, hi) in ranges.items() if tt == t) for t in DEPT_TOPICS},
