@@ -145,7 +145,10 @@ def revocations(grants: Iterable[ConsentGrant], bank_id: str, now_ms: int) -> li
 
 
 def _version_key(g: ConsentGrant) -> tuple:
-    return g.ts_ms, json.dumps(g.to_record(), sort_keys=True)
+    """Newest first; ties broken by content *without* the revocation, which ``merge_grant``
+    combines separately — otherwise a merged state would order differently from the versions
+    it came from, and the result would depend on arrival order."""
+    return g.ts_ms, json.dumps({**g.to_record(), "revoked_ms": 0}, sort_keys=True)
 
 
 def merge_grant(stored: ConsentGrant | None, incoming: ConsentGrant) -> ConsentGrant:

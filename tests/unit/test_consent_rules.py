@@ -300,7 +300,8 @@ def test_rules_pass_exactly_what_the_bank_asked_for(rules, category, severity, b
     ch = change(category, severity, before, after)
     wanted = ((not rules.categories or category in rules.categories)
               and SEVERITY_RANK[severity] >= SEVERITY_RANK[rules.min_severity]
-              and (category != "score_band" or "ABCDE".index(after) - "ABCDE".index(before) >= rules.score_band_drop))
+              and (category != "score_band" or not rules.score_band_drop  # 0: no band requirement
+                   or "ABCDE".index(after) - "ABCDE".index(before) >= rules.score_band_drop))
     assert (filtered_by(rules, ch) is None) is wanted
     assert BankRules.from_redis(rules.to_redis()) == rules
 
