@@ -1,33 +1,61 @@
 #!/usr/bin/env bash
-# scripts/debezium.sh — run the real Debezium PostgreSQL connector (Maven Central
-# io.debezium:debezium-connector-postgres, see scripts/debezium/pom.xml) in Kafka Connect
-# *standalone* against a department database, writing to <prefix>.<schema>.<table> topics on
-# the local Kafka. Used by the interop test of issue 3 (tests/integration/test_debezium_interop.py).
+# scripts/debezium.sh — run a real Debezium connector in Kafka Connect *standalone* against a
+# department database, writing to Debezium's topics on the local Kafka. Two sources:
+#
+#   YURONG_DEBEZIUM_SOURCE=postgres (default)  PostgresConnector 3.6.1.Final (Maven Central
+#       io.debezium:debezium-connector-postgres, scripts/debezium/pom.xml) on a PostgreSQL
+#       database → topics <prefix>.<schema>.<table>
+#   YURONG_DEBEZIUM_SOURCE=mariadb             MariaDbConnector 3.5.0.Final (Maven Central
+#       io.debezium:debezium-connector-mariadb, scripts/debezium/pom-mariadb.xml; 3.5.0 is the
+#       newest release there, see the pom) on one MariaDB database → topics <prefix>.<db>.<table>
+#
+# Each source has its own lib folder (the two Debezium versions must not share a classpath).
+# Used by the interop tests of issue 3 (tests/integration/test_debezium_interop.py,
+# tests/integration/test_debezium_mariadb_interop.py) and bench/connector_bench.py.
 #
 #   scripts/debezium.sh run      fetch the jars if missing, start Connect, wait until the
 #                                connector task is RUNNING (idempotent: a running instance is kept)
-#   scripts/debezium.sh stop     stop the instance (idempotent); the slot stays, drop it yourself
+#   scripts/debezium.sh stop     stop the instance (idempotent); PostgreSQL: the slot stays, drop it
+#                                yourself; MariaDB: the schema-history topic stays, delete it yourself
 #   scripts/debezium.sh status   exit 0 when running, 3 otherwise; prints the connector status
-#   scripts/debezium.sh install  only fetch the jars
+#   scripts/debezium.sh install  only fetch the jars (of the selected source)
 #
 # Environment (defaults in brackets):
+#   YURONG_DEBEZIUM_SOURCE              [postgres] postgres | mariadb
 #   YURONG_HOME                         [<repo root>/.yurong]
 #   YURONG_KAFKA_PORT                   [19092]
-#   YURONG_PG_PORT                      [15432]    user/password yurong/yurong
-#   YURONG_DEBEZIUM_DBNAME              [market]   database.dbname
-#   YURONG_DEBEZIUM_NAME                [debezium-<dbname>]  instance: state under
-#                                       $YURONG_HOME/debezium/<name>/ (offsets, config, log, pid)
-#   YURONG_DEBEZIUM_TOPIC_PREFIX        [debezium] topic.prefix → debezium.public.<table>
-#   YURONG_DEBEZIUM_SLOT                [debezium_<dbname>]  replication slot (cluster-wide!)
-#   YURONG_DEBEZIUM_PUBLICATION         [debezium_<dbname>]
+#   YURONG_DEBEZIUM_DBNAME              [market (postgres), hrss (mariadb)]  the database
+#   YURONG_DEBEZIUM_NAME                [debezium-<dbname> (postgres), debezium-mariadb-<dbname>]
+#                                       instance: state under $YURONG_HOME/debezium/<name>/
+#                                       (offsets, config, log, pid)
+#   YURONG_DEBEZIUM_TOPIC_PREFIX        [debezium] topic.prefix → debezium.public.<table> (postgres),
+#                                       debezium.<dbname>.<table> (mariadb)
+#   YURONG_DEBEZIUM_TABLES              table.include.list [postgres:
+#                                       the three market tables;
+#                                       mariadb: empty = every table of the database]
 #   YURONG_DEBEZIUM_REST_PORT           [18083]    Connect REST listener on 127.0.0.1
 #   YURONG_DEBEZIUM_HEAP                [-Xmx512m -Xms128m]
+#  PostgreSQL only (user/password yurong/yurong):
+#   YURONG_PG_PORT                      [15432]
+#   YURONG_DEBEZIUM_SLOT                [debezium_<dbname>]  replication slot (cluster-wide!)
+#   YURONG_DEBEZIUM_PUBLICATION         [debezium_<dbname>]
+#  MariaDB only (user/password yurong/yurong; scripts/stack.sh grants it REPLICATION SLAVE,
+#  REPLICATION CLIENT and RELOAD, and runs the server with log_bin, binlog_format=ROW):
+#   YURONG_MYSQL_PORT                   [13306]
+#   YURONG_DEBEZIUM_SERVER_ID           [derived from the instance name]  database.server.id: the
+#                                       replica id of the binlog dump connection, unique per reader
+#   YURONG_DEBEZIUM_HISTORY_TOPIC       [debezium-history.<name>]  schema-history topic (Kafka,
+#                                       one partition, created by Debezium)
 #
 # Connector settings that matter to yurong's ingest (streams/debezium.py):
-#   plugin.name=pgoutput, snapshot.mode=initial, JsonConverter with schemas.enable=true,
-#   decimal.handling.mode=double (numeric → JSON number instead of base64 bytes + scale),
-#   time.precision.mode=adaptive (date → io.debezium.time.Date days, timestamptz →
-#   io.debezium.time.ZonedTimestamp ISO string), tombstones.on.delete=true.
+#   snapshot.mode=initial, JsonConverter with schemas.enable=true, tombstones.on.delete=true,
+#   decimal.handling.mode=double (numeric/DECIMAL → JSON number instead of base64 bytes + scale).
+#   PostgreSQL: plugin.name=pgoutput, time.precision.mode=adaptive (date → io.debezium.time.Date
+#   days, timestamptz → io.debezium.time.ZonedTimestamp ISO string).
+#   MariaDB: time.precision.mode=adaptive_time_microseconds (DATE → io.debezium.time.Date,
+#   DATETIME(0-3) → io.debezium.time.Timestamp epoch ms, DATETIME(4-6) → MicroTimestamp,
+#   TIMESTAMP → ZonedTimestamp), include.schema.changes=false (no DDL topic), the schema history
+#   keeps only the captured database's DDL.
 set -euo pipefail
 umask 022
 
@@ -35,15 +63,31 @@ SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO_ROOT="$(dirname "$SCRIPT_DIR")"
 DBZ_SRC="$SCRIPT_DIR/debezium"
 
+SOURCE="${YURONG_DEBEZIUM_SOURCE:-postgres}"
 YURONG_HOME="${YURONG_HOME:-$REPO_ROOT/.yurong}"
 KAFKA_PORT="${YURONG_KAFKA_PORT:-19092}"
 PG_PORT="${YURONG_PG_PORT:-15432}"
-DBNAME="${YURONG_DEBEZIUM_DBNAME:-market}"
+MYSQL_PORT="${YURONG_MYSQL_PORT:-13306}"
+case "$SOURCE" in
+    postgres) DEFAULT_DB=market; DEFAULT_TABLES=public.enterprise_registration,public.abnormal_operation,public.equity_pledge ;;
+    mariadb) DEFAULT_DB=hrss; DEFAULT_TABLES= ;;
+    *) printf '[debezium] ERROR: YURONG_DEBEZIUM_SOURCE must be postgres or mariadb, not %s\n' "$SOURCE" >&2; exit 2 ;;
+esac
+DBNAME="${YURONG_DEBEZIUM_DBNAME:-$DEFAULT_DB}"
 SAFE_DB="$(printf '%s' "$DBNAME" | tr -c 'a-zA-Z0-9_' '_' | tr 'A-Z' 'a-z')"
-NAME="${YURONG_DEBEZIUM_NAME:-debezium-$SAFE_DB}"
+if [[ "$SOURCE" == postgres ]]; then
+    NAME="${YURONG_DEBEZIUM_NAME:-debezium-$SAFE_DB}"
+else
+    NAME="${YURONG_DEBEZIUM_NAME:-debezium-mariadb-$SAFE_DB}"
+fi
 TOPIC_PREFIX="${YURONG_DEBEZIUM_TOPIC_PREFIX:-debezium}"
+TABLES="${YURONG_DEBEZIUM_TABLES-$DEFAULT_TABLES}"
 SLOT="${YURONG_DEBEZIUM_SLOT:-debezium_$SAFE_DB}"
 PUBLICATION="${YURONG_DEBEZIUM_PUBLICATION:-debezium_$SAFE_DB}"
+HISTORY_TOPIC="${YURONG_DEBEZIUM_HISTORY_TOPIC:-debezium-history.$NAME}"
+# A stable replica server id per instance, away from the server's own id (1) and distinct per
+# name (MariaDB drops an older dump connection that registers with the same id).
+SERVER_ID="${YURONG_DEBEZIUM_SERVER_ID:-$((5000 + $(printf '%s' "$NAME" | cksum | cut -d' ' -f1) % 1000000000))}"
 REST_PORT="${YURONG_DEBEZIUM_REST_PORT:-18083}"
 HEAP="${YURONG_DEBEZIUM_HEAP:--Xmx512m -Xms128m}"
 START_TIMEOUT="${YURONG_DEBEZIUM_START_TIMEOUT:-120}"
@@ -53,10 +97,21 @@ log() { printf '[debezium] %s\n' "$*" >&2; }
 die() { printf '[debezium] ERROR: %s\n' "$*" >&2; exit 1; }
 
 [[ "$NAME" =~ ^[A-Za-z0-9_.-]+$ ]] || die "YURONG_DEBEZIUM_NAME must be [A-Za-z0-9_.-]+"
+[[ "$SERVER_ID" =~ ^[0-9]+$ ]] || die "YURONG_DEBEZIUM_SERVER_ID must be a number"
 
 mkdir -p "$YURONG_HOME"
 YURONG_HOME="$(cd "$YURONG_HOME" && pwd)"
-LIBS="$YURONG_HOME/debezium/libs"
+if [[ "$SOURCE" == postgres ]]; then
+    POM="$DBZ_SRC/pom.xml"
+    LIBS="$YURONG_HOME/debezium/libs"
+    CONNECTOR_JAR=debezium-connector-postgres
+    CONNECTOR_CLASS=io.debezium.connector.postgresql.PostgresConnector
+else
+    POM="$DBZ_SRC/pom-mariadb.xml"
+    LIBS="$YURONG_HOME/debezium/libs-mariadb"
+    CONNECTOR_JAR=debezium-connector-mariadb
+    CONNECTOR_CLASS=io.debezium.connector.mariadb.MariaDbConnector
+fi
 INST="$YURONG_HOME/debezium/$NAME"
 PID_FILE="$INST/connect.pid"
 LOG_FILE="$INST/connect.log"
@@ -83,18 +138,18 @@ install() {
     command -v java >/dev/null || die "java not found (scripts/stack.sh up installs openjdk-17)"
     command -v mvn >/dev/null || die "mvn not found (scripts/stack.sh up installs maven)"
     local want stamp="$LIBS/.pom.sha256"
-    want="$(sha256sum "$DBZ_SRC/pom.xml" | cut -d' ' -f1)"
-    if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" ]] && compgen -G "$LIBS/debezium-connector-postgres-*.jar" >/dev/null; then
+    want="$(sha256sum "$POM" | cut -d' ' -f1)"
+    if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" ]] && compgen -G "$LIBS/$CONNECTOR_JAR-*.jar" >/dev/null; then
         return 0
     fi
-    log "fetching Debezium + Kafka Connect jars from Maven Central (scripts/debezium/pom.xml)"
+    log "fetching Debezium ($SOURCE) + Kafka Connect jars from Maven Central (scripts/debezium/$(basename "$POM"))"
     local tmp="$LIBS.tmp.$$"
     rm -rf "$tmp"
-    mvn -q -B -Dstyle.color=never -f "$DBZ_SRC/pom.xml" dependency:copy-dependencies \
+    mvn -q -B -Dstyle.color=never -f "$POM" dependency:copy-dependencies \
         -DoutputDirectory="$tmp" -DincludeScope=runtime 2>&1 \
         | sed -e 's/\x1b\[[0-9;]*m//g' -e '/^[[:space:]]*$/d' >&2 \
         || die "'mvn dependency:copy-dependencies' failed"
-    compgen -G "$tmp/debezium-connector-postgres-*.jar" >/dev/null || die "no debezium-connector-postgres jar after mvn"
+    compgen -G "$tmp/$CONNECTOR_JAR-*.jar" >/dev/null || die "no $CONNECTOR_JAR jar after mvn"
     echo "$want" >"$tmp/.pom.sha256"
     rm -rf "$LIBS"
     mv "$tmp" "$LIBS"
@@ -114,10 +169,11 @@ offset.flush.interval.ms=1000
 listeners=http://127.0.0.1:$REST_PORT
 plugin.discovery=only_scan
 CFG
-    cat >"$INST/connector.properties" <<CFG
+    if [[ "$SOURCE" == postgres ]]; then
+        cat >"$INST/connector.properties" <<CFG
 # Generated by scripts/debezium.sh — overwritten on every run.
 name=$CONNECTOR
-connector.class=io.debezium.connector.postgresql.PostgresConnector
+connector.class=$CONNECTOR_CLASS
 tasks.max=1
 plugin.name=pgoutput
 slot.name=$SLOT
@@ -129,12 +185,40 @@ database.user=yurong
 database.password=yurong
 database.dbname=$DBNAME
 topic.prefix=$TOPIC_PREFIX
-table.include.list=public.enterprise_registration,public.abnormal_operation
 snapshot.mode=initial
 decimal.handling.mode=double
 time.precision.mode=adaptive
 tombstones.on.delete=true
 CFG
+    else
+        # MariaDB: one database (database.include.list); the binlog is read as replica $SERVER_ID.
+        # The schema history (DDL of the captured tables, needed to decode row events after a
+        # restart) lives in a Kafka topic of its own.
+        cat >"$INST/connector.properties" <<CFG
+# Generated by scripts/debezium.sh — overwritten on every run.
+name=$CONNECTOR
+connector.class=$CONNECTOR_CLASS
+tasks.max=1
+database.hostname=127.0.0.1
+database.port=$MYSQL_PORT
+database.user=yurong
+database.password=yurong
+database.server.id=$SERVER_ID
+database.ssl.mode=disable
+database.include.list=$DBNAME
+topic.prefix=$TOPIC_PREFIX
+schema.history.internal.kafka.bootstrap.servers=127.0.0.1:$KAFKA_PORT
+schema.history.internal.kafka.topic=$HISTORY_TOPIC
+schema.history.internal.store.only.captured.databases.ddl=true
+schema.history.internal.store.only.captured.tables.ddl=true
+include.schema.changes=false
+snapshot.mode=initial
+decimal.handling.mode=double
+time.precision.mode=adaptive_time_microseconds
+tombstones.on.delete=true
+CFG
+    fi
+    if [[ -n "$TABLES" ]]; then echo "table.include.list=$TABLES" >>"$INST/connector.properties"; fi
 }
 
 connector_state() {   # RUNNING / FAILED / ... of the task (empty while REST is not up)
@@ -147,13 +231,17 @@ print(s["connector"]["state"] if s["connector"]["state"]!="RUNNING" else t[0].ge
 run() {
     local pid
     if pid="$(running_pid)"; then
-        log "already running (pid $pid, connector $CONNECTOR, db $DBNAME)"
+        log "already running (pid $pid, connector $CONNECTOR, $SOURCE db $DBNAME)"
         return 0
     fi
     install
     write_config
     (exec 3<>"/dev/tcp/127.0.0.1/$REST_PORT") 2>/dev/null && die "port $REST_PORT is in use (set YURONG_DEBEZIUM_REST_PORT)"
-    log "starting Kafka Connect standalone + Debezium PostgresConnector on db $DBNAME (slot $SLOT, prefix $TOPIC_PREFIX)"
+    if [[ "$SOURCE" == postgres ]]; then
+        log "starting Kafka Connect standalone + Debezium PostgresConnector on db $DBNAME (slot $SLOT, prefix $TOPIC_PREFIX)"
+    else
+        log "starting Kafka Connect standalone + Debezium MariaDbConnector on db $DBNAME (server id $SERVER_ID, prefix $TOPIC_PREFIX, history $HISTORY_TOPIC)"
+    fi
     : >>"$LOG_FILE"
     # shellcheck disable=SC2086  # HEAP is a list of JVM options
     setsid java $HEAP -Djava.awt.headless=true \
@@ -217,5 +305,5 @@ case "${1:-}" in
     stop) stop ;;
     status) status ;;
     install) install ;;
-    *) echo "usage: $0 run|stop|status|install" >&2; exit 2 ;;
+    *) echo "usage: [YURONG_DEBEZIUM_SOURCE=postgres|mariadb] $0 run|stop|status|install" >&2; exit 2 ;;
 esac

@@ -26,9 +26,23 @@ Mapping (Debezium → yurong):
   unit guessed from the magnitude); a base64 decimal without schema is rejected.
 - ``source``: ``connector``, ``db``, ``schema``, ``table``, ``ts_ms`` and ``txId`` → ``tx_id``
   are copied; ``dept`` comes from the dataset. PostgreSQL: ``position`` = ``lsn`` as ``X/Y``,
-  ``seq`` = ``lsn``. MySQL/MariaDB: ``position``/``seq`` = the GTID and its sequence number
-  when ``gtid`` is set (as yurong's MariaDB connector), else ``<file>:<pos>:<row>`` and
-  ``(file number << 40) | (pos << 8) | row``.
+  ``seq`` = ``lsn``. MySQL/MariaDB (``io.debezium.connector.{mysql,mariadb}.Source``: ``file``,
+  ``pos``, ``row``, ``gtid``, ``server_id``, ``db``, ``table``; no ``schema`` and no
+  transaction id, so ``schema``/``tx_id`` stay null as with yurong's MariaDB connector):
+
+  - a streamed change with a ``gtid`` → ``position``/``seq`` = the GTID and its sequence number,
+    exactly what yurong's MariaDB connector reports for the same transaction (``0-1-42``, 42;
+    MySQL ``<uuid>:42`` → 42);
+  - a snapshot record (``source.snapshot`` not ``false``) without ``gtid`` — Debezium's binlog
+    connectors never put a GTID on snapshot rows, only the binlog coordinates of the snapshot —
+    → ``position`` = ``<file>:<pos>:<row>``, ``seq`` = 0. Its seq must sort before every change
+    streamed after the snapshot, because the merge skips a change whose seq is not above the
+    last one merged for its row (``streams.profile.is_duplicate``), and the GTID sequence of the
+    snapshot point is not in the record. The price: a *second* snapshot of rows already merged
+    (Debezium's offsets lost) is skipped for those rows, like any replay;
+  - a streamed change without ``gtid`` (MySQL with ``gtid_mode=OFF``) → ``<file>:<pos>:<row>``
+    and ``(file number << 40) | (pos << 8) | row`` (``pos`` is the row event's own position,
+    so the order of changes is kept).
 - ``source.snapshot``: ``true``/``first``/``first_in_data_collection``/``last_in_data_collection``/
   ``incremental`` → ``'true'``, ``last`` → ``'last'``, ``false``/missing → ``'false'``.
 - ``op``: ``c``/``u``/``d``/``r`` kept; ``t`` (truncate) and ``m`` (logical message) carry no
@@ -240,17 +254,22 @@ class RowDecoder:
 
 
 def _position(source: Mapping[str, Any]) -> tuple[str, int]:
+    """``(position, seq)`` of a Debezium source block (see the module docstring)."""
     connector = source.get("connector")
     if source.get("lsn") is not None:  # PostgreSQL
         lsn = int(source["lsn"])
         return format_lsn(lsn), lsn
     if connector in ("mysql", "mariadb"):
         gtid = source.get("gtid")
-        if gtid:
+        if gtid:  # MariaDB 0-1-42, MySQL 3E11FA47-71CA-11E1-9E33-C80AA9429562:42
             last = str(gtid).split(",")[-1].strip()
             seq = re.split(r"[-:]", last)[-1]
             return str(gtid), int(seq)
         file, pos, row = str(source.get("file") or ""), int(source.get("pos") or 0), int(source.get("row") or 0)
+        if snapshot_flag(source.get("snapshot")) != "false":
+            # Snapshot rows carry only the snapshot's binlog coordinates; seq 0 keeps them before
+            # every streamed change, whose seq is a GTID sequence number (see the module docstring).
+            return f"{file}:{pos}:{row}", 0
         m = re.search(r"(\d+)$", file)
         fileno = int(m.group(1)) if m else 0
         return f"{file}:{pos}:{row}", (fileno << 40) | (pos << 8) | min(row, 255)
@@ -339,10 +358,18 @@ class DebeziumConverter:
         return ds, envelope
 
 
-def topic_datasets(dept: Department, prefix: str = "debezium") -> dict[str, Dataset]:
-    """Debezium topic names (``<topic.prefix>.<schema>.<table>``) of a department's datasets."""
+def topic_datasets(dept: Department, prefix: str = "debezium", database: str | None = None) -> dict[str, Dataset]:
+    """Debezium topic names of a department's datasets.
+
+    PostgreSQL: ``<topic.prefix>.<schema>.<table>`` (schema ``public`` unless the mapping names
+    one). MySQL/MariaDB: ``<topic.prefix>.<database>.<table>``; ``database`` defaults to the
+    department's name, the database name yurong's settings assume (``SourceSettings.dsn``).
+    """
     out = {}
     for ds in dept.datasets.values():
         schema, _, table = ds.table.rpartition(".")
-        out[f"{prefix}.{schema or 'public'}.{table}"] = ds
+        if dept.kind == "mysql":
+            out[f"{prefix}.{database or schema or dept.dept}.{table}"] = ds
+        else:
+            out[f"{prefix}.{schema or 'public'}.{table}"] = ds
     return out

@@ -39,7 +39,7 @@ pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "scripts" / "debezium.sh"
-OUR_TOPICS = ["dept.market.enterprise_registration", "dept.market.abnormal_operation"]
+OUR_TOPICS = ["dept.market.enterprise_registration", "dept.market.abnormal_operation", "dept.market.equity_pledge"]
 PROFILE_FIELDS = (
     "uscc", "name", "status", "district_code", "industry_code", "registered_capital", "established_date",
     "legal_rep_pseudonym", "legal_rep_id_masked", "legal_rep_name_masked", "legal_rep_phone_masked",
