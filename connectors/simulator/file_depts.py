@@ -130,19 +130,33 @@ class FileDropSimulator:
 
     def seed(self, enterprises: Iterable[Enterprise], today: dt.date | None = None) -> list[Path]:
         """History files for ``enterprises``: 3 months of water bills, IP holdings, certificates."""
-        today = today or dt.date.today()
+        rows = self.seed_rows(enterprises, today or dt.date.today())
+        water_by_month: dict[str, list[dict]] = {}
+        for row in rows["water_usage"]:
+            water_by_month.setdefault(row["billing_month"], []).append(row)
+        paths = []
+        for month, mrows in sorted(water_by_month.items()):
+            paths.append(self._drop("water", "water_usage", f"{dt.date.fromisoformat(month):%Y%m}-seed", mrows))
+        for ds in ("patent", "trademark", "ip_pledge"):
+            if rows[ds]:
+                paths.append(self._drop("ip", ds, "seed", rows[ds]))
+        if rows["high_tech_certification"]:
+            paths.append(self._drop("science", "high_tech_certification", "seed", rows["high_tech_certification"]))
+        return paths
+
+    def seed_rows(self, enterprises: Iterable[Enterprise], today: dt.date) -> dict[str, list[dict]]:
+        """The rows of the history files ``seed`` drops, per dataset; no I/O. Registers the
+        enterprises, their water accounts and IP holdings for the live drops."""
         new = list(enterprises)
         self.enterprises.extend(new)
         rng = self.rng
         rows: dict[str, list[dict]] = {ds: [] for ds in COLUMNS}
-        water_by_month: dict[dt.date, list[dict]] = {}
         for e in new:
             if rng.random() < 0.7:
                 self.water_accounts[e.uscc] = f"SW{e.district}{rng.randint(0, 9_999_999):07d}"
                 self.water_base[e.uscc] = round(rng.lognormvariate(5.0, 0.8), 1)
                 for back in range(3, 0, -1):
-                    month = _month_start(today, -back)
-                    water_by_month.setdefault(month, []).append(self._water_row(e, month, settled=True))
+                    rows["water_usage"].append(self._water_row(e, _month_start(today, -back), settled=True))
             if rng.random() < 0.25:
                 for _ in range(1 + min(int(rng.expovariate(0.4)), 20)):
                     rows["patent"].append(self._patent_row(e, today - dt.timedelta(days=rng.randint(60, 3000)), today))
@@ -153,15 +167,7 @@ class FileDropSimulator:
                 rows["ip_pledge"].append(self._pledge_row(e, today - dt.timedelta(days=rng.randint(10, 700)), today))
             if rng.random() < 0.08:
                 rows["high_tech_certification"].append(self._cert_row(e, today, historic=True))
-        paths = []
-        for month, mrows in sorted(water_by_month.items()):
-            paths.append(self._drop("water", "water_usage", f"{month:%Y%m}-seed", mrows))
-        for ds in ("patent", "trademark", "ip_pledge"):
-            if rows[ds]:
-                paths.append(self._drop("ip", ds, "seed", rows[ds]))
-        if rows["high_tech_certification"]:
-            paths.append(self._drop("science", "high_tech_certification", "seed", rows["high_tech_certification"]))
-        return paths
+        return rows
 
     # --- live drops ---------------------------------------------------------------------------------
 

@@ -157,6 +157,15 @@ class _Profile:
     unit_name: str
 
 
+@dataclass
+class MonthState:
+    """What carries over from one month of an enterprise to the next (``month_rows``)."""
+
+    headcount: int
+    si_arrears_months: int = 0
+    power_arrears: float = 0.0  # carried across the enterprise's meter accounts, as billed
+
+
 class MySqlDepartmentsSimulator:
     """Creates, seeds and then changes the four MariaDB department databases."""
 
@@ -235,7 +244,16 @@ class MySqlDepartmentsSimulator:
 
     def seed(self, enterprises: list[Enterprise], today: dt.date | None = None) -> dict[str, int]:
         """Twelve months of history (the months before ``today``) for ``enterprises``; row counts per table."""
-        today = today or dt.date.today()
+        rows = self.seed_rows(enterprises, today or dt.date.today())
+        self._insert("hrss", "social_insurance", rows["social_insurance"])
+        self._insert("housing_fund", "housing_fund_contribution", rows["housing_fund_contribution"])
+        self._insert("power", "electricity_usage", rows["electricity_usage"])
+        self._insert("customs", "customs_trade", rows["customs_trade"])
+        self._insert("customs", "customs_credit", rows["customs_credit"])
+        return {t: len(r) for t, r in rows.items()}
+
+    def seed_rows(self, enterprises: list[Enterprise], today: dt.date) -> dict[str, list[tuple]]:
+        """The rows ``seed`` inserts, per table (tuples in ``COLUMNS`` order); pure, no I/O."""
         end = month_add(period_of(today), -1)
         periods = [month_add(end, -i) for i in range(11, -1, -1)]
         self.last_period = end
@@ -245,34 +263,35 @@ class MySqlDepartmentsSimulator:
             p = self.profiles.get(e.uscc) or self._profile(e)
             self.profiles[e.uscc] = p
             rng = random.Random(f"{self._seed}:{e.uscc}:history")
-            headcount = p.headcount
-            si_arrears_months = 0
-            power_arrears = 0.0
+            state = MonthState(p.headcount)
             for i, period in enumerate(periods):
-                before_end = len(periods) - 1 - i
-                d = self._distress(p, before_end)
-                prev = headcount
-                if d:
-                    headcount = max(1, int(headcount * (1 - 0.12 * d * rng.uniform(0.5, 1.5))))
-                else:
-                    headcount = max(3, min(300, headcount + rng.choice((-1, 0, 0, 0, 1, 1))))
-                si, si_arrears_months = self._si_row(p, period, headcount, prev, d, si_arrears_months, rng)
-                rows["social_insurance"].append(si)
-                if p.housing_fund:
-                    rows["housing_fund_contribution"].append(self._hf_row(p, period, headcount, d, rng))
-                for acc in p.account_nos:
-                    row, power_arrears = self._power_row(p, acc, period, headcount, d, power_arrears, rng)
-                    rows["electricity_usage"].append(row)
-                if p.customs_code:
-                    rows["customs_trade"].append(self._trade_row(p, period, d, rng))
+                for table, row in self.month_rows(p, period, self._distress(p, len(periods) - 1 - i), state, rng):
+                    rows[table].append(row)
             if p.customs_code:
                 rows["customs_credit"].append(self._credit_row(p, today, rng))
-        self._insert("hrss", "social_insurance", rows["social_insurance"])
-        self._insert("housing_fund", "housing_fund_contribution", rows["housing_fund_contribution"])
-        self._insert("power", "electricity_usage", rows["electricity_usage"])
-        self._insert("customs", "customs_trade", rows["customs_trade"])
-        self._insert("customs", "customs_credit", rows["customs_credit"])
-        return {t: len(r) for t, r in rows.items()}
+        return rows
+
+    def month_rows(self, p: _Profile, period: str, d: float, state: MonthState,
+                   rng: random.Random) -> list[tuple[str, tuple]]:
+        """One month of one enterprise, ``(table, row)`` each: social insurance, housing fund,
+        electricity per account, customs trade. ``d`` is the distress level (0 healthy … 1);
+        ``state`` carries headcount and arrears from month to month. Pure, no I/O."""
+        out: list[tuple[str, tuple]] = []
+        prev = state.headcount
+        if d:
+            state.headcount = max(1, int(state.headcount * (1 - 0.12 * d * rng.uniform(0.5, 1.5))))
+        else:
+            state.headcount = max(3, min(300, state.headcount + rng.choice((-1, 0, 0, 0, 1, 1))))
+        si, state.si_arrears_months = self._si_row(p, period, state.headcount, prev, d, state.si_arrears_months, rng)
+        out.append(("social_insurance", si))
+        if p.housing_fund:
+            out.append(("housing_fund_contribution", self._hf_row(p, period, state.headcount, d, rng)))
+        for acc in p.account_nos:
+            row, state.power_arrears = self._power_row(p, acc, period, state.headcount, d, state.power_arrears, rng)
+            out.append(("electricity_usage", row))
+        if p.customs_code:
+            out.append(("customs_trade", self._trade_row(p, period, d, rng)))
+        return out
 
     # --- rows --------------------------------------------------------------------------------------
 

@@ -152,8 +152,13 @@ class PolledDepartmentsSimulator:
 
     def seed(self, enterprises: Iterable[Enterprise], today: dt.date | None = None) -> dict[str, int]:
         """History for ``enterprises``: 6 months of gas bills for ~35 % of them, past awards, past penalties."""
-        today = today or dt.date.today()
-        counts = {"gas_usage": 0, "bid_award": 0, "safety_penalty": 0}
+        rows = self.seed_rows(enterprises, today or dt.date.today())
+        return {table: self._insert(dept, table, rows[table])
+                for dept, table in (("gas", "gas_usage"), ("procurement", "bid_award"), ("emergency", "safety_penalty"))}
+
+    def seed_rows(self, enterprises: Iterable[Enterprise], today: dt.date) -> dict[str, list[tuple]]:
+        """The rows ``seed`` inserts, per table (tuples in ``_COLUMNS`` order); no I/O. Registers
+        the enterprises and their gas accounts for the live changes."""
         new = list(enterprises)
         self.enterprises.extend(new)
         rng = self.rng
@@ -169,10 +174,7 @@ class PolledDepartmentsSimulator:
                 awards.append(self._award_row(e, today - dt.timedelta(days=rng.randint(30, 900)), contracted=True))
             for _ in range(_poisson(rng, 0.25 if e.distressed else 0.03)):
                 penalties.append(self._penalty_row(e, today - dt.timedelta(days=rng.randint(20, 700)), settled=True))
-        counts["gas_usage"] = self._insert("gas", "gas_usage", gas_rows)
-        counts["bid_award"] = self._insert("procurement", "bid_award", awards)
-        counts["safety_penalty"] = self._insert("emergency", "safety_penalty", penalties)
-        return counts
+        return {"gas_usage": gas_rows, "bid_award": awards, "safety_penalty": penalties}
 
     # --- live changes -------------------------------------------------------------------------------
 
