@@ -135,8 +135,10 @@ RULES: tuple[CountRule | ThresholdRule | RatingRule, ...] = (
                   relief_code="HOUSING_FUND_ARREARS_CLEARED"),
     ThresholdRule("power.arrears.last", "utilities", "medium", "POWER_ARREARS", above=0, relief_code="POWER_ARREARS_CLEARED"),
     ThresholdRule("power.kwh.yoy", "utilities", "medium", "POWER_USE_FALLING", below=-0.3),
-    ThresholdRule("gas.arrears.last", "utilities", "low", "GAS_ARREARS", above=0),
-    ThresholdRule("water.arrears.last", "utilities", "low", "WATER_ARREARS", above=0),
+    # a gas or water bill is "outstanding" from the day it is issued: news only when the bill
+    # before is unpaid too (as the scorecard's factors)
+    ThresholdRule("gas.arrears.months", "utilities", "low", "GAS_ARREARS", above=1),
+    ThresholdRule("water.arrears.months", "utilities", "low", "WATER_ARREARS", above=1),
     CountRule("market.equity_pledge.open", "collateral", "medium", "EQUITY_PLEDGED", "EQUITY_PLEDGE_RELEASED"),
     CountRule("ip.pledge.open", "collateral", "medium", "IP_PLEDGED", "IP_PLEDGE_RELEASED"),
     RatingRule("customs.credit_rating", "customs_ip", ("advanced_certified", "general_certified", "registered", "dishonest"),

@@ -61,9 +61,12 @@ class Monthly:
     period: str
     measures: Mapping[str, str]  # measure name → attribute
     sub_key: str | None = None  # attribute telling rows of one month apart (tax type, account)
+    where: Callable[[Attrs], bool] | None = None  # only rows passing this contribute
 
     def merge(self, p: Profile, event: Event) -> None:
         a = _attrs(event)
+        if self.where is not None and not self.where(a):
+            return
         period = (a.get(self.period) or "")[:7]
         if len(period) != 7:
             return
@@ -116,21 +119,25 @@ class OpenItem:
 
 @dataclass(frozen=True)
 class Dated:
-    """A row that counts as a fact of its date while ``counts`` holds (a penalty not revoked)."""
+    """A row that counts as a fact of its date while ``counts`` holds (a penalty not revoked).
+    ``group`` names an attribute whose value makes rows one fact (the tax types of one return:
+    one late return, not one per tax type)."""
 
     kind: str
     date: str
     counts: Callable[[Attrs], bool]
     amount: str | None = None
+    group: str | None = None
 
     def merge(self, p: Profile, event: Event) -> None:
         items = dict(p["dated"].get(self.kind, {}))
         a = _attrs(event)
         day = (a.get(self.date) or "")[:10]
+        item = f"{self.group}:{a.get(self.group)}" if self.group else item_of(event)
         if event["op"] != "d" and self.counts(a) and len(day) == 10:
-            items[item_of(event)] = {"date": day, "amount": number(a, self.amount)}
-        else:
-            items.pop(item_of(event), None)
+            items[item] = {"date": day, "amount": number(a, self.amount)}
+        elif not self.group:  # a grouped fact stays while any row of it did count (rows are not tracked)
+            items.pop(item, None)
         p["dated"][self.kind] = items
 
 
@@ -178,8 +185,11 @@ def _high_tech(a: Attrs) -> str | None:
 DATASET_FACTS: dict[str, tuple[Monthly | OpenItem | Dated | Rating, ...]] = {
     "market.equity_pledge": (OpenItem("market.equity_pledge", lambda a: a.get("status") == "valid", "pledged_amount"),),
     "tax.tax_filing": (
-        Monthly("period", {"tax.revenue": "taxable_revenue", "tax.paid": "tax_paid"}, sub_key="tax_type"),
-        Dated("tax.late_filing", "filing_date", lambda a: a.get("late") == "true", "tax_payable"),
+        # revenue from the monthly VAT return only: the quarterly income-tax return restates the
+        # quarter's revenue, and summing both would make every quarter-end month look 4× larger
+        Monthly("period", {"tax.revenue": "taxable_revenue"}, where=lambda a: a.get("tax_type") == "vat"),
+        Monthly("period", {"tax.paid": "tax_paid"}, sub_key="tax_type"),
+        Dated("tax.late_filing", "filing_date", lambda a: a.get("late") == "true", "tax_payable", group="period"),
     ),
     "tax.tax_credit_rating": (Rating("tax.credit_rating", _field("rating"), order="rating_year"),),
     "tax.tax_arrears": (OpenItem("tax.arrears", lambda a: a.get("status") == "outstanding", "amount"),),

@@ -9,6 +9,7 @@ Monthly series (sub-keys summed per month; ``M`` = the newest month the departme
                           ``_12m``); months without a report are left out of the means; absent
                           when either window is empty or the earlier mean is 0
   ``<series>.yoy``        M ÷ the same month a year before − 1 (absent without that month)
+  Trends and YoY compare like for like: only sub-keys reporting in both periods count.
   ``<series>.months``     consecutive months up to M with a value > 0 (arrears series only)
 Open items:   ``<kind>.open`` (count), ``<kind>.amount`` (sum)
 Dated facts:  ``<kind>.total``, ``<kind>.12m`` (count in the 365 days up to the as-of day) and
@@ -36,15 +37,24 @@ def _month_index(period: str) -> int:
     return int(period[:4]) * 12 + int(period[5:7]) - 1
 
 
-def monthly_totals(series: Mapping[str, float]) -> dict[int, float]:
-    """Month index → value summed over sub-keys."""
-    out: dict[int, float] = {}
+def _by_sub_key(series: Mapping[str, float]) -> dict[str, dict[int, float]]:
+    """Sub-key (``""`` without one) → month index → value."""
+    out: dict[str, dict[int, float]] = {}
     for slot, value in series.items():
         try:
             m = _month_index(slot)
         except ValueError:
             continue
-        out[m] = out.get(m, 0.0) + value
+        out.setdefault(slot[8:], {})[m] = value
+    return out
+
+
+def monthly_totals(series: Mapping[str, float]) -> dict[int, float]:
+    """Month index → value summed over sub-keys."""
+    out: dict[int, float] = {}
+    for months in _by_sub_key(series).values():
+        for m, value in months.items():
+            out[m] = out.get(m, 0.0) + value
     return out
 
 
@@ -60,21 +70,32 @@ def _change(recent: float | None, prior: float | None) -> float | None:
 
 
 def series_indicators(name: str, series: Mapping[str, float]) -> dict[str, float]:
-    totals = monthly_totals(series)
-    if not totals:
+    """Indicators of one monthly series. Trends and year-over-year compare like for like: only
+    sub-keys (meters, accounts) that reported in both periods compared count, so a meter read
+    later than the others, or one added during the year, is no change in use."""
+    subs = _by_sub_key(series)
+    if not subs:
         return {}
-    latest = max(totals)
-    out = {f"{name}.last": totals[latest]}
+    latest = max(max(months) for months in subs.values())
+    out = {f"{name}.last": sum(months.get(latest, 0.0) for months in subs.values())}
     for w in TREND_WINDOWS:
-        recent = _mean([totals[m] for m in range(latest - w + 1, latest + 1) if m in totals])
-        prior = _mean([totals[m] for m in range(latest - 2 * w + 1, latest - w + 1) if m in totals])
-        change = _change(recent, prior)
+        recent = prior = 0.0
+        compared = False
+        for months in subs.values():
+            r = _mean([months[m] for m in range(latest - w + 1, latest + 1) if m in months])
+            p = _mean([months[m] for m in range(latest - 2 * w + 1, latest - w + 1) if m in months])
+            if r is not None and p is not None:
+                recent, prior, compared = recent + r, prior + p, True
+        change = _change(recent, prior) if compared else None
         if change is not None:
             out[f"{name}.trend_{w}m"] = change
-    change = _change(totals[latest], totals.get(latest - 12))
-    if change is not None:
-        out[f"{name}.yoy"] = change
+    both = [months for months in subs.values() if latest in months and latest - 12 in months]
+    if both:
+        change = _change(sum(m[latest] for m in both), sum(m[latest - 12] for m in both))
+        if change is not None:
+            out[f"{name}.yoy"] = change
     if name in ARREARS_SERIES:
+        totals = monthly_totals(series)
         run, m = 0, latest
         while totals.get(m, 0) > 0:
             run, m = run + 1, m - 1

@@ -89,12 +89,38 @@ def test_sub_keys_are_summed_and_an_update_replaces_only_its_row():
     feed = Feed()
     row = {"uscc": USCC, "period": "2025-11", "tax_type": "vat", "taxable_revenue": 100_000, "tax_paid": 3000}
     feed.send("tax", "tax_filing", "1", row)
-    feed.send("tax", "tax_filing", "2", {**row, "tax_type": "cit", "taxable_revenue": 50_000})
-    assert feed.ind["tax.revenue.last"] == 150_000
-    feed.send("tax", "tax_filing", "1", {**row, "taxable_revenue": 120_000}, op="u", before=row)
-    assert feed.ind["tax.revenue.last"] == 170_000
-    feed.send("tax", "tax_filing", "2", {}, op="d", before={**row, "tax_type": "cit", "taxable_revenue": 50_000})
-    assert feed.ind["tax.revenue.last"] == 120_000
+    feed.send("tax", "tax_filing", "2", {**row, "tax_type": "cit", "taxable_revenue": 300_000, "tax_paid": 5000})
+    assert feed.ind["tax.paid.last"] == 8000
+    assert feed.ind["tax.revenue.last"] == 100_000, "revenue from the VAT return only (income tax restates the quarter)"
+    feed.send("tax", "tax_filing", "1", {**row, "tax_paid": 4000}, op="u", before=row)
+    assert feed.ind["tax.paid.last"] == 9000
+    feed.send("tax", "tax_filing", "2", {}, op="d", before={**row, "tax_type": "cit", "tax_paid": 5000})
+    assert feed.ind["tax.paid.last"] == 4000
+
+
+def test_a_late_return_counts_once_whatever_its_tax_types():
+    feed = Feed()
+    for i, tax_type in enumerate(("vat", "cit", "stamp")):
+        feed.send("tax", "tax_filing", str(i), {"uscc": USCC, "period": "2025-09", "tax_type": tax_type,
+                                                "filing_date": "2025-10-20", "late": "true"})
+    assert feed.ind["tax.late_filing.total"] == 1
+    assert "TAX_LATE_FILINGS" not in feed.profile["reason_codes"], "one late return is not 'two or more'"
+
+
+def test_trends_compare_like_for_like_meters():
+    """A second meter that starts reporting, or reports later than the first, is no change in use."""
+    feed = Feed()
+    for period in months(13):
+        feed.send("power", "electricity_usage", f"A{period}", {"uscc": USCC, "period": period, "account_no": "A",
+                                                                "usage_kwh": 1000, "arrears_amount": 0})
+        if period >= "2025-06" and period != "2025-12":  # meter B: since June, this month not read yet
+            feed.send("power", "electricity_usage", f"B{period}", {"uscc": USCC, "period": period, "account_no": "B",
+                                                                    "usage_kwh": 1000, "arrears_amount": 0})
+    ind = feed.ind
+    assert ind["power.kwh.last"] == 1000
+    assert ind["power.kwh.yoy"] == 0, "December against December, meter A alone (B has no December a year ago)"
+    assert ind["power.kwh.trend_3m"] == 0 and ind["power.kwh.trend_6m"] == 0
+    assert "POWER_USE_FALLING" not in feed.profile["reason_codes"]
 
 
 def test_only_the_newest_months_are_kept():
@@ -198,6 +224,8 @@ def test_a_late_update_of_last_years_tax_rating_does_not_replace_this_years():
 def test_each_alert_category_fires_from_its_department(dept, dataset, attributes, category, code):
     feed = Feed()
     feed.send("market", "enterprise_registration", USCC, {"uscc": USCC, "status": "active"}, op="r")
+    if dataset in ("gas_usage", "water_usage"):  # a bill is outstanding until paid: the one before is unpaid too
+        assert feed.send(dept, dataset, "row-0", {"uscc": USCC, **attributes, "billing_month": "2025-11-01"}) == []
     changes = feed.send(dept, dataset, "row-1", {"uscc": USCC, **attributes})
     assert [(c["category"], c["reason_codes"][0]) for c in changes][:1] == [(category, code)]
     assert changes[0]["severity"] in ("info", "low", "medium", "high", "critical")
