@@ -1,6 +1,7 @@
 """Faust agents: wire the pure core (ingest, profile, consent rules) to topics.
 
     dept.*            ──ingest──▶ enterprise.events    (validate, mask, re-key by USCC)
+    <debezium>.*      ──ingest_debezium──▶ (same)       (a department's own Debezium, JSON or Avro converter)
     enterprise.events ──merge───▶ enterprise.profiles + risk.changes   (profile table)
     risk.changes      ──route───▶ alerts.<bank_id>     (consent + watchlist, bank rules, de-dup, throttle)
     consent.grants    ──consent_sync──▶ Redis          (the router's view of the consents)
@@ -27,8 +28,9 @@ from monitoring.metrics import ALERTS, ALERTS_BLOCKED, ALERTS_THROTTLED, DLQ, E2
 from sinks.consent import ConsentGrant, ConsentRegistry, filtered_by
 
 from .app import app
+from .avro_registry import AvroRegistryDecoder, RegistryUnavailable, SchemaRegistry, decode_debezium_record, schema_id_of
 from .dlq import dlq_headers
-from .errors import RecordError
+from .errors import DecodeError, RecordError
 from .ingest import Provenance, to_enterprise_event
 from .masking import assert_no_pii
 from .profile import DecodedProfiles, merge_event
@@ -91,10 +93,30 @@ async def retrying(what: str, op: Callable[[], Awaitable[T]]) -> T:
         try:
             return await op()
         except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, ConnectionError, asyncio.TimeoutError,
-                KafkaError) as exc:
+                KafkaError, RegistryUnavailable) as exc:
             log.warning("%s failed (%s); retrying in %.1fs", what, exc, delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 10.0)
+
+
+def _debezium_registry() -> AvroRegistryDecoder | None:
+    w = _settings.worker
+    if not w.debezium_registry_url:
+        return None
+    return AvroRegistryDecoder(SchemaRegistry(w.debezium_registry_url, api=w.debezium_registry_api),
+                               id_size=w.debezium_registry_id_size)
+
+
+_debezium_avro = _debezium_registry()
+
+
+async def _prefetch_schema(schema_id: int) -> None:
+    async def fetch() -> None:
+        try:
+            _debezium_avro.writer(schema_id)
+        except DecodeError:
+            pass  # unknown id or not Avro: decoding the record dead-letters it with the reason
+    await retrying("schema registry", fetch)
 
 
 async def ingest_one(msg, decode: Callable[[bytes], tuple | None]) -> None:
@@ -133,9 +155,16 @@ if debezium_topics is not None:
 
     @app.agent(debezium_topics)
     async def ingest_debezium(stream):
-        """A department's own Debezium connector (JSON converter) → the same path as dept.*."""
+        """A department's own Debezium connector (JSON converter, or Avro through the schema registry
+        of YURONG_WORKER_DEBEZIUM_REGISTRY_URL) → the same path as dept.*."""
         async for event in stream.events():
-            await ingest_one(event.message, debezium_converters[event.message.topic].envelope)
+            msg = event.message
+            converter = debezium_converters[msg.topic]
+            if _debezium_avro is not None:
+                schema_id = schema_id_of(msg.value, msg.headers, _debezium_avro)
+                if schema_id is not None:  # fetch the writer schema first: a registry outage is retried, not a dead letter
+                    await _prefetch_schema(schema_id)
+            await ingest_one(msg, lambda value: decode_debezium_record(converter, value, msg.headers, _debezium_avro))
 
 
 @app.agent(enterprise_events)

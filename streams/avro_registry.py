@@ -349,3 +349,26 @@ class AvroRegistryDecoder:
         if payload is None:
             return None
         return converter.from_payload(payload, schema)
+
+
+def decode_debezium_record(converter, value: bytes, headers=None, avro: AvroRegistryDecoder | None = None):
+    """``(dataset, envelope)`` of one record on a Debezium topic, whichever converter wrote it:
+    a JSON-converter record starts with ``{``; anything else is taken as registry Avro and needs
+    ``avro`` (``YURONG_WORKER_DEBEZIUM_REGISTRY_URL``) — without it the record is a ``DecodeError``
+    (dead-lettered with the reason), never guessed at."""
+    if bytes(value[:1]) == b"{":
+        return converter.envelope(value)
+    if avro is None:
+        raise DecodeError("a schema-registry (Avro converter) record, but no registry is configured:"
+                          " set YURONG_WORKER_DEBEZIUM_REGISTRY_URL", field="value")
+    return avro.envelope(converter, value, headers)
+
+
+def schema_id_of(value: bytes | None, headers, avro: AvroRegistryDecoder) -> int | None:
+    """The registry schema id a record names, or None if it is not registry-framed."""
+    if value is None or bytes(value[:1]) == b"{":
+        return None
+    try:
+        return split(value, headers, id_size=avro.id_size, header=avro.header)[0]
+    except DecodeError:
+        return None

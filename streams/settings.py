@@ -113,8 +113,14 @@ class WorkerSettings(BaseSettings):
     debezium_prefixes: dict[str, str] = Field(
         default_factory=dict,
         description="Debezium topic.prefix → department, e.g. {\"debezium\": \"market\"}: ingest what a "
-                    "department's own Debezium connector writes (JSON converter) besides dept.* topics",
+                    "department's own Debezium connector writes (JSON or Avro converter) besides dept.* topics",
     )
+    debezium_registry_url: str = Field(
+        default="", description="schema registry of Debezium's Avro converter, e.g. "
+                                "http://registry:8080/apis/registry/v2 (Apicurio) or http://registry:8081 (Confluent API)")
+    debezium_registry_api: str = Field(default="apicurio", description="apicurio or confluent")
+    debezium_registry_id_size: int = Field(default=8, description="bytes of the schema id after magic byte 0: "
+                                                                  "8 (Apicurio globalId) or 4 (Confluent)")
 
 
 class RiskSettings(BaseSettings):

@@ -29,6 +29,8 @@ from streams.avro_registry import (
     RegistryUnavailable,
     SchemaRegistry,
     connect_schema,
+    decode_debezium_record,
+    schema_id_of,
     split,
     strip_logical_types,
     to_json_value,
@@ -306,3 +308,16 @@ def test_helpers_are_pure():
     assert "logicalType" not in json.dumps(stripped) and "logicalType" in json.dumps(schema)
     assert to_json_value({"a": [b"\x01", {"b": bytearray(b"\x02")}], "c": 1}) == {"a": ["AQ==", {"b": "Ag=="}], "c": 1}
     assert connect_schema(["null", "long"]) == {"type": "int64", "optional": True}
+
+
+def test_a_debezium_topic_may_carry_either_converter(decoder, conv):
+    """What the worker's ingest_debezium does per record: JSON by its '{', registry Avro otherwise."""
+    json_value = record(REG_SCHEMA, REG_UPDATE)
+    avro_value = apicurio(7, avro_body(ENVELOPE, json.loads(REG_UPDATE)))
+    assert decode_debezium_record(conv, avro_value, None, decoder) == decode_debezium_record(conv, json_value, None, decoder)
+    assert decode_debezium_record(conv, json_value) == conv.envelope(json_value), "JSON needs no registry"
+    with pytest.raises(DecodeError, match="YURONG_WORKER_DEBEZIUM_REGISTRY_URL"):
+        decode_debezium_record(conv, avro_value)
+    assert schema_id_of(avro_value, None, decoder) == 7
+    assert schema_id_of(json_value, None, decoder) is None and schema_id_of(None, None, decoder) is None
+    assert schema_id_of(b"\x05garbage", None, decoder) is None, "not registry-framed: decoding dead-letters it"
