@@ -21,7 +21,8 @@ from .identifiers import uscc_problem
 from .masking import Pseudonymizer, assert_no_pii, find_pii_in_text
 
 OPS = ("c", "u", "d", "r")
-# Plausible source commit times, epoch ms: 1990-01-01 .. 2200-01-01 (ClickHouse DateTime64 ends in 2299).
+# Plausible source commit times, epoch ms: 1990-01-01 .. 2200-01-01 (ClickHouse DateTime64 ends in 2299);
+# 0 means unknown.
 MIN_COMMIT_TS_MS = 631_152_000_000
 MAX_COMMIT_TS_MS = 7_258_118_400_000
 
@@ -128,8 +129,9 @@ def to_enterprise_event(
         raise ValidationError(f"{ds.name}: op {op!r} without {'before' if op == 'd' else 'after'} image", field="after")
     validate_row(ds, row)
     source = envelope["source"]
-    if not MIN_COMMIT_TS_MS <= source["ts_ms"] < MAX_COMMIT_TS_MS:
-        # e.g. microseconds or nanoseconds where milliseconds belong: the merge derives dates from it
+    if source["ts_ms"] != 0 and not MIN_COMMIT_TS_MS <= source["ts_ms"] < MAX_COMMIT_TS_MS:
+        # e.g. microseconds or nanoseconds where milliseconds belong: the merge derives dates from
+        # it. 0 is a connector's "commit time unknown" (a change without its BEGIN) and passes.
         raise ValidationError(
             f"{ds.name}: source.ts_ms {source['ts_ms']} is not a commit time in epoch milliseconds"
             " between 1990 and 2200 (microseconds or nanoseconds?)", field="source.ts_ms")
