@@ -13,13 +13,27 @@ Lifecycle:
    the log), ``START TRANSACTION WITH CONSISTENT SNAPSHOT``, ``UNLOCK TABLES``; then read every
    table inside that transaction in chunks (``op='r'``). The snapshot is exactly the state at
    that GTID position, so streaming from it afterwards neither misses nor doubles a change.
+   A snapshot restarted after an interrupted run ends with deletes for the rows that run
+   published and that are gone now (``connectors.snapshot``).
 2. Stream the binlog from the GTID position (``slave_connect_state``) on a reader thread;
    rows are collected per transaction and handed out at its commit (XID), all events of one
-   transaction together. ``position`` is the transaction's GTID (``0-1-42``), ``seq`` its
-   GTID sequence number (one replication domain per department server is assumed for the
-   ordering of ``seq``; the saved position keeps every domain).
-3. ``acknowledge(seq)`` (after Kafka acknowledged everything up to it) records the GTID state
-   up to that transaction in ``connect.offsets`` — at most once per second, and on ``stop``.
+   transaction together. Every row change has its own ``position`` and ``seq``: the
+   transaction's GTID and the change's 0-based index among the transaction's row changes in
+   the binlog (all tables of the schema), ``0-1-42#3`` and ``change_seq(42, 3)`` =
+   ``(42 << 20) | 3``. One transaction may change a row twice (``UPDATE`` … ``UPDATE``,
+   ``INSERT`` … ``DELETE``); the profile merge keeps a row's change only if its seq is above
+   the last merged one, so the changes of one transaction must not share a seq. Snapshot rows
+   at GTID 42 have ``snapshot_row_seq(42)`` = ``(42 << 20) | 0xFFFFF``: after every change of
+   transaction 42, which the snapshot holds, and before every change streamed after it.
+   (Snapshot rows keep the GTID state as ``position``.) The seq earlier versions gave a
+   transaction (its bare GTID sequence number, still in stored profiles) is below the new seq
+   of every change of that transaction and of every later one. One replication
+   domain per department server is assumed for the ordering of ``seq``; the saved position
+   keeps every domain.
+3. ``acknowledge(seq)`` (after Kafka acknowledged everything up to it; ``ack_position`` is
+   the transaction's GTID sequence number, not the change's seq) records the GTID state
+   up to that transaction in ``connect.offsets`` (``seq`` there is the GTID sequence number
+   too, as in offsets saved by earlier versions) — at most once per second, and on ``stop``.
    A restart resumes from there without a new snapshot.
 """
 
@@ -49,6 +63,7 @@ from .base import ChangeEvent
 from .catalogue import Dataset, Department, _value_schema
 from .convert import row_converter
 from .offsets import OffsetStore
+from .snapshot import StaleSnapshotRows
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +72,9 @@ SAVE_INTERVAL_S = 1.0  # at most one connect.offsets write per second while stre
 HEARTBEAT_S = 5.0  # the server sends a heartbeat when idle this long; the read timeout is a multiple
 QUEUE_TRANSACTIONS = 2000  # transactions buffered between the binlog thread and poll()
 FL_STANDALONE = 1  # MariaDB GTID event flag: a DDL/statement without BEGIN … COMMIT
+TXN_INDEX_BITS = 20  # the low bits of a change's seq: its index within the transaction
+MAX_TXN_INDEX = (1 << TXN_INDEX_BITS) - 1
+MAX_GTID_SEQ = (1 << (63 - TXN_INDEX_BITS)) - 1  # the seq stays a non-negative Avro long
 
 
 # --- pure helpers ------------------------------------------------------------------------------
@@ -193,6 +211,33 @@ def replica_server_id(name: str) -> int:
     """A stable replica server id for the binlog dump connection, distinct per source name
     (the server drops an older dump connection that registers with the same id)."""
     return 1000 + zlib.crc32(name.encode()) % 0x7FFF0000
+
+
+def change_seq(gtid_seq: int, index: int) -> int:
+    """The ``seq`` of the ``index``-th row change (0-based, binlog order) of the transaction
+    with GTID sequence number ``gtid_seq``: ``(gtid_seq << 20) | index``.
+
+    Ordered by transaction, then by change within it; ``seq >> TXN_INDEX_BITS`` is the GTID
+    sequence number again. An index beyond 2²⁰ − 1 (a transaction of more than a million row
+    changes) is clamped: such changes share the last seq, so only the first of them per row
+    would be merged — the caller warns.
+    """
+    if not 0 <= gtid_seq <= MAX_GTID_SEQ:
+        raise SourceError(f"GTID sequence number {gtid_seq} does not fit a change seq "
+                          f"(at most {MAX_GTID_SEQ}: {TXN_INDEX_BITS} bits of a signed 64-bit long hold the change index)")
+    return (gtid_seq << TXN_INDEX_BITS) | min(max(index, 0), MAX_TXN_INDEX)
+
+
+def snapshot_row_seq(gtid_seq: int) -> int:
+    """The ``seq`` of a snapshot row read at GTID sequence number ``gtid_seq``: above every
+    change of that transaction (the snapshot holds them), below every later transaction's."""
+    return change_seq(gtid_seq, MAX_TXN_INDEX)
+
+
+def change_position(gtid: Gtid, index: int) -> str:
+    """``position`` of the ``index``-th row change of transaction ``gtid``: ``0-1-42#3``
+    (unique per change, so event ids of two changes of one row in one transaction differ)."""
+    return f"{gtid}#{index}"
 
 
 # --- the binlog reader thread ------------------------------------------------------------------
@@ -367,7 +412,7 @@ class MySqlSource:
             log.warning("%s: --resnapshot: reading every table again", self.name)
         elif saved is not None:
             log.warning("%s: the last snapshot never completed: snapshotting again", self.name)
-        self._snapshot_iter = self._read_snapshot()
+        self._snapshot_iter = self._read_snapshot(saved)
         # Reading starts here: the lock and the GTID position are taken before start() returns.
         self._first_chunk = next(self._snapshot_iter, None)
 
@@ -427,7 +472,11 @@ class MySqlSource:
 
     # --- snapshot --------------------------------------------------------------------------------
 
-    def _read_snapshot(self) -> Iterator[list[ChangeEvent]]:
+    def _read_snapshot(self, saved: dict[str, Any] | None) -> Iterator[list[ChangeEvent]]:
+        # rows an interrupted earlier run published: read from Kafka before the read lock, and
+        # before this run publishes anything
+        stale = StaleSnapshotRows(self.name, self._by_table.values(), self._offsets, "mysql", self._db)
+        snapshot_start = stale.start(saved)
         conn = pymysql.connect(**self._conn, database=self._db)
         try:
             with conn.cursor() as cur:
@@ -447,11 +496,12 @@ class MySqlSource:
                     cur.execute("UNLOCK TABLES")
             self._snapshot_state = GtidState(gtid_pos)
             self._state = self._snapshot_state.copy()
-            seq = self._snapshot_state.seq
+            seq = self._snapshot_state.seq  # GTID level: connect.offsets and acknowledgements
+            row_seq = snapshot_row_seq(seq)  # the rows' seq: after the snapshot GTID's changes, before later ones
             position = str(self._snapshot_state)
             self._acked_state, self._acked_seq = position, seq
             self._offsets.save({"source": self.name, "slot": None, "snapshot_seq": seq, "snapshot_completed": False,
-                                "position": position, "seq": seq})
+                                "position": position, "seq": seq, "snapshot_start": snapshot_start})
             log.info("%s: snapshot at GTID %s (%s:%s)", self.name, position or "(empty)", master[0], master[1])
             now_ms = int(time.time() * 1000)
             for table, ds in self._by_table.items():
@@ -463,11 +513,15 @@ class MySqlSource:
                         rows = cur.fetchmany(SNAPSHOT_CHUNK)
                         if not rows:
                             break
-                        yield [self._event(ds, "r", None, dict(zip(cols, row)), position, seq, now_ms, "true", None, 0)
-                               for row in rows]
+                        chunk = [self._event(ds, "r", None, dict(zip(cols, row)), position, row_seq, now_ms, "true", None, 0)
+                                 for row in rows]
+                        stale.found(chunk)
+                        yield chunk
             conn.commit()
         finally:
             conn.close()
+        # rows an interrupted earlier run published and this snapshot did not find: deleted since
+        yield from stale.deletes(position, row_seq)
 
     def _finish_snapshot(self) -> None:
         self._snapshot_iter = None
@@ -510,15 +564,22 @@ class MySqlSource:
 
     def _transaction_events(self, txn: Transaction) -> list[ChangeEvent]:
         self._state.advance(txn.gtid)
-        position, seq = str(txn.gtid), txn.gtid.seq
+        ack = txn.gtid.seq  # acknowledgements and connect.offsets count transactions, not changes
+        if len(txn.rows) > MAX_TXN_INDEX + 1:
+            log.warning("%s: transaction %s has %d row changes; change %d and all after it share one seq, so the "
+                        "profile merge keeps only the first of them per row", self.name, txn.gtid, len(txn.rows),
+                        MAX_TXN_INDEX + 1)
         events = []
-        for rc in txn.rows:
+        # the index counts every row change of the schema, also of tables that are no dataset:
+        # what Debezium's transaction.total_order counts when it captures the whole database
+        for index, rc in enumerate(txn.rows):
             ds = self._by_table.get(rc.table)
             if ds is not None:
-                events.append(self._event(ds, rc.op, rc.before, rc.after, position, seq, txn.ts_ms, "false", txn.xid, seq))
+                events.append(self._event(ds, rc.op, rc.before, rc.after, change_position(txn.gtid, index),
+                                          change_seq(txn.gtid.seq, index), txn.ts_ms, "false", txn.xid, ack))
         state = str(self._state)
         if events:
-            self._pending.append((seq, state))
+            self._pending.append((ack, state))
         elif self._pending:
             # nothing of ours: acknowledging the previous transaction also covers this one
             self._pending[-1] = (self._pending[-1][0], state)

@@ -1,8 +1,9 @@
 """Connector offsets on a compacted Kafka topic (``connect.offsets``, key = source name).
 
-Records what the source itself cannot: whether the initial snapshot of a slot completed.
-The streaming position of a PostgreSQL source lives in its replication slot
-(``confirmed_flush_lsn``), which only advances after Kafka acknowledged the events.
+Records what the source itself cannot: whether the initial snapshot of a slot completed and,
+while it has not, where in the dataset topics its first run started (``snapshot_start``, see
+``connectors.snapshot``). The streaming position of a PostgreSQL source lives in its replication
+slot (``confirmed_flush_lsn``), which only advances after Kafka acknowledged the events.
 """
 
 from __future__ import annotations
@@ -25,6 +26,15 @@ class OffsetStore:
         self._schemas = schemas
         self._producer = producer
         ensure_topics(bootstrap, {OFFSETS_TOPIC: {"cleanup.policy": "compact"}}, partitions=1)
+
+    @property
+    def bootstrap(self) -> str:
+        """The Kafka cluster the offsets (and the source's topics) live on."""
+        return self._bootstrap
+
+    @property
+    def schemas(self) -> SchemaStore:
+        return self._schemas
 
     def load(self, source: str) -> dict[str, Any] | None:
         """Latest offset record of ``source``; None if it has none."""

@@ -8,7 +8,9 @@ Lifecycle:
 2. No slot, or a slot whose snapshot never completed: (re)create the slot with
    ``EXPORT_SNAPSHOT`` and read every table inside ``SET TRANSACTION SNAPSHOT`` — the snapshot
    is exactly the state at the slot's consistent point, so streaming from the slot afterwards
-   neither misses nor doubles a change. Snapshot rows are ``op = 'r'``.
+   neither misses nor doubles a change. Snapshot rows are ``op = 'r'``. A snapshot restarted
+   after an interrupted run ends with deletes for the rows that run published and that are gone
+   now (``connectors.snapshot``).
 3. Stream from the slot. Changes are buffered per transaction and returned at its Commit; the
    commit's end LSN is acknowledged (``send_feedback(flush_lsn=...)``) only after the runner
    saw Kafka acknowledge every event up to it. A restart resumes at ``confirmed_flush_lsn``.
@@ -55,6 +57,7 @@ from .catalogue import Dataset, Department, _value_schema
 from .convert import row_converter
 from .offsets import OffsetStore
 from .pgoutput import UNCHANGED_TOAST, Begin, Change, Commit, Relation, Truncate, format_lsn, parse_lsn, parse_message
+from .snapshot import StaleSnapshotRows
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +91,7 @@ class PostgresSource:
         self._repl_conn = None
         self._cur = None
         self._snapshot_iter: Iterator[list[ChangeEvent]] | None = None
+        self._stale: StaleSnapshotRows | None = None  # rows of interrupted earlier snapshot runs
         self._snapshot_seq = 0
         self._snapshot_done = False
         self._snapshot_sent = 0  # rows of the initial snapshot handed out
@@ -145,7 +149,7 @@ class PostgresSource:
                 f"{self.name}: replication slot {self._slot!r} is gone although a completed snapshot was recorded; "
                 f"changes made meanwhile are lost to CDC. Recover with `yurong connect {self.dept.dept} --resnapshot`."
             )
-        self._create_slot_and_plan_snapshot()
+        self._create_slot_and_plan_snapshot(saved)
 
     def poll(self, timeout: float) -> list[ChangeEvent]:
         if self._snapshot_iter is not None:
@@ -237,14 +241,18 @@ class PostgresSource:
                     sql.Identifier(self._publication), _table_ident(self._signal_table)))
                 log.info("%s: added signal table %s to publication %s", self.name, self._signal_table, self._publication)
 
-    def _create_slot_and_plan_snapshot(self) -> None:
+    def _create_slot_and_plan_snapshot(self, saved: dict[str, Any] | None) -> None:
+        # rows an interrupted earlier run published: read from Kafka before this run publishes any
+        self._stale = StaleSnapshotRows(self.name, self._by_table.values(), self._offsets, "postgresql", self._db)
+        snapshot_start = self._stale.start(saved)
         # CREATE_REPLICATION_SLOT ... LOGICAL pgoutput exports a snapshot by default; it stays
         # valid until the next command on this replication connection.
         self._cur.create_replication_slot(self._slot, output_plugin="pgoutput")
         _, consistent_point, snapshot_name, _ = self._cur.fetchone()
         self._snapshot_seq = parse_lsn(consistent_point)
         self._offsets.save({"source": self.name, "slot": self._slot, "snapshot_seq": self._snapshot_seq,
-                            "snapshot_completed": False, "position": consistent_point, "seq": self._snapshot_seq})
+                            "snapshot_completed": False, "position": consistent_point, "seq": self._snapshot_seq,
+                            "snapshot_start": snapshot_start})
         log.info("%s: slot %s created at %s; snapshotting", self.name, self._slot, consistent_point)
         self._snapshot_iter = self._read_snapshot(snapshot_name, consistent_point)
 
@@ -272,14 +280,18 @@ class PostgresSource:
                             if not rows:
                                 break
                             self._snapshot_sent += len(rows)
-                            yield [
+                            chunk = [
                                 self._event(ds, "r", None, dict(zip(cols, row)), consistent_point, self._snapshot_seq,
                                             now_ms, "true", None, ack=0)
                                 for row in rows
                             ]
+                            self._stale.found(chunk)
+                            yield chunk
             conn.commit()
         finally:
             conn.close()
+        # rows an interrupted earlier run published and this snapshot did not find: deleted since
+        yield from self._stale.deletes(consistent_point, self._snapshot_seq)
 
     def _finish_snapshot(self) -> None:
         # Called once every snapshot chunk was handed to the runner; the runner flushes Kafka

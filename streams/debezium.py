@@ -30,9 +30,29 @@ Mapping (Debezium → yurong):
   ``pos``, ``row``, ``gtid``, ``server_id``, ``db``, ``table``; no ``schema`` and no
   transaction id, so ``schema``/``tx_id`` stay null as with yurong's MariaDB connector):
 
-  - a streamed change with a ``gtid`` → ``position``/``seq`` = the GTID and its sequence number,
-    exactly what yurong's MariaDB connector reports for the same transaction (``0-1-42``, 42;
-    MySQL ``<uuid>:42`` → 42);
+  - a streamed change with a ``gtid``: ``seq`` = ``connectors.mysql.change_seq(<GTID sequence
+    number>, <order within the transaction>)`` = ``(42 << 20) | order``, so ``seq >> 20`` is the
+    transaction's GTID sequence number as with yurong's MariaDB connector (MySQL ``<uuid>:42`` →
+    42). One transaction may change a row twice, and the merge keeps a row's change only if its
+    seq is above the last one merged, so the changes of a transaction need distinct, increasing
+    seqs. The order within the transaction:
+
+    - with ``provide.transaction.metadata=true`` the record's ``transaction.total_order``
+      (1-based over the transaction's captured changes) − 1 → ``position`` ``0-1-42#3``: the
+      same position and seq as yurong's connector gives the change when Debezium captures every
+      table of the database (yurong counts every row change of the schema);
+    - without it only the binlog coordinates tell the changes apart (``pos`` = the row event's
+      own offset in the binlog file, ``row`` = the row's index in that event; checked against
+      Debezium 3.5.0's MariaDB records; one multi-row ``INSERT … ON DUPLICATE KEY UPDATE`` can
+      put two changes of one row into one event) → ``position`` ``0-1-42#<file>:<pos>:<row>``
+      and order ``binlog_order(pos, row)`` = ``((pos >> 4) mod 2¹⁷) << 3 | min(row, 7)``. The
+      transaction's start offset is not in the record, so the order is taken from ``pos``
+      modulo ``BINLOG_ORDER_WINDOW`` (2 MiB; row events are more than 16 bytes apart, so two
+      row events keep distinct orders). Two known gaps, both silent (the merge keeps the
+      earlier change of the row): two changes of one row that lie on either side of a 2 MiB
+      boundary of the binlog file (odds about their distance / 2 MiB), and a row changed again
+      after the 8th row of one row event. Set ``provide.transaction.metadata=true`` for an
+      exact order;
   - a snapshot record (``source.snapshot`` not ``false``) without ``gtid`` — Debezium's binlog
     connectors never put a GTID on snapshot rows, only the binlog coordinates of the snapshot —
     → ``position`` = ``<file>:<pos>:<row>``, ``seq`` = 0. Its seq must sort before every change
@@ -64,9 +84,10 @@ from typing import Any
 
 from connectors.catalogue import Dataset, Department, _value_schema
 from connectors.convert import row_converter
+from connectors.mysql import change_seq
 from connectors.pgoutput import format_lsn
 
-from .errors import ValidationError
+from .errors import SourceError, ValidationError
 from .serde import schema_store
 
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
@@ -253,22 +274,43 @@ class RowDecoder:
 # --- source position ------------------------------------------------------------------------
 
 
-def _position(source: Mapping[str, Any]) -> tuple[str, int]:
-    """``(position, seq)`` of a Debezium source block (see the module docstring)."""
+BINLOG_ORDER_WINDOW = 1 << 21  # bytes of binlog over which binlog_order increases
+
+
+def binlog_order(pos: int, row: int) -> int:
+    """Order of a change within its transaction from its binlog coordinates alone (Debezium
+    without transaction metadata): 20 bits, ``((pos >> 4) mod 2¹⁷) << 3 | min(row, 7)``.
+    Increasing along the binlog within each ``BINLOG_ORDER_WINDOW`` of the file (see the
+    module docstring)."""
+    return (((pos % BINLOG_ORDER_WINDOW) >> 4) << 3) | min(row, 7)
+
+
+def _position(source: Mapping[str, Any], transaction: Mapping[str, Any] | None = None) -> tuple[str, int]:
+    """``(position, seq)`` of a Debezium source block and the record's ``transaction`` block
+    (``None`` unless ``provide.transaction.metadata=true``; see the module docstring)."""
     connector = source.get("connector")
-    if source.get("lsn") is not None:  # PostgreSQL
+    if source.get("lsn") is not None:  # PostgreSQL: every change has its own LSN
         lsn = int(source["lsn"])
         return format_lsn(lsn), lsn
     if connector in ("mysql", "mariadb"):
+        file, pos, row = str(source.get("file") or ""), int(source.get("pos") or 0), int(source.get("row") or 0)
         gtid = source.get("gtid")
         if gtid:  # MariaDB 0-1-42, MySQL 3E11FA47-71CA-11E1-9E33-C80AA9429562:42
             last = str(gtid).split(",")[-1].strip()
-            seq = re.split(r"[-:]", last)[-1]
-            return str(gtid), int(seq)
-        file, pos, row = str(source.get("file") or ""), int(source.get("pos") or 0), int(source.get("row") or 0)
+            gtid_seq = int(re.split(r"[-:]", last)[-1])
+            total_order = transaction.get("total_order") if isinstance(transaction, Mapping) else None
+            if total_order is not None:
+                index = int(total_order) - 1
+                position, order = f"{gtid}#{index}", index
+            else:
+                position, order = f"{gtid}#{file}:{pos}:{row}", binlog_order(pos, row)
+            try:
+                return position, change_seq(gtid_seq, order)
+            except SourceError as exc:
+                raise ValidationError(str(exc), field="source.gtid") from exc
         if snapshot_flag(source.get("snapshot")) != "false":
             # Snapshot rows carry only the snapshot's binlog coordinates; seq 0 keeps them before
-            # every streamed change, whose seq is a GTID sequence number (see the module docstring).
+            # every streamed change, whose seq holds a GTID sequence number (see the module docstring).
             return f"{file}:{pos}:{row}", 0
         m = re.search(r"(\d+)$", file)
         fileno = int(m.group(1)) if m else 0
@@ -333,7 +375,7 @@ class DebeziumConverter:
         if not isinstance(source, Mapping):
             raise ValidationError("Debezium record without source block", field="source")
         ds = self.dataset(source)
-        position, seq = _position(source)
+        position, seq = _position(source, payload.get("transaction"))
         where = f"{ds.name}@{position}"
         rows = self._rows[ds.qualified]
         ts_ms = int(source.get("ts_ms") or 0)

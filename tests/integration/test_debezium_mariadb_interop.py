@@ -4,12 +4,16 @@ One fresh MariaDB department database (hrss: ``social_insurance``, seeded by the
 simulator); yurong's own binlog connector (connectors/mysql.py) and Debezium's MariaDbConnector
 (Kafka Connect standalone, ``YURONG_DEBEZIUM_SOURCE=mariadb scripts/debezium.sh``) both snapshot
 it and then stream the same live changes: an update, an insert, a delete, a multi-row update in
-one transaction, the simulator's own mix of upserts and corrections, and a sentinel update last.
+one transaction, transactions that change one row more than once (an update twice; an insert,
+update and delete; a multi-row upsert updating one row twice within one row event), the
+simulator's own mix of upserts and corrections, and a sentinel update last.
 Both record streams are turned into enterprise events (``streams.debezium`` for Debezium's JSON
 records, Avro decoding for ours) and merged in source order with the pure ``to_enterprise_event``
 + ``merge_event`` (whose per-row source positions decide what is a replay). Then:
 
-- the streamed row images and their GTID positions are identical, change by change;
+- the streamed row images and their GTIDs are identical, change by change, and so is the order of
+  the changes within each transaction (ours: the change's index; Debezium's: its binlog offset and
+  row, as ``transaction.total_order`` is not enabled);
 - the merged per-row final state (masked attributes) is identical from both, and equal to the
   table's actual final content read from MariaDB.
 
@@ -20,6 +24,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -34,7 +39,7 @@ from connectors.catalogue import _value_schema, catalogue
 from connectors.convert import row_converter
 from connectors.mysql import parse_dsn
 from connectors.simulator.mysql_depts import DEPARTMENTS, MySqlDepartmentsSimulator
-from streams.debezium import DebeziumConverter, topic_datasets
+from streams.debezium import BINLOG_ORDER_WINDOW, DebeziumConverter, topic_datasets
 from streams.errors import DecodeError
 from streams.ingest import Provenance, to_enterprise_event
 from streams.kafka_admin import ensure_topics
@@ -53,6 +58,7 @@ DEPT = "hrss"
 OUR_TOPIC = "dept.hrss.social_insurance"
 TODAY = dt.date(2026, 5, 10)
 N_ENTERPRISES = 40  # × 12 months of history = 480 rows
+FILLER_MARGIN = 256 * 1024  # binlog bytes kept between the next transactions and a BINLOG_ORDER_WINDOW boundary
 
 
 class MariaDbDebezium:
@@ -148,6 +154,14 @@ def _key(row: dict) -> tuple[str, str]:
     return row["uscc"], row["period"]
 
 
+def _binlog_order(env: dict) -> tuple:
+    """Sort key of a streamed change in binlog order: its GTID sequence number (``seq >> 20``),
+    then the numbers after '#' in its position — our index (``0-1-42#3``) or Debezium's file,
+    offset and row (``0-1-42#mariadb-bin.000003:1375651:0``)."""
+    within = env["source"]["position"].partition("#")[2]
+    return env["source"]["seq"] >> 20, [int(n) for n in re.findall(r"\d+", within)]
+
+
 def _final_state(records: list[tuple]) -> tuple[dict, dict]:
     """Ingest + merge in source order (snapshot first, then by seq); for every change the merge
     accepts (not a replay by its per-row source position), apply it to the row it changed.
@@ -192,6 +206,24 @@ def _table_now(dsn: str) -> dict[tuple, dict]:
         conn.close()
 
 
+def _clear_of_a_binlog_window_boundary(sim: MySqlDepartmentsSimulator) -> None:
+    """Without transaction metadata, ``streams.debezium`` orders a transaction's changes by binlog
+    offset modulo ``BINLOG_ORDER_WINDOW`` (its documented gap: two changes of a row on either side
+    of a window boundary). When the binlog is near a boundary, push it past with one filler row in
+    another database of the fixture (read by neither connector), so the comparison stays exact."""
+    settings, _ = parse_dsn(sim.dsn(DEPT))
+    conn = pymysql.connect(**settings, database=sim.databases["power"], autocommit=True)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SHOW MASTER STATUS")
+            gap = BINLOG_ORDER_WINDOW - int(cur.fetchone()[1]) % BINLOG_ORDER_WINDOW
+            if gap < FILLER_MARGIN:
+                cur.execute("CREATE TABLE IF NOT EXISTS binlog_filler (b LONGTEXT)")
+                cur.execute("INSERT INTO binlog_filler VALUES (REPEAT('x', %s))", (gap + 4096,))
+    finally:
+        conn.close()
+
+
 def _changes(sim: MySqlDepartmentsSimulator, usccs: list[str]) -> str:
     """Live changes, one transaction each; returns the sentinel USCC changed last."""
     dsn = sim.dsn(DEPT)
@@ -207,6 +239,20 @@ def _changes(sim: MySqlDepartmentsSimulator, usccs: list[str]) -> str:
     # two statements on different rows in one transaction
     execute(dsn, ("UPDATE social_insurance SET new_insured = new_insured + 1 WHERE uscc = %s AND period = '2026-03'", (usccs[4],)),
             ("DELETE FROM social_insurance WHERE uscc = %s AND period = '2025-06'", (usccs[4],)))
+    # rows changed more than once in one transaction: the merge must keep every change (each has
+    # its own seq), or a row ends in an intermediate state
+    _clear_of_a_binlog_window_boundary(sim)
+    execute(dsn, ("UPDATE social_insurance SET insured_headcount = 101 WHERE uscc = %s AND period = '2026-02'", (usccs[5],)),
+            ("UPDATE social_insurance SET insured_headcount = 102, payment_status = 'suspended'"
+             " WHERE uscc = %s AND period = '2026-02'", (usccs[5],)),
+            ("INSERT INTO social_insurance (uscc, period, insured_headcount, payment_status)"
+             " VALUES (%s, '2026-05', 3, 'paid')", (usccs[6],)),
+            ("UPDATE social_insurance SET insured_headcount = 4 WHERE uscc = %s AND period = '2026-05'", (usccs[6],)),
+            ("DELETE FROM social_insurance WHERE uscc = %s AND period = '2026-05'", (usccs[6],)))
+    # one row event holding two updates of one row (rows 0 and 1)
+    execute(dsn, ("INSERT INTO social_insurance (uscc, period, insured_headcount, payment_status) VALUES"
+                  " (%s, '2026-05', 5, 'paid'), (%s, '2026-05', 6, 'paid'), (%s, '2026-05', 7, 'paid')"
+                  " ON DUPLICATE KEY UPDATE insured_headcount = VALUES(insured_headcount)", (usccs[7],) * 3))
     sim.step(40, today=TODAY)  # the simulator's own mix: monthly upserts, arrears paid or grown, power, customs
     execute(dsn, ("UPDATE social_insurance SET payment_status = 'suspended' WHERE uscc = %s AND period = '2026-04'",
                   (usccs[-1],)))
@@ -297,15 +343,34 @@ def test_debezium_mariadb_and_our_connector_give_the_same_state(hrss_db, mysql_a
     assert {e[1]["source"]["connector"] for e in theirs} == {"mariadb"}
     assert {e[1]["source"]["snapshot"] for e in theirs if e[1]["op"] == "r"} <= {"true", "last"}
 
-    # Streamed changes: the same row images, change by change, at the same GTID (position and seq).
+    # Streamed changes: the same row images, change by change, with the same GTID (the position's
+    # part before '#', and seq >> 20), in the same order within each transaction: ours by the
+    # change's index (0-1-42#3), Debezium's by its binlog coordinates (0-1-42#<file>:<pos>:<row>).
     def streamed(records):
-        return sorted((e[1]["source"]["seq"], e[1]["source"]["position"], e[1]["op"], repr(_key(e[1]["after"] or e[1]["before"])),
-                       repr(e[1]["before"]), repr(e[1]["after"])) for e in records if e[1]["op"] != "r")
+        envs = sorted((e[1] for e in records if e[1]["op"] != "r"), key=_binlog_order)
+        return [(e["source"]["position"].partition("#")[0], e["source"]["seq"] >> 20, e["op"],
+                 repr(_key(e["after"] or e["before"])), repr(e["before"]), repr(e["after"])) for e in envs]
     s_mine, s_theirs = streamed(mine), streamed(theirs)
-    assert len(s_mine) >= 5 + 12
+    assert len(s_mine) >= 5 + 12 + 8
     assert [x[2:] for x in s_mine] == [x[2:] for x in s_theirs]
     assert [x[:2] for x in s_mine] == [x[:2] for x in s_theirs], "both connectors report the change's GTID"
     assert {x[2] for x in s_mine} == {"c", "u", "d"}
+    for records in (mine, theirs):
+        envs = [e[1] for e in records if e[1]["op"] != "r"]
+        assert len({e["source"]["position"] for e in envs}) == len(envs), "every change has its own position"
+        seqs_by_row: dict[tuple, list[int]] = {}
+        for env in sorted(envs, key=_binlog_order):
+            seqs_by_row.setdefault(_key(env["after"] or env["before"]), []).append(env["source"]["seq"])
+        assert all(s == sorted(s) and len(set(s)) == len(s) for s in seqs_by_row.values()), \
+            "a row's changes have increasing seqs in binlog order (what the merge needs)"
+    # the rows changed more than once in one transaction, in both streams: A twice, B inserted,
+    # updated and deleted, C inserted then updated twice within one row event
+    ops = {}
+    for _, _, op, key, _, _ in s_mine:
+        if key in (repr((usccs[5], "2026-02")), repr((usccs[6], "2026-05")), repr((usccs[7], "2026-05"))):
+            ops.setdefault(key, []).append(op)
+    assert ops[repr((usccs[5], "2026-02"))][:2] == ["u", "u"] and ops[repr((usccs[6], "2026-05"))][:3] == ["c", "u", "d"]
+    assert ops[repr((usccs[7], "2026-05"))][:3] == ["c", "u", "u"]
 
     # Snapshot rows: the same images (positions differ by design: ours the GTID state, theirs the
     # binlog coordinates with seq 0, both before every streamed change).

@@ -10,16 +10,19 @@ import pytest
 from confluent_kafka import Producer
 
 from connectors.catalogue import catalogue
-from connectors.mysql import Gtid, parse_dsn
+from connectors.mysql import Gtid, change_seq, parse_dsn, snapshot_row_seq
 from connectors.offsets import OffsetStore
 from connectors.runner import producer_config
 from connectors.simulator.identities import make_uscc, pick_district
 from connectors.simulator.market import Enterprise
 from connectors.simulator.mysql_depts import DEPARTMENTS, MySqlDepartmentsSimulator
 from streams.errors import DecodeError
+from streams.ingest import Provenance, to_enterprise_event
+from streams.masking import Pseudonymizer
+from streams.profile import merge_event
 from streams.serde import schema_store
 from streams.settings import SourceSettings
-from tests.conftest import _unavailable, wait_for
+from tests.conftest import TEST_KEY, _unavailable, wait_for
 from tests.harness import RunningConnector as _Running
 
 pytestmark = pytest.mark.integration
@@ -119,6 +122,7 @@ def test_snapshot_then_stream_with_before_images_tombstones_and_gtids(mysql_dept
         assert len({(e["after"]["uscc"], e["after"]["period"]) for e in snap}) == 120  # each row exactly once
         assert {e["op"] for e in snap} == {"r"} and {e["source"]["snapshot"] for e in snap} == {"true"}
         assert {e["source"]["connector"] for e in snap} == {"mysql"}
+        assert len({e["source"]["position"] for e in snap}) == 1
         assert snap[0]["after"]["contact_phone"] and snap[0]["after"]["contact_name"]  # raw PII only on dept.*
         snapshot_gtid = Gtid.parse(snap[0]["source"]["position"])
         wait_for(lambda: conn.source.snapshot_completed(), 30, "the snapshot to complete")
@@ -144,9 +148,14 @@ def test_snapshot_then_stream_with_before_images_tombstones_and_gtids(mysql_dept
         assert ins["after"]["contact_name"] == "王小明"
         assert ins["after"]["updated_at"] is not None
         assert (dele["op"], dele["before"]["period"], dele["after"]) == ("d", "2026-05", None)
-        gtids = [Gtid.parse(c["source"]["position"]) for c in changes[:3]]
+        # one change per transaction: <gtid>#0, seq (gtid seq << 20) | 0
+        assert all(c["source"]["position"].endswith("#0") for c in changes[:3])
+        gtids = [Gtid.parse(c["source"]["position"].partition("#")[0]) for c in changes[:3]]
         assert snapshot_gtid < gtids[0] < gtids[1] < gtids[2]
-        assert [c["source"]["seq"] for c in changes[:3]] == [g.seq for g in gtids]
+        assert [c["source"]["seq"] for c in changes[:3]] == [change_seq(g.seq, 0) for g in gtids]
+        # the snapshot rows sort after every change their GTID holds, before every change streamed after it
+        assert {e["source"]["seq"] for e in snap} == {snapshot_row_seq(snapshot_gtid.seq)}
+        assert snapshot_row_seq(snapshot_gtid.seq) < changes[0]["source"]["seq"]
         assert all(c["source"]["snapshot"] == "false" and c["source"]["ts_ms"] > 0 and c["source"]["tx_id"] for c in changes)
         key = f"{target}|2026-05".encode()
         assert any(m.value() is None and m.key() == key for m in reader.messages), "a delete is followed by a tombstone"
@@ -159,6 +168,83 @@ def test_snapshot_then_stream_with_before_images_tombstones_and_gtids(mysql_dept
     assert conn.error is None
     saved = offset_record(kafka_bootstrap, conn.source.name)
     assert saved["snapshot_completed"] and Gtid.parse(saved["position"].split(",")[0]).seq >= gtids[2].seq
+
+
+def _merged(envelopes: list[dict]) -> tuple[dict[str, dict], list[str]]:
+    """Ingest and merge ``envelopes`` in order: the profiles per USCC, and the positions of the
+    changes the merge skipped as replays (a seq not above the last merged for its row)."""
+    ds = catalogue().department("hrss").datasets["social_insurance"]
+    pseudonymizer = Pseudonymizer(TEST_KEY.encode())
+    profiles: dict[str, dict] = {}
+    skipped = []
+    for offset, env in enumerate(envelopes):
+        ev = to_enterprise_event(ds, env, Provenance(TOPIC, 0, offset), pseudonymizer, 0)
+        profiles[ev["uscc"]], _ = merge_event(profiles.get(ev["uscc"]), ev, offset, 0)
+        if profiles[ev["uscc"]]["version"] != offset:
+            skipped.append(env["source"]["position"])
+    return profiles, skipped
+
+
+def test_rows_changed_more_than_once_in_one_transaction_end_in_their_final_state(mysql_depts, kafka_bootstrap, topic_reader):
+    """One transaction updates row A twice and inserts, updates and deletes row B; a second one
+    inserts row C with a multi-row upsert that updates C twice within one row event. Every change
+    has its own position and a seq above the one before it, so the merge keeps all of them and every
+    row ends in its final state."""
+    sim = mysql_depts
+    ents = enterprises(3, seed=41)
+    counts = sim.seed(ents, today=TODAY)
+    dsn, db = sim.dsn("hrss"), sim.databases["hrss"]
+    a, b, c = (e.uscc for e in ents)
+    reader = topic_reader([TOPIC])
+    conn = RunningConnector(dsn, kafka_bootstrap)
+    try:
+        wait_for(lambda: reader.poll() is not None and len(ours(reader, db)) >= counts["social_insurance"]
+                 and conn.source.snapshot_completed(), 60, "the snapshot")
+        execute(dsn,
+                ("UPDATE social_insurance SET insured_headcount = 101 WHERE uscc = %s AND period = '2026-04'", (a,)),
+                ("UPDATE social_insurance SET insured_headcount = 102, payment_status = 'suspended'"
+                 " WHERE uscc = %s AND period = '2026-04'", (a,)),
+                ("INSERT INTO social_insurance (uscc, period, insured_headcount, payment_status)"
+                 " VALUES (%s, '2026-05', 3, 'paid')", (b,)),
+                ("UPDATE social_insurance SET insured_headcount = 4 WHERE uscc = %s AND period = '2026-05'", (b,)),
+                ("DELETE FROM social_insurance WHERE uscc = %s AND period = '2026-05'", (b,)))
+        execute(dsn, ("INSERT INTO social_insurance (uscc, period, insured_headcount, payment_status) VALUES"
+                      " (%s, '2026-05', 5, 'paid'), (%s, '2026-05', 6, 'paid'), (%s, '2026-05', 7, 'paid')"
+                      " ON DUPLICATE KEY UPDATE insured_headcount = VALUES(insured_headcount)", (c, c, c)))
+
+        def streamed():
+            reader.poll()
+            return [e for e in ours(reader, db) if e["op"] != "r"]
+        wait_for(lambda: len(streamed()) >= 8, 30, "the eight changes of the two transactions")
+        reader.poll(0.5)
+    finally:
+        conn.stop()
+    assert conn.error is None
+    changes = sorted(streamed(), key=lambda e: e["source"]["seq"])
+    assert len(changes) == 8
+    first, second = (Gtid.parse(changes[i]["source"]["position"].partition("#")[0]) for i in (0, 5))
+    assert first < second
+    assert [(e["op"], e["source"]["position"], e["source"]["seq"]) for e in changes] == [
+        (op, f"{g}#{i}", change_seq(g.seq, i))
+        for g, ops in ((first, "uucud"), (second, "cuu")) for i, op in enumerate(ops)]
+    assert [(e["after"] or e["before"])["uscc"] for e in changes] == [a, a, b, b, b, c, c, c]
+    assert [e["after"]["insured_headcount"] for e in changes if e["after"]] == [101, 102, 3, 4, 5, 6, 7]
+
+    profiles, skipped = _merged(changes)
+    assert skipped == [], "changes taken for replays of the change before them"
+    assert profiles[a]["monthly"]["hrss.headcount"] == {"2026-04": 102.0}
+    assert "2026-05" not in profiles[b]["monthly"].get("hrss.headcount", {})  # inserted, updated, deleted
+    assert profiles[c]["monthly"]["hrss.headcount"] == {"2026-05": 7.0}
+    # the table agrees
+    settings, _ = parse_dsn(dsn)
+    check = pymysql.connect(**settings, database=db)
+    try:
+        with check.cursor() as cur:
+            cur.execute("SELECT uscc, period, insured_headcount, payment_status FROM social_insurance"
+                        " WHERE (uscc = %s AND period = '2026-04') OR (uscc IN (%s, %s) AND period = '2026-05')", (a, b, c))
+            assert sorted(cur.fetchall()) == sorted([(a, "2026-04", 102, "suspended"), (c, "2026-05", 7, "paid")])
+    finally:
+        check.close()
 
 
 def test_restart_resumes_from_the_saved_gtid_without_resnapshot(mysql_depts, kafka_bootstrap, topic_reader):

@@ -200,6 +200,7 @@ RECORDS = {
         "source": "market", "slot": "yurong_market", "snapshot_seq": 5, "snapshot_completed": True,
         "position": "0/5", "seq": 5, "ts_ms": 1_709_294_400_000,
         "incremental": {"tables": ["public.tax_filing", "public.tax_arrears"], "last_key": '["91500000MA5U7XXXXX", "2024-02"]'},
+        "snapshot_start": None,
     },
     "dept/market/enterprise_registration": {
         "before": None, "after": REGISTRATION_ROW, "source": SOURCE, "op": "c", "ts_ms": 1_709_294_400_500,
