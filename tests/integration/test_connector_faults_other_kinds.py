@@ -311,8 +311,10 @@ def test_mysql_kill_mid_stream_under_commits_then_restart(hrss_db, kafka_bootstr
         streamed = [e for e in events.items if e["op"] != "r"]
         copies = Counter((e["source"]["position"], si_key(e["after"] or e["before"]), e["op"]) for e in streamed)
         dup = sum(n - 1 for n in copies.values())
-        print(f"\nmysql mid-stream: {len(writer.committed)} committed changes ({len(deleted)} deletes) in "
-              f"{len({e['source']['position'] for e in streamed})} transactions, 3 kills, {dup} duplicate events")
+        print(f"\nmysql mid-stream: {len(writer.committed)} committed changes ({len(deleted)} deletes); streamed "
+              f"{len({e['source']['position'] for e in streamed})} distinct changes (positions) in "
+              f"{len({e['source']['position'].partition('#')[0] for e in streamed})} transactions, 3 kills, "
+              f"{dup} duplicate events")
     finally:
         writer.halt()
         changes.close()

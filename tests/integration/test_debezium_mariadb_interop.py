@@ -11,9 +11,10 @@ Both record streams are turned into enterprise events (``streams.debezium`` for 
 records, Avro decoding for ours) and merged in source order with the pure ``to_enterprise_event``
 + ``merge_event`` (whose per-row source positions decide what is a replay). Then:
 
-- the streamed row images and their GTIDs are identical, change by change, and so is the order of
-  the changes within each transaction (ours: the change's index; Debezium's: its binlog offset and
-  row, as ``transaction.total_order`` is not enabled);
+- the streamed row images are identical, change by change, and so are their positions and seqs
+  (``0-1-42#3``, ``(42 << 20) | 3``): ``scripts/debezium.sh`` runs Debezium with
+  ``provide.transaction.metadata=true``, so every record carries ``transaction.total_order`` and
+  ``streams.debezium`` takes the change's index in its transaction from it, as ours counts it;
 - the merged per-row final state (masked attributes) is identical from both, and equal to the
   table's actual final content read from MariaDB.
 
@@ -37,9 +38,9 @@ from confluent_kafka.admin import AdminClient
 
 from connectors.catalogue import _value_schema, catalogue
 from connectors.convert import row_converter
-from connectors.mysql import parse_dsn
+from connectors.mysql import change_seq, parse_dsn
 from connectors.simulator.mysql_depts import DEPARTMENTS, MySqlDepartmentsSimulator
-from streams.debezium import BINLOG_ORDER_WINDOW, DebeziumConverter, topic_datasets
+from streams.debezium import DebeziumConverter, topic_datasets
 from streams.errors import DecodeError
 from streams.ingest import Provenance, to_enterprise_event
 from streams.kafka_admin import ensure_topics
@@ -58,7 +59,6 @@ DEPT = "hrss"
 OUR_TOPIC = "dept.hrss.social_insurance"
 TODAY = dt.date(2026, 5, 10)
 N_ENTERPRISES = 40  # × 12 months of history = 480 rows
-FILLER_MARGIN = 256 * 1024  # binlog bytes kept between the next transactions and a BINLOG_ORDER_WINDOW boundary
 
 
 class MariaDbDebezium:
@@ -68,6 +68,8 @@ class MariaDbDebezium:
         self.name = f"test-{db}"
         self.prefix = f"dbz{uuid.uuid4().hex[:8]}"
         self.history_topic = f"debezium-history.{self.name}"
+        # BEGIN/END records of provide.transaction.metadata=true (no dataset topic: never ingested)
+        self.transaction_topic = f"{self.prefix}.transaction"
         self.env = {
             **os.environ,
             "YURONG_DEBEZIUM_SOURCE": "mariadb",
@@ -154,14 +156,6 @@ def _key(row: dict) -> tuple[str, str]:
     return row["uscc"], row["period"]
 
 
-def _binlog_order(env: dict) -> tuple:
-    """Sort key of a streamed change in binlog order: its GTID sequence number (``seq >> 20``),
-    then the numbers after '#' in its position — our index (``0-1-42#3``) or Debezium's file,
-    offset and row (``0-1-42#mariadb-bin.000003:1375651:0``)."""
-    within = env["source"]["position"].partition("#")[2]
-    return env["source"]["seq"] >> 20, [int(n) for n in re.findall(r"\d+", within)]
-
-
 def _final_state(records: list[tuple]) -> tuple[dict, dict]:
     """Ingest + merge in source order (snapshot first, then by seq); for every change the merge
     accepts (not a replay by its per-row source position), apply it to the row it changed.
@@ -206,24 +200,6 @@ def _table_now(dsn: str) -> dict[tuple, dict]:
         conn.close()
 
 
-def _clear_of_a_binlog_window_boundary(sim: MySqlDepartmentsSimulator) -> None:
-    """Without transaction metadata, ``streams.debezium`` orders a transaction's changes by binlog
-    offset modulo ``BINLOG_ORDER_WINDOW`` (its documented gap: two changes of a row on either side
-    of a window boundary). When the binlog is near a boundary, push it past with one filler row in
-    another database of the fixture (read by neither connector), so the comparison stays exact."""
-    settings, _ = parse_dsn(sim.dsn(DEPT))
-    conn = pymysql.connect(**settings, database=sim.databases["power"], autocommit=True)
-    try:
-        with conn.cursor() as cur:
-            cur.execute("SHOW MASTER STATUS")
-            gap = BINLOG_ORDER_WINDOW - int(cur.fetchone()[1]) % BINLOG_ORDER_WINDOW
-            if gap < FILLER_MARGIN:
-                cur.execute("CREATE TABLE IF NOT EXISTS binlog_filler (b LONGTEXT)")
-                cur.execute("INSERT INTO binlog_filler VALUES (REPEAT('x', %s))", (gap + 4096,))
-    finally:
-        conn.close()
-
-
 def _changes(sim: MySqlDepartmentsSimulator, usccs: list[str]) -> str:
     """Live changes, one transaction each; returns the sentinel USCC changed last."""
     dsn = sim.dsn(DEPT)
@@ -241,7 +217,6 @@ def _changes(sim: MySqlDepartmentsSimulator, usccs: list[str]) -> str:
             ("DELETE FROM social_insurance WHERE uscc = %s AND period = '2025-06'", (usccs[4],)))
     # rows changed more than once in one transaction: the merge must keep every change (each has
     # its own seq), or a row ends in an intermediate state
-    _clear_of_a_binlog_window_boundary(sim)
     execute(dsn, ("UPDATE social_insurance SET insured_headcount = 101 WHERE uscc = %s AND period = '2026-02'", (usccs[5],)),
             ("UPDATE social_insurance SET insured_headcount = 102, payment_status = 'suspended'"
              " WHERE uscc = %s AND period = '2026-02'", (usccs[5],)),
@@ -322,6 +297,13 @@ def test_debezium_mariadb_and_our_connector_give_the_same_state(hrss_db, mysql_a
         ours_reader.poll(1.0)
         dbz_reader.poll(1.0)
         t_stream = time.monotonic() - started
+        # Debezium wrote its BEGIN/END records to <prefix>.transaction; the worker's Debezium topics
+        # (streams.topics: topic_datasets of the department) are the dataset topics only
+        admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+        wait_for(lambda: dbz.transaction_topic in admin.list_topics(timeout=10).topics, 30,
+                 f"Debezium's transaction topic {dbz.transaction_topic}")
+        assert dbz.transaction_topic not in topic_datasets(dept, dbz.prefix, db)
+        assert dbz.transaction_topic not in topic_datasets(dept, dbz.prefix)
     finally:
         if ours is not None:
             ours.stop()
@@ -330,10 +312,11 @@ def test_debezium_mariadb_and_our_connector_give_the_same_state(hrss_db, mysql_a
         dbz_reader.close()
         shutil.rmtree(dbz.home, ignore_errors=True)
         admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
-        for f in admin.delete_topics(dbz_topics + [dbz.history_topic], operation_timeout=30).values():
+        cleanup = dbz_topics + [dbz.history_topic, dbz.transaction_topic]
+        for f in admin.delete_topics(cleanup, operation_timeout=30).values():
             try:
                 f.result()
-            except Exception:  # noqa: BLE001 — best-effort clean-up (the history topic may not exist)
+            except Exception:  # noqa: BLE001 — best-effort clean-up (a failed run may not have created them)
                 pass
     assert ours.error is None
 
@@ -343,26 +326,23 @@ def test_debezium_mariadb_and_our_connector_give_the_same_state(hrss_db, mysql_a
     assert {e[1]["source"]["connector"] for e in theirs} == {"mariadb"}
     assert {e[1]["source"]["snapshot"] for e in theirs if e[1]["op"] == "r"} <= {"true", "last"}
 
-    # Streamed changes: the same row images, change by change, with the same GTID (the position's
-    # part before '#', and seq >> 20), in the same order within each transaction: ours by the
-    # change's index (0-1-42#3), Debezium's by its binlog coordinates (0-1-42#<file>:<pos>:<row>).
+    # Streamed changes: the same row images, change by change, at the same position and seq —
+    # ours from the change's index in the transaction (0-1-42#3), Debezium's from its
+    # transaction.total_order (provide.transaction.metadata=true). Sorted by seq = binlog order.
     def streamed(records):
-        envs = sorted((e[1] for e in records if e[1]["op"] != "r"), key=_binlog_order)
-        return [(e["source"]["position"].partition("#")[0], e["source"]["seq"] >> 20, e["op"],
+        envs = sorted((e[1] for e in records if e[1]["op"] != "r"), key=lambda env: env["source"]["seq"])
+        return [(e["source"]["position"], e["source"]["seq"], e["op"],
                  repr(_key(e["after"] or e["before"])), repr(e["before"]), repr(e["after"])) for e in envs]
     s_mine, s_theirs = streamed(mine), streamed(theirs)
     assert len(s_mine) >= 5 + 12 + 8
     assert [x[2:] for x in s_mine] == [x[2:] for x in s_theirs]
-    assert [x[:2] for x in s_mine] == [x[:2] for x in s_theirs], "both connectors report the change's GTID"
+    differ = [(a[:4], b[:2]) for a, b in zip(s_mine, s_theirs) if a[:2] != b[:2]]
+    assert not differ, f"{len(differ)} changes at another position/seq (ours, Debezium's), e.g. {differ[:3]}"
     assert {x[2] for x in s_mine} == {"c", "u", "d"}
-    for records in (mine, theirs):
-        envs = [e[1] for e in records if e[1]["op"] != "r"]
-        assert len({e["source"]["position"] for e in envs}) == len(envs), "every change has its own position"
-        seqs_by_row: dict[tuple, list[int]] = {}
-        for env in sorted(envs, key=_binlog_order):
-            seqs_by_row.setdefault(_key(env["after"] or env["before"]), []).append(env["source"]["seq"])
-        assert all(s == sorted(s) and len(set(s)) == len(s) for s in seqs_by_row.values()), \
-            "a row's changes have increasing seqs in binlog order (what the merge needs)"
+    assert len({x[0] for x in s_mine}) == len(s_mine), "every change has its own position"
+    for position, seq, *_ in s_mine:
+        m = re.fullmatch(r"\d+-\d+-(\d+)#(\d+)", position)
+        assert m and seq == change_seq(int(m.group(1)), int(m.group(2))), (position, seq)
     # the rows changed more than once in one transaction, in both streams: A twice, B inserted,
     # updated and deleted, C inserted then updated twice within one row event
     ops = {}
