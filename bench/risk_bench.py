@@ -293,7 +293,7 @@ def drain(run: RunEnv, total: int) -> dict:
     every resulting event merged into its profile (scored, alert rules applied)."""
     run.start_workers()
     meter = CpuMeter({f"worker{i}": p.pid for i, p in enumerate(run.procs)})
-    first_t = None
+    first_t, spies = None, []
     deadline = time.monotonic() + 900
     with console.status("workers draining the backlog") as status:
         while time.monotonic() < deadline:
@@ -301,6 +301,7 @@ def drain(run: RunEnv, total: int) -> dict:
             if c["ingested"] and first_t is None:
                 first_t = time.monotonic()
                 meter.start()
+                spies = profile_workers(run)
             status.update(f"workers: {c['ingested']:,.0f} / {total:,} ingested, {c['merged']:,.0f} merged")
             if c["ingested"] >= total and c["merged"] >= c["events"]:
                 break
@@ -308,8 +309,25 @@ def drain(run: RunEnv, total: int) -> dict:
         else:
             raise RuntimeError(f"the workers did not finish {total} records within 900 s; logs in {run.tmp}")
     elapsed = time.monotonic() - first_t
+    for spy in spies:
+        spy.wait(60)
     return {"records": total, "events_merged": int(c["merged"]), "dead_lettered_or_skipped": int(total - c["events"]),
             "seconds": round(elapsed, 2), "per_s": round(total / elapsed, 1), "cpu": meter.stop()}
+
+
+def profile_workers(run: RunEnv) -> list[subprocess.Popen]:
+    """``--profile``: sample every worker with py-spy for the first ``--profile`` seconds of the
+    drain; collapsed stacks in bench/results/profile-<tag>-worker<i>.txt (flamegraph.pl/speedscope)."""
+    if not run.args.profile:
+        return []
+    spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    if not Path(spy).exists():
+        raise RuntimeError("--profile needs py-spy (pip install py-spy)")
+    out = REPO / "bench" / "results"
+    return [subprocess.Popen([spy, "record", "--pid", str(p.pid), "--duration", str(run.args.profile), "--rate", "250",
+                              "--format", "raw", "--output", str(out / f"profile-{run.tag}-worker{i}.txt")],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            for i, p in enumerate(run.procs)]
 
 
 # --- 3. sustained rate and alert latency ----------------------------------------------------------------
@@ -483,6 +501,8 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=1, help="Faust worker processes (scale-out by partitions)")
     ap.add_argument("--alert-share", type=float, default=0.01, help="share of sustained records that are status changes")
     ap.add_argument("--seed", type=int, default=2019)
+    ap.add_argument("--profile", type=int, default=0, metavar="SECONDS",
+                    help="sample the workers with py-spy for the first SECONDS of the drain")
     args = ap.parse_args()
     run = RunEnv(args)
     try:

@@ -22,6 +22,7 @@ from typing import TypeVar
 
 import redis.exceptions
 from aiokafka.errors import KafkaError
+from confluent_kafka import KafkaException
 
 from connectors.catalogue import catalogue
 from monitoring.metrics import ALERTS, ALERTS_BLOCKED, ALERTS_THROTTLED, DLQ, E2E_LATENCY, EVENTS_IN, EVENTS_OUT
@@ -33,20 +34,22 @@ from .dlq import dlq_headers
 from .errors import DecodeError, RecordError
 from .ingest import Provenance, to_enterprise_event
 from .masking import assert_no_pii
+from .producer import output
 from .profile import DecodedProfiles, merge_event
 from .risk import DEFAULT_SCORECARD, Scorecard
 from .secrets import load_pseudonymizer
 from .serde import schema_store
 from .settings import get_settings
 from .topics import (
-    alerts_topic,
+    ENTERPRISE_EVENTS,
+    ENTERPRISE_PROFILES,
+    RISK_CHANGES,
+    alerts_topic_name,
     consent_grants,
     debezium_converters,
     debezium_topics,
     dept_topics,
-    dlq_of,
     enterprise_events,
-    enterprise_profiles,
     profiles,
     risk_changes,
 )
@@ -61,6 +64,9 @@ _pseudonymizer = load_pseudonymizer(_settings)
 _scorecard = Scorecard.load(_settings.risk.scorecard) if _settings.risk.scorecard else DEFAULT_SCORECARD
 _decoded = DecodedProfiles(lambda b: _schemas.decode(b, "enterprise/profile")[1])
 _registry: ConsentRegistry | None = None
+# Every record the agents publish, the profile table's changelog included, goes through
+# librdkafka (streams/producer.py), flushed before every offset commit.
+_out = output(app)
 
 
 def registry() -> ConsentRegistry:
@@ -78,22 +84,27 @@ async def dead_letter(message, error: Exception) -> None:
     """Send the original bytes with provenance and the error to ``dlq.<topic>``."""
     kind = error.kind if isinstance(error, RecordError) else "unexpected"
     log.warning("dead letter %s[%d]@%d: %s: %s", message.topic, message.partition, message.offset, kind, error)
-    await dlq_of(message.topic).send(
-        key=message.key,
-        value=message.value,
-        headers=dlq_headers("worker", message.topic, message.partition, message.offset, error),
-    )
+    _out.produce(f"dlq.{message.topic}", message.key, message.value,
+                 dlq_headers("worker", message.topic, message.partition, message.offset, error))
     DLQ.labels("worker", message.topic, kind).inc()
 
 
+# Outages: the service is there again later and the same call then succeeds. Besides lost
+# connections, a Redis that refuses writes for a while — out of memory (``OOM``), a replica during
+# a failover (``READONLY``), a cluster re-sharding (``TRYAGAIN``/``CLUSTERDOWN``/``MASTERDOWN``)
+# — is an outage too: dead-lettering a consent version or a change for it would lose it.
+OUTAGES = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, redis.exceptions.OutOfMemoryError,
+           redis.exceptions.ReadOnlyError, redis.exceptions.TryAgainError, redis.exceptions.ClusterDownError,
+           ConnectionError, asyncio.TimeoutError, KafkaError, KafkaException, RegistryUnavailable)
+
+
 async def retrying(what: str, op: Callable[[], Awaitable[T]]) -> T:
-    """Run ``op`` until it succeeds, backing off on Redis/Kafka outages (never skip the record)."""
+    """Run ``op`` until it succeeds, backing off on outages (``OUTAGES``; never skip the record)."""
     delay = 0.2
     while True:
         try:
             return await op()
-        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, ConnectionError, asyncio.TimeoutError,
-                KafkaError, RegistryUnavailable) as exc:
+        except OUTAGES as exc:
             log.warning("%s failed (%s); retrying in %.1fs", what, exc, delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 10.0)
@@ -135,8 +146,8 @@ async def ingest_one(msg, decode: Callable[[bytes], tuple | None]) -> None:
     except Exception as exc:  # noqa: BLE001 — every failure of one record is dead-lettered
         await dead_letter(msg, exc)
         return
-    await enterprise_events.send(key=record["uscc"].encode(), value=value)
-    EVENTS_OUT.labels("worker", enterprise_events.get_topic_name()).inc()
+    _out.produce(ENTERPRISE_EVENTS, record["uscc"].encode(), value)
+    EVENTS_OUT.labels("worker", ENTERPRISE_EVENTS).inc()
 
 
 def _decode_dept(topic: str) -> Callable[[bytes], tuple]:
@@ -193,11 +204,11 @@ async def merge(stream):
         profiles[uscc] = profile_bytes  # reassign: Faust writes a changelog entry only on set
         _decoded.put(uscc, profile_bytes, new)
         key = uscc.encode()
-        await enterprise_profiles.send(key=key, value=profile_bytes)
-        EVENTS_OUT.labels("worker", enterprise_profiles.get_topic_name()).inc()
+        _out.produce(ENTERPRISE_PROFILES, key, profile_bytes)
+        EVENTS_OUT.labels("worker", ENTERPRISE_PROFILES).inc()
         for value in change_bytes:
-            await risk_changes.send(key=key, value=value)
-            EVENTS_OUT.labels("worker", risk_changes.get_topic_name()).inc()
+            _out.produce(RISK_CHANGES, key, value)
+            EVENTS_OUT.labels("worker", RISK_CHANGES).inc()
 
 
 @app.agent(risk_changes)
@@ -256,16 +267,11 @@ async def deliver(reg: ConsentRegistry, msg, change: dict, bank_id: str, consent
     except Exception as exc:  # noqa: BLE001
         await dead_letter(msg, exc)
         return
-    topic = alerts_topic(bank_id)
-
-    async def publish():
-        fut = await topic.send(key=change["uscc"].encode(), value=value, force=True)
-        return await fut  # Kafka acknowledged
-
-    await retrying(f"publish to {topic.get_topic_name()}", publish)
+    topic = alerts_topic_name(bank_id)
+    await retrying(f"publish to {topic}", lambda: _out.produce_acked(topic, change["uscc"].encode(), value))
     await retrying("dedup mark", lambda: reg.mark_delivered(alert_id))
     ALERTS.labels(bank_id, change["category"], change["severity"]).inc()
-    EVENTS_OUT.labels("worker", topic.get_topic_name()).inc()
+    EVENTS_OUT.labels("worker", topic).inc()
     E2E_LATENCY.labels("alert_published").observe(max(0, now_ms() - change["event_ts_ms"]) / 1000)
 
 

@@ -9,6 +9,7 @@ from sinks.consent import CONSENT_TOPIC
 
 from .app import app
 from .debezium import DebeziumConverter, topic_datasets
+from .producer import OutputTable
 from .settings import get_settings
 
 ENTERPRISE_EVENTS = "enterprise.events"
@@ -43,7 +44,8 @@ consent_grants = app.topic(CONSENT_GRANTS, compacting=True)
 # the JSON codec, which writes bytes unchanged but reads them back as UTF-8 text — every entry
 # failed to recover after a restart and recovery never finished (tests/e2e/test_worker_restart.py).
 # Keys stay JSON, so they come back as str.
-profiles = app.Table("enterprise_profile", default=None, partitions=app.conf.topic_partitions, value_type=bytes)
+profiles = app.tables.add(OutputTable(app, name="enterprise_profile", default=None, beacon=app.tables.beacon,
+                                      partitions=app.conf.topic_partitions, value_type=bytes))
 
 
 @lru_cache(maxsize=None)

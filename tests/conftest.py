@@ -147,7 +147,7 @@ class TopicReader:
         })
         if from_end:
             ensure_topics(bootstrap, {t: {} for t in topics})
-            md = self.consumer.list_topics(timeout=15).topics
+            md = wait_for(lambda: self._metadata_of(topics), 30, f"metadata of {topics}")
             self.consumer.assign([
                 TopicPartition(t, p, watermark_offsets(self.consumer, TopicPartition(t, p))[1])
                 for t in topics for p in md[t].partitions
@@ -155,6 +155,12 @@ class TopicReader:
         else:
             self.consumer.subscribe(topics)
         self.messages = []
+
+    def _metadata_of(self, topics: list[str]) -> dict | None:
+        """The topics' metadata once every one has its partitions (a topic just created may be
+        missing from the first answer)."""
+        found = self.consumer.list_topics(timeout=15).topics
+        return found if all(found.get(t) is not None and found[t].partitions for t in topics) else None
 
     def poll(self, seconds: float = 0.5) -> list:
         out = []

@@ -1,0 +1,68 @@
+"""The agents' librdkafka producer (streams/producer.py) against the real broker: a flush returns
+only when every earlier record is in Kafka, a refused record fails the flush (so the offset
+commit does not happen), and records land on the partitions Faust's aiokafka producer chose."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+import pytest
+from aiokafka.partitioner import DefaultPartitioner
+from confluent_kafka import KafkaException, TopicPartition
+
+from streams.kafka_admin import ensure_topics, watermark_offsets
+from streams.producer import OutputProducer
+from tests.conftest import wait_for
+
+pytestmark = pytest.mark.integration
+
+
+def test_flush_waits_for_every_record_and_partitions_like_faust(kafka_bootstrap, unique, topic_reader):
+    topic = f"test.output.{unique}"
+    ensure_topics(kafka_bootstrap, {topic: {}}, partitions=4)
+    reader = topic_reader([topic])
+    rng = random.Random(unique)
+    keys = [f"91500{rng.randrange(10**12):013d}".encode() for _ in range(400)]
+
+    async def run() -> None:
+        out = OutputProducer({"bootstrap.servers": kafka_bootstrap})
+        for i, key in enumerate(keys):
+            out.produce(topic, key, str(i).encode(), [("n", str(i).encode())])
+        await out.flush()
+        in_kafka = sum(watermark_offsets(reader.consumer, TopicPartition(topic, p))[1] for p in range(4))
+        assert in_kafka == len(keys), "flush returned before every record was in Kafka"
+
+    asyncio.run(run())
+    got = []
+    wait_for(lambda: (got.extend(reader.poll(0.5)), len(got) >= len(keys))[1], 60, "the records")
+    assert sorted(int(m.value()) for m in got) == list(range(len(keys))), "each record once"
+    faust_partition = DefaultPartitioner()
+    for m in got:
+        assert m.partition() == faust_partition(m.key(), [0, 1, 2, 3], [0, 1, 2, 3]), "murmur2, as aiokafka"
+        assert dict(m.headers()) == {"n": m.value()}
+
+
+def test_a_record_kafka_refuses_fails_the_flush(kafka_bootstrap, unique):
+    async def run() -> None:
+        out = OutputProducer({"bootstrap.servers": kafka_bootstrap, "message.max.bytes": 2_000_000})
+        topic = f"test.output.big.{unique}"
+        ensure_topics(kafka_bootstrap, {topic: {"max.message.bytes": "1000"}})
+        out.produce(topic, b"k", b"x" * 5000)  # the broker refuses it: larger than the topic allows
+        with pytest.raises(KafkaException):
+            await out.flush()
+
+    asyncio.run(run())
+
+
+def test_produce_acked_waits_for_the_broker(kafka_bootstrap, unique, topic_reader):
+    topic = f"test.output.acked.{unique}"
+    ensure_topics(kafka_bootstrap, {topic: {}})
+    reader = topic_reader([topic])
+
+    async def run() -> None:
+        out = OutputProducer({"bootstrap.servers": kafka_bootstrap})
+        await out.produce_acked(topic, b"k", b"alert")
+
+    asyncio.run(run())
+    assert [m.value() for m in reader.poll(5)] == [b"alert"]
