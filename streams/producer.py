@@ -20,13 +20,10 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import logging
 from collections.abc import Sequence
 
 import faust
 from confluent_kafka import KafkaError, KafkaException, Producer
-
-log = logging.getLogger(__name__)
 
 Headers = Sequence[tuple[str, bytes]]
 
@@ -46,8 +43,10 @@ class OutputProducer:
 
     def produce(self, topic: str, key: bytes | None, value: bytes | None, headers: Headers | None = None,
                 on_ack: asyncio.Future | None = None, partition: int | None = None) -> None:
-        """Queue one record (never blocks the loop: a full queue is served and retried);
-        ``partition`` None: by key, as Faust's producer would."""
+        """Queue one record; ``partition`` None: by key, as Faust's producer would. A full local
+        queue (librdkafka's ``queue.buffering.max.messages``) holds the loop until it drains.
+        With ``on_ack`` the caller awaits the outcome and handles a refusal; otherwise a refusal
+        fails the next :meth:`flush`."""
         seq = self._next
         self._next += 1
 
@@ -55,9 +54,10 @@ class OutputProducer:
             self._done.add(seq)
             while self._pending and self._pending[0] in self._done:
                 self._done.discard(self._pending.popleft())
-            if err is not None:
-                self._failed.append(err)
-            if on_ack is not None and not on_ack.done():
+            if on_ack is None:
+                if err is not None:
+                    self._failed.append(err)
+            elif not on_ack.done():
                 if err is None:
                     on_ack.set_result(None)
                 else:
@@ -103,10 +103,6 @@ class OutputProducer:
         while self._pending:
             self._p.poll(0)
             await asyncio.sleep(0.002)
-
-    def close(self, timeout_s: float = 30.0) -> int:
-        """Flush what is left (blocking); the number of records not acknowledged."""
-        return self._p.flush(timeout_s)
 
 
 def attach(app, out: OutputProducer) -> None:

@@ -43,7 +43,7 @@ def test_flush_waits_for_every_record_and_partitions_like_faust(kafka_bootstrap,
         assert dict(m.headers()) == {"n": m.value()}
 
 
-def test_a_record_kafka_refuses_fails_the_flush(kafka_bootstrap, unique):
+def test_a_record_kafka_refuses_fails_the_flush_unless_its_caller_awaits_it(kafka_bootstrap, unique):
     async def run() -> None:
         out = OutputProducer({"bootstrap.servers": kafka_bootstrap, "message.max.bytes": 2_000_000})
         topic = f"test.output.big.{unique}"
@@ -51,6 +51,10 @@ def test_a_record_kafka_refuses_fails_the_flush(kafka_bootstrap, unique):
         out.produce(topic, b"k", b"x" * 5000)  # the broker refuses it: larger than the topic allows
         with pytest.raises(KafkaException):
             await out.flush()
+        # an awaited record's refusal goes to its caller (who retries it), not to the next flush
+        with pytest.raises(KafkaException):
+            await out.produce_acked(topic, b"k", b"x" * 5000)
+        await out.flush()
 
     asyncio.run(run())
 
