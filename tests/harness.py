@@ -3,6 +3,9 @@
 Connector, worker and sink run as child processes (``streams.demo.pipeline``) with their own
 Faust app id, sink consumer group, ports, Redis key prefix and chDB folder, against one
 department database. Only the Kafka topics are shared with everything else on the stack.
+
+Also the Debezium interop tests' Kafka Connect runner (``DebeziumScript``) and their waits for
+two connectors' record streams (``StreamPair``).
 """
 
 from __future__ import annotations
@@ -11,15 +14,19 @@ import asyncio
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
 import threading
+import time
 import urllib.request
 from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
+import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
@@ -35,7 +42,9 @@ from streams.errors import DecodeError
 from streams.kafka_admin import watermark_offsets
 from streams.serde import schema_store
 from streams.settings import SourceSettings
-from tests.conftest import TEST_KEY, TopicReader, free_port
+from tests.conftest import IN_CI, TEST_KEY, TopicReader, free_port, wait_for
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 class RunningConnector:
@@ -271,3 +280,115 @@ def skip_history(bootstrap: str, app_id: str, sink_group: str) -> dict[str, int]
                    *(t for t in md if re.fullmatch(r"alerts\.b[0-9]{4}", t) or t.startswith("dlq."))]
     return {"worker": commit_at_end(bootstrap, app_id, worker_topics),
             "sink": commit_at_end(bootstrap, sink_group, sink_topics)}
+
+
+# --- Kafka Connect / Debezium (tests/integration/test_debezium_*.py) ---------------------------
+
+def need_tools(*tools: str) -> None:
+    """Fail under CI, skip otherwise, when a tool Kafka Connect needs is not installed."""
+    missing = [t for t in tools if shutil.which(t) is None]
+    if missing:
+        msg = f"{', '.join(missing)} not installed: Debezium runs in Kafka Connect (scripts/stack.sh up installs them)"
+        if IN_CI:
+            pytest.fail(msg)
+        pytest.skip(msg)
+
+
+def yurong_home() -> Path:
+    return Path(os.environ.get("YURONG_HOME") or REPO / ".yurong")
+
+
+def run_script(script: Path, action: str, env: dict[str, str], timeout: float) -> subprocess.CompletedProcess:
+    """``bash <script> <action>``; fails with the tail of its stderr unless it exits 0."""
+    done = subprocess.run(["bash", str(script), action], env=env, capture_output=True, text=True, timeout=timeout)
+    assert done.returncode == 0, f"{script.name} {action} failed:\n{done.stderr[-4000:]}"
+    return done
+
+
+def file_tail(path: Path, chars: int = 3000) -> str:
+    """The end of a log file, for a timeout's diagnosis."""
+    try:
+        return path.read_text(errors="replace")[-chars:]
+    except OSError:
+        return "(no log)"
+
+
+class DebeziumScript:
+    """``scripts/debezium.sh`` run/stop for one Kafka Connect instance: ``run`` returns once the
+    script has seen Kafka Connect and its connector RUNNING. ``env`` selects the source and database
+    (``YURONG_DEBEZIUM_SOURCE``, ``YURONG_DEBEZIUM_DBNAME``, ports, ...)."""
+
+    SCRIPT = REPO / "scripts" / "debezium.sh"
+
+    def __init__(self, name: str, env: dict[str, str]) -> None:
+        self.name = name
+        self.env = {**os.environ, "YURONG_DEBEZIUM_NAME": name, **env}
+        self.home = yurong_home() / "debezium" / name
+
+    def run(self) -> None:
+        run_script(self.SCRIPT, "run", self.env, 600)
+
+    def stop(self) -> None:
+        run_script(self.SCRIPT, "stop", self.env, 90)
+        again = run_script(self.SCRIPT, "stop", self.env, 30)  # idempotent
+        assert "not running" in again.stderr
+
+    def log_tail(self) -> str:
+        return file_tail(self.home / "connect.log")
+
+
+def census(records: list[tuple]) -> dict[str, int]:
+    """``dataset:op`` → count of ``(dataset, envelope, ...)`` records."""
+    out: dict[str, int] = {}
+    for e in records:
+        k = f"{e[0].name}:{e[1]['op']}"
+        out[k] = out.get(k, 0) + 1
+    return dict(sorted(out.items()))
+
+
+class StreamPair:
+    """Two connectors' records of one database side by side (yurong's and Debezium's, or Debezium's
+    JSON and Avro connectors). ``sides`` maps a name to ``(reader, records)``: a reader with
+    ``poll(seconds)`` and a function giving the ``(dataset, envelope, ...)`` records it has read.
+    The waits have deadlines; a timeout shows each side's census and ``log_tail()`` (Kafka Connect's)."""
+
+    def __init__(self, sides: dict[str, tuple[Any, Callable[[], list[tuple]]]], log_tail: Callable[[], str]) -> None:
+        self.sides = sides
+        self.log_tail = log_tail
+
+    def records(self) -> dict[str, list[tuple]]:
+        return {name: records() for name, (_, records) in self.sides.items()}
+
+    def poll(self, seconds: float = 0.3) -> dict[str, list[tuple]]:
+        for reader, _ in self.sides.values():
+            reader.poll(seconds)
+        return self.records()
+
+    def wait_snapshots(self, rows: int, what: str, timeout: float = 120) -> dict[str, float]:
+        """Until every side has ``rows`` snapshot records (op ``r``); returns when each got there
+        (``time.monotonic()``)."""
+        done: dict[str, float] = {}
+
+        def all_done() -> bool:
+            for name, records in self.poll().items():
+                if name not in done and sum(e[1]["op"] == "r" for e in records) >= rows:
+                    done[name] = time.monotonic()
+            return len(done) == len(self.sides)
+
+        wait_for(all_done, timeout, lambda: f"{what}\n{self.log_tail()}")
+        return done
+
+    def wait_caught_up(self, sentinel: Callable[[list[tuple]], bool], what: str, timeout: float = 90) -> None:
+        """Until every side holds the ``sentinel`` change (made last) and as many records as the
+        others; then reads one second more."""
+        def caught_up() -> bool:
+            got = self.poll()
+            return all(sentinel(r) for r in got.values()) and len({len(r) for r in got.values()}) == 1
+
+        def diagnosis() -> str:
+            sides = ", ".join(f"{name} {census(r)} sentinel={sentinel(r)}" for name, r in self.records().items())
+            return f"{what}: {sides}\n{self.log_tail()}"
+
+        wait_for(caught_up, timeout, diagnosis)
+        for reader, _ in self.sides.values():
+            reader.poll(1.0)

@@ -42,34 +42,11 @@ ALTER TABLE enterprise_profile
 
 -- Every version of every profile: what was known about an enterprise at any time.
 -- As of a date: SELECT * FROM enterprise_profile_as_of(as_of = '2026-06-30 00:00:00') WHERE uscc = ...
-CREATE TABLE IF NOT EXISTS enterprise_profile_history
-(
-    uscc                     String,
-    name                     Nullable(String),
-    status                   LowCardinality(Nullable(String)),
-    district_code            LowCardinality(Nullable(String)),
-    industry_code            LowCardinality(Nullable(String)),
-    registered_capital       Nullable(Float64),
-    established_date         Nullable(Date),
-    legal_rep_pseudonym      Nullable(String),
-    legal_rep_id_masked      Nullable(String),
-    legal_rep_name_masked    Nullable(String),
-    legal_rep_phone_masked   Nullable(String),
-    address_masked           Nullable(String),
-    abnormal_open_count      UInt16,
-    abnormal_listings_total  UInt32,
-    indicators               Map(String, Float64),
-    ratings                  Map(String, String),
-    risk_score               UInt16,
-    risk_level               LowCardinality(String),
-    reason_codes             Array(String),
-    score_factors            Array(Tuple(code String, points Int32, value Nullable(String))),
-    version                  Int64 COMMENT 'enterprise.events offset of the event that made this version',
-    last_event_id            String,
-    last_event_ts            DateTime64(3, 'UTC') COMMENT 'source commit time of that event: the version holds from then',
-    updated_ts               DateTime64(3, 'UTC'),
-    written_ts               DateTime64(3, 'UTC') DEFAULT now64(3)
-)
+-- Same columns as enterprise_profile, copied from it when the table is made (so after the ALTERs
+-- above); a row's version / last_event_ts are those of the event that made that version, which
+-- holds from last_event_ts. A later ALTER of enterprise_profile's columns must be repeated for
+-- enterprise_profile_history, whose existing tables it would otherwise miss.
+CREATE TABLE IF NOT EXISTS enterprise_profile_history AS enterprise_profile
 ENGINE = ReplacingMergeTree
 PARTITION BY toYYYYMM(last_event_ts)
 ORDER BY (uscc, version)

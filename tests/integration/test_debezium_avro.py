@@ -34,34 +34,16 @@ from connectors.simulator.market import MarketSimulator
 from streams.avro_registry import APICURIO_KEY_HEADER, APICURIO_VALUE_HEADER, AvroRegistryDecoder, SchemaRegistry
 from streams.debezium import DebeziumConverter, topic_datasets
 from streams.kafka_admin import ensure_topics
-from tests.conftest import IN_CI, free_port, wait_for
-from tests.integration.test_debezium_interop import TailReader, _changes, _drop_slot, _profiles
+from tests.conftest import free_port, wait_for
+from tests.harness import REPO, StreamPair, file_tail, need_tools, run_script, yurong_home
+from tests.integration.test_debezium_interop import TailReader, _changes, _drop_slot, _has_sentinel, _profiles
 
 pytestmark = pytest.mark.integration
 
-REPO = Path(__file__).resolve().parents[2]
 DEBEZIUM = REPO / "scripts" / "debezium.sh"
 REGISTRY = REPO / "scripts" / "registry.sh"
 AVRO = "io.apicurio.registry.utils.converter.AvroConverter"
 VOLATILE = ("ts_ms", "ts_us", "ts_ns")  # the envelope's processing times differ between connectors
-
-
-def _need_tools() -> None:
-    missing = [t for t in ("java", "mvn", "curl") if shutil.which(t) is None]
-    if missing:
-        msg = f"{', '.join(missing)} not installed: Debezium runs in Kafka Connect (scripts/stack.sh up installs them)"
-        if IN_CI:
-            pytest.fail(msg)
-        pytest.skip(msg)
-
-
-def _home() -> Path:
-    return Path(os.environ.get("YURONG_HOME") or REPO / ".yurong")
-
-
-def _script(script: Path, action: str, env: dict, timeout: float) -> None:
-    done = subprocess.run(["bash", str(script), action], env=env, capture_output=True, text=True, timeout=timeout)
-    assert done.returncode == 0, f"{script.name} {action} failed:\n{done.stderr[-4000:]}"
 
 
 class Registry:
@@ -71,16 +53,16 @@ class Registry:
         self.port = free_port()
         self.env = {**os.environ, "YURONG_REGISTRY_PORT": str(self.port), "YURONG_REGISTRY_NAME": name}
         self.url = f"http://127.0.0.1:{self.port}/apis/registry/v2"
-        self.plugins = _home() / "registry" / "connect-plugins"
-        self.home = _home() / "registry" / name
+        self.plugins = yurong_home() / "registry" / "connect-plugins"
+        self.home = yurong_home() / "registry" / name
 
     def run(self) -> float:
         t = time.monotonic()
-        _script(REGISTRY, "run", self.env, 600)
+        run_script(REGISTRY, "run", self.env, 600)
         return time.monotonic() - t
 
     def stop(self) -> None:
-        _script(REGISTRY, "stop", self.env, 60)
+        run_script(REGISTRY, "stop", self.env, 60)
 
 
 class Connect:
@@ -88,7 +70,7 @@ class Connect:
 
     def __init__(self, db: str, bootstrap: str, pg_port: int, registry: Registry) -> None:
         self.db = db
-        self.dir = _home() / "debezium" / f"avro-{db}"
+        self.dir = yurong_home() / "debezium" / f"avro-{db}"
         self.rest = free_port()
         self.slots = [f"dbzjson_{db}", f"dbzavro_{db}"]
         self.names = ["yurong-json", "yurong-avro"]
@@ -122,8 +104,8 @@ tombstones.on.delete=true
 
     def start(self) -> None:
         env = {**os.environ, "YURONG_KAFKA_PORT": self.bootstrap.split(",")[0].rpartition(":")[2]}
-        _script(DEBEZIUM, "install", env, 900)  # the Debezium + Connect jars
-        libs = _home() / "debezium" / "libs"
+        run_script(DEBEZIUM, "install", env, 900)  # the Debezium + Connect jars
+        libs = yurong_home() / "debezium" / "libs"
         self.dir.mkdir(parents=True, exist_ok=True)
         worker = self.dir / "worker.properties"
         worker.write_text(f"""bootstrap.servers={self.bootstrap}
@@ -182,10 +164,7 @@ plugin.discovery=only_scan
             self.proc.wait(10)
 
     def log_tail(self) -> str:
-        try:
-            return self.log.read_text(errors="replace")[-3000:]
-        except OSError:
-            return "(no log)"
+        return file_tail(self.log)
 
 
 def _json_records(reader: TailReader, conv: DebeziumConverter, db: str) -> list[tuple]:
@@ -237,7 +216,7 @@ def _comparable(records: list[tuple]) -> list[tuple]:
 
 
 def test_debezium_avro_converter_decodes_to_the_json_converters_envelopes(department_db, pg_admin_dsn, kafka_bootstrap):
-    _need_tools()
+    need_tools("java", "mvn", "curl")
     started = time.monotonic()
     dsn = department_db
     db = dsn.rsplit("/", 1)[1]
@@ -264,32 +243,13 @@ def test_debezium_avro_converter_decodes_to_the_json_converters_envelopes(depart
         keys = AvroRegistryDecoder(schemas, header=APICURIO_KEY_HEADER)  # id in the key header
         connect.start()
         t_up = time.monotonic() - started
-
-        def snapshotted() -> bool:
-            json_reader.poll(0.3)
-            avro_reader.poll(0.3)
-            want = 30 + listings_at_start
-            return (sum(r[1]["op"] == "r" for r in _json_records(json_reader, conv, db)) >= want
-                    and sum(r[1]["op"] == "r" for r in _avro_records(avro_reader, conv, values, keys, db)) >= want)
-
-        wait_for(snapshotted, 120, lambda: f"both snapshots of {db}\n{connect.log_tail()}")
+        streams = StreamPair({"json": (json_reader, lambda: _json_records(json_reader, conv, db)),
+                              "avro": (avro_reader, lambda: _avro_records(avro_reader, conv, values, keys, db))},
+                             connect.log_tail)
+        streams.wait_snapshots(30 + listings_at_start, f"both snapshots of {db}")
         t_snap = time.monotonic() - started
 
-        sentinel = _changes(dsn, sim, usccs)
-
-        def has_sentinel(records) -> bool:
-            return any(r[1]["op"] == "u" and r[1]["after"]["uscc"] == sentinel and r[1]["after"]["status"] == "suspended"
-                       for r in records)
-
-        def caught_up() -> bool:
-            json_reader.poll(0.3)
-            avro_reader.poll(0.3)
-            a, b = _json_records(json_reader, conv, db), _avro_records(avro_reader, conv, values, keys, db)
-            return has_sentinel(a) and has_sentinel(b) and len(a) == len(b)
-
-        wait_for(caught_up, 90, lambda: f"both connectors to carry every change\n{connect.log_tail()}")
-        json_reader.poll(1.0)
-        avro_reader.poll(1.0)
+        streams.wait_caught_up(_has_sentinel(_changes(dsn, sim, usccs)), "both connectors to carry every change")
         t_stream = time.monotonic() - started
     finally:
         connect.stop()

@@ -11,12 +11,10 @@ business field. Needs Java 17 and Maven (fails under CI when missing, skips othe
 from __future__ import annotations
 
 import datetime as dt
-import os
 import shutil
-import subprocess
 import time
 import uuid
-from pathlib import Path
+from collections.abc import Callable
 from urllib.parse import urlsplit
 
 import psycopg2
@@ -32,13 +30,12 @@ from streams.ingest import Provenance, to_enterprise_event
 from streams.masking import Pseudonymizer
 from streams.profile import merge_event
 from streams.serde import schema_store
-from tests.conftest import IN_CI, TEST_KEY, end_offsets, free_port, wait_for
+from tests.conftest import TEST_KEY, end_offsets, free_port
+from tests.harness import DebeziumScript, StreamPair, need_tools
 from tests.integration.test_postgres_connector import RunningConnector
 
 pytestmark = pytest.mark.integration
 
-REPO = Path(__file__).resolve().parents[2]
-SCRIPT = REPO / "scripts" / "debezium.sh"
 OUR_TOPICS = ["dept.market.enterprise_registration", "dept.market.abnormal_operation", "dept.market.equity_pledge"]
 PROFILE_FIELDS = (
     "uscc", "name", "status", "district_code", "industry_code", "registered_capital", "established_date",
@@ -47,48 +44,17 @@ PROFILE_FIELDS = (
 )
 
 
-def _need_tools() -> None:
-    missing = [t for t in ("java", "mvn") if shutil.which(t) is None]
-    if missing:
-        msg = f"{', '.join(missing)} not installed: Debezium runs in Kafka Connect (scripts/stack.sh up installs them)"
-        if IN_CI:
-            pytest.fail(msg)
-        pytest.skip(msg)
-
-
-class Debezium:
+class Debezium(DebeziumScript):
     """scripts/debezium.sh run/stop for one database, with its own instance name and REST port."""
 
     def __init__(self, db: str, bootstrap: str, pg_port: int) -> None:
-        self.env = {
-            **os.environ,
+        super().__init__(f"test-{db}", {
             "YURONG_DEBEZIUM_DBNAME": db,
-            "YURONG_DEBEZIUM_NAME": f"test-{db}",
             "YURONG_DEBEZIUM_REST_PORT": str(free_port()),
             "YURONG_KAFKA_PORT": bootstrap.split(",")[0].rpartition(":")[2],
             "YURONG_PG_PORT": str(pg_port),
-        }
+        })
         self.slot = f"debezium_{db}"
-        self.home = Path(os.environ.get("YURONG_HOME") or REPO / ".yurong") / "debezium" / f"test-{db}"
-
-    def _script(self, action: str, timeout: float) -> subprocess.CompletedProcess:
-        return subprocess.run(["bash", str(SCRIPT), action], env=self.env, capture_output=True, text=True, timeout=timeout)
-
-    def run(self) -> None:
-        done = self._script("run", 600)
-        assert done.returncode == 0, f"scripts/debezium.sh run failed:\n{done.stderr[-4000:]}"
-
-    def stop(self) -> None:
-        done = self._script("stop", 90)
-        assert done.returncode == 0, done.stderr[-2000:]
-        again = self._script("stop", 30)  # idempotent
-        assert again.returncode == 0 and "not running" in again.stderr
-
-    def log_tail(self) -> str:
-        try:
-            return (self.home / "connect.log").read_text(errors="replace")[-3000:]
-        except OSError:
-            return "(no log)"
 
 
 class TailReader:
@@ -159,14 +125,6 @@ def _drop_slot(dsn: str, slot: str) -> None:
     pg.close()
 
 
-def _census(records) -> dict:
-    out: dict[str, int] = {}
-    for e in records:
-        k = f"{e[0].name}:{e[1]['op']}"
-        out[k] = out.get(k, 0) + 1
-    return dict(sorted(out.items()))
-
-
 def _profiles(records: list[tuple]) -> dict[str, dict]:
     """Ingest + merge, per USCC in source order (snapshot first, then by position)."""
     pseudonymizer = Pseudonymizer(TEST_KEY.encode())
@@ -207,8 +165,16 @@ def _changes(dsn: str, sim: MarketSimulator, usccs: list[str]) -> str:
     return usccs[-1]
 
 
+def _has_sentinel(sentinel: str) -> Callable[[list[tuple]], bool]:
+    """Whether records hold the last of ``_changes``: the sentinel's suspension."""
+    def has(records: list[tuple]) -> bool:
+        return any(e[1]["op"] == "u" and e[1]["after"]["uscc"] == sentinel and e[1]["after"]["status"] == "suspended"
+                   for e in records)
+    return has
+
+
 def test_debezium_and_our_connector_give_the_same_profiles(department_db, pg_admin_dsn, kafka_bootstrap):
-    _need_tools()
+    need_tools("java", "mvn")
     started = time.monotonic()
     dsn = department_db
     db = dsn.rsplit("/", 1)[1]
@@ -234,42 +200,13 @@ def test_debezium_and_our_connector_give_the_same_profiles(department_db, pg_adm
         dbz.run()
         ours = RunningConnector(dsn, kafka_bootstrap)
         t_up = time.monotonic() - started
-
-        snapshot_done: dict[str, float] = {}
-
-        def both_snapshotted() -> bool:
-            ours_reader.poll(0.3)
-            dbz_reader.poll(0.3)
-            want = 50 + listings_at_start
-            for name, n in (("ours", sum(e[1]["op"] == "r" for e in _our_envelopes(ours_reader, db))),
-                            ("debezium", sum(e[1]["op"] == "r" for e in _debezium_envelopes(dbz_reader, conv, db)))):
-                if n >= want and name not in snapshot_done:
-                    snapshot_done[name] = time.monotonic() - started
-            return len(snapshot_done) == 2
-
-        wait_for(both_snapshotted, 120, lambda: f"both snapshots of {db}\n{dbz.log_tail()}")
+        streams = StreamPair({"ours": (ours_reader, lambda: _our_envelopes(ours_reader, db)),
+                              "debezium": (dbz_reader, lambda: _debezium_envelopes(dbz_reader, conv, db))}, dbz.log_tail)
+        snapshot_done = {k: t - started for k, t in
+                         streams.wait_snapshots(50 + listings_at_start, f"both snapshots of {db}").items()}
         t_snap = time.monotonic() - started
 
-        sentinel = _changes(dsn, sim, usccs)
-
-        def has_sentinel(records) -> bool:
-            return any(e[1]["op"] == "u" and e[1]["after"]["uscc"] == sentinel and e[1]["after"]["status"] == "suspended"
-                       for e in records)
-
-        def caught_up() -> bool:
-            ours_reader.poll(0.3)
-            dbz_reader.poll(0.3)
-            a, b = _our_envelopes(ours_reader, db), _debezium_envelopes(dbz_reader, conv, db)
-            return has_sentinel(a) and has_sentinel(b) and len(a) == len(b)
-
-        def diagnosis() -> str:
-            a, b = _our_envelopes(ours_reader, db), _debezium_envelopes(dbz_reader, conv, db)
-            return (f"both streams to carry every change: ours {_census(a)} sentinel={has_sentinel(a)}, "
-                    f"debezium {_census(b)} sentinel={has_sentinel(b)}\n{dbz.log_tail()}")
-
-        wait_for(caught_up, 90, diagnosis)
-        ours_reader.poll(1.0)
-        dbz_reader.poll(1.0)
+        streams.wait_caught_up(_has_sentinel(_changes(dsn, sim, usccs)), "both streams to carry every change")
         t_stream = time.monotonic() - started
     finally:
         if ours is not None:

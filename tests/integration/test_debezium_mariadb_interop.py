@@ -24,13 +24,10 @@ Needs Java 17 and Maven (fails under CI when missing, skips otherwise).
 from __future__ import annotations
 
 import datetime as dt
-import os
 import re
 import shutil
-import subprocess
 import time
 import uuid
-from pathlib import Path
 
 import pymysql
 import pytest
@@ -48,59 +45,36 @@ from streams.masking import Pseudonymizer
 from streams.profile import merge_event, source_row
 from streams.serde import schema_store
 from tests.conftest import TEST_KEY, free_port, wait_for
-from tests.integration.test_debezium_interop import TailReader, _need_tools
+from tests.harness import DebeziumScript, StreamPair, need_tools
+from tests.integration.test_debezium_interop import TailReader, _debezium_envelopes
 from tests.integration.test_mysql_connector import RunningConnector, enterprises, execute, mysql_admin_dsn  # noqa: F401
 
 pytestmark = pytest.mark.integration
 
-REPO = Path(__file__).resolve().parents[2]
-SCRIPT = REPO / "scripts" / "debezium.sh"
 DEPT = "hrss"
 OUR_TOPIC = "dept.hrss.social_insurance"
 TODAY = dt.date(2026, 5, 10)
 N_ENTERPRISES = 40  # × 12 months of history = 480 rows
 
 
-class MariaDbDebezium:
+class MariaDbDebezium(DebeziumScript):
     """``scripts/debezium.sh`` run/stop with ``YURONG_DEBEZIUM_SOURCE=mariadb`` for one database."""
 
     def __init__(self, db: str, bootstrap: str, mysql_port: int) -> None:
-        self.name = f"test-{db}"
+        name = f"test-{db}"
         self.prefix = f"dbz{uuid.uuid4().hex[:8]}"
-        self.history_topic = f"debezium-history.{self.name}"
+        self.history_topic = f"debezium-history.{name}"
         # BEGIN/END records of provide.transaction.metadata=true (no dataset topic: never ingested)
         self.transaction_topic = f"{self.prefix}.transaction"
-        self.env = {
-            **os.environ,
+        super().__init__(name, {
             "YURONG_DEBEZIUM_SOURCE": "mariadb",
             "YURONG_DEBEZIUM_DBNAME": db,
-            "YURONG_DEBEZIUM_NAME": self.name,
             "YURONG_DEBEZIUM_TOPIC_PREFIX": self.prefix,
             "YURONG_DEBEZIUM_HISTORY_TOPIC": self.history_topic,
             "YURONG_DEBEZIUM_REST_PORT": str(free_port()),
             "YURONG_KAFKA_PORT": bootstrap.split(",")[0].rpartition(":")[2],
             "YURONG_MYSQL_PORT": str(mysql_port),
-        }
-        self.home = Path(os.environ.get("YURONG_HOME") or REPO / ".yurong") / "debezium" / self.name
-
-    def _script(self, action: str, timeout: float) -> subprocess.CompletedProcess:
-        return subprocess.run(["bash", str(SCRIPT), action], env=self.env, capture_output=True, text=True, timeout=timeout)
-
-    def run(self) -> None:
-        done = self._script("run", 600)
-        assert done.returncode == 0, f"scripts/debezium.sh run failed:\n{done.stderr[-4000:]}"
-
-    def stop(self) -> None:
-        done = self._script("stop", 90)
-        assert done.returncode == 0, done.stderr[-2000:]
-        again = self._script("stop", 30)  # idempotent
-        assert again.returncode == 0 and "not running" in again.stderr
-
-    def log_tail(self) -> str:
-        try:
-            return (self.home / "connect.log").read_text(errors="replace")[-3000:]
-        except OSError:
-            return "(no log)"
+        })
 
 
 @pytest.fixture
@@ -132,24 +106,6 @@ def _our_envelopes(reader, db: str) -> list[tuple]:
         if env["source"]["db"] == db:
             out.append((ds, env, m.topic(), m.partition(), m.offset()))
     return out
-
-
-def _debezium_envelopes(reader, conv: DebeziumConverter, db: str) -> list[tuple]:
-    out = []
-    for m in reader.messages:
-        if m.value() is None:
-            continue  # tombstone
-        got = conv.envelope(m.value())
-        if got is not None and got[1]["source"]["db"] == db:
-            out.append((got[0], got[1], m.topic(), m.partition(), m.offset()))
-    return out
-
-
-def _census(records) -> dict:
-    out: dict[str, int] = {}
-    for e in records:
-        out[e[1]["op"]] = out.get(e[1]["op"], 0) + 1
-    return dict(sorted(out.items()))
 
 
 def _key(row: dict) -> tuple[str, str]:
@@ -235,7 +191,7 @@ def _changes(sim: MySqlDepartmentsSimulator, usccs: list[str]) -> str:
 
 
 def test_debezium_mariadb_and_our_connector_give_the_same_state(hrss_db, mysql_admin_dsn, kafka_bootstrap):  # noqa: F811
-    _need_tools()
+    need_tools("java", "mvn")
     started = time.monotonic()
     sim = hrss_db
     ents = enterprises(N_ENTERPRISES, seed=9)
@@ -259,19 +215,10 @@ def test_debezium_mariadb_and_our_connector_give_the_same_state(hrss_db, mysql_a
         dbz.run()
         ours = RunningConnector(dsn, kafka_bootstrap)
         t_up = time.monotonic() - started
-
-        snapshot_done: dict[str, float] = {}
-
-        def both_snapshotted() -> bool:
-            ours_reader.poll(0.3)
-            dbz_reader.poll(0.3)
-            for name, n in (("ours", sum(e[1]["op"] == "r" for e in _our_envelopes(ours_reader, db))),
-                            ("debezium", sum(e[1]["op"] == "r" for e in _debezium_envelopes(dbz_reader, conv, db)))):
-                if n >= rows_at_start and name not in snapshot_done:
-                    snapshot_done[name] = time.monotonic() - started
-            return len(snapshot_done) == 2
-
-        wait_for(both_snapshotted, 120, lambda: f"both snapshots of {db} ({rows_at_start} rows)\n{dbz.log_tail()}")
+        streams = StreamPair({"ours": (ours_reader, lambda: _our_envelopes(ours_reader, db)),
+                              "debezium": (dbz_reader, lambda: _debezium_envelopes(dbz_reader, conv, db))}, dbz.log_tail)
+        snapshot_done = {k: t - started for k, t in
+                         streams.wait_snapshots(rows_at_start, f"both snapshots of {db} ({rows_at_start} rows)").items()}
         # our connector streams from the snapshot's GTID once it has marked the snapshot complete
         wait_for(lambda: ours.source.snapshot_completed(), 30, "our snapshot to complete")
         t_snap = time.monotonic() - started
@@ -282,20 +229,7 @@ def test_debezium_mariadb_and_our_connector_give_the_same_state(hrss_db, mysql_a
             return any(e[1]["op"] == "u" and _key(e[1]["after"]) == (sentinel, "2026-04")
                        and e[1]["after"]["payment_status"] == "suspended" for e in records)
 
-        def caught_up() -> bool:
-            ours_reader.poll(0.3)
-            dbz_reader.poll(0.3)
-            a, b = _our_envelopes(ours_reader, db), _debezium_envelopes(dbz_reader, conv, db)
-            return has_sentinel(a) and has_sentinel(b) and len(a) == len(b)
-
-        def diagnosis() -> str:
-            a, b = _our_envelopes(ours_reader, db), _debezium_envelopes(dbz_reader, conv, db)
-            return (f"both streams to carry every change: ours {_census(a)} sentinel={has_sentinel(a)}, "
-                    f"debezium {_census(b)} sentinel={has_sentinel(b)}\n{dbz.log_tail()}")
-
-        wait_for(caught_up, 90, diagnosis)
-        ours_reader.poll(1.0)
-        dbz_reader.poll(1.0)
+        streams.wait_caught_up(has_sentinel, "both streams to carry every change")
         t_stream = time.monotonic() - started
         # Debezium wrote its BEGIN/END records to <prefix>.transaction; the worker's Debezium topics
         # (streams.topics: topic_datasets of the department) are the dataset topics only
