@@ -64,6 +64,9 @@
 #   with the data topics.
 set -euo pipefail
 umask 022
+SERVICE_TAG=debezium
+# shellcheck source-path=SCRIPTDIR source=lib/service.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/service.sh"
 
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO_ROOT="$(dirname "$SCRIPT_DIR")"
@@ -99,9 +102,6 @@ HEAP="${YURONG_DEBEZIUM_HEAP:--Xmx512m -Xms128m}"
 START_TIMEOUT="${YURONG_DEBEZIUM_START_TIMEOUT:-120}"
 STOP_TIMEOUT=30
 
-log() { printf '[debezium] %s\n' "$*" >&2; }
-die() { printf '[debezium] ERROR: %s\n' "$*" >&2; exit 1; }
-
 [[ "$NAME" =~ ^[A-Za-z0-9_.-]+$ ]] || die "YURONG_DEBEZIUM_NAME must be [A-Za-z0-9_.-]+"
 [[ "$SERVER_ID" =~ ^[0-9]+$ ]] || die "YURONG_DEBEZIUM_SERVER_ID must be a number"
 
@@ -123,42 +123,19 @@ PID_FILE="$INST/connect.pid"
 LOG_FILE="$INST/connect.log"
 OUT_FILE="$INST/connect.out"
 CONNECTOR="yurong-$NAME"
+PID_MARKER="ConnectStandalone $INST/"   # in the command line of this instance's Connect JVM
 
-pid_alive() {
-    kill -0 "$1" 2>/dev/null || return 1
-    local state
-    state="$(sed -e 's/^.*) //' "/proc/$1/stat" 2>/dev/null | cut -c1)" || true
-    [[ -n "$state" && "$state" != Z ]]
-}
-
-running_pid() {   # the pid of this instance's Connect JVM, if alive
-    local pid
-    [[ -f "$PID_FILE" ]] || return 1
-    pid="$(head -n1 "$PID_FILE")"
-    [[ "$pid" =~ ^[0-9]+$ ]] && pid_alive "$pid" || return 1
-    tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q -- "ConnectStandalone $INST/" || return 1
-    echo "$pid"
-}
+running_pid() { service_pid "$PID_FILE" "$PID_MARKER"; }   # the pid of this instance's Connect JVM, if alive
 
 install() {
-    command -v java >/dev/null || die "java not found (scripts/stack.sh up installs openjdk-17)"
-    command -v mvn >/dev/null || die "mvn not found (scripts/stack.sh up installs maven)"
-    local want stamp="$LIBS/.pom.sha256"
-    want="$(sha256sum "$POM" | cut -d' ' -f1)"
-    if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" ]] && compgen -G "$LIBS/$CONNECTOR_JAR-*.jar" >/dev/null; then
-        return 0
-    fi
+    need_java_mvn
+    pom_installed "$LIBS" "$POM" "$CONNECTOR_JAR-*.jar" && return 0
     log "fetching Debezium ($SOURCE) + Kafka Connect jars from Maven Central (scripts/debezium/$(basename "$POM"))"
     local tmp="$LIBS.tmp.$$"
     rm -rf "$tmp"
-    mvn -q -B -Dstyle.color=never -f "$POM" dependency:copy-dependencies \
-        -DoutputDirectory="$tmp" -DincludeScope=runtime 2>&1 \
-        | sed -e 's/\x1b\[[0-9;]*m//g' -e '/^[[:space:]]*$/d' >&2 \
-        || die "'mvn dependency:copy-dependencies' failed"
+    mvn_copy_deps "$POM" "$tmp" || die "'mvn dependency:copy-dependencies' failed"
     compgen -G "$tmp/$CONNECTOR_JAR-*.jar" >/dev/null || die "no $CONNECTOR_JAR jar after mvn"
-    echo "$want" >"$tmp/.pom.sha256"
-    rm -rf "$LIBS"
-    mv "$tmp" "$LIBS"
+    install_dir "$tmp" "$LIBS" "$POM"
 }
 
 write_config() {
@@ -236,6 +213,19 @@ s=json.load(sys.stdin); t=s.get("tasks") or [{}]
 print(s["connector"]["state"] if s["connector"]["state"]!="RUNNING" else t[0].get("state","NO_TASK"))' 2>/dev/null || true
 }
 
+CONNECTOR_STATE=""   # the state connector_running saw last
+
+connector_running() {   # probe for wait_ready: true once the task is RUNNING; FAILED: stop and die
+    CONNECTOR_STATE="$(connector_state)"
+    case "$CONNECTOR_STATE" in
+        RUNNING) return 0 ;;
+        FAILED)
+            curl -fsS "http://127.0.0.1:$REST_PORT/connectors/$CONNECTOR/status" >&2 || true
+            stop; die "connector $CONNECTOR FAILED (log: $LOG_FILE)" ;;
+    esac
+    return 1
+}
+
 run() {
     local pid
     if pid="$(running_pid)"; then
@@ -244,7 +234,7 @@ run() {
     fi
     install
     write_config
-    (exec 3<>"/dev/tcp/127.0.0.1/$REST_PORT") 2>/dev/null && die "port $REST_PORT is in use (set YURONG_DEBEZIUM_REST_PORT)"
+    port_free "$REST_PORT" YURONG_DEBEZIUM_REST_PORT
     if [[ "$SOURCE" == postgres ]]; then
         log "starting Kafka Connect standalone + Debezium PostgresConnector on db $DBNAME (slot $SLOT, prefix $TOPIC_PREFIX)"
     else
@@ -252,51 +242,26 @@ run() {
     fi
     : >>"$LOG_FILE"
     # shellcheck disable=SC2086  # HEAP is a list of JVM options
-    setsid java $HEAP -Djava.awt.headless=true \
+    spawn "$PID_FILE" "$OUT_FILE" java $HEAP -Djava.awt.headless=true \
         -Dlog4j2.configurationFile="$DBZ_SRC/log4j2.properties" -Dyurong.debezium.log="$LOG_FILE" \
         -cp "$LIBS/*" org.apache.kafka.connect.cli.ConnectStandalone \
-        "$INST/worker.properties" "$INST/connector.properties" </dev/null >>"$OUT_FILE" 2>&1 &
-    echo $! >"$PID_FILE"
+        "$INST/worker.properties" "$INST/connector.properties"
     pid=$!
-    local deadline=$((SECONDS + START_TIMEOUT)) state=""
-    while ((SECONDS < deadline)); do
-        if ! pid_alive "$pid"; then
+    local rc=0
+    wait_ready "$pid" "$START_TIMEOUT" 1 connector_running || rc=$?
+    case "$rc" in
+        0) log "up (pid $pid, REST 127.0.0.1:$REST_PORT, connector $CONNECTOR RUNNING)"; return 0 ;;
+        1)
             tail -n 40 "$OUT_FILE" "$LOG_FILE" >&2 || true
             rm -f "$PID_FILE"
-            die "Kafka Connect exited during startup"
-        fi
-        state="$(connector_state)"
-        case "$state" in
-            RUNNING) log "up (pid $pid, REST 127.0.0.1:$REST_PORT, connector $CONNECTOR RUNNING)"; return 0 ;;
-            FAILED)
-                curl -fsS "http://127.0.0.1:$REST_PORT/connectors/$CONNECTOR/status" >&2 || true
-                stop; die "connector $CONNECTOR FAILED (log: $LOG_FILE)" ;;
-        esac
-        sleep 1
-    done
+            die "Kafka Connect exited during startup" ;;
+    esac
     tail -n 40 "$LOG_FILE" >&2 || true
     stop
-    die "connector not RUNNING after ${START_TIMEOUT}s (last state '${state}')"
+    die "connector not RUNNING after ${START_TIMEOUT}s (last state '${CONNECTOR_STATE}')"
 }
 
-stop() {
-    local pid
-    if ! pid="$(running_pid)"; then
-        rm -f "$PID_FILE"
-        log "not running ($NAME)"
-        return 0
-    fi
-    log "stopping (pid $pid)"
-    kill -TERM "$pid" 2>/dev/null || true
-    local i
-    for ((i = 0; i < STOP_TIMEOUT * 5; i++)); do
-        pid_alive "$pid" || { rm -f "$PID_FILE"; log "stopped"; return 0; }
-        sleep 0.2
-    done
-    log "no clean stop after ${STOP_TIMEOUT}s: killing pid $pid"
-    kill -KILL "$pid" 2>/dev/null || true
-    rm -f "$PID_FILE"
-}
+stop() { service_stop "$PID_FILE" "$PID_MARKER" "$NAME" "$STOP_TIMEOUT"; }
 
 status() {
     local pid

@@ -35,6 +35,9 @@
 # Confluent's: 0 + 4-byte contentId; Apicurio also serves the Confluent API at /apis/ccompat/v6.
 set -euo pipefail
 umask 022
+SERVICE_TAG=registry
+# shellcheck source-path=SCRIPTDIR source=lib/service.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/service.sh"
 
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO_ROOT="$(dirname "$SCRIPT_DIR")"
@@ -46,9 +49,6 @@ NAME="${YURONG_REGISTRY_NAME:-registry-$PORT}"
 HEAP="${YURONG_REGISTRY_HEAP:--Xmx384m -Xms64m}"
 START_TIMEOUT="${YURONG_REGISTRY_START_TIMEOUT:-90}"
 STOP_TIMEOUT=20
-
-log() { printf '[registry] %s\n' "$*" >&2; }
-die() { printf '[registry] ERROR: %s\n' "$*" >&2; exit 1; }
 
 [[ "$NAME" =~ ^[A-Za-z0-9_.-]+$ ]] || die "YURONG_REGISTRY_NAME must be [A-Za-z0-9_.-]+"
 [[ "$PORT" =~ ^[0-9]+$ ]] || die "YURONG_REGISTRY_PORT must be a number"
@@ -63,39 +63,19 @@ INST="$BASE/$NAME"
 PID_FILE="$INST/registry.pid"
 LOG_FILE="$INST/registry.log"
 URL="http://127.0.0.1:$PORT"
+# In the command line of this instance's registry JVM; the trailing space ends the path.
+PID_MARKER="-Dyurong.registry=$INST "
 
-pid_alive() {
-    kill -0 "$1" 2>/dev/null || return 1
-    local state
-    state="$(sed -e 's/^.*) //' "/proc/$1/stat" 2>/dev/null | cut -c1)" || true
-    [[ -n "$state" && "$state" != Z ]]
-}
-
-running_pid() {   # the pid of this instance's registry JVM, if alive
-    local pid
-    [[ -f "$PID_FILE" ]] || return 1
-    pid="$(head -n1 "$PID_FILE")"
-    [[ "$pid" =~ ^[0-9]+$ ]] && pid_alive "$pid" || return 1
-    tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q -- "-Dyurong.registry=$INST " || return 1
-    echo "$pid"
-}
+running_pid() { service_pid "$PID_FILE" "$PID_MARKER"; }   # the pid of this instance's registry JVM, if alive
 
 mvn_fetch() {   # mvn_fetch <pom> <outdir>: copy-dependencies of a manifest pom, Central only
-    mvn -q -B -Dstyle.color=never -s "$SRC/settings.xml" -f "$1" dependency:copy-dependencies \
-        -DoutputDirectory="$2" -DincludeScope=runtime 2>&1 \
-        | sed -e 's/\x1b\[[0-9;]*m//g' -e '/^[[:space:]]*$/d' >&2 \
-        || die "'mvn dependency:copy-dependencies -f $1' failed"
-}
-
-fresh() {   # fresh <dir> <pom>: is <dir> installed from this very pom?
-    [[ -f "$1/.pom.sha256" && "$(cat "$1/.pom.sha256")" == "$(sha256sum "$2" | cut -d' ' -f1)" ]]
+    mvn_copy_deps "$1" "$2" -s "$SRC/settings.xml" || die "'mvn dependency:copy-dependencies -f $1' failed"
 }
 
 install() {
-    command -v java >/dev/null || die "java not found (scripts/stack.sh up installs openjdk-17)"
-    command -v mvn >/dev/null || die "mvn not found (scripts/stack.sh up installs maven)"
+    need_java_mvn
     mkdir -p "$BASE"
-    if ! fresh "$APP" "$SRC/pom.xml" || ! compgen -G "$APP/*-runner.jar" >/dev/null; then
+    if ! pom_installed "$APP" "$SRC/pom.xml" "*-runner.jar"; then
         log "fetching Apicurio Registry from Maven Central (scripts/registry/pom.xml)"
         local tmp="$APP.tmp.$$"
         rm -rf "$tmp"
@@ -105,20 +85,16 @@ install() {
         tar -xzf "$tgz" -C "$tmp" || die "cannot unpack $tgz"
         rm -rf "$tmp/dl"
         compgen -G "$tmp/*-runner.jar" >/dev/null || die "no *-runner.jar in $tgz"
-        sha256sum "$SRC/pom.xml" | cut -d' ' -f1 >"$tmp/.pom.sha256"
-        rm -rf "$APP"
-        mv "$tmp" "$APP"
+        install_dir "$tmp" "$APP" "$SRC/pom.xml"
     fi
-    if ! fresh "$CONVERTER" "$SRC/converter-pom.xml" || ! compgen -G "$CONVERTER/apicurio-registry-utils-converter-*.jar" >/dev/null; then
+    if ! pom_installed "$CONVERTER" "$SRC/converter-pom.xml" "apicurio-registry-utils-converter-*.jar"; then
         log "fetching Apicurio's Kafka Connect AvroConverter from Maven Central (scripts/registry/converter-pom.xml)"
         local tmp="$CONVERTER.tmp.$$"
         rm -rf "$tmp"
         mkdir -p "$PLUGINS"
         mvn_fetch "$SRC/converter-pom.xml" "$tmp"
         compgen -G "$tmp/apicurio-registry-utils-converter-*.jar" >/dev/null || die "no apicurio-registry-utils-converter jar after mvn"
-        sha256sum "$SRC/converter-pom.xml" | cut -d' ' -f1 >"$tmp/.pom.sha256"
-        rm -rf "$CONVERTER"
-        mv "$tmp" "$CONVERTER"
+        install_dir "$tmp" "$CONVERTER" "$SRC/converter-pom.xml"
     fi
 }
 
@@ -134,55 +110,33 @@ run() {
     fi
     install
     mkdir -p "$INST"
-    (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && die "port $PORT is in use (set YURONG_REGISTRY_PORT)"
+    port_free "$PORT" YURONG_REGISTRY_PORT
     local jar
     jar="$(compgen -G "$APP/*-runner.jar" | head -n1)"
     log "starting Apicurio Registry on $URL (in-memory storage)"
     : >>"$LOG_FILE"
-    # The trailing space in -Dyurong.registry=… is the marker running_pid looks for.
+    # The trailing space in -Dyurong.registry=… is the marker running_pid looks for (PID_MARKER).
     # shellcheck disable=SC2086  # HEAP is a list of JVM options
-    setsid java $HEAP -Djava.awt.headless=true -Dyurong.registry="$INST" \
+    spawn "$PID_FILE" "$LOG_FILE" java $HEAP -Djava.awt.headless=true -Dyurong.registry="$INST" \
         -Dquarkus.http.host=127.0.0.1 -Dquarkus.http.port="$PORT" \
         -Dquarkus.http.access-log.enabled=false -Dregistry.ui.features.readOnly=true \
-        -jar "$jar" </dev/null >>"$LOG_FILE" 2>&1 &
+        -jar "$jar"
     pid=$!
-    echo "$pid" >"$PID_FILE"
-    local deadline=$((SECONDS + START_TIMEOUT))
-    while ((SECONDS < deadline)); do
-        if ! pid_alive "$pid"; then
+    local rc=0
+    wait_ready "$pid" "$START_TIMEOUT" 0.3 ready || rc=$?
+    case "$rc" in
+        0) log "up (pid $pid, $URL/apis/registry/v2, Confluent API $URL/apis/ccompat/v6)"; return 0 ;;
+        1)
             grep -v '^[[:space:]]*at ' "$LOG_FILE" | tail -n 30 >&2 || true
             rm -f "$PID_FILE"
-            die "registry exited during startup (log: $LOG_FILE)"
-        fi
-        if ready; then
-            log "up (pid $pid, $URL/apis/registry/v2, Confluent API $URL/apis/ccompat/v6)"
-            return 0
-        fi
-        sleep 0.3
-    done
+            die "registry exited during startup (log: $LOG_FILE)" ;;
+    esac
     tail -n 30 "$LOG_FILE" >&2 || true
     stop
     die "registry not ready after ${START_TIMEOUT}s"
 }
 
-stop() {
-    local pid
-    if ! pid="$(running_pid)"; then
-        rm -f "$PID_FILE"
-        log "not running ($NAME)"
-        return 0
-    fi
-    log "stopping (pid $pid)"
-    kill -TERM "$pid" 2>/dev/null || true
-    local i
-    for ((i = 0; i < STOP_TIMEOUT * 5; i++)); do
-        pid_alive "$pid" || { rm -f "$PID_FILE"; log "stopped"; return 0; }
-        sleep 0.2
-    done
-    log "no clean stop after ${STOP_TIMEOUT}s: killing pid $pid"
-    kill -KILL "$pid" 2>/dev/null || true
-    rm -f "$PID_FILE"
-}
+stop() { service_stop "$PID_FILE" "$PID_MARKER" "$NAME" "$STOP_TIMEOUT"; }
 
 status() {
     local pid
