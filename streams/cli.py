@@ -185,6 +185,12 @@ def worker(faust_args: tuple[str, ...]) -> None:
 
     for prefix, dept_name in s.worker.debezium_prefixes.items():  # dead letters of Debezium-fed departments
         topics.update({f"dlq.{t}": {} for t in topic_datasets(catalogue().department(dept_name), prefix)})
+    from .topics import profiles
+
+    # The profile table's changelog exists, with the partitions of enterprise.events, before Faust
+    # starts: a changelog topic created while the worker runs is missing from its consumer's metadata
+    # (0 partitions) and every merge fails Faust's partition check until that metadata is refreshed.
+    topics[profiles.changelog_topic_name] = {"cleanup.policy": "compact"}
     ensure_topics(s.kafka.bootstrap_servers, topics, partitions=s.kafka.topic_partitions,
                   replication_factor=s.kafka.replication_factor)
     serve(s.metrics.worker_port, "worker", s.metrics.bind)
