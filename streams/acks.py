@@ -1,13 +1,16 @@
-"""Faust acknowledges records it never handled; here it does not.
+"""Faust's pure-Python stream path acknowledges records it never handled; here it does not.
 
-A Faust stream *acknowledges* the records it skips during a rebalance — taken off an agent's
-queue while flow control is suspended, or fetched in an older consumer generation — without
-handing them to the agent (``Stream._py_aiter``: ``value = skipped_value`` … ``event.ack()``).
-An acknowledged offset can be committed before the consumer seeks back to the committed offsets,
-and then the record is never read again: an at-least-once hole next to the one FIELD-NOTES names
-(faust-streaming#315). Only records a stream actually took up (``message.tracked``, set when the
-stream hands the record on) are acknowledged now; a skipped one stays unacknowledged and is read
-again after the seek.
+A Faust stream skips the records it takes off an agent's queue during a rebalance (flow control
+suspended, or a record fetched in an older consumer generation) without handing them to the
+agent. faust-streaming 0.15.3 has two implementations of that loop: the Cython one
+(``faust/_cython/streams.pyx``, used when the extension is built, as on this project's machines)
+leaves a skipped record unacknowledged, but the pure-Python one (``Stream._py_aiter``, used where
+the extension is missing, e.g. PyPy or a source install without a compiler) *acknowledges* it
+(``value = skipped_value`` … ``event.ack()``). An acknowledged offset can be committed before the
+consumer seeks back to the committed offsets, and then the record is never read again: an
+at-least-once hole next to the one FIELD-NOTES names (faust-streaming#315). With this guard both
+paths behave the same: only records a stream actually took up (``message.tracked``, set when the
+stream hands the record on) are acknowledged.
 """
 
 from __future__ import annotations
