@@ -465,7 +465,7 @@ def test_records_that_raise_are_dead_lettered_and_a_redis_outage_loses_nothing(r
 @pytest.mark.skipif(not os.environ.get("YURONG_TEST_FAUST_RESTART"), reason=(
     "opt-in (YURONG_TEST_FAUST_RESTART=1): in about one run in three a restarted Faust 0.15.3 worker "
     "hands a fetched risk change to the route agent and never routes it, even after one more restart; "
-    "no commit passed it in any run (streams/acks.py). Open in the issue-4 note"))
+    "no commit passed it in the runs since 2026-11-27 evening. Open in the issue-4 note"))
 def test_a_worker_stopped_or_killed_while_redis_is_down_skips_nothing(run):
     first = run.codes[:3]
     run.start_worker()
