@@ -83,7 +83,7 @@ def stack(action: str) -> None:
 def simulate(enterprises: int, rate: float, duration: float, seed: int, distress_share: float, kinds: str) -> None:
     """Create the department databases and drop folders, fill them with realistic enterprises,
     then keep changing them (deterministic from --seed)."""
-    from rich.progress import Progress
+    from rich.progress import Progress, TimeElapsedColumn
 
     from connectors.simulator.city import CitySimulator
 
@@ -92,9 +92,14 @@ def simulate(enterprises: int, rate: float, duration: float, seed: int, distress
     city = CitySimulator(s, seed=seed, distress_share=distress_share, kinds=groups if enterprises else ())
     city.create()
     if enterprises:
-        with Progress(console=console) as progress:
+        with Progress(*Progress.get_default_columns(), TimeElapsedColumn(), console=console) as progress:
             tasks = {name: progress.add_task(f"seeding {name}", total=enterprises) for name in ("market", *city.groups)}
             city.seed(enterprises, progress=lambda name, k: progress.advance(tasks[name], k))
+        t = Table("group", "seconds", "dataset", "rows", title=f"seeded {enterprises:,} enterprises")
+        for name, done in city.seeded.items():
+            for i, (dataset, rows) in enumerate(done.rows.items()):
+                t.add_row(name if i == 0 else "", f"{done.seconds:.1f}" if i == 0 else "", dataset, f"{rows:,}")
+        console.print(t)
     else:
         city.load_population()  # continuing a population changes the market register only
     if rate <= 0:
@@ -110,7 +115,10 @@ def simulate(enterprises: int, rate: float, duration: float, seed: int, distress
             time.sleep(max(0.0, 1.0 - (time.monotonic() - tick)))
     except KeyboardInterrupt:
         pass
+    elapsed = time.monotonic() - started
     console.print(totals)
+    changes = sum(totals.values())
+    console.print(f"{changes:,} changes in {elapsed:.1f} s: {changes / elapsed:.1f}/s (asked for {rate:g}/s)")
 
 
 # --- connect -------------------------------------------------------------------------------------

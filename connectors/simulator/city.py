@@ -9,7 +9,11 @@ polled databases and file drops — and then keeps changing them. Deterministic 
 from __future__ import annotations
 
 import datetime as dt
+import json
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 import psycopg2
@@ -20,9 +24,36 @@ from streams.settings import Settings
 
 from .market import Enterprise, MarketSimulator
 
+
 class DepartmentSimulator(Protocol):
-    def seed(self, enterprises: list[Enterprise], today: dt.date | None = None): ...
-    def step(self, n: int, today: dt.date | None = None): ...
+    """What ``CitySimulator`` needs of a department group."""
+
+    def seed(self, enterprises: list[Enterprise], today: dt.date | None = None, *,
+             progress: Callable[[int], None] | None = None):
+        """Give ``enterprises`` their history; ``progress(k)`` as each chunk of ``k`` is done.
+        Returns rows per table (databases) or the files dropped."""
+
+    def step(self, n: int, today: dt.date | None = None):
+        """About ``n`` live changes."""
+
+
+@dataclass(frozen=True)
+class GroupSeed:
+    """What seeding one group took: wall-clock seconds and rows written per dataset."""
+
+    seconds: float
+    rows: dict[str, int]
+
+
+def _rows_of(result: dict[str, int] | list[Path]) -> dict[str, int]:
+    """Rows per dataset from a group's ``seed`` result (a file group returns its files: read the manifests)."""
+    if isinstance(result, dict):
+        return dict(result)
+    rows: dict[str, int] = {}
+    for path in result:
+        manifest = json.loads(Path(f"{path}.manifest.json").read_text(encoding="utf-8"))
+        rows[manifest["dataset"]] = rows.get(manifest["dataset"], 0) + manifest["rows"]
+    return rows
 
 
 def _create_postgres_database(dsn: str) -> None:
@@ -49,6 +80,7 @@ class CitySimulator:
         src = settings.source
         self.market = MarketSimulator(src.dsn("market", "postgres"), seed=seed, distress_share=distress_share)
         self.groups: dict[str, DepartmentSimulator] = {}
+        self.seeded: dict[str, GroupSeed] = {}  # the last seed: seconds and rows per dataset, per group
         pg_template = src.postgres_template.get_secret_value()
 
         def databases(depts, kind: str) -> dict[str, str]:
@@ -87,22 +119,34 @@ class CitySimulator:
             if create is not None:
                 create()
 
-    def seed(self, n: int, progress: Callable[[str, int], None] | None = None) -> list[str]:
-        """Register ``n`` new enterprises and give every department its history of them."""
+    def seed(self, n: int, progress: Callable[[str, int], None] | None = None,
+             today: dt.date | None = None) -> list[str]:
+        """Register ``n`` new enterprises and give every department its history of them.
+
+        The register comes first, then each group in turn; every group works through the new
+        enterprises a chunk at a time, so memory does not grow with its history.
+        ``progress(group, k)`` is called as each group finishes ``k`` more enterprises.
+        """
+        today = today or dt.date.today()  # one day for every group, even across midnight
+        self.seeded = {}
         before = len(self.market.enterprises)
+        started = time.perf_counter()
         created = self.market.seed_enterprises(n, progress=(lambda k: progress("market", k)) if progress else None)
+        self.seeded["market"] = GroupSeed(time.perf_counter() - started, dict(self.market.last_seed_rows))
         fresh = self.market.enterprises[before:]
         for name, group in self.groups.items():
-            group.seed(fresh)
-            if progress:
-                progress(name, len(fresh))
+            started = time.perf_counter()
+            report = (lambda k, name=name: progress(name, k)) if progress else None
+            result = group.seed(fresh, today=today, progress=report)
+            self.seeded[name] = GroupSeed(time.perf_counter() - started, _rows_of(result))
         return created
 
     def load_population(self) -> None:
         self.market.load_population()
 
     def step(self, n: int, today: dt.date | None = None) -> dict[str, int]:
-        """About ``n`` changes spread over the departments (the register gets a share too)."""
+        """About ``n`` changes spread over the departments (the register gets a share too);
+        changes per kind (for a file group: records per dataset)."""
         counts: dict[str, int] = {}
         share = max(1, n // (len(self.groups) + 1))
         for kind, c in self.market.step(share, today).items():
@@ -112,6 +156,7 @@ class CitySimulator:
             if isinstance(result, dict):
                 for kind, c in result.items():
                     counts[f"{name}.{kind}"] = counts.get(f"{name}.{kind}", 0) + c
-            else:
-                counts[f"{name}.files"] = counts.get(f"{name}.files", 0) + len(result or [])
+            else:  # a file group returns the files it dropped: count their records, per dataset
+                for dataset, rows in _rows_of(result or []).items():
+                    counts[f"{name}.{dataset}"] = counts.get(f"{name}.{dataset}", 0) + rows
         return counts

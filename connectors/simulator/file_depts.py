@@ -21,12 +21,14 @@ import io
 import json
 import os
 import random
-from collections.abc import Iterable
+import tempfile
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from faker import Faker
 
-from .identities import CHONGQING_DISTRICTS, make_mobile
+from .bulk import chunks
+from .identities import CHONGQING_DISTRICTS, UniqueCodes, make_mobile
 from .market import Enterprise
 
 DATASETS = {
@@ -56,6 +58,9 @@ BANKS = ["重庆农村商业银行", "重庆银行", "重庆三峡银行", "中�
 TECH_FIELDS = ["electronic_information", "biomedicine", "aerospace", "new_materials", "high_tech_services", "new_energy",
                "resources_environment", "advanced_manufacturing"]
 _TECH_WEIGHTS = [30, 8, 1, 10, 20, 6, 5, 20]
+# Rows per seed file: a department exports a large register in parts (and the connector reads a
+# file at once), so a city of a million enterprises drops several files per dataset.
+MAX_FILE_ROWS = 100_000
 
 
 def patent_check_digit(first12: str) -> str:
@@ -67,12 +72,19 @@ def patent_check_digit(first12: str) -> str:
 
 def write_manifest(path: Path, dataset: str, rows: int) -> Path:
     """Write ``<file>.manifest.json`` for ``path`` (call after the file is complete)."""
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            digest.update(block)
     manifest = Path(str(path) + ".manifest.json")
     tmp = manifest.with_name("." + manifest.name + ".tmp")
-    tmp.write_text(json.dumps({"dataset": dataset, "rows": rows, "sha256": digest}), encoding="utf-8")
+    tmp.write_text(json.dumps({"dataset": dataset, "rows": rows, "sha256": digest.hexdigest()}), encoding="utf-8")
     os.replace(tmp, manifest)
     return manifest
+
+
+def _csv_record(columns: list[str], row: dict) -> dict:
+    return {k: ("" if row.get(k) is None else row[k]) for k in columns}
 
 
 def csv_bytes(columns: list[str], rows: list[dict]) -> bytes:
@@ -80,7 +92,7 @@ def csv_bytes(columns: list[str], rows: list[dict]) -> bytes:
     w = csv.DictWriter(buf, fieldnames=columns, lineterminator="\r\n")
     w.writeheader()
     for r in rows:
-        w.writerow({k: ("" if r.get(k) is None else r[k]) for k in columns})
+        w.writerow(_csv_record(columns, r))
     return buf.getvalue().encode("utf-8-sig")
 
 
@@ -95,6 +107,53 @@ def xlsx_bytes(columns: list[str], rows: list[dict]) -> bytes:
     buf = io.BytesIO()
     wb.save(buf)
     return buf.getvalue()
+
+
+class DataFileWriter:
+    """One data file written row by row under a hidden temporary name in ``folder`` (the
+    connector ignores names starting with a dot), in the bytes ``csv_bytes``/``xlsx_bytes``
+    give for the same rows (XLSX: the same cells). ``publish`` renames it and writes the manifest."""
+
+    def __init__(self, folder: Path, dataset: str, ext: str, columns: list[str]) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{dataset}-", suffix=f".{ext}.tmp", dir=folder)
+        os.close(fd)
+        self.tmp, self.dataset, self.ext, self.columns, self.rows = Path(tmp), dataset, ext, columns, 0
+        if ext == "xlsx":
+            import openpyxl
+
+            self._book = openpyxl.Workbook(write_only=True)  # streams rows to disk: memory stays flat
+            self._sheet = self._book.create_sheet()
+            self._sheet.append(columns)
+        else:
+            self._file = open(self.tmp, "w", encoding="utf-8-sig", newline="")
+            self._csv = csv.DictWriter(self._file, fieldnames=columns, lineterminator="\r\n")
+            self._csv.writeheader()
+
+    def write(self, rows: Iterable[dict]) -> None:
+        for r in rows:
+            if self.ext == "xlsx":
+                self._sheet.append([r.get(k) for k in self.columns])
+            else:
+                self._csv.writerow(_csv_record(self.columns, r))
+            self.rows += 1
+
+    def close(self) -> None:
+        if self.ext == "xlsx":
+            self._book.save(self.tmp)
+        else:
+            self._file.close()
+
+    def publish(self, path: Path) -> Path:
+        """Move the closed file to ``path`` and write its manifest (the connector takes it then)."""
+        os.replace(self.tmp, path)
+        write_manifest(path, self.dataset, self.rows)
+        return path
+
+    def discard(self) -> None:
+        if self.ext != "xlsx":
+            self._file.close()
+        self.tmp.unlink(missing_ok=True)
 
 
 def drop_file(folder: Path, name: str, dataset: str, columns: list[str], rows: list[dict]) -> Path:
@@ -122,26 +181,65 @@ class FileDropSimulator:
         self.water_base: dict[str, float] = {}
         self.ip_held: dict[str, list[tuple[str, str]]] = {}  # uscc → [(ip_type, number)]
         self._serial = 0
+        self._codes = {kind: UniqueCodes() for kind in ("water", "patent", "trademark", "certificate")}
+        self._candidates_key: tuple[int, int] | None = None
+        self._cached: tuple[dict[str, Enterprise], list[str]] = ({}, [])
+        self._ip_holders: list[str] = []  # sorted(self.ip_held), kept for step
 
     def folder(self, dept: str) -> Path:
         return self.root / self.folders[dept]
 
     # --- seed -------------------------------------------------------------------------------------
 
-    def seed(self, enterprises: Iterable[Enterprise], today: dt.date | None = None) -> list[Path]:
-        """History files for ``enterprises``: 3 months of water bills, IP holdings, certificates."""
-        rows = self.seed_rows(enterprises, today or dt.date.today())
-        water_by_month: dict[str, list[dict]] = {}
-        for row in rows["water_usage"]:
-            water_by_month.setdefault(row["billing_month"], []).append(row)
+    def seed(self, enterprises: Iterable[Enterprise], today: dt.date | None = None, chunk: int = 0,
+             progress: Callable[[int], None] | None = None) -> list[Path]:
+        """History files for ``enterprises``: 3 months of water bills, IP holdings, certificates.
+
+        One file per month of water bills and one per other dataset, split into parts of at most
+        ``MAX_FILE_ROWS`` rows. Rows are made ``chunk`` enterprises at a time (default
+        ``bulk.SEED_CHUNK``) and streamed into hidden files, which are published (renamed,
+        manifest written) at the end in a fixed order: water by month, patents, trademarks,
+        pledges, certificates. ``progress(k)`` is called after each chunk of ``k`` enterprises.
+        """
+        today = today or dt.date.today()
+        parts: dict[tuple[str, str, str], list[DataFileWriter]] = {}  # (dept, dataset, tag) → its files
+
+        def write(dept: str, dataset: str, tag: str, rows: list[dict]) -> None:
+            files = parts.setdefault((dept, dataset, tag), [])
+            while rows:
+                if not files or files[-1].rows >= MAX_FILE_ROWS:
+                    files.append(DataFileWriter(self.folder(dept), dataset, DATASETS[dept][dataset], COLUMNS[dataset]))
+                room = MAX_FILE_ROWS - files[-1].rows
+                files[-1].write(rows[:room])
+                rows = rows[room:]
+
+        try:
+            for part in chunks(enterprises, chunk):
+                rows = self.seed_rows(part, today)
+                water_by_month: dict[str, list[dict]] = {}
+                for row in rows["water_usage"]:
+                    water_by_month.setdefault(row["billing_month"], []).append(row)
+                for month, mrows in water_by_month.items():
+                    write("water", "water_usage", f"{dt.date.fromisoformat(month):%Y%m}-seed", mrows)
+                for ds in ("patent", "trademark", "ip_pledge"):
+                    write("ip", ds, "seed", rows[ds])
+                write("science", "high_tech_certification", "seed", rows["high_tech_certification"])
+                if progress:
+                    progress(len(part))
+            for files in parts.values():
+                for f in files:
+                    f.close()
+        except BaseException:
+            for files in parts.values():
+                for f in files:
+                    f.discard()
+            raise
+        order = {"water_usage": 0, "patent": 1, "trademark": 2, "ip_pledge": 3, "high_tech_certification": 4}
         paths = []
-        for month, mrows in sorted(water_by_month.items()):
-            paths.append(self._drop("water", "water_usage", f"{dt.date.fromisoformat(month):%Y%m}-seed", mrows))
-        for ds in ("patent", "trademark", "ip_pledge"):
-            if rows[ds]:
-                paths.append(self._drop("ip", ds, "seed", rows[ds]))
-        if rows["high_tech_certification"]:
-            paths.append(self._drop("science", "high_tech_certification", "seed", rows["high_tech_certification"]))
+        for dept, dataset, tag in sorted(parts, key=lambda k: (order[k[1]], k[2])):
+            for f in parts[(dept, dataset, tag)]:
+                self._serial += 1
+                paths.append(f.publish(self.folder(dept) / f"{dataset}-{tag}-{self._serial:04d}.{f.ext}"))
         return paths
 
     def seed_rows(self, enterprises: Iterable[Enterprise], today: dt.date) -> dict[str, list[dict]]:
@@ -153,7 +251,8 @@ class FileDropSimulator:
         rows: dict[str, list[dict]] = {ds: [] for ds in COLUMNS}
         for e in new:
             if rng.random() < 0.7:
-                self.water_accounts[e.uscc] = f"SW{e.district}{rng.randint(0, 9_999_999):07d}"
+                self.water_accounts[e.uscc] = self._codes["water"].draw(
+                    lambda: f"SW{e.district}{rng.randint(0, 9_999_999):07d}")
                 self.water_base[e.uscc] = round(rng.lognormvariate(5.0, 0.8), 1)
                 for back in range(3, 0, -1):
                     rows["water_usage"].append(self._water_row(e, _month_start(today, -back), settled=True))
@@ -178,19 +277,21 @@ class FileDropSimulator:
         rng = self.rng
         rows: dict[str, list[dict]] = {ds: [] for ds in COLUMNS}
         month = _month_start(today, 0)
-        by_uscc = {x.uscc: x for x in self.enterprises}
+        by_uscc, with_water = self._candidates()
         for _ in range(n):
             roll = rng.random()
             e = rng.choice(self.enterprises)
             if roll < 0.6 and self.water_accounts:
-                e = by_uscc[rng.choice(sorted(self.water_accounts))]
+                e = by_uscc[rng.choice(with_water)]
                 rows["water_usage"].append(self._water_row(e, month, settled=False))
             elif roll < 0.8:
                 rows["patent"].append(self._patent_row(e, today - dt.timedelta(days=rng.randint(0, 30)), today))
             elif roll < 0.9:
                 rows["trademark"].append(self._trademark_row(e, today - dt.timedelta(days=rng.randint(0, 30)), today))
             elif roll < 0.95 and self.ip_held:
-                e = by_uscc[rng.choice(sorted(self.ip_held))]
+                if len(self._ip_holders) != len(self.ip_held):  # new holders come with granted patents
+                    self._ip_holders = sorted(self.ip_held)
+                e = by_uscc[rng.choice(self._ip_holders)]
                 rows["ip_pledge"].append(self._pledge_row(e, today, today))
             else:
                 rows["high_tech_certification"].append(self._cert_row(e, today, historic=False))
@@ -203,6 +304,16 @@ class FileDropSimulator:
                 if rows[ds]:
                     paths.append(self._drop(dept, ds, tag, rows[ds]))
         return paths
+
+    def _candidates(self) -> tuple[dict[str, Enterprise], list[str]]:
+        """Enterprises by USCC and the sorted USCCs with a water account, kept between steps
+        (rebuilt when a seed has added enterprises or accounts): sorting 700,000 accounts per
+        water bill made a step at a million enterprises take seconds."""
+        key = (len(self.enterprises), len(self.water_accounts))
+        if self._candidates_key != key:
+            self._candidates_key = key
+            self._cached = ({x.uscc: x for x in self.enterprises}, sorted(self.water_accounts))
+        return self._cached
 
     def _drop(self, dept: str, dataset: str, tag: str, rows: list[dict]) -> Path:
         self._serial += 1
@@ -231,7 +342,8 @@ class FileDropSimulator:
     def _patent_row(self, e: Enterprise, applied: dt.date, today: dt.date) -> dict:
         rng = self.rng
         ptype = rng.choices(list(PATENT_TYPES), weights=[w for _, w in PATENT_TYPES.values()])[0]
-        first12 = f"{applied.year}{PATENT_TYPES[ptype][0]}{rng.randint(0, 9_999_999):07d}"
+        first12 = self._codes["patent"].draw(
+            lambda: f"{applied.year}{PATENT_TYPES[ptype][0]}{rng.randint(0, 9_999_999):07d}")
         number = f"CN{first12}.{patent_check_digit(first12)}"
         exam_days = {"invention": 800, "utility_model": 200, "design": 150}[ptype]
         granted = applied + dt.timedelta(days=int(exam_days * rng.uniform(0.7, 1.5)))
@@ -247,7 +359,7 @@ class FileDropSimulator:
 
     def _trademark_row(self, e: Enterprise, applied: dt.date, today: dt.date) -> dict:
         rng = self.rng
-        number = str(rng.randint(10_000_000, 79_999_999))
+        number = self._codes["trademark"].draw(lambda: str(rng.randint(10_000_000, 79_999_999)))
         registered = applied + dt.timedelta(days=rng.randint(240, 400))
         if registered > today:
             status, reg, expiry = "applied", None, None
@@ -278,7 +390,8 @@ class FileDropSimulator:
         issued = min(dt.date(year, rng.choice([11, 12]), rng.randint(1, 28)), today)
         expiry = issued + dt.timedelta(days=3 * 365 - 1)
         status = "expired" if expiry < today else ("revoked" if e.distressed and rng.random() < 0.3 else "valid")
-        return {"certificate_no": f"GR{year}51{rng.randint(0, 999_999):06d}", "uscc": e.uscc,
+        number = self._codes["certificate"].draw(lambda: f"GR{year}51{rng.randint(0, 999_999):06d}")
+        return {"certificate_no": number, "uscc": e.uscc,
                 "enterprise_name": f"重庆{self.fake.company_prefix()}科技有限公司",
                 "technical_field": rng.choices(TECH_FIELDS, weights=_TECH_WEIGHTS)[0],
                 "issue_date": issued.isoformat(), "expiry_date": expiry.isoformat(), "status": status,

@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime as dt
 import random
 import string
+from collections.abc import Callable
 
 from streams.identifiers import id_check_digit, uscc_check_digit
 
@@ -81,3 +82,27 @@ def make_id_number(rng: random.Random, district: str, born_from: int = 1958, bor
 def make_mobile(rng: random.Random) -> str:
     prefix = rng.choice(["134", "135", "136", "138", "139", "150", "151", "158", "177", "180", "186", "187", "189", "199"])
     return prefix + f"{rng.randint(0, 99_999_999):08d}"
+
+
+class UniqueCodes:
+    """Codes (meter accounts, application and certificate numbers) unique within one population.
+
+    Random codes collide at scale — a million power accounts drawn from 10⁸ numbers share about
+    five thousand, and the second enterprise's bills would overwrite the first's. A code already
+    issued is drawn again from the same generator, so a population without collisions gets
+    exactly the codes it got before.
+    """
+
+    def __init__(self) -> None:
+        self._issued: set[str] = set()
+
+    def draw(self, make: Callable[[], str]) -> str:
+        """``make()`` until it gives a code not issued yet; that code is issued."""
+        code = make()
+        while code in self._issued:
+            code = make()
+        self._issued.add(code)
+        return code
+
+    def __len__(self) -> int:
+        return len(self._issued)

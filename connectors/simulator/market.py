@@ -9,6 +9,7 @@ to banks: a few percent of enterprises at any time, more often on the distress p
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ import psycopg2
 import psycopg2.extras
 from faker import Faker
 
+from .bulk import BackgroundLoader, pg_copy
 from .identities import CHONGQING_DISTRICTS, make_id_number, make_mobile, make_uscc, pick_district, pick_industry
 
 DDL = """
@@ -68,6 +70,12 @@ ALTER TABLE equity_pledge REPLICA IDENTITY FULL;
 PLEDGEES = ("重庆银行", "重庆农村商业银行", "中国工商银行重庆市分行", "中国建设银行重庆市分行", "招商银行重庆分行",
             "重庆三峡银行", "重庆兴农融资担保集团")
 
+REGISTRATION_COLUMNS = ("uscc", "name", "legal_rep_name", "legal_rep_id_number", "legal_rep_phone", "district_code",
+                        "industry_code", "registered_capital", "established_date", "status", "address")
+LISTING_COLUMNS = ("uscc", "reason_code", "listed_date", "authority")
+PLEDGE_COLUMNS = ("uscc", "registration_no", "pledgor_type", "pledgor_name", "pledgor_id_number", "pledgee",
+                  "pledged_amount", "registration_date")
+
 ABNORMAL_REASONS = ("annual_report_missing", "unreachable_address", "false_information", "public_info_missing")
 _REASON_WEIGHTS = (6, 3, 1, 1)
 
@@ -90,6 +98,10 @@ class MarketSimulator:
     enterprises: list[Enterprise] = field(default_factory=list)
 
     def __post_init__(self) -> None:
+        self.last_seed_rows: dict[str, int] = {}  # rows per table of the last seed_enterprises
+        self._path_of: list[Enterprise] | None = None  # the population _path was taken from
+        self._path_seen = 0  # enterprises of it looked at
+        self._path: list[Enterprise] = []
         self._issued: set[str] = set()
         self.rng = random.Random(self.seed)
         self.fake = Faker("zh_CN")
@@ -123,39 +135,48 @@ class MarketSimulator:
             f"重庆市{district_name}{f.street_name()}{rng.randint(1, 399)}号",
         )
 
-    def seed_enterprises(self, n: int, progress: Callable[[int], None] | None = None, batch: int = 2000) -> list[str]:
+    def seed_enterprises(self, n: int, progress: Callable[[int], None] | None = None, batch: int = 5000) -> list[str]:
         """Insert ``n`` new enterprises (a few already listed as abnormal); return their USCCs."""
         created = []
-        with self.connect() as conn, conn.cursor() as cur:
-            for start in range(0, n, batch):
-                rows, listings, pledges = [], [], []
-                for _ in range(min(batch, n - start)):
-                    e = Enterprise(self._new_uscc(), "", False)
-                    e.district = e.uscc[2:8]
-                    e.distressed = self.rng.random() < self.distress_share
-                    self.enterprises.append(e)
-                    created.append(e.uscc)
-                    rows.append(self._registration_row(e))
-                    if not e.distressed and self.rng.random() < 0.02:
-                        listings.append(self._listing_row(e.uscc, dt.date(2025, 6, 30) - dt.timedelta(days=self.rng.randint(0, 700))))
-                    if self.rng.random() < (0.15 if e.distressed else 0.04):
-                        pledges.append(self._pledge_row(e, dt.date(2025, 6, 30) - dt.timedelta(days=self.rng.randint(0, 900))))
-                psycopg2.extras.execute_values(
-                    cur,
-                    "INSERT INTO enterprise_registration (uscc, name, legal_rep_name, legal_rep_id_number, legal_rep_phone,"
-                    " district_code, industry_code, registered_capital, established_date, status, address)"
-                    " VALUES %s ON CONFLICT (uscc) DO NOTHING",
-                    rows,
-                )
-                if listings:
-                    self._insert_listings(cur, listings)
-                if pledges:
-                    self._insert_pledges(cur, pledges)
-                conn.commit()
-                if progress:
-                    progress(len(rows))
-        conn.close()
+        self.last_seed_rows = dict.fromkeys(("enterprise_registration", "abnormal_operation", "equity_pledge"), 0)
+        conn = self.connect()
+
+        def load(rows: list[tuple], listings: list[tuple], pledges: list[tuple]) -> None:
+            with conn.cursor() as cur:
+                # COPY; an enterprise already registered (a seed run again) is kept, as ON CONFLICT DO NOTHING
+                pg_copy(cur, "enterprise_registration", REGISTRATION_COLUMNS, rows)
+                pg_copy(cur, "abnormal_operation", LISTING_COLUMNS, listings)
+                pg_copy(cur, "equity_pledge", PLEDGE_COLUMNS, pledges)
+            conn.commit()
+            if progress:
+                progress(len(rows))
+
+        try:
+            with BackgroundLoader("market") as loader:  # generate the next batch while this one loads
+                self._seed_batches(n, batch, created, lambda *tables: loader.submit(functools.partial(load, *tables)))
+        finally:
+            conn.close()
         return created
+
+    def _seed_batches(self, n: int, batch: int, created: list[str], load: Callable[..., None]) -> None:
+        """Make ``n`` enterprises ``batch`` at a time; ``load(registrations, listings, pledges)`` each batch."""
+        for start in range(0, n, batch):
+            rows, listings, pledges = [], [], []
+            for _ in range(min(batch, n - start)):
+                e = Enterprise(self._new_uscc(), "", False)
+                e.district = e.uscc[2:8]
+                e.distressed = self.rng.random() < self.distress_share
+                self.enterprises.append(e)
+                created.append(e.uscc)
+                rows.append(self._registration_row(e))
+                if not e.distressed and self.rng.random() < 0.02:
+                    listings.append(self._listing_row(e.uscc, dt.date(2025, 6, 30) - dt.timedelta(days=self.rng.randint(0, 700))))
+                if self.rng.random() < (0.15 if e.distressed else 0.04):
+                    pledges.append(self._pledge_row(e, dt.date(2025, 6, 30) - dt.timedelta(days=self.rng.randint(0, 900))))
+            for table, done in (("enterprise_registration", rows), ("abnormal_operation", listings),
+                                ("equity_pledge", pledges)):
+                self.last_seed_rows[table] += len(done)
+            load(rows, listings, pledges)
 
     def _new_uscc(self) -> str:
         """A USCC no enterprise of this population has (random codes collide about once in
@@ -223,9 +244,21 @@ class MarketSimulator:
         conn.close()
         return counts
 
+    def _on_path(self) -> list[Enterprise]:
+        """Distressed enterprises not yet revoked, in population order (what ``_one_change`` draws
+        from). Kept between changes — filtering a million enterprises per change limited the
+        change rate to ~60/s — and brought up to date with the enterprises appended since;
+        ``advance_distress`` takes out the revoked."""
+        if self._path_of is not self.enterprises or self._path_seen > len(self.enterprises):
+            self._path_of, self._path_seen, self._path = self.enterprises, 0, []
+        if self._path_seen < len(self.enterprises):
+            self._path.extend(e for e in self.enterprises[self._path_seen:] if e.distressed and e.stage < 3)
+            self._path_seen = len(self.enterprises)
+        return self._path
+
     def _one_change(self, cur, today: dt.date) -> str:
         rng = self.rng
-        distressed = [e for e in self.enterprises if e.distressed and e.stage < 3]
+        distressed = self._on_path()
         roll = rng.random()
         if distressed and roll < 0.25:
             e = rng.choice(distressed)
@@ -286,6 +319,8 @@ class MarketSimulator:
                 self._insert_pledges(cur, [self._pledge_row(e, today)])
             return "abnormal_listed"
         status = "suspended" if e.stage == 2 else "revoked"
+        if e.stage >= 3 and self._path_of is self.enterprises:
+            self._path[:] = [x for x in self._path if x is not e]
         cur.execute(
             "UPDATE enterprise_registration SET status = %s, updated_at = now() WHERE uscc = %s", (status, e.uscc)
         )

@@ -11,8 +11,10 @@ Deterministic from ``seed`` (and the ``today`` given).
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import math
 import random
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,10 +22,13 @@ import pymysql
 from faker import Faker
 
 from ..mysql import parse_dsn
-from .identities import CHONGQING_DISTRICTS, make_mobile
+from .bulk import BackgroundLoader, chunks, mysql_load, mysql_local_infile
+from .identities import CHONGQING_DISTRICTS, UniqueCodes, make_mobile
 from .market import Enterprise
 
 DEPARTMENTS = ("hrss", "housing_fund", "power", "customs")
+TABLE_DEPT = {"social_insurance": "hrss", "housing_fund_contribution": "housing_fund", "electricity_usage": "power",
+              "customs_trade": "customs", "customs_credit": "customs"}
 
 DDL: dict[str, list[str]] = {
     "hrss": ["""
@@ -120,6 +125,7 @@ CUSTOMS_OFFICES = ("重庆海关", "两路寸滩海关", "西永海关", "重庆
 RATINGS = ("advanced_certified", "general_certified", "registered", "dishonest")
 
 
+@functools.lru_cache(maxsize=4096)  # a few dozen distinct periods, called for every monthly row
 def month_add(period: str, months: int) -> str:
     y, m = (int(x) for x in period.split("-"))
     total = y * 12 + (m - 1) + months
@@ -176,7 +182,10 @@ class MySqlDepartmentsSimulator:
         self.rng = random.Random(seed)
         self.fake = Faker("zh_CN")
         self.fake.seed_instance(seed)
+        self._profile_fake = Faker("zh_CN")  # re-seeded per enterprise: building a Faker costs ~2 ms
         self.profiles: dict[str, _Profile] = {}
+        self._sorted_usccs: list[str] = []  # sorted(self.profiles), kept for step
+        self._accounts, self._customs_codes = UniqueCodes(), UniqueCodes()  # power accounts, customs codes
         self.last_period: str | None = None
 
     # --- connections ---------------------------------------------------------------------------
@@ -184,9 +193,9 @@ class MySqlDepartmentsSimulator:
     def dsn(self, dept: str) -> str:
         return self.dsn_template.format(db=self.databases[dept])
 
-    def connect(self, dept: str):
+    def connect(self, dept: str, local_infile: bool = False):
         settings, db = parse_dsn(self.dsn(dept))
-        return pymysql.connect(**settings, database=db, autocommit=False)
+        return pymysql.connect(**settings, database=db, autocommit=False, local_infile=local_infile)
 
     def create(self) -> None:
         """Create the department databases (if missing) and their tables."""
@@ -212,7 +221,7 @@ class MySqlDepartmentsSimulator:
 
     def _profile(self, e: Enterprise) -> _Profile:
         rng = random.Random(f"{self._seed}:{e.uscc}")
-        fake = Faker("zh_CN")
+        fake = self._profile_fake
         fake.seed_instance(f"{self._seed}:{e.uscc}")
         headcount = max(3, min(300, int(rng.lognormvariate(math.log(22), 0.9))))
         district = e.district if e.district in CHONGQING_DISTRICTS else e.uscc[2:8]
@@ -223,10 +232,11 @@ class MySqlDepartmentsSimulator:
             headcount=headcount,
             wage_base=round(rng.uniform(4200, 9800), -1),
             manufacturing=rng.random() < 0.3,
-            account_nos=[f"50{rng.randint(0, 99_999_999):08d}{i}" for i in range(n_accounts)],
+            account_nos=[self._accounts.draw(lambda i=i: f"50{rng.randint(0, 99_999_999):08d}{i}")
+                         for i in range(n_accounts)],
             housing_fund=rng.random() < 0.6,
             hf_rate=rng.choice((0.05, 0.07, 0.08, 0.10, 0.12)),
-            customs_code=f"50{rng.randint(0, 99_999_999):08d}" if trades else None,
+            customs_code=self._customs_codes.draw(lambda: f"50{rng.randint(0, 99_999_999):08d}") if trades else None,
             trade_scale=rng.lognormvariate(math.log(120_000), 1.0),
             contact_name=fake.name(),
             contact_phone=make_mobile(rng),
@@ -242,17 +252,53 @@ class MySqlDepartmentsSimulator:
             return 0.0
         return max(0.0, min(1.0, (6 - months_before_end) / 6))
 
-    def seed(self, enterprises: list[Enterprise], today: dt.date | None = None) -> dict[str, int]:
-        """Twelve months of history (the months before ``today``) for ``enterprises``; row counts per table."""
-        rows = self.seed_rows(enterprises, today or dt.date.today())
-        self._insert("hrss", "social_insurance", rows["social_insurance"])
-        self._insert("housing_fund", "housing_fund_contribution", rows["housing_fund_contribution"])
-        self._insert("power", "electricity_usage", rows["electricity_usage"])
-        self._insert("customs", "customs_trade", rows["customs_trade"])
-        self._insert("customs", "customs_credit", rows["customs_credit"])
-        return {t: len(r) for t, r in rows.items()}
+    def seed(self, enterprises: Iterable[Enterprise], today: dt.date | None = None, chunk: int = 0,
+             progress: Callable[[int], None] | None = None) -> dict[str, int]:
+        """Twelve months of history (the months before ``today``) for ``enterprises``; row counts per table.
 
-    def seed_rows(self, enterprises: list[Enterprise], today: dt.date) -> dict[str, list[tuple]]:
+        Works through ``chunk`` enterprises at a time (default ``bulk.SEED_CHUNK``: generate,
+        ``LOAD DATA LOCAL INFILE``, commit), so memory holds one chunk's rows, not the whole
+        history; the rows are those ``seed_rows`` makes for all of them at once (loaded in USCC
+        order).
+        ``progress(k)`` is called after each chunk of ``k`` enterprises.
+        """
+        today = today or dt.date.today()
+        counts = dict.fromkeys(self.COLUMNS, 0)
+        conns: dict[str, Any] = {}
+
+        def load(tables: dict[str, list[tuple]], k: int) -> None:
+            for table, rows in tables.items():
+                conn = conns[TABLE_DEPT[table]]
+                if bulk:
+                    mysql_load(conn, table, self.COLUMNS[table], rows)
+                else:  # the server refuses LOAD DATA LOCAL: multi-row INSERTs (slower)
+                    self._upsert(conn, table, rows)
+            for conn in conns.values():
+                conn.commit()
+            if progress:
+                progress(k)
+
+        # Rows depend only on (seed, uscc) (but for an account number redrawn after a collision,
+        # which depends on who drew it first), so enterprises go in USCC order: each chunk's rows then
+        # follow the last chunk's in the (uscc, period) primary keys, and InnoDB appends instead
+        # of touching random pages of tables far larger than its buffer pool.
+        ordered = sorted(enterprises, key=lambda e: e.uscc)
+        try:
+            for dept in DEPARTMENTS:
+                conns[dept] = self.connect(dept, local_infile=True)
+            bulk = mysql_local_infile(conns[DEPARTMENTS[0]])
+            with BackgroundLoader("mysql") as loader:  # generate the next chunk while this one loads
+                for part in chunks(ordered, chunk):
+                    tables = self.seed_rows(part, today)
+                    for table, rows in tables.items():
+                        counts[table] += len(rows)
+                    loader.submit(functools.partial(load, tables, len(part)))
+        finally:
+            for conn in conns.values():
+                conn.close()
+        return counts
+
+    def seed_rows(self, enterprises: Iterable[Enterprise], today: dt.date) -> dict[str, list[tuple]]:
         """The rows ``seed`` inserts, per table (tuples in ``COLUMNS`` order); pure, no I/O."""
         end = month_add(period_of(today), -1)
         periods = [month_add(end, -i) for i in range(11, -1, -1)]
@@ -312,6 +358,7 @@ class MySqlDepartmentsSimulator:
     }
 
     @staticmethod
+    @functools.lru_cache(maxsize=4096)
     def _pay_day(period: str, day: int) -> dt.date:
         nxt = month_add(period, 1)
         return dt.date(int(nxt[:4]), int(nxt[5:]), day)
@@ -374,7 +421,8 @@ class MySqlDepartmentsSimulator:
         valid = rated + dt.timedelta(days=3 * 365) if rating in ("advanced_certified", "general_certified") else None
         return (p.e.uscc, p.customs_code, rating, None, rated, valid, reason, rng.choice(CUSTOMS_OFFICES))
 
-    def _insert(self, dept: str, table: str, rows: list[tuple], batch: int = 2000) -> None:
+    def _upsert(self, conn, table: str, rows: list[tuple]) -> None:
+        """``INSERT … ON DUPLICATE KEY UPDATE`` (PyMySQL sends one multi-row statement); the caller commits."""
         if not rows:
             return
         cols = self.COLUMNS[table]
@@ -382,14 +430,8 @@ class MySqlDepartmentsSimulator:
         updates = ", ".join(f"{c} = VALUES({c})" for c in cols if c not in key_cols)
         sql = (f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({', '.join(['%s'] * len(cols))})"
                f" ON DUPLICATE KEY UPDATE {updates}")
-        conn = self.connect(dept)
-        try:
-            with conn.cursor() as cur:
-                for start in range(0, len(rows), batch):
-                    cur.executemany(sql, rows[start:start + batch])
-                    conn.commit()
-        finally:
-            conn.close()
+        with conn.cursor() as cur:
+            cur.executemany(sql, rows)
 
     # --- live changes ----------------------------------------------------------------------------
 
@@ -401,59 +443,70 @@ class MySqlDepartmentsSimulator:
             raise RuntimeError("seed(enterprises) first: the simulator changes the enterprises it seeded")
         period = month_add(period_of(today), -1)
         counts: dict[str, int] = {}
-        usccs = sorted(self.profiles)
-        for _ in range(n):
-            p = self.profiles[self.rng.choice(usccs)]
-            kind = self._one_change(p, period, today)
-            counts[kind] = counts.get(kind, 0) + 1
+        if len(self._sorted_usccs) != len(self.profiles):  # sorting a million codes per call costs a second
+            self._sorted_usccs = sorted(self.profiles)
+        usccs = self._sorted_usccs
+        conns: dict[str, Any] = {}  # one connection per department for the whole step (a connect costs ~25 ms)
+
+        def conn(dept: str):
+            if dept not in conns:
+                conns[dept] = self.connect(dept)
+            return conns[dept]
+
+        try:
+            for _ in range(n):
+                p = self.profiles[self.rng.choice(usccs)]
+                kind = self._one_change(p, period, today, conn)
+                counts[kind] = counts.get(kind, 0) + 1
+        finally:
+            for c in conns.values():
+                c.close()
         return counts
 
-    def _one_change(self, p: _Profile, period: str, today: dt.date) -> str:
+    def _one_change(self, p: _Profile, period: str, today: dt.date, conn: Callable[[str], Any]) -> str:
+        """One change of ``p``, committed per department database; ``conn(dept)`` gives the connection."""
         rng = self.rng
         roll = rng.random()
         d = 1.0 if p.e.distressed else 0.0
+
+        def upsert(dept: str, table: str, row: tuple) -> None:
+            self._upsert(conn(dept), table, [row])
+            conn(dept).commit()
+
         if roll < 0.4:  # the month's filings (upsert: a re-run replaces them)
             head = max(1, int(p.headcount * (0.8 if d else 1.0)))
             row, _ = self._si_row(p, period, head, p.headcount, d, 0, rng)
-            self._insert("hrss", "social_insurance", [row])
+            upsert("hrss", "social_insurance", row)
             if p.housing_fund:
-                self._insert("housing_fund", "housing_fund_contribution", [self._hf_row(p, period, head, d, rng)])
+                upsert("housing_fund", "housing_fund_contribution", self._hf_row(p, period, head, d, rng))
             return "monthly_filing"
         if roll < 0.6:
             acc = rng.choice(p.account_nos)
             row, _ = self._power_row(p, acc, period, p.headcount, d, 0.0, rng)
-            self._insert("power", "electricity_usage", [row])
+            upsert("power", "electricity_usage", row)
             return "power_bill"
         if roll < 0.8:  # a correction: arrears paid (healthy) or grown (distressed)
-            conn = self.connect("hrss")
-            try:
-                with conn.cursor() as cur:
-                    if d:
-                        cur.execute("UPDATE social_insurance SET arrears_amount = arrears_amount + payable_amount * 0.2,"
-                                    " arrears_months = arrears_months + 1, payment_status = 'arrears'"
-                                    " WHERE uscc = %s ORDER BY period DESC LIMIT 1", (p.e.uscc,))
-                    else:
-                        cur.execute("UPDATE social_insurance SET paid_amount = payable_amount, arrears_amount = 0,"
-                                    " arrears_months = 0, payment_status = 'paid', paid_date = %s"
-                                    " WHERE uscc = %s AND arrears_amount > 0", (today, p.e.uscc))
-                conn.commit()
-            finally:
-                conn.close()
+            with conn("hrss").cursor() as cur:
+                if d:
+                    cur.execute("UPDATE social_insurance SET arrears_amount = arrears_amount + payable_amount * 0.2,"
+                                " arrears_months = arrears_months + 1, payment_status = 'arrears'"
+                                " WHERE uscc = %s ORDER BY period DESC LIMIT 1", (p.e.uscc,))
+                else:
+                    cur.execute("UPDATE social_insurance SET paid_amount = payable_amount, arrears_amount = 0,"
+                                " arrears_months = 0, payment_status = 'paid', paid_date = %s"
+                                " WHERE uscc = %s AND arrears_amount > 0", (today, p.e.uscc))
+            conn("hrss").commit()
             return "si_arrears_grown" if d else "si_arrears_paid"
         if p.customs_code and roll < 0.9:
-            conn = self.connect("customs")
-            try:
-                with conn.cursor() as cur:
-                    new = "dishonest" if d else rng.choice(RATINGS[:3])
-                    cur.execute("UPDATE customs_credit SET previous_rating = credit_rating, credit_rating = %s,"
-                                " rating_date = %s, reason = %s WHERE uscc = %s AND credit_rating <> %s",
-                                (new, today, "信用等级调整", p.e.uscc, new))
-                conn.commit()
-            finally:
-                conn.close()
+            with conn("customs").cursor() as cur:
+                new = "dishonest" if d else rng.choice(RATINGS[:3])
+                cur.execute("UPDATE customs_credit SET previous_rating = credit_rating, credit_rating = %s,"
+                            " rating_date = %s, reason = %s WHERE uscc = %s AND credit_rating <> %s",
+                            (new, today, "信用等级调整", p.e.uscc, new))
+            conn("customs").commit()
             return "customs_rating"
         if p.customs_code:
-            self._insert("customs", "customs_trade", [self._trade_row(p, period, d, rng)])
+            upsert("customs", "customs_trade", self._trade_row(p, period, d, rng))
             return "customs_trade"
         return "noop"
 

@@ -23,11 +23,13 @@ Dynamics:
 from __future__ import annotations
 
 import datetime as dt
+import functools
+import itertools
 import math
 import random
 import re
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg2
@@ -36,8 +38,10 @@ from faker import Faker
 from psycopg2 import sql
 from psycopg2.extensions import make_dsn, parse_dsn
 
+from .bulk import BackgroundLoader, chunks, pg_copy
 from .identities import CHONGQING_DISTRICTS, make_id_number, make_mobile, pick_district, pick_industry
 from .market import Enterprise
+from .sampling import PositionSubset
 
 DEPARTMENTS = ("tax", "court", "environment")
 
@@ -186,11 +190,13 @@ def add_months(d: dt.date, k: int) -> dt.date:
     return dt.date(m // 12, m % 12 + 1, 1)
 
 
+@functools.lru_cache(maxsize=1024)  # called for every monthly row
 def period_of(d: dt.date) -> str:
     """Tax period ``'YYYY-MM'``."""
     return f"{d:%Y-%m}"
 
 
+@functools.lru_cache(maxsize=1024)  # called for every monthly row
 def filing_due_date(period_month: dt.date) -> dt.date:
     """Returns are due on the 15th of the month after the period (申报期限)."""
     return add_months(period_month, 1).replace(day=15)
@@ -235,6 +241,7 @@ def penalty_decision_no(year: int, district: str, seq: int) -> str:
     return f"渝（{district_short(district)}）环罚〔{year}〕{seq}号"
 
 
+@functools.lru_cache(maxsize=1024)  # called for every monthly row
 def tax_authority(district: str) -> str:
     return f"国家税务总局重庆市{CHONGQING_DISTRICTS[district]}税务局"
 
@@ -352,9 +359,11 @@ class RowGenerator:
         self.pending_cases: list[dict] = []  # litigation rows not yet closed
         self.open_enforcements: list[dict] = []
         self.outstanding_arrears: list[dict] = []
+        self._healthy_arrears: list[dict] = []  # those of healthy enterprises, in the same order
         self.issued_penalties: list[dict] = []
         self.case_of: dict[str, dict] = {}  # distress path: uscc → its lender's case / enforcement
         self.rated: set[tuple[str, int]] = set()
+        self._index: _StepIndex | None = None  # built by the first step_ops after a seed
 
     # --- identities -----------------------------------------------------------------------------
 
@@ -514,6 +523,7 @@ class RowGenerator:
     def seed_rows(self, enterprises: Iterable[Enterprise], today: dt.date) -> dict[str, list[dict]]:
         """Twelve months of history up to the month before ``today``, per table (no ids)."""
         rows: dict[str, list[dict]] = {t: [] for t in TABLE_DEPT}
+        self._index = None  # profiles change: step_ops rebuilds its index
         first = add_months(month_start(today), -12)
         rng = self.rng
         for e in enterprises:
@@ -543,7 +553,7 @@ class RowGenerator:
             if target >= 1:
                 arr = self.arrears_row(p, when[1].replace(day=16))
                 rows["tax_arrears"].append(arr)
-                self.outstanding_arrears.append(arr)
+                self._owe(arr)
             if target >= 2:
                 case = self.litigation_row(p, when[2], role="defendant", cause="金融借款合同纠纷")
                 if target >= 3:
@@ -587,37 +597,43 @@ class RowGenerator:
         if rng.random() < self.rates.arrears_per_year:
             arr = self.arrears_row(p, some_day(), amount=rng.uniform(2_000, 30_000))
             rows["tax_arrears"].append(arr)
-            self.outstanding_arrears.append(arr)
+            self._owe(arr)
 
     # --- live changes ---------------------------------------------------------------------------
 
     def step_ops(self, today: dt.date) -> tuple[str, list[Op]]:
-        """One realistic change (one transaction): ``(kind, operations)``; kind ``noop`` has none."""
+        """One realistic change (one transaction): ``(kind, operations)``; kind ``noop`` has none.
+
+        The candidates of each kind of change (distressed on their path, not yet filed for last
+        month, not yet rated for last year) are kept in a ``_StepIndex`` instead of being
+        filtered from every profile per change; the draws are those of the filtered lists.
+        Profiles are changed only through this generator (``seed_rows``, ``step_ops``,
+        ``advance_distress``), which keep the index in step.
+        """
         rng = self.rng
-        profiles = list(self.profiles.values())
-        if not profiles:
+        if not self.profiles:
             return "noop", []
+        ix = self._step_index(today)
+        profiles = ix.profiles
         roll = rng.random()
-        on_path = [p for p in profiles if p.distressed and p.stage < 4]
-        if on_path and roll < 0.15:
-            return self.advance_distress(rng.choice(on_path), today)
+        if len(ix.on_path) and roll < 0.15:
+            return self.advance_distress(profiles[ix.on_path.pick(rng)], today)
         if roll < 0.65:
-            due = add_months(month_start(today), -1)
-            waiting = [p for p in profiles if (p.last_period is None or p.last_period < due)
-                       and not (p.distressed and p.stage >= 3)]
-            if waiting:
-                p = rng.choice(waiting)
+            due = ix.due
+            if len(ix.waiting):
+                p = profiles[ix.waiting.pick(rng)]
                 month = add_months(p.last_period, 1) if p.last_period else due
                 p.last_period = month
                 if p.distressed:
                     p.decline += 1
+                self._reindex(p)
                 return "filing", [Insert("tax_filing", r) for r in self.filing_rows(p, month, filed_on=today)]
         if today.month >= 4 and roll < 0.70:
-            year = today.year - 1
-            unrated = [p for p in profiles if (p.uscc, year) not in self.rated]
-            if unrated:
-                p = rng.choice(unrated)
+            year = ix.year
+            if len(ix.unrated):
+                p = profiles[ix.unrated.pick(rng)]
                 self.rated.add((p.uscc, year))
+                self._reindex(p)
                 return "rating", [Insert("tax_credit_rating", {**self.rating_row(p, year), "rated_date": today})]
         if roll < 0.74:
             case = self.litigation_row(rng.choice(profiles), today)
@@ -634,7 +650,7 @@ class RowGenerator:
             return "case_closed", [Update("litigation_case", key,
                                           {"status": "closed", "closed_date": today, "outcome": outcome})]
         if roll < 0.84:  # rare, and mostly manufacturing and construction
-            p = rng.choices(profiles, weights=[self.penalty_probability(q) for q in profiles])[0]
+            p = rng.choices(profiles, cum_weights=ix.penalty_weights)[0]  # the draw of weights=[…]
             pen = self.penalty_row(p, today)
             self.issued_penalties.append(pen)
             return "environmental_penalty", [Insert("environmental_penalty", pen)]
@@ -642,25 +658,31 @@ class RowGenerator:
             pen = self.issued_penalties.pop(rng.randrange(len(self.issued_penalties)))
             return "penalty_executed", [Update("environmental_penalty", {"decision_no": pen["decision_no"]},
                                                {"status": "executed", "executed_date": today})]
-        healthy_arrears = [a for a in self.outstanding_arrears if not self.profiles[a["uscc"]].distressed]
+        healthy_arrears = self._healthy_arrears  # = [a for a in outstanding_arrears if a's enterprise is healthy]
         if roll < 0.92 and healthy_arrears:
             arr = rng.choice(healthy_arrears)
-            self.outstanding_arrears.remove(arr)
+            _remove_identical(self.outstanding_arrears, arr)
+            _remove_identical(healthy_arrears, arr)
             return "arrears_cleared", [Update("tax_arrears", _arrears_key(arr),
                                               {"status": "cleared", "cleared_date": today, "amount": 0.0})]
         p = rng.choice(profiles)
         if not p.distressed and rng.random() < self.rates.arrears_per_year * 10:
             arr = self.arrears_row(p, today, amount=rng.uniform(2_000, 30_000))
-            self.outstanding_arrears.append(arr)
+            self._owe(arr)
             return "arrears", [Insert("tax_arrears", arr)]
         return "noop", []
 
     def advance_distress(self, p: Profile, today: dt.date) -> tuple[str, list[Op]]:
         """Move one distressed enterprise a step: arrears → sued → enforcement → dishonest debtor."""
+        change = self._advance(p, today)
+        self._reindex(p)
+        return change
+
+    def _advance(self, p: Profile, today: dt.date) -> tuple[str, list[Op]]:
         p.stage += 1
         if p.stage == 1:
             arr = self.arrears_row(p, today)
-            self.outstanding_arrears.append(arr)
+            self._owe(arr)
             return "arrears", [Insert("tax_arrears", arr)]
         if p.stage == 2:
             case = self.litigation_row(p, today, role="defendant", cause="金融借款合同纠纷")
@@ -683,12 +705,81 @@ class RowGenerator:
         enf = self.case_of.get(p.uscc)
         if enf is None or "basis_case_no" not in enf:
             p.stage = 2
-            return self.advance_distress(p, today)
+            return self._advance(p, today)
         ops = [Insert("dishonest_debtor", self.dishonest_row(p, enf, today))]
         if (p.uscc, today.year - 1) in self.rated:
             ops.append(Update("tax_credit_rating", {"uscc": p.uscc, "rating_year": today.year - 1},
                               {"rating": "D", "score": 0.0, "reason": "被列入失信被执行人名单，纳税信用动态调整为D级"}))
         return "dishonest_debtor", ops
+
+
+    def _owe(self, arr: dict) -> None:
+        """Record outstanding arrears (and, for a healthy enterprise, as one that may be cleared)."""
+        self.outstanding_arrears.append(arr)
+        if not self.profiles[arr["uscc"]].distressed:
+            self._healthy_arrears.append(arr)
+
+    # --- the index of candidates -------------------------------------------------------------------
+
+    def _step_index(self, today: dt.date) -> _StepIndex:
+        """The index for ``today``: rebuilt after a seed; ``waiting`` each new month, ``unrated`` each new year."""
+        ix = self._index
+        if ix is None or len(ix.profiles) != len(self.profiles):
+            profiles = list(self.profiles.values())
+            weights = itertools.accumulate(self.penalty_probability(p) for p in profiles)
+            ix = self._index = _StepIndex(profiles, {p.uscc: i for i, p in enumerate(profiles)},
+                                          PositionSubset(_on_path(p) for p in profiles), list(weights))
+        due = add_months(month_start(today), -1)
+        if ix.due != due:
+            ix.due, ix.waiting = due, PositionSubset(_waiting(p, due) for p in ix.profiles)
+        if ix.year != today.year - 1:
+            ix.year = year = today.year - 1
+            ix.unrated = PositionSubset((p.uscc, year) not in self.rated for p in ix.profiles)
+        return ix
+
+    def _reindex(self, p: Profile) -> None:
+        """Bring ``p``'s memberships up to date after a change to it (if an index exists)."""
+        ix = self._index
+        if ix is None or (i := ix.position.get(p.uscc)) is None:
+            return
+        ix.on_path.set(i, _on_path(p))
+        if ix.due is not None:
+            ix.waiting.set(i, _waiting(p, ix.due))
+        if ix.year is not None:
+            ix.unrated.set(i, (p.uscc, ix.year) not in self.rated)
+
+
+def _remove_identical(items: list, item: object) -> None:
+    """Remove ``item`` itself (by identity: comparing arrears dicts by value is slower and could
+    hit an equal twin)."""
+    for i, x in enumerate(items):
+        if x is item:
+            del items[i]
+            return
+    raise ValueError("not in the list")
+
+
+def _on_path(p: Profile) -> bool:
+    return p.distressed and p.stage < 4
+
+
+def _waiting(p: Profile, due: dt.date) -> bool:
+    """No return filed yet for the month ``due``, and still filing (not past judgment)."""
+    return (p.last_period is None or p.last_period < due) and not (p.distressed and p.stage >= 3)
+
+
+@dataclass
+class _StepIndex:
+    """``RowGenerator.step_ops``' candidates, positions in ``profiles`` (the profiles in seed order)."""
+
+    profiles: list[Profile]
+    position: dict[str, int]  # uscc → position
+    on_path: PositionSubset  # distressed, not yet a dishonest debtor
+    penalty_weights: list[float]  # cumulative penalty probabilities, for rng.choices(cum_weights=…)
+    due: dt.date | None = None  # the month whose returns ``waiting`` lacks
+    waiting: PositionSubset = field(default_factory=lambda: PositionSubset(()))
+    year: int | None = None  # the year ``unrated`` has no rating for
+    unrated: PositionSubset = field(default_factory=lambda: PositionSubset(()))
 
 
 def _arrears_key(arr: dict) -> dict:
@@ -768,21 +859,39 @@ class PostgresDepartmentsSimulator:
             raise
         return conns
 
-    def seed(self, enterprises: list[Enterprise], today: dt.date | None = None, batch: int = 5000) -> dict[str, int]:
-        """Insert twelve months of history for ``enterprises``; return rows inserted per table."""
-        rows = self.rows.seed_rows(enterprises, today or dt.date.today())
+    def seed(self, enterprises: Iterable[Enterprise], today: dt.date | None = None, chunk: int = 0,
+             progress: Callable[[int], None] | None = None) -> dict[str, int]:
+        """Insert twelve months of history for ``enterprises``; return rows inserted per table.
+
+        Works through ``chunk`` enterprises at a time (default ``bulk.SEED_CHUNK``: generate,
+        ``COPY``, commit), so memory holds one chunk's rows, not the whole history; the rows are those
+        ``RowGenerator.seed_rows`` makes for all of them at once. ``progress(k)`` is called after
+        each chunk of ``k`` enterprises.
+        """
+        today = today or dt.date.today()
         conns = self._connections()
-        counts = {}
+        counts = {t: 0 for t, dept in TABLE_DEPT.items() if dept in conns}
+
+        def load(tables: list[tuple[str, list[str], list[tuple]]], k: int) -> None:
+            for table, cols, rows in tables:
+                with conns[TABLE_DEPT[table]].cursor() as cur:
+                    pg_copy(cur, table, cols, rows)
+            for conn in conns.values():
+                conn.commit()
+            if progress:
+                progress(k)
+
         try:
-            for table, table_rows in rows.items():
-                dept = TABLE_DEPT[table]
-                if dept not in conns:
-                    continue
-                with conns[dept].cursor() as cur:
-                    for start in range(0, len(table_rows), batch):
-                        _insert_many(cur, table, table_rows[start:start + batch])
-                conns[dept].commit()
-                counts[table] = len(table_rows)
+            with BackgroundLoader("postgres") as loader:  # generate the next chunk while this one loads
+                for part in chunks(enterprises, chunk):
+                    tables = []
+                    for table, table_rows in self.rows.seed_rows(part, today).items():
+                        if TABLE_DEPT[table] not in conns or not table_rows:
+                            continue
+                        cols = list(table_rows[0])
+                        tables.append((table, cols, [tuple(r[c] for c in cols) for r in table_rows]))
+                        counts[table] += len(table_rows)
+                    loader.submit(functools.partial(load, tables, len(part)))
         finally:
             for c in conns.values():
                 c.close()

@@ -1,8 +1,8 @@
 """Rows of every catalogue dataset as the department simulators make them, without a database.
 
-The simulators' row builders are pure (random generators seeded from ``seed``); only their
-``_insert``/``_drop`` steps touch a database or a folder, and those are replaced here by
-collectors. Each raw row then goes through what its connector does to it: the file-drop
+The simulators' row builders are pure (random generators seeded from ``seed``): the rows come
+from their ``seed_rows`` (what ``seed`` loads) and row builders, and the file drops' ``_drop``
+is replaced here by a collector. Each raw row then goes through what its connector does to it: the file-drop
 rows through the real CSV/XLSX writer and reader, every row through
 ``connectors.convert.row_converter`` of its Avro schema — so the result is the ``after`` image
 the ingest agent would receive.
@@ -90,16 +90,16 @@ def _postgres(ents: list[Enterprise], seed: int) -> dict[str, list[dict]]:
 def _mysql(ents: list[Enterprise], seed: int) -> dict[str, list[dict]]:
     sim = MySqlDepartmentsSimulator("mysql://unused/{db}", seed=seed)
     out: dict[str, list[dict]] = defaultdict(list)
-    sim._insert = lambda dept, table, rows, batch=0: out[table].extend(dict(zip(sim.COLUMNS[table], r)) for r in rows)
-    sim.seed(ents, TODAY)
+    for table, rows in sim.seed_rows(ents, TODAY).items():  # what seed() loads
+        out[table].extend(dict(zip(sim.COLUMNS[table], r)) for r in rows)
     return out
 
 
 def _polled(ents: list[Enterprise], seed: int) -> dict[str, list[dict]]:
     sim = PolledDepartmentsSimulator("postgresql://unused/{db}", seed=seed)
     out: dict[str, list[dict]] = defaultdict(list)
-    sim._insert = lambda dept, table, rows: out[table].extend(dict(zip(sim._COLUMNS[table], r)) for r in rows) or len(rows)
-    sim.seed(ents, TODAY)
+    for table, rows in sim.seed_rows(ents, TODAY).items():  # what seed() loads
+        out[table].extend(dict(zip(sim._COLUMNS[table], r)) for r in rows)
     by_uscc = {e.uscc: e for e in ents}
     for uscc in list(sim.gas_accounts)[:30]:  # this month's bills, not yet paid
         out["gas_usage"].append(dict(zip(sim._COLUMNS["gas_usage"], sim._gas_row(by_uscc[uscc], TODAY.replace(day=1), settled=False))))
@@ -120,7 +120,12 @@ def _files(ents: list[Enterprise], seed: int) -> dict[str, list[dict]]:
         out[dataset].extend(row for _, row in read_rows(f"{dataset}-{tag}.{ext}", data))
 
     sim._drop = drop
-    sim.seed(ents, TODAY)
+    seeded = sim.seed_rows(ents, TODAY)  # what seed() writes: water by month, then each dataset
+    for month in sorted({r["billing_month"] for r in seeded["water_usage"]}):
+        drop("water", "water_usage", "seed", [r for r in seeded["water_usage"] if r["billing_month"] == month])
+    for dept, dataset in (("ip", "patent"), ("ip", "trademark"), ("ip", "ip_pledge"), ("science", "high_tech_certification")):
+        if seeded[dataset]:
+            drop(dept, dataset, "seed", seeded[dataset])
     for day in range(3):
         sim.step(60, TODAY + dt.timedelta(days=day))
     return out
