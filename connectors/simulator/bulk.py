@@ -15,6 +15,7 @@ as generated). ``BackgroundLoader`` lets a group load one chunk while it generat
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import itertools
 import os
 import queue
@@ -122,6 +123,20 @@ class BackgroundLoader:
 
 
 # --- PostgreSQL -----------------------------------------------------------------------------------
+
+
+def seed_in_chunks(name: str, enterprises: Iterable[T], chunk: int,
+                   seed_rows: Callable[[list[T]], dict[str, list]],
+                   load: Callable[[dict[str, list], int], None], counts: dict[str, int]) -> None:
+    """A group's seeding loop: ``seed_rows(part)`` makes each chunk's rows per table while the
+    previous chunk's ``load(tables, len(part))`` runs on a :class:`BackgroundLoader`; the rows per
+    table are added to ``counts``."""
+    with BackgroundLoader(name) as loader:
+        for part in chunks(enterprises, chunk):
+            tables = seed_rows(part)
+            for table, rows in tables.items():
+                counts[table] += len(rows)
+            loader.submit(functools.partial(load, tables, len(part)))
 
 
 class _BytesReader:

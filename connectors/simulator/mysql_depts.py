@@ -22,7 +22,7 @@ import pymysql
 from faker import Faker
 
 from ..mysql import parse_dsn
-from .bulk import BackgroundLoader, chunks, mysql_load, mysql_local_infile
+from .bulk import mysql_load, mysql_local_infile, seed_in_chunks
 from .identities import CHONGQING_DISTRICTS, UniqueCodes, make_mobile
 from .market import Enterprise
 
@@ -287,12 +287,7 @@ class MySqlDepartmentsSimulator:
             for dept in DEPARTMENTS:
                 conns[dept] = self.connect(dept, local_infile=True)
             bulk = mysql_local_infile(conns[DEPARTMENTS[0]])
-            with BackgroundLoader("mysql") as loader:  # generate the next chunk while this one loads
-                for part in chunks(ordered, chunk):
-                    tables = self.seed_rows(part, today)
-                    for table, rows in tables.items():
-                        counts[table] += len(rows)
-                    loader.submit(functools.partial(load, tables, len(part)))
+            seed_in_chunks("mysql", ordered, chunk, lambda part: self.seed_rows(part, today), load, counts)
         finally:
             for conn in conns.values():
                 conn.close()

@@ -12,7 +12,6 @@ penalties are rare, several times likelier for distressed enterprises, and get p
 from __future__ import annotations
 
 import datetime as dt
-import functools
 import random
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -22,7 +21,7 @@ import psycopg2.extras
 from faker import Faker
 from psycopg2 import sql
 
-from .bulk import BackgroundLoader, chunks, pg_copy
+from .bulk import pg_copy, seed_in_chunks
 from .identities import CHONGQING_DISTRICTS, UniqueCodes, make_mobile
 from .market import Enterprise
 
@@ -185,12 +184,7 @@ class PolledDepartmentsSimulator:
         try:
             for dept in DEPTS:
                 conns[dept] = self.connect(dept)
-            with BackgroundLoader("polling") as loader:  # generate the next chunk while this one loads
-                for part in chunks(enterprises, chunk):
-                    tables = self.seed_rows(part, today)
-                    for table, rows in tables.items():
-                        counts[table] += len(rows)
-                    loader.submit(functools.partial(load, tables, len(part)))
+            seed_in_chunks("polling", enterprises, chunk, lambda part: self.seed_rows(part, today), load, counts)
         finally:
             for conn in conns.values():
                 conn.close()
