@@ -65,8 +65,8 @@ _scorecard = Scorecard.load(_settings.risk.scorecard) if _settings.risk.scorecar
 _decoded = DecodedProfiles(lambda b: _schemas.decode(b, "enterprise/profile")[1])
 _registry: ConsentRegistry | None = None
 # Every record the agents publish, the profile table's changelog included, goes through
-# librdkafka (streams/producer.py), flushed before every offset commit.
-_out = output(app)
+# librdkafka: ``output(app)`` (streams/producer.py, made on first use), flushed before every
+# offset commit.
 
 
 def registry() -> ConsentRegistry:
@@ -84,7 +84,7 @@ async def dead_letter(message, error: Exception) -> None:
     """Send the original bytes with provenance and the error to ``dlq.<topic>``."""
     kind = error.kind if isinstance(error, RecordError) else "unexpected"
     log.warning("dead letter %s[%d]@%d: %s: %s", message.topic, message.partition, message.offset, kind, error)
-    _out.produce(f"dlq.{message.topic}", message.key, message.value,
+    output(app).produce(f"dlq.{message.topic}", message.key, message.value,
                  dlq_headers("worker", message.topic, message.partition, message.offset, error))
     DLQ.labels("worker", message.topic, kind).inc()
 
@@ -146,7 +146,7 @@ async def ingest_one(msg, decode: Callable[[bytes], tuple | None]) -> None:
     except Exception as exc:  # noqa: BLE001 — every failure of one record is dead-lettered
         await dead_letter(msg, exc)
         return
-    _out.produce(ENTERPRISE_EVENTS, record["uscc"].encode(), value)
+    output(app).produce(ENTERPRISE_EVENTS, record["uscc"].encode(), value)
     EVENTS_OUT.labels("worker", ENTERPRISE_EVENTS).inc()
 
 
@@ -204,10 +204,10 @@ async def merge(stream):
         profiles[uscc] = profile_bytes  # reassign: Faust writes a changelog entry only on set
         _decoded.put(uscc, profile_bytes, new)
         key = uscc.encode()
-        _out.produce(ENTERPRISE_PROFILES, key, profile_bytes)
+        output(app).produce(ENTERPRISE_PROFILES, key, profile_bytes)
         EVENTS_OUT.labels("worker", ENTERPRISE_PROFILES).inc()
         for value in change_bytes:
-            _out.produce(RISK_CHANGES, key, value)
+            output(app).produce(RISK_CHANGES, key, value)
             EVENTS_OUT.labels("worker", RISK_CHANGES).inc()
 
 
@@ -268,7 +268,7 @@ async def deliver(reg: ConsentRegistry, msg, change: dict, bank_id: str, consent
         await dead_letter(msg, exc)
         return
     topic = alerts_topic_name(bank_id)
-    await retrying(f"publish to {topic}", lambda: _out.produce_acked(topic, change["uscc"].encode(), value))
+    await retrying(f"publish to {topic}", lambda: output(app).produce_acked(topic, change["uscc"].encode(), value))
     await retrying("dedup mark", lambda: reg.mark_delivered(alert_id))
     ALERTS.labels(bank_id, change["category"], change["severity"]).inc()
     EVENTS_OUT.labels("worker", topic).inc()

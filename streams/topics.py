@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
-
 from connectors.catalogue import catalogue
 from sinks.consent import CONSENT_TOPIC
 
@@ -33,7 +31,6 @@ debezium_converters = {
 }
 debezium_topics = app.topic(*sorted(debezium_converters)) if debezium_converters else None
 enterprise_events = app.topic(ENTERPRISE_EVENTS)
-enterprise_profiles = app.topic(ENTERPRISE_PROFILES, compacting=True)
 risk_changes = app.topic(RISK_CHANGES)
 consent_grants = app.topic(CONSENT_GRANTS, compacting=True)
 
@@ -46,13 +43,3 @@ consent_grants = app.topic(CONSENT_GRANTS, compacting=True)
 # Keys stay JSON, so they come back as str.
 profiles = app.tables.add(OutputTable(app, name="enterprise_profile", default=None, beacon=app.tables.beacon,
                                       partitions=app.conf.topic_partitions, value_type=bytes))
-
-
-@lru_cache(maxsize=None)
-def alerts_topic(bank_id: str):
-    return app.topic(alerts_topic_name(bank_id))
-
-
-@lru_cache(maxsize=None)
-def dlq_of(topic: str):
-    return app.topic(f"dlq.{topic}")
