@@ -73,21 +73,31 @@ def watermark_offsets(consumer, tp, timeout_s: float = 30.0) -> tuple[int, int]:
 
 
 def read_compacted(bootstrap: str, topic: str, decode: Callable[[bytes], Any], timeout_s: float = 30.0) -> dict[str, Any]:
-    """Latest decoded value per key of a one-partition compacted topic, read to its end
-    (a tombstone forgets the key). A missing or empty topic gives ``{}``."""
+    """Latest decoded value per key of a compacted topic, read to its end on every partition (a
+    tombstone forgets the key). A missing or empty topic gives ``{}``. The topics read here are
+    created with one partition, but one auto-created by a producer that got there first has the
+    broker's default count: a key's records still share one partition, so reading them all is
+    enough."""
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"yurong-read-{topic}", "enable.auto.commit": False})
     latest: dict[str, Any] = {}
     try:
-        if topic not in consumer.list_topics(timeout=15).topics:
+        md = consumer.list_topics(timeout=15).topics.get(topic)
+        if md is None:
             return latest
-        low, high = watermark_offsets(consumer, TopicPartition(topic, 0))
-        if high <= low:
+        ends: dict[int, int] = {}
+        starts = []
+        for p in sorted(md.partitions):
+            low, high = watermark_offsets(consumer, TopicPartition(topic, p))
+            if high > low:
+                ends[p] = high
+                starts.append(TopicPartition(topic, p, low))
+        if not ends:
             return latest
-        consumer.assign([TopicPartition(topic, 0, low)])
+        consumer.assign(starts)
         deadline = time.monotonic() + timeout_s
-        while True:
+        while ends:
             if time.monotonic() > deadline:
-                raise KafkaException(f"could not read {topic} to its end (offset {high}) within {timeout_s:.0f} s")
+                raise KafkaException(f"could not read {topic} to its end ({ends}) within {timeout_s:.0f} s")
             msg = consumer.poll(1.0)
             if msg is None:
                 continue
@@ -98,7 +108,8 @@ def read_compacted(bootstrap: str, topic: str, decode: Callable[[bytes], Any], t
                 latest[key] = decode(msg.value())
             else:
                 latest.pop(key, None)
-            if msg.offset() >= high - 1:
-                return latest
+            if msg.offset() >= ends.get(msg.partition(), 0) - 1:
+                ends.pop(msg.partition(), None)
+        return latest
     finally:
         consumer.close()
