@@ -317,7 +317,9 @@ def drain(run: RunEnv, total: int) -> dict:
 
 def profile_workers(run: RunEnv) -> list[subprocess.Popen]:
     """``--profile``: sample every worker with py-spy for the first ``--profile`` seconds of the
-    drain; collapsed stacks in bench/results/profile-<tag>-worker<i>.txt (flamegraph.pl/speedscope)."""
+    drain; collapsed stacks in bench/results/profile-<tag>-worker<i>.txt (flamegraph.pl/speedscope).
+    Only threads holding the GIL are sampled (``--gil``): the stacks are where the worker's Python
+    spends CPU, not where its threads wait."""
     if not run.args.profile:
         return []
     spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
@@ -325,7 +327,7 @@ def profile_workers(run: RunEnv) -> list[subprocess.Popen]:
         raise RuntimeError("--profile needs py-spy (pip install py-spy)")
     out = REPO / "bench" / "results"
     return [subprocess.Popen([spy, "record", "--pid", str(p.pid), "--duration", str(run.args.profile), "--rate", "250",
-                              "--format", "raw", "--output", str(out / f"profile-{run.tag}-worker{i}.txt")],
+                              "--gil", "--format", "raw", "--output", str(out / f"profile-{run.tag}-worker{i}.txt")],
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             for i, p in enumerate(run.procs)]
 

@@ -197,7 +197,7 @@ async def merge(stream):
             for change in changes:
                 assert_no_pii(change, "risk change")
                 change_bytes.append(_schemas.encode("risk/change", change))
-            assert_no_pii(new, "enterprise profile")
+            assert_no_pii(new, "enterprise profile", scanned=_decoded.scanned(uscc, old))
         except Exception as exc:  # noqa: BLE001
             await dead_letter(msg, exc)
             continue

@@ -41,5 +41,5 @@ app = faust.App(
     broker_commit_interval=1.0,
     producer_linger_ms=5,
     table_cleanup_interval=60.0,
-    Worker=Worker,  # seek the stream partitions before resuming them
+    Worker=Worker,  # without the terminal spinner (see Worker)
 )

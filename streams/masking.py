@@ -15,7 +15,6 @@ Every policy is pure: ``MaskingPolicy.apply`` maps a raw row to a masked attribu
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import re
 import unicodedata
@@ -126,12 +125,12 @@ class Pseudonymizer:
     def pseudonym(self, pii_class: str, value: str) -> str:
         """Platform pseudonym: stable for one key, ``p_`` + 32 hex chars (128 bits)."""
         msg = f"{pii_class}:{_normalise(pii_class, value)}".encode()
-        return "p_" + hmac.new(self._key, msg, hashlib.sha256).hexdigest()[:32]
+        return "p_" + hmac.digest(self._key, msg, "sha256").hex()[:32]
 
     def bank_pseudonym(self, bank_id: str, platform_pseudonym: str) -> str:
         """Per-bank pseudonym of a platform pseudonym; unlinkable across banks without the key."""
-        bank_key = hmac.new(self._key, f"bank:{bank_id}".encode(), hashlib.sha256).digest()
-        return "b_" + hmac.new(bank_key, platform_pseudonym.encode(), hashlib.sha256).hexdigest()[:32]
+        bank_key = hmac.digest(self._key, f"bank:{bank_id}".encode(), "sha256")
+        return "b_" + hmac.digest(bank_key, platform_pseudonym.encode(), "sha256").hex()[:32]
 
 
 # --- per-dataset policy -------------------------------------------------------------------------
@@ -332,18 +331,54 @@ def find_pii(record: Mapping[str, Any]) -> tuple[str, str] | None:
     return None
 
 
+_NOT_TEXT = (int, float, bool, type(None))  # exact classes: nothing to scan, nothing inside
+
+
 def _has_pii(value: Any) -> bool:
+    if value.__class__ in _NOT_TEXT:
+        return False
     if isinstance(value, str):
         return find_pii_in_text(value) is not None
     if isinstance(value, Mapping):
-        return any(_has_pii(v) for k, v in value.items() if k not in NON_PERSONAL_FIELDS)
+        for k, v in value.items():  # a loop, not any(genexpr): records are mostly flat maps of text
+            cls = v.__class__
+            if cls in _NOT_TEXT or k in NON_PERSONAL_FIELDS:
+                continue
+            if cls is str:
+                if v not in _CLEAN_TEXTS and find_pii_in_text(v) is not None:
+                    return True
+            elif _has_pii(v):
+                return True
+        return False
     if isinstance(value, (list, tuple)):
         return any(_has_pii(v) for v in value)
     return False
 
 
-def assert_no_pii(record: Mapping[str, Any], what: str) -> None:
-    """Raise ``PIILeakError`` if ``record`` still carries raw PII. The value itself is never echoed."""
+def _has_new_pii(value: Any, scanned: Any) -> bool:
+    """``_has_pii`` for the parts of ``value`` that are not the very objects of ``scanned``."""
+    if value is scanned:
+        return False
+    if not (isinstance(value, Mapping) and isinstance(scanned, Mapping)):
+        return _has_pii(value)
+    for k, v in value.items():
+        if k in NON_PERSONAL_FIELDS or v.__class__ in _NOT_TEXT:
+            continue
+        was = scanned.get(k)
+        if v is not was and _has_new_pii(v, was):
+            return True
+    return False
+
+
+def assert_no_pii(record: Mapping[str, Any], what: str, scanned: Mapping[str, Any] | None = None) -> None:
+    """Raise ``PIILeakError`` if ``record`` still carries raw PII. The value itself is never echoed.
+
+    ``scanned``: a record this check already passed, which ``record`` was built from without
+    changing it in place (a profile before an event was merged into it). Values ``record`` shares
+    with it — the same objects, compared with ``is`` — are not scanned again: for a profile, only
+    what the event changed. Equal but distinct objects are scanned."""
+    if scanned is not None and not _has_new_pii(record, scanned):
+        return
     hit = find_pii(record)
     if hit:
         raise PIILeakError(f"{what}: field {hit[0]!r} carries a raw {hit[1]} after masking", field=hit[0])

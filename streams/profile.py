@@ -189,12 +189,16 @@ class DecodedProfiles:
     again for every event. A copy is used only while the table still holds exactly the bytes it
     was decoded from (after a rebalance or restore the table wins); least recently used copies
     are dropped beyond ``size``. ``merge_event`` never changes the profile it is given, so a
-    cached copy stays equal to its bytes."""
+    cached copy stays equal to its bytes.
+
+    A copy the merge agent stored itself (``put``) passed the last-line PII check before it was
+    written; ``scanned`` hands it out as the base of the next check. One decoded from the table
+    (another worker's, or an older version's) is checked in full once."""
 
     def __init__(self, decode: Callable[[bytes], Profile], size: int = 20_000) -> None:
         self._decode = decode
         self._size = size
-        self._entries: OrderedDict[str, tuple[bytes, Profile]] = OrderedDict()
+        self._entries: OrderedDict[str, tuple[bytes, Profile, bool]] = OrderedDict()
 
     def get(self, uscc: str, stored: bytes | None) -> Profile | None:
         if stored is None:
@@ -204,11 +208,20 @@ class DecodedProfiles:
             self._entries.move_to_end(uscc)
             return hit[1]
         profile = self._decode(stored)
-        self.put(uscc, stored, profile)
+        self._remember(uscc, (stored, profile, False))
         return profile
 
     def put(self, uscc: str, stored: bytes, profile: Profile) -> None:
-        self._entries[uscc] = (stored, profile)
+        """Remember ``profile``, encoded as ``stored`` and checked for PII, as the table's value."""
+        self._remember(uscc, (stored, profile, True))
+
+    def scanned(self, uscc: str, profile: Profile | None) -> Profile | None:
+        """``profile`` if it is the copy ``put`` stored for ``uscc`` (checked for PII), else None."""
+        hit = self._entries.get(uscc)
+        return profile if hit is not None and hit[1] is profile and hit[2] else None
+
+    def _remember(self, uscc: str, entry: tuple[bytes, Profile, bool]) -> None:
+        self._entries[uscc] = entry
         self._entries.move_to_end(uscc)
         if len(self._entries) > self._size:
             self._entries.popitem(last=False)

@@ -365,3 +365,36 @@ def test_leak_error_never_echoes_the_raw_value(raw, before):
 
 def test_assert_no_pii_passes_clean_records():
     assert_no_pii({"attributes": {"legal_rep_phone": "138****5678"}}, "x")
+
+
+@PROPERTY
+@given(raw=st.one_of(id_numbers, mobiles), where=st.sampled_from(["new_inner_map", "replaced_text", "new_list", "equal_copy"]))
+def test_a_check_against_a_scanned_record_still_finds_whatever_is_new(raw, where):
+    """``assert_no_pii(record, scanned=…)`` skips only the very objects the scanned record holds; a
+    new inner map, a replaced text, a new list and an equal-but-distinct copy are all scanned."""
+    scanned = {"monthly": {"tax.paid": {"2025-01": 1.0}}, "name": "重庆某某有限公司", "ids": ["a"],
+               "dated": {"court.case": {"k": {"note": "clean"}}}}
+    assert_no_pii(scanned, "profile")
+    record = {**scanned, "monthly": dict(scanned["monthly"])}
+    if where == "new_inner_map":
+        record["monthly"]["hrss.note"] = {"x": f"联系 {raw}"}
+    elif where == "replaced_text":
+        record["name"] = f"重庆某某有限公司 {raw}"
+    elif where == "new_list":
+        record["ids"] = ["a", raw]
+    else:  # equal to the scanned inner map, but a new object that carries the raw value
+        record["dated"] = {"court.case": {"k": {"note": raw}}}
+    with pytest.raises(PIILeakError):
+        assert_no_pii(record, "profile", scanned=scanned)
+
+
+def test_a_check_against_a_scanned_record_skips_the_objects_it_shares():
+    # Shared objects passed the check that ``scanned`` passed; a leak planted in one of them after
+    # the fact is not looked at again — which is why merge_event never changes a profile in place
+    # (tests/unit/test_risk_profile.py checks that on every merge).
+    scanned = {"monthly": {"tax.paid": {"2025-01": 1.0}}, "notes": {"a": "clean"}}
+    record = {**scanned, "monthly": {**scanned["monthly"], "tax.due": {"2025-01": 2.0}}}
+    scanned["notes"]["a"] = "13812345678"
+    assert_no_pii(record, "profile", scanned=scanned)
+    with pytest.raises(PIILeakError):
+        assert_no_pii(record, "profile")

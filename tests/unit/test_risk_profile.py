@@ -3,6 +3,7 @@ alert catalogue (pure logic; tests/unit/test_profile.py covers registration and 
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 import re
 from pathlib import Path
@@ -42,7 +43,10 @@ class Feed:
             "before": None if before is None else {k: None if v is None else str(v) for k, v in before.items()},
             "position": str(self.seq), "seq": self.seq, "event_ts_ms": ts_ms,
         }
-        self.profile, changes = merge_event(self.profile, event, self.offset, NOW)
+        given = copy.deepcopy(self.profile)
+        old, (self.profile, changes) = self.profile, merge_event(self.profile, event, self.offset, NOW)
+        # The merge agent's decoded-profile cache and its incremental PII check rely on this:
+        assert old == given, "merge_event changed the profile it was given"
         self.changes.extend(changes)
         return changes
 
@@ -346,3 +350,16 @@ def test_decoded_profiles_are_reused_only_for_the_same_bytes():
     cache.put("u3", b"y", {})
     cache.get("u1", b"v2")
     assert decoded == [b"v1", b"v2", b"v2"], "u1 was the least recently used of three and was dropped"
+
+
+def test_only_profiles_the_merge_stored_count_as_scanned_for_pii():
+    from streams.profile import DecodedProfiles
+
+    cache = DecodedProfiles(lambda b: {"bytes": b})
+    from_table = cache.get("u1", b"v1")
+    assert cache.scanned("u1", from_table) is None, "decoded from the table: checked in full once"
+    mine = {"bytes": b"v2"}
+    cache.put("u1", b"v2", mine)
+    assert cache.scanned("u1", mine) is mine
+    assert cache.scanned("u1", {"bytes": b"v2"}) is None, "an equal but other object is not the stored copy"
+    assert cache.scanned("u2", mine) is None
