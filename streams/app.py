@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import faust
 
-from . import acks
+from . import acks, liveness
 from .settings import get_settings
 
 
@@ -43,3 +43,4 @@ app = faust.App(
     table_cleanup_interval=60.0,
     Worker=Worker,  # without the terminal spinner (see Worker)
 )
+liveness.install(app, interval=_s.worker.reread_check_s)  # re-read records Faust dropped (streams/liveness.py)

@@ -110,6 +110,8 @@ class WorkerSettings(BaseSettings):
     app_id: str = "yurong"
     web_port: int = 6066
     store: str = "memory://"
+    reread_check_s: float = Field(default=5.0, gt=0, description="how often the worker looks for partitions whose "
+                                  "fetched records Faust dropped without handling them (streams/liveness.py)")
     debezium_prefixes: dict[str, str] = Field(
         default_factory=dict,
         description="Debezium topic.prefix → department, e.g. {\"debezium\": \"market\"}: ingest what a "

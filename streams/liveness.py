@@ -1,0 +1,116 @@
+"""Re-read records a Faust stream dropped without handling them (a liveness guard).
+
+faust-streaming 0.15.3 can drop a fetched record without handing it to its agent and without
+acknowledging it: its stream loop skips records that arrive while flow control is suspended or
+that were fetched in an older consumer generation (``faust/_cython/streams.pyx``,
+``_prepare_event``), and the fetcher marks every record it passed on as read
+(``Consumer._read_offset``) — even one its delivery was abandoned for. Nothing is lost: the
+record is never acknowledged, so no commit passes it (``tests/e2e/test_no_skip.py`` asserts
+that). But around a restart the drop can come *after* the recovery's seek to the committed
+offsets, and then nothing fetches the record again until the next rebalance: a risk change that
+waits forever for its alert (seen in about one restart in three).
+
+The guard: every ``interval`` seconds, when no agent has records queued, look at each assigned
+partition of a topic the agents acknowledge. Normally every record the consumer fetched is
+acknowledged and committed within a commit interval (its fetch position equals the committed
+offset), or it is still being handled (in flight in an agent, or acknowledged and waiting for the
+commit). A partition fetched past its committed offset with nothing of it being handled, in two
+checks in a row with nothing fetched or committed in between, has dropped records: it is sought
+back to its committed offset and they are read again. Re-reading is safe because every agent is
+idempotent (profile versions and source positions, alert de-duplication). The guard logs a
+warning and counts ``yurong_stream_rereads_total``. While agents are busy (records queued) it
+waits: a dropped record is re-read at the next quiet moment, never skipped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from aiokafka.errors import KafkaError
+from faust.types import TP
+
+from monitoring.metrics import STREAM_REREADS
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PartitionState:
+    """What the consumer knows about one partition at one check."""
+
+    committed: int  # the next offset a restarted worker would read
+    position: int | None  # the next offset the consumer will fetch (None: not known)
+    busy: bool  # a record of it in flight in an agent, or acknowledged and not yet committed
+
+
+def stalled(previous: Mapping[TP, PartitionState], current: Mapping[TP, PartitionState]) -> set[TP]:
+    """Partitions fetched past their commit with nothing being handled, unchanged since the last check."""
+    return {tp for tp, now in current.items()
+            if not now.busy and now.position is not None and now.position > now.committed and previous.get(tp) == now}
+
+
+class StallGuard:
+    """Checks a Faust app's stream partitions (see the module docstring); ``check()`` from a timer."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+        self._previous: dict[TP, PartitionState] = {}
+
+    def _quiet(self) -> bool:
+        """No rebalance under way and no agent with records queued (the fetcher is not held up)."""
+        app = self.app
+        if app.rebalancing or not app.flow_control.is_active():
+            return False
+        return all(ch.queue.empty() for channels in list(app.topics._tp_index.values()) for ch in channels)
+
+    async def _states(self) -> dict[TP, PartitionState]:
+        consumer = self.app.consumer
+        acking = self.app.topics.acking_topics
+        in_flight = {m.tp for m in list(consumer._unacked_messages)}
+        states = {}
+        for tp in consumer.assignment():
+            committed, read = consumer._committed_offset.get(tp), consumer._read_offset.get(tp)
+            if tp.topic not in acking or committed is None:
+                continue
+            busy = tp in in_flight or bool(consumer._acked.get(tp))
+            # Only a partition that passed a record at or after its commit on to the streams can
+            # have dropped one (asking the consumer thread for every partition's position is not free).
+            position = None
+            if not busy and read is not None and read >= committed:
+                try:
+                    position = await asyncio.wait_for(consumer.position(tp), timeout=5.0)
+                except (asyncio.TimeoutError, KafkaError):
+                    position = None  # e.g. revoked meanwhile: look again next time
+            states[tp] = PartitionState(committed=committed, position=position, busy=busy)
+        return states
+
+    async def check(self) -> set[TP]:
+        """Seek every stalled partition back to its committed offset; return them."""
+        if not self._quiet():
+            self._previous = {}
+            return set()
+        current = await self._states()
+        found = stalled(self._previous, current)
+        for tp in sorted(found):
+            state = current[tp]
+            log.warning("%s[%d]: fetched up to offset %d but offsets from %d on were never handled (Faust dropped "
+                        "them around a rebalance); reading them again", tp.topic, tp.partition, state.position - 1,
+                        state.committed)
+            STREAM_REREADS.labels(tp.topic).inc()
+            await self.app.consumer.seek(tp, state.committed)
+        self._previous = {tp: s for tp, s in current.items() if tp not in found}
+        return found
+
+
+def install(app, interval: float = 5.0) -> StallGuard:
+    """Run a :class:`StallGuard` on ``app`` every ``interval`` seconds."""
+    guard = StallGuard(app)
+
+    @app.timer(interval=interval, on_leader=False)
+    async def reread_dropped_records() -> None:
+        await guard.check()
+
+    return guard
