@@ -16,7 +16,15 @@ Processing:
   rows); otherwise the whole file is quarantined: one dead letter on ``dlq.dept.<dept>.<dataset>``
   with the reason, the file and manifest moved to ``rejected/`` with ``<file>.error.json`` beside
   them;
-- each row becomes an ``op = 'c'`` event (files carry states, not changes; ``before`` is None).
+- each row becomes an ``op = 'c'`` event (files carry states, not changes; ``before`` is None) —
+  except in the initial load: the files already in the folder when a source starts for the first
+  time are its snapshot, as a database's rows are for the CDC connectors: ``op = 'r'`` and
+  ``source.snapshot = 'true'``, so a department's history builds profiles without raising alerts.
+  The load is complete once each of those files is acknowledged (or quarantined, or skipped as
+  seen); its start and its end are saved on ``connect.offsets`` (``snapshot_completed``), and a
+  load interrupted by a crash goes on as a snapshot with the files in the folder at the restart. ``--resnapshot`` loads the
+  folder as a snapshot again. A folder processed by a version without snapshots (content hashes
+  on ``connect.files`` but no offset record) counts as loaded.
   A row that does not convert or breaks the mapping's rules (required, USCC check, enums,
   dates) becomes a dead letter whose error names ``<file>:<line>`` and whose raw value is the row
   plus ``_file`` and ``_line``; the other rows go through;
@@ -168,6 +176,8 @@ class FileDropSource:
         self._producer = offsets._producer  # the offsets' producer, already acks=all
         self._bootstrap = offsets._bootstrap
         self._ignore_history = resnapshot
+        self._snapshot_done = False
+        self._snapshot_files: set[Path] | None = None  # files of the initial load still to finish; None: not listed yet
         self._poll_interval = settings.poll_interval_s
         self._by_prefix = {ds.table: ds for ds in dept.datasets.values()}
         self._convert = {ds.name: row_converter(_value_schema(schemas.get(ds.schema_name).parsed)) for ds in dept.datasets.values()}
@@ -185,10 +195,14 @@ class FileDropSource:
             (self.folder / sub).mkdir(parents=True, exist_ok=True)
         ensure_topics(self._bootstrap, {FILES_TOPIC: {"cleanup.policy": "compact"}}, partitions=1)
         if self._ignore_history:
-            log.warning("%s: --resnapshot: files in the folder are processed even if their content was seen", self.name)
+            log.warning("%s: --resnapshot: files in the folder are processed even if their content was seen, "
+                        "as a snapshot", self.name)
         else:
             self._processed = self._load_processed()
-        log.info("%s: watching %s (%d files processed before)", self.name, self.folder, len(self._processed))
+            saved = self._offsets.load(self.name)
+            self._snapshot_done = bool(saved.get("snapshot_completed")) if saved else bool(self._processed)
+        log.info("%s: watching %s (%d files processed before%s)", self.name, self.folder, len(self._processed),
+                 "" if self._snapshot_done else "; the files there now are its initial load")
 
     def poll(self, timeout: float) -> list[ChangeEvent]:
         if self._chunks is not None:
@@ -199,7 +213,12 @@ class FileDropSource:
         if time.monotonic() < self._next_scan:
             time.sleep(max(0.0, min(timeout, self._next_scan - time.monotonic())))
             return []
-        for path in self._ready_files():
+        ready = self._ready_files()
+        if not self._snapshot_done and self._snapshot_files is None:
+            self._snapshot_files = set(ready)
+            self._save_snapshot_state(completed=False)  # a restart then knows the load was under way
+            log.info("%s: initial load of %d file(s)", self.name, len(ready))
+        for path in ready:
             events = self._take(path)
             if events:
                 self._chunks = (events[i:i + CHUNK] for i in range(0, len(events), CHUNK))
@@ -212,10 +231,16 @@ class FileDropSource:
             self._finish(self._pending.pop(token))
 
     def snapshot_completed(self) -> bool:
-        return True  # a drop folder has no initial snapshot: every file is news
+        """True once every file of the initial load is finished (see the module docstring)."""
+        return self._snapshot_done or self._snapshot_files == set()
 
     def mark_snapshot_completed(self) -> None:
-        pass
+        """The runner flushed Kafka after the load's last row: remember the load as complete."""
+        self._save_snapshot_state(completed=True)
+        self._snapshot_done = True
+
+    def _save_snapshot_state(self, completed: bool) -> None:
+        self._offsets.save({"source": self.name, "slot": None, "snapshot_completed": completed, "position": "", "seq": 0})
 
     def stop(self) -> None:
         pass
@@ -239,6 +264,8 @@ class FileDropSource:
         if sha in self._processed:
             log.info("%s: %s has the content of a file processed before (sha256 %s…): skipped", self.name, path.name, sha[:16])
             self._move(path, "done", sha)
+            if self._snapshot_files:
+                self._snapshot_files.discard(path)
             return []
         if any(job.sha256 == sha for job in self._pending.values()):
             return []  # same content under another name is in flight: decide once it is acknowledged
@@ -260,7 +287,8 @@ class FileDropSource:
         except ManifestError as exc:
             return self._reject(path, ds, sha, mtime_ms, str(exc))
         self._token += 1
-        events = [self._event(ds, path.name, sha, line, row, mtime_ms) for line, row in rows]
+        snapshot = self._snapshot_files is not None and path in self._snapshot_files
+        events = [self._event(ds, path.name, sha, line, row, mtime_ms, snapshot) for line, row in rows]
         job = FileJob(path, sha, ds.name, len(rows), sum(1 for e in events if e.error is not None))
         if not events:
             self._finish(job)
@@ -298,12 +326,16 @@ class FileDropSource:
 
     # --- rows ---------------------------------------------------------------------------------------
 
-    def _source(self, ds: Dataset, file: str, position: str, seq: int, ts_ms: int) -> dict[str, Any]:
+    def _source(self, ds: Dataset, file: str, position: str, seq: int, ts_ms: int, snapshot: bool = False) -> dict[str, Any]:
         return {"connector": "filedrop", "dept": ds.dept, "db": self.folder.name, "schema": file, "table": ds.name,
-                "position": position, "seq": seq, "ts_ms": ts_ms, "snapshot": "false", "tx_id": None}
+                "position": position, "seq": seq, "ts_ms": ts_ms, "snapshot": "true" if snapshot else "false",
+                "tx_id": None}
 
-    def _event(self, ds: Dataset, file: str, sha: str, line: int, raw: dict[str, Any], mtime_ms: int) -> ChangeEvent:
-        source = self._source(ds, file, f"{sha[:16]}:{line}", mtime_ms * 1_000_000 + min(line, 999_999), mtime_ms)
+    def _event(self, ds: Dataset, file: str, sha: str, line: int, raw: dict[str, Any], mtime_ms: int,
+               snapshot: bool) -> ChangeEvent:
+        op = "r" if snapshot else "c"
+        source = self._source(ds, file, f"{sha[:16]}:{line}", mtime_ms * 1_000_000 + min(line, 999_999), mtime_ms,
+                              snapshot)
         key = "|".join(str(raw.get(k)) for k in ds.key)
         try:
             if "_extra" in raw:
@@ -312,13 +344,15 @@ class FileDropSource:
             validate_row(ds, row)
         except ValidationError as exc:
             error = ValidationError(f"{file}:{line}: {exc}", field=exc.field)
-            return ChangeEvent(ds, "c", None, None, source, key, 0, error=error, raw={**raw, "_file": file, "_line": line})
-        return ChangeEvent(ds, "c", None, row, source, key, 0)
+            return ChangeEvent(ds, op, None, None, source, key, 0, error=error, raw={**raw, "_file": file, "_line": line})
+        return ChangeEvent(ds, op, None, row, source, key, 0)
 
     # --- after Kafka acknowledged ------------------------------------------------------------------------
 
     def _finish(self, job: FileJob) -> None:
         self._inflight_paths.discard(job.path)
+        if self._snapshot_files:
+            self._snapshot_files.discard(job.path)
         if job.rejected:
             target = self._move(job.path, "rejected", job.sha256)
             Path(str(target) + ".error.json").write_text(

@@ -514,6 +514,11 @@ def test_filedrop_kill_mid_file_and_between_files_then_restart(kafka_bootstrap, 
         for tag, n in sizes.items():
             lines = lines_of(tag)
             assert len(set(lines)) == n, f"{tag}: {n - len(set(lines))} rows never reached Kafka"
+        ops = {tag: {(e["op"], e["source"]["snapshot"]) for e in events.items if e["source"]["schema"] == files[tag].name}
+               for tag in sizes}
+        load, news = {("r", "true")}, {("c", "false")}
+        assert ops == {"1a": load, "2b": load, "3big": load, "4d": load, "5e": news}, \
+            "the initial load (interrupted by the kill, finished after it) is a snapshot; a file after it is news"
         for name in done_at_first_kill:
             assert per_file[name] == before_second_kill[name] and len(set(
                 e["source"]["position"] for e in events.items if e["source"]["schema"] == name)) == per_file[name], \

@@ -97,7 +97,9 @@ def test_csv_and_xlsx_once_duplicates_skipped_mismatch_rejected_bad_rows_dead_le
         for e in events:
             by_file[e["source"]["schema"]] = by_file.get(e["source"]["schema"], 0) + 1
         assert by_file == expected
-        assert {e["op"] for e in events} == {"c"} and all(e["before"] is None for e in events)
+        # the files already there when the source first started are its initial load: a snapshot
+        assert {(e["op"], e["source"]["snapshot"]) for e in events} == {("r", "true")}
+        assert all(e["before"] is None for e in events)
         tm = next(e for e in events if e["source"]["table"] == "trademark")
         assert isinstance(tm["after"]["application_date"], dt.date)  # XLSX date cells
         pat = next(e for e in events if e["source"]["table"] == "patent")
@@ -135,6 +137,7 @@ def test_csv_and_xlsx_once_duplicates_skipped_mismatch_rejected_bad_rows_dead_le
         now = ours(reader, folder.name)
         mixed_rows = [e for e in now if e["source"]["schema"] == mixed.name]
         assert sorted(e["after"]["application_no"] for e in mixed_rows) == [good[0]["application_no"], good[3]["application_no"]]
+        assert {(e["op"], e["source"]["snapshot"]) for e in mixed_rows} == {("c", "false")}, "after the load: news"
         assert not [e for e in now if e["source"]["schema"] in (copy.name, bad_manifest.name)]
         assert len(now) == total + 2
     finally:
@@ -169,6 +172,8 @@ def test_restart_does_not_reprocess(drops, kafka_bootstrap, topic_reader):
         assert not [e for e in events if "-again-" in e["source"]["schema"]]
         positions = [e["source"]["position"] for e in events]
         assert len(positions) == len(set(positions))
+        assert {e["op"] for e in events if e["source"]["schema"] in {p.name for p in new_ip}} == {"c"}, \
+            "the load was completed before the restart: new files are news"
     finally:
         second.stop()
     assert second.error is None
