@@ -180,6 +180,8 @@ class FileDropSimulator:
         self.water_accounts: dict[str, str] = {}
         self.water_base: dict[str, float] = {}
         self.ip_held: dict[str, list[tuple[str, str]]] = {}  # uscc → [(ip_type, number)]
+        # live bills of enterprises that pay, by (account, month): paid in a later drop
+        self._unpaid: dict[tuple[str, str], dict] = {}
         self._serial = 0
         self._codes = {kind: UniqueCodes() for kind in ("water", "patent", "trademark", "certificate")}
         self._candidates_key: tuple[int, int] | None = None
@@ -272,18 +274,25 @@ class FileDropSimulator:
 
     def step(self, n: int, today: dt.date | None = None) -> list[Path]:
         """Drop new files holding about ``n`` records in all: this month's water bills, new patents,
-        trademarks, pledges and certificates."""
+        trademarks, pledges and certificates. A bill is issued unpaid; an enterprise that pays
+        (not a distressed one, and not always) pays it in a later drop — the same row again with
+        ``payment_status = paid`` and no arrears."""
         today = today or dt.date.today()
         rng = self.rng
         rows: dict[str, list[dict]] = {ds: [] for ds in COLUMNS}
         month = _month_start(today, 0)
         by_uscc, with_water = self._candidates()
+        for key in [k for k in self._unpaid if rng.random() < 0.5]:
+            rows["water_usage"].append({**self._unpaid.pop(key), "arrears": 0.0, "payment_status": "paid"})
         for _ in range(n):
             roll = rng.random()
             e = rng.choice(self.enterprises)
             if roll < 0.6 and self.water_accounts:
                 e = by_uscc[rng.choice(with_water)]
-                rows["water_usage"].append(self._water_row(e, month, settled=False))
+                bill = self._water_row(e, month, settled=False)
+                rows["water_usage"].append(bill)
+                if not e.distressed:
+                    self._unpaid[(bill["account_no"], bill["billing_month"])] = bill
             elif roll < 0.8:
                 rows["patent"].append(self._patent_row(e, today - dt.timedelta(days=rng.randint(0, 30)), today))
             elif roll < 0.9:

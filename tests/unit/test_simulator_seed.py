@@ -343,3 +343,21 @@ def test_file_step_candidates_follow_a_second_seed(tmp_path):
     sim.seed_rows(enterprises(30, seed=5), TODAY)
     by_uscc, with_water = sim._candidates()
     assert set(by_uscc) == {e.uscc for e in sim.enterprises} and with_water == sorted(sim.water_accounts)
+
+
+def test_live_water_bills_are_paid_in_a_later_drop_by_enterprises_that_pay(tmp_path):
+    sim = FileDropSimulator(tmp_path, seed=3)
+    sim.seed_rows(enterprises(40), TODAY)
+    distressed = {e.uscc for e in sim.enterprises if e.distressed}
+    states: dict[tuple[str, str], list[tuple[str, float]]] = {}
+    for day in range(1, 9):
+        for path in sim.step(30, TODAY + dt.timedelta(days=day)):
+            if path.name.startswith("water_usage-"):
+                for _, row in read_rows(path.name, path.read_bytes()):
+                    states.setdefault((row["uscc"], row["billing_month"]), []).append(
+                        (row["payment_status"], float(row["arrears"])))
+    healthy = {k: v for k, v in states.items() if k[0] not in distressed}
+    assert healthy and all(v[0][0] == "unpaid" for v in states.values()), "a live bill is issued unpaid"
+    paid_later = [k for k, v in healthy.items() if ("paid", 0.0) in v[1:]]
+    assert len(paid_later) >= len(healthy) // 2, f"only {len(paid_later)} of {len(healthy)} bills were paid"
+    assert not any(s == "paid" for k, v in states.items() if k[0] in distressed for s, _ in v), "distressed firms do not pay"
