@@ -21,7 +21,7 @@ class Worker(faust.Worker):
 
 
 _s = get_settings()
-acks.install()  # acknowledge only records a stream took up (see streams/acks.py)
+acks.install()  # Faust never commits past a record no agent handled (see streams/acks.py)
 
 app = faust.App(
     _s.worker.app_id,

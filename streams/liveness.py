@@ -76,8 +76,9 @@ class StallGuard:
             if tp.topic not in acking or committed is None:
                 continue
             busy = tp in in_flight or bool(consumer._acked.get(tp))
-            # Only a partition that passed a record at or after its commit on to the streams can
-            # have dropped one (asking the consumer thread for every partition's position is not free).
+            # Only a partition that handed a record at or after its commit on to the streams can
+            # have dropped one (a seek to N leaves the read offset at N - 1, streams/acks.py 4);
+            # asking the consumer thread for every partition's position is not free.
             position = None
             if not busy and read is not None and read >= committed:
                 try:
@@ -100,6 +101,7 @@ class StallGuard:
                         "them around a rebalance); reading them again", tp.topic, tp.partition, state.position - 1,
                         state.committed)
             STREAM_REREADS.labels(tp.topic).inc()
+            self.app.consumer._gap.pop(tp, None)  # holes seen in the dropped run are looked at again
             await self.app.consumer.seek(tp, state.committed)
         self._previous = {tp: s for tp, s in current.items() if tp not in found}
         return found

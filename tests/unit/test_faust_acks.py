@@ -27,3 +27,50 @@ def test_only_records_a_stream_took_up_are_acknowledged():
     assert dict(consumer._acked) == {}
     assert _event(app, 6, tracked=True).ack() is True
     assert dict(consumer._acked) == {TP("t", 0): [6]}
+
+
+def _consumer(committed: int, compacting: bool = False):
+    acks.install()
+    app = faust.App(f"acks-test-{committed}-{compacting}", broker="kafka://127.0.0.1:1")
+    topic = app.topic("t", compacting=compacting or None)
+    app.topics.add(topic)
+    app.topics._topic_name_index["t"].add(topic)  # what the conductor does once subscribed
+    consumer = app.consumer
+    consumer._committed_offset[TP("t", 0)] = committed
+    return consumer
+
+
+def test_a_commit_never_passes_the_committed_offset_when_that_record_was_not_handled():
+    # Kafka's committed offset is the next record to read: 8 committed and 9 handled leaves 8
+    # unhandled (Faust 0.15.3 committed 10 here).
+    consumer = _consumer(committed=8)
+    consumer._acked[TP("t", 0)] = [9, 10]
+    assert consumer._new_offset(TP("t", 0)) is None
+    consumer._acked[TP("t", 0)] = [8, 9, 10]
+    assert consumer._new_offset(TP("t", 0)) == 11
+
+
+def test_holes_count_as_handled_only_on_compacted_topics_and_from_the_committed_offset():
+    import asyncio
+
+    plain = _consumer(committed=8)
+    asyncio.run(plain._add_gap(TP("t", 0), 8, 10))  # e.g. records from before a seek, handed on after it
+    plain._acked[TP("t", 0)] = [11]
+    assert plain._new_offset(TP("t", 0)) is None, "8-10 exist and were not handled"
+
+    compacted = _consumer(committed=8, compacting=True)
+    asyncio.run(compacted._add_gap(TP("t", 0), 8, 10))  # compacted away
+    compacted._acked[TP("t", 0)] = [11]
+    assert compacted._new_offset(TP("t", 0)) == 12
+
+
+def test_after_a_seek_the_read_offset_is_one_below_the_next_record():
+    import asyncio
+
+    consumer = _consumer(committed=8)
+
+    async def _seek(tp, offset):  # the driver's seek; no broker here
+        pass
+    consumer._seek = _seek
+    asyncio.run(consumer.seek(TP("t", 0), 8))
+    assert consumer._read_offset[TP("t", 0)] == 7, "record 8 is the next to hand on, not one handed on"
