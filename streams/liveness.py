@@ -3,10 +3,11 @@
 faust-streaming 0.15.3 can drop a fetched record without handing it to its agent and without
 acknowledging it: its stream loop skips records that arrive while flow control is suspended or
 that were fetched in an older consumer generation (``faust/_cython/streams.pyx``,
-``_prepare_event``), and the fetcher marks every record it passed on as read
+``_prepare_event``); ``Consumer.getmany`` drops the rest of a fetched batch when the generation
+changes while it hands the batch on; and the fetcher marks every record it passed on as read
 (``Consumer._read_offset``) — even one its delivery was abandoned for. Nothing is lost: the
-record is never acknowledged, so no commit passes it (``tests/e2e/test_no_skip.py`` asserts
-that). But around a restart the drop can come *after* the recovery's seek to the committed
+record is never acknowledged, so no commit passes it (``streams/acks.py``;
+``tests/e2e/test_no_skip.py`` asserts it). But around a restart the drop can come *after* the recovery's seek to the committed
 offsets, and then nothing fetches the record again until the next rebalance: a risk change that
 waits forever for its alert (seen in about one restart in three).
 
@@ -70,23 +71,22 @@ class StallGuard:
         consumer = self.app.consumer
         acking = self.app.topics.acking_topics
         in_flight = {m.tp for m in list(consumer._unacked_messages)}
-        states = {}
+        busy: dict[TP, bool] = {}
         for tp in consumer.assignment():
-            committed, read = consumer._committed_offset.get(tp), consumer._read_offset.get(tp)
-            if tp.topic not in acking or committed is None:
-                continue
-            busy = tp in in_flight or bool(consumer._acked.get(tp))
-            # Only a partition that handed a record at or after its commit on to the streams can
-            # have dropped one (a seek to N leaves the read offset at N - 1, streams/acks.py 4);
-            # asking the consumer thread for every partition's position is not free.
-            position = None
-            if not busy and read is not None and read >= committed:
-                try:
-                    position = await asyncio.wait_for(consumer.position(tp), timeout=5.0)
-                except (asyncio.TimeoutError, KafkaError):
-                    position = None  # e.g. revoked meanwhile: look again next time
-            states[tp] = PartitionState(committed=committed, position=position, busy=busy)
-        return states
+            if tp.topic in acking and consumer._committed_offset.get(tp) is not None:
+                busy[tp] = tp in in_flight or bool(consumer._acked.get(tp))
+        # The fetch position of every idle partition: a record can be dropped before the fetcher
+        # hands it on (the read offset never moves) as well as after (streams/acks.py 1).
+        idle = [tp for tp, b in busy.items() if not b]
+        positions = dict(zip(idle, await asyncio.gather(*(self._position(tp) for tp in idle))))
+        return {tp: PartitionState(committed=consumer._committed_offset[tp], position=positions.get(tp), busy=b)
+                for tp, b in busy.items()}
+
+    async def _position(self, tp: TP) -> int | None:
+        try:
+            return await asyncio.wait_for(self.app.consumer.position(tp), timeout=5.0)
+        except (asyncio.TimeoutError, KafkaError):
+            return None  # e.g. revoked meanwhile: look again next time
 
     async def check(self) -> set[TP]:
         """Seek every stalled partition back to its committed offset; return them."""
