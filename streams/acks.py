@@ -86,7 +86,7 @@ async def _perform_seek(self: Consumer) -> None:
                                    for tp, offset in committed.items() if offset is not None})
 
 
-async def _seek(self: Consumer, partition: TP, offset: int) -> None:
+async def _seek_read_below(self: Consumer, partition: TP, offset: int) -> None:
     """``Consumer.seek`` with the read offset one below the offset sought to (4)."""
     await self._seek(partition, offset)
     self._read_offset[ensure_TP(partition)] = offset - 1 if offset else None
@@ -98,4 +98,4 @@ def install() -> None:
     Consumer._new_offset = _new_offset_contiguous  # type: ignore[method-assign]
     Consumer._add_gap = _add_gap_from_committed  # type: ignore[method-assign]
     Consumer.perform_seek = _perform_seek  # type: ignore[method-assign]
-    Consumer.seek = _seek  # type: ignore[method-assign]
+    Consumer.seek = _seek_read_below  # type: ignore[method-assign]

@@ -7,9 +7,10 @@ that were fetched in an older consumer generation (``faust/_cython/streams.pyx``
 changes while it hands the batch on; and the fetcher marks every record it passed on as read
 (``Consumer._read_offset``) — even one its delivery was abandoned for. Nothing is lost: the
 record is never acknowledged, so no commit passes it (``streams/acks.py``;
-``tests/e2e/test_no_skip.py`` asserts it). But around a restart the drop can come *after* the recovery's seek to the committed
-offsets, and then nothing fetches the record again until the next rebalance: a risk change that
-waits forever for its alert (seen in about one restart in three).
+``tests/e2e/test_no_skip.py`` asserts it). But around a restart the drop can come *after* the
+recovery's seek to the committed offsets, and then nothing fetches the record again until the
+next rebalance: a risk change that waits forever for its alert (seen in about one restart in
+three).
 
 The guard: every ``interval`` seconds, when no agent has records queued, look at each assigned
 partition of a topic the agents acknowledge. Normally every record the consumer fetched is
@@ -100,9 +101,13 @@ class StallGuard:
             log.warning("%s[%d]: fetched up to offset %d but offsets from %d on were never handled (Faust dropped "
                         "them around a rebalance); reading them again", tp.topic, tp.partition, state.position - 1,
                         state.committed)
-            STREAM_REREADS.labels(tp.topic).inc()
             self.app.consumer._gap.pop(tp, None)  # holes seen in the dropped run are looked at again
-            await self.app.consumer.seek(tp, state.committed)
+            try:
+                await self.app.consumer.seek(tp, state.committed)
+            except KafkaError as exc:  # e.g. revoked meanwhile: the next assignment seeks anyway
+                log.warning("%s[%d]: seek back failed (%s)", tp.topic, tp.partition, exc)
+                continue
+            STREAM_REREADS.labels(tp.topic).inc()
         self._previous = {tp: s for tp, s in current.items() if tp not in found}
         return found
 
