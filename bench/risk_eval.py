@@ -330,6 +330,7 @@ class City:
         self.my = MySqlDepartmentsSimulator("mysql://unused/{db}", seed=seed)
         self.polled = PolledDepartmentsSimulator("postgresql://unused/{db}", seed=seed)
         self.files = FileDropSimulator("/nonexistent", seed=seed)  # rows only: nothing is written
+        self._water_issued: dict[str, dict] = {}  # the newest live water bill per enterprise, paid next month
         self.tables = Tables()
         self.enterprises: list[Enterprise] = []
         self.by_uscc: dict[str, Enterprise] = {}
@@ -677,8 +678,13 @@ class City:
         fs, rng = self.files, self.rng
         day = start + dt.timedelta(days=27)
         rows: dict[str, list[dict]] = defaultdict(list)
-        for uscc in sorted(fs.water_accounts):  # files_depts step: this month's bills
-            rows["water_usage"].append(fs._water_row(self.by_uscc[uscc], start, settled=False))
+        for uscc in sorted(fs.water_accounts):  # files_depts step: last month's bills paid, this month's issued
+            e = self.by_uscc[uscc]
+            last = self._water_issued.pop(uscc, None)
+            if last is not None and not e.distressed:
+                rows["water_usage"].append({**last, "arrears": 0.0, "payment_status": "paid"})
+            self._water_issued[uscc] = bill = fs._water_row(e, start, settled=False)
+            rows["water_usage"].append(bill)
         for e in self.enterprises:
             if chance(rng, PER_YEAR["patent"]):
                 rows["patent"].append(fs._patent_row(e, day - dt.timedelta(days=rng.randint(0, 30)), day))
