@@ -22,9 +22,9 @@ Processing:
   ``source.snapshot = 'true'``, so a department's history builds profiles without raising alerts.
   The load is complete once each of those files is acknowledged (or quarantined, or skipped as
   seen); its start and its end are saved on ``connect.offsets`` (``snapshot_completed``), and a
-  load interrupted by a crash goes on as a snapshot with the files in the folder at the restart. ``--resnapshot`` loads the
-  folder as a snapshot again. A folder processed by a version without snapshots (content hashes
-  on ``connect.files`` but no offset record) counts as loaded.
+  load interrupted by a crash goes on as a snapshot with the files in the folder at the restart.
+  ``--resnapshot`` loads the folder as a snapshot again. A folder processed by a version without
+  snapshots (content hashes on ``connect.files`` but no offset record) counts as loaded.
   A row that does not convert or breaks the mapping's rules (required, USCC check, enums,
   dates) becomes a dead letter whose error names ``<file>:<line>`` and whose raw value is the row
   plus ``_file`` and ``_line``; the other rows go through;
