@@ -52,17 +52,22 @@ def _ack_only_tracked(self: Event) -> bool:
     return _faust_event_ack(self)
 
 
+def first_handled(consumer: Consumer, tp: TP) -> int | None:
+    """The lowest offset of ``tp`` acknowledged or counted as a hole and not committed yet (None: none)."""
+    acked = consumer._acked.get(tp)
+    if not acked:
+        return None
+    first = min(acked)
+    gaps = consumer._gap.get(tp)
+    return min(first, gaps.begin()) if gaps else first
+
+
 def _new_offset_contiguous(self: Consumer, tp: TP) -> int | None:
     """``Consumer._new_offset`` that commits only when the committed offset itself was handled (2)."""
-    acked = self._acked[tp]
     committed = self._committed_offset[tp]
-    if acked and committed:
-        first = min(acked)
-        gaps = self._gap.get(tp)
-        if gaps:
-            first = min(first, gaps.begin())
-        if first > committed:
-            return None  # the record at ``committed`` was not handled (yet): never commit past it
+    first = first_handled(self, tp)
+    if committed and first is not None and first > committed:
+        return None  # the record at ``committed`` was not handled (yet): never commit past it
     return _faust_new_offset(self, tp)
 
 

@@ -15,8 +15,9 @@ three).
 The guard: every ``interval`` seconds, when no agent has records queued, look at each assigned
 partition of a topic the agents acknowledge. Normally every record the consumer fetched is
 acknowledged and committed within a commit interval (its fetch position equals the committed
-offset), or it is still being handled (in flight in an agent, or acknowledged and waiting for the
-commit). A partition fetched past its committed offset with nothing of it being handled, in two
+offset), or it is still being handled (in flight in an agent, or acknowledged and waiting for a
+commit that can happen). Records acknowledged *after* a dropped one cannot be committed
+(``streams/acks.py`` 2), so they do not count as being handled. A partition fetched past its committed offset with nothing of it being handled, in two
 checks in a row with nothing fetched or committed in between, has dropped records: it is sought
 back to its committed offset and they are read again. Re-reading is safe because every agent is
 idempotent (profile versions and source positions, alert de-duplication). The guard logs a
@@ -36,6 +37,8 @@ from faust.types import TP
 
 from monitoring.metrics import STREAM_REREADS
 
+from .acks import first_handled
+
 log = logging.getLogger(__name__)
 
 
@@ -45,7 +48,13 @@ class PartitionState:
 
     committed: int  # the next offset a restarted worker would read
     position: int | None  # the next offset the consumer will fetch (None: not known)
-    busy: bool  # a record of it in flight in an agent, or acknowledged and not yet committed
+    busy: bool  # see busy()
+
+
+def busy(in_flight: bool, committed: int, first_handled: int | None) -> bool:
+    """A record of the partition is in an agent's hands, or handled and waiting for a commit that
+    can happen (the committed offset's own record is among the handled: streams/acks.py 2)."""
+    return in_flight or (first_handled is not None and first_handled <= committed)
 
 
 def stalled(previous: Mapping[TP, PartitionState], current: Mapping[TP, PartitionState]) -> set[TP]:
@@ -72,16 +81,17 @@ class StallGuard:
         consumer = self.app.consumer
         acking = self.app.topics.acking_topics
         in_flight = {m.tp for m in list(consumer._unacked_messages)}
-        busy: dict[TP, bool] = {}
+        handling: dict[TP, bool] = {}
         for tp in consumer.assignment():
-            if tp.topic in acking and consumer._committed_offset.get(tp) is not None:
-                busy[tp] = tp in in_flight or bool(consumer._acked.get(tp))
+            committed = consumer._committed_offset.get(tp)
+            if tp.topic in acking and committed is not None:
+                handling[tp] = busy(tp in in_flight, committed, first_handled(consumer, tp))
         # The fetch position of every idle partition: a record can be dropped before the fetcher
         # hands it on (the read offset never moves) as well as after (streams/acks.py 1).
-        idle = [tp for tp, b in busy.items() if not b]
+        idle = [tp for tp, b in handling.items() if not b]
         positions = dict(zip(idle, await asyncio.gather(*(self._position(tp) for tp in idle))))
         return {tp: PartitionState(committed=consumer._committed_offset[tp], position=positions.get(tp), busy=b)
-                for tp, b in busy.items()}
+                for tp, b in handling.items()}
 
     async def _position(self, tp: TP) -> int | None:
         try:

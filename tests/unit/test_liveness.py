@@ -27,3 +27,12 @@ def test_a_partition_read_up_to_its_commit_is_idle_not_stalled():
     idle = PartitionState(committed=567, position=567, busy=False)
     unknown = PartitionState(committed=567, position=None, busy=False)
     assert stalled({TP0: idle, TP1: unknown}, {TP0: idle, TP1: unknown}) == set()
+
+
+def test_records_handled_after_a_dropped_one_do_not_make_a_partition_busy():
+    from streams.liveness import busy
+
+    assert busy(in_flight=True, committed=15, first_handled=None), "in an agent's hands"
+    assert busy(in_flight=False, committed=15, first_handled=15), "15 handled: the commit can move"
+    assert not busy(in_flight=False, committed=15, first_handled=16), "15 was dropped: 16 cannot be committed"
+    assert not busy(in_flight=False, committed=15, first_handled=None)
