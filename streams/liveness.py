@@ -46,7 +46,7 @@ log = logging.getLogger(__name__)
 class PartitionState:
     """What the consumer knows about one partition at one check."""
 
-    committed: int  # the next offset a restarted worker would read
+    committed: int  # the next offset a restarted worker would read (the log start if nothing is committed)
     position: int | None  # the next offset the consumer will fetch (None: not known)
     busy: bool  # see busy()
 
@@ -81,17 +81,26 @@ class StallGuard:
         consumer = self.app.consumer
         acking = self.app.topics.acking_topics
         in_flight = {m.tp for m in list(consumer._unacked_messages)}
-        handling: dict[TP, bool] = {}
-        for tp in consumer.assignment():
-            committed = consumer._committed_offset.get(tp)
-            if tp.topic in acking and committed is not None:
-                handling[tp] = busy(tp in in_flight, committed, first_handled(consumer, tp))
+        tps = [tp for tp in consumer.assignment() if tp.topic in acking]
+        resume_from = {tp: consumer._committed_offset.get(tp) for tp in tps}
+        never = [tp for tp, offset in resume_from.items() if offset is None]
+        if never:  # nothing committed yet (Faust keeps a committed 0 as None too): a restart reads from the start
+            resume_from.update(await self._earliest(never))
+        handling = {tp: busy(tp in in_flight, offset, first_handled(consumer, tp))
+                    for tp, offset in resume_from.items() if offset is not None}
         # The fetch position of every idle partition: a record can be dropped before the fetcher
         # hands it on (the read offset never moves) as well as after (streams/acks.py 1).
         idle = [tp for tp, b in handling.items() if not b]
         positions = dict(zip(idle, await asyncio.gather(*(self._position(tp) for tp in idle))))
-        return {tp: PartitionState(committed=consumer._committed_offset[tp], position=positions.get(tp), busy=b)
+        return {tp: PartitionState(committed=resume_from[tp], position=positions.get(tp), busy=b)
                 for tp, b in handling.items()}
+
+    async def _earliest(self, tps: list[TP]) -> dict[TP, int]:
+        try:
+            found = await asyncio.wait_for(self.app.consumer.earliest_offsets(*tps), timeout=5.0)
+        except (asyncio.TimeoutError, KafkaError):
+            return {}  # look again next time
+        return {TP(tp.topic, tp.partition): offset for tp, offset in found.items() if offset is not None}
 
     async def _position(self, tp: TP) -> int | None:
         try:
