@@ -1,8 +1,8 @@
 """Faust's offset bookkeeping, made to never commit past a record no agent handled.
 
 faust-streaming 0.15.3 (the version pinned here) can commit an offset past a record that was
-fetched but never handled (1, 2); 3 and 4 keep the stricter commit of 2 from stopping at holes
-that are real. Each is one patch below, installed by :func:`install` before the app is built
+fetched but never handled (1, 2, 5); 3 and 4 keep the stricter commit of 2 from stopping at
+holes that are real. Each is one patch below, installed by :func:`install` before the app is built
 (``streams/app.py``); tests/unit/test_faust_acks.py drives each with Faust's own objects and
 fails without it, tests/e2e/test_no_skip.py runs a real worker against a real broker.
 
@@ -26,6 +26,11 @@ fails without it, tests/e2e/test_no_skip.py runs a real worker against a real br
    sets ``_read_offset`` to the offset sought to, while everywhere else it is the last record
    handed on; on a compacted topic a hole right at the committed offset was then never counted
    (with 2 fixed, the commit would stop there). Here a seek to offset N sets it to N - 1.
+5. **A partition with nothing committed (or 0) had no committed offset at all.** aiokafka does not
+   seek such a partition after a rebalance (the fetch position stays wherever it was), and Faust
+   keeps ``None`` as its committed offset, so neither 2 nor a re-read could apply: a dropped first
+   record was committed past as soon as a later one was handled. Here it is sought to its log
+   start (what ``auto_offset_reset=earliest`` reads after a restart), which counts as committed.
 
 Records dropped without acknowledgement are thereby never committed past — and read again by the
 stall guard (``streams/liveness.py``) instead of waiting for the next restart.
@@ -66,7 +71,7 @@ def _new_offset_contiguous(self: Consumer, tp: TP) -> int | None:
     """``Consumer._new_offset`` that commits only when the committed offset itself was handled (2)."""
     committed = self._committed_offset[tp]
     first = first_handled(self, tp)
-    if committed and first is not None and first > committed:
+    if committed is not None and first is not None and first > committed:
         return None  # the record at ``committed`` was not handled (yet): never commit past it
     return _faust_new_offset(self, tp)
 
@@ -84,11 +89,22 @@ async def _add_gap_from_committed(self: Consumer, tp: TP, offset_from: int, offs
 
 
 async def _perform_seek(self: Consumer) -> None:
-    """``Consumer.perform_seek`` with the read offset one below each committed offset (4)."""
-    committed: dict[Any, int | None] = await self.seek_to_committed()
+    """``Consumer.perform_seek`` with the read offset one below each committed offset (4), and a
+    partition with nothing committed (or 0) sought to its log start and holding it as committed (5)."""
+    committed: dict[Any, int | None] = {ensure_TP(tp): offset for tp, offset in (await self.seek_to_committed()).items()}
+    never = [tp for tp, offset in committed.items() if not offset]
+    if never:
+        try:
+            starts = await self.earliest_offsets(*never)
+        except Exception:  # noqa: BLE001 — the broker may be away: keep Faust's behaviour, the stall guard looks later
+            starts = {}
+        for tp, start in starts.items():
+            tp = ensure_TP(tp)
+            if start is not None and tp in committed:
+                await self._seek(tp, start)
+                committed[tp] = start
     self._read_offset.update({tp: offset - 1 if offset else None for tp, offset in committed.items()})
-    self._committed_offset.update({ensure_TP(tp): offset if offset else None
-                                   for tp, offset in committed.items() if offset is not None})
+    self._committed_offset.update({tp: offset for tp, offset in committed.items() if offset is not None})
 
 
 async def _seek_read_below(self: Consumer, partition: TP, offset: int) -> None:

@@ -67,3 +67,26 @@ def test_after_a_seek_the_read_offset_is_one_below_the_next_record():
     consumer._seek = _seek
     asyncio.run(consumer.seek(TP("t", 0), 8))
     assert consumer._read_offset[TP("t", 0)] == 7, "record 8 is the next to hand on, not one handed on"
+
+
+def test_a_partition_with_nothing_committed_is_sought_to_its_log_start_which_counts_as_committed():
+    import asyncio
+
+    consumer = _consumer(committed=8)
+    sought = {}
+
+    async def seek_to_committed():  # the driver: one partition committed at 8, one never, one at 0
+        return {TP("t", 0): 8, TP("t", 1): None, TP("t", 2): 0}
+
+    async def earliest_offsets(*tps):
+        return {tp: 5 if tp.partition == 1 else 0 for tp in tps}
+
+    async def _seek(tp, offset):
+        sought[tp] = offset
+    consumer.seek_to_committed, consumer.earliest_offsets, consumer._seek = seek_to_committed, earliest_offsets, _seek
+    asyncio.run(consumer.perform_seek())
+    assert sought == {TP("t", 1): 5, TP("t", 2): 0}, "aiokafka does not seek these itself"
+    assert {p: consumer._committed_offset[TP("t", p)] for p in range(3)} == {0: 8, 1: 5, 2: 0}
+    assert consumer._read_offset[TP("t", 1)] == 4
+    consumer._acked[TP("t", 2)] = [1, 2]  # record 0 dropped, 1-2 handled
+    assert consumer._new_offset(TP("t", 2)) is None, "never commit past the first record of a fresh partition"
