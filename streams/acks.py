@@ -92,7 +92,8 @@ async def _perform_seek(self: Consumer) -> None:
     """``Consumer.perform_seek`` with the read offset one below each committed offset (4), and a
     partition with nothing committed (or 0) sought to its log start and holding it as committed (5)."""
     committed: dict[Any, int | None] = {ensure_TP(tp): offset for tp, offset in (await self.seek_to_committed()).items()}
-    never = [tp for tp, offset in committed.items() if not offset]
+    # (stream partitions only: a table's changelog partitions are read by its recovery, never committed)
+    never = [tp for tp, offset in committed.items() if not offset and not self._is_changelog_tp(tp)]
     if never:
         try:
             starts = await self.earliest_offsets(*never)
