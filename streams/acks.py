@@ -41,6 +41,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from aiokafka.errors import KafkaError
 from faust.events import Event
 from faust.transport.consumer import Consumer, ensure_TP
 from faust.types import TP
@@ -97,8 +98,8 @@ async def _perform_seek(self: Consumer) -> None:
     if never:
         try:
             starts = await self.earliest_offsets(*never)
-        except Exception:  # noqa: BLE001 — the broker may be away: keep Faust's behaviour, the stall guard looks later
-            starts = {}
+        except (KafkaError, asyncio.TimeoutError, OSError):  # the broker may be away: Faust's behaviour,
+            starts = {}  # and the stall guard looks again later
         for tp, start in starts.items():
             tp = ensure_TP(tp)
             if start is not None and tp in committed:
