@@ -22,7 +22,7 @@ import queue
 import re
 import tempfile
 import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from decimal import Decimal
 from typing import Any, TypeVar
 
@@ -126,11 +126,22 @@ class BackgroundLoader:
 
 
 def seed_in_chunks(name: str, enterprises: Iterable[T], chunk: int,
-                   seed_rows: Callable[[list[T]], dict[str, list]],
-                   load: Callable[[dict[str, list], int], None], counts: dict[str, int]) -> None:
+                   seed_rows: Callable[[list[T]], dict[str, list]], conns: Mapping[str, Any],
+                   table_dept: Mapping[str, str], insert: Callable[[Any, str, list], None], counts: dict[str, int],
+                   progress: Callable[[int], None] | None = None) -> None:
     """A group's seeding loop: ``seed_rows(part)`` makes each chunk's rows per table while the
-    previous chunk's ``load(tables, len(part))`` runs on a :class:`BackgroundLoader`; the rows per
-    table are added to ``counts``."""
+    previous chunk is loaded on a :class:`BackgroundLoader` — ``insert(conn, table, rows)`` per
+    table on the connection of the table's department (``conns[table_dept[table]]``), then every
+    connection commits and ``progress(len(part))`` is called. The rows per table are added to
+    ``counts``."""
+    def load(tables: dict[str, list], k: int) -> None:
+        for table, rows in tables.items():
+            insert(conns[table_dept[table]], table, rows)
+        for conn in conns.values():
+            conn.commit()
+        if progress:
+            progress(k)
+
     with BackgroundLoader(name) as loader:
         for part in chunks(enterprises, chunk):
             tables = seed_rows(part)

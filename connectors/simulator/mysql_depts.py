@@ -266,18 +266,6 @@ class MySqlDepartmentsSimulator:
         counts = dict.fromkeys(self.COLUMNS, 0)
         conns: dict[str, Any] = {}
 
-        def load(tables: dict[str, list[tuple]], k: int) -> None:
-            for table, rows in tables.items():
-                conn = conns[TABLE_DEPT[table]]
-                if bulk:
-                    mysql_load(conn, table, self.COLUMNS[table], rows)
-                else:  # the server refuses LOAD DATA LOCAL: multi-row INSERTs (slower)
-                    self._upsert(conn, table, rows)
-            for conn in conns.values():
-                conn.commit()
-            if progress:
-                progress(k)
-
         # Rows depend only on (seed, uscc) (but for an account number redrawn after a collision,
         # which depends on who drew it first), so enterprises go in USCC order: each chunk's rows then
         # follow the last chunk's in the (uscc, period) primary keys, and InnoDB appends instead
@@ -287,7 +275,15 @@ class MySqlDepartmentsSimulator:
             for dept in DEPARTMENTS:
                 conns[dept] = self.connect(dept, local_infile=True)
             bulk = mysql_local_infile(conns[DEPARTMENTS[0]])
-            seed_in_chunks("mysql", ordered, chunk, lambda part: self.seed_rows(part, today), load, counts)
+
+            def insert(conn, table: str, rows: list[tuple]) -> None:
+                if bulk:
+                    mysql_load(conn, table, self.COLUMNS[table], rows)
+                else:  # the server refuses LOAD DATA LOCAL: multi-row INSERTs (slower)
+                    self._upsert(conn, table, rows)
+
+            seed_in_chunks("mysql", ordered, chunk, lambda part: self.seed_rows(part, today), conns, TABLE_DEPT,
+                           insert, counts, progress)
         finally:
             for conn in conns.values():
                 conn.close()

@@ -172,19 +172,15 @@ class PolledDepartmentsSimulator:
         counts = dict.fromkeys(self._COLUMNS, 0)
         conns: dict[str, Any] = {}
 
-        def load(tables: dict[str, list[tuple]], k: int) -> None:
-            for table, rows in tables.items():
-                with conns[_TABLE_DEPT[table]].cursor() as cur:
-                    pg_copy(cur, table, self._COLUMNS[table], rows)
-            for conn in conns.values():
-                conn.commit()
-            if progress:
-                progress(k)
+        def insert(conn, table: str, rows: list[tuple]) -> None:
+            with conn.cursor() as cur:
+                pg_copy(cur, table, self._COLUMNS[table], rows)
 
         try:
             for dept in DEPTS:
                 conns[dept] = self.connect(dept)
-            seed_in_chunks("polling", enterprises, chunk, lambda part: self.seed_rows(part, today), load, counts)
+            seed_in_chunks("polling", enterprises, chunk, lambda part: self.seed_rows(part, today), conns, _TABLE_DEPT,
+                           insert, counts, progress)
         finally:
             for conn in conns.values():
                 conn.close()
