@@ -52,8 +52,9 @@ DB_DEFAULTS: dict[str, dict[str, Any]] = {
 }
 
 
-def enterprises(n: int, seed: int, distressed_every: int = 4) -> list[Enterprise]:
-    rng = random.Random(f"sample:{seed}")
+def enterprises(n: int, seed: int, distressed_every: int = 4, label: str = "sample") -> list[Enterprise]:
+    """``n`` enterprises, every ``distressed_every``-th distressed; the same for the same (label, seed)."""
+    rng = random.Random(f"{label}:{seed}")
     out = []
     for i in range(n):
         code = make_uscc(rng, pick_district(rng))

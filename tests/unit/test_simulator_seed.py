@@ -23,23 +23,19 @@ from connectors.filedrop import read_rows
 from connectors.simulator import bulk, file_depts, mysql_depts, polled_depts, postgres_depts
 from connectors.simulator.file_depts import COLUMNS as FILE_COLUMNS
 from connectors.simulator.file_depts import FileDropSimulator, csv_bytes
-from connectors.simulator.identities import UniqueCodes, make_uscc, pick_district
+from connectors.simulator.identities import UniqueCodes
 from connectors.simulator.market import Enterprise, MarketSimulator
 from connectors.simulator.mysql_depts import MySqlDepartmentsSimulator
 from connectors.simulator.polled_depts import PolledDepartmentsSimulator
 from connectors.simulator.postgres_depts import PostgresDepartmentsSimulator, Rates, RowGenerator, _on_path, _waiting
 from connectors.simulator.sampling import PositionSubset
+from tests.unit import simulated_rows
 
 TODAY = dt.date(2026, 3, 10)
 
 
 def enterprises(n: int, seed: int = 3, distressed_every: int = 4) -> list[Enterprise]:
-    rng = random.Random(f"seed-test:{seed}")
-    out = []
-    for i in range(n):
-        code = make_uscc(rng, pick_district(rng))
-        out.append(Enterprise(code, code[2:8], i % distressed_every == 0))
-    return out
+    return simulated_rows.enterprises(n, seed, distressed_every, label="seed-test")
 
 
 # --- encoding for COPY / LOAD DATA ---------------------------------------------------------------
