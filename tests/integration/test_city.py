@@ -31,17 +31,40 @@ from tests.conftest import drop_database, wait_for
 pytestmark = pytest.mark.integration
 
 
-def test_every_dataset_reaches_kafka_from_its_kind_of_source(pg_admin_dsn, kafka_bootstrap, unique, tmp_path,
-                                                             monkeypatch, topic_reader):
+@pytest.fixture
+def city_settings(pg_admin_dsn, unique, tmp_path, monkeypatch):
+    """Settings whose department databases (every kind but files) are this test's own."""
     cat = catalogue()
     base = Settings().source
-    dsns = {d.dept: base.dsn(d.dept, d.kind).rsplit("/", 1)[0] + f"/{d.dept}_c{unique}"
+    dsns = {d.dept: base.dsn(d.dept, d.kind).rsplit("/", 1)[0] + f"/{d.dept}_s{unique}"
             for d in cat.departments.values() if d.kind != "file"}
     monkeypatch.setenv("YURONG_SOURCE_DSNS", json.dumps(dsns))
     monkeypatch.setenv("YURONG_SOURCE_DROP_DIR", str(tmp_path / "drops"))
+    try:
+        yield Settings()
+    finally:
+        _drop_city(cat, dsns, pg_admin_dsn)
+
+
+def _drop_city(cat, dsns: dict[str, str], pg_admin_dsn: str) -> None:
+    for dept, dsn in dsns.items():
+        if cat.department(dept).kind == "mysql":
+            conn_settings, db = parse_dsn(dsn)
+            admin = pymysql.connect(**conn_settings, autocommit=True)
+            with admin.cursor() as cur:
+                cur.execute(f"DROP DATABASE IF EXISTS `{db}`")  # generated name
+            admin.close()
+        else:
+            drop_database(pg_admin_dsn, dsn.rsplit("/", 1)[1])
+
+
+def test_every_dataset_reaches_kafka_from_its_kind_of_source(city_settings, kafka_bootstrap, unique, monkeypatch,
+                                                             topic_reader):
+    cat = catalogue()
     monkeypatch.setenv("YURONG_SOURCE_POLL_INTERVAL_S", "0.3")
     monkeypatch.setenv("YURONG_KAFKA_BOOTSTRAP_SERVERS", kafka_bootstrap)
     settings = Settings()
+    dsns = {dept: dsn.get_secret_value() for dept, dsn in settings.source.dsns.items()}
     datasets = {ds.topic: ds for ds in cat.by_topic().values()}
     reader = topic_reader(sorted(datasets))
 
@@ -87,39 +110,11 @@ def test_every_dataset_reaches_kafka_from_its_kind_of_source(pg_admin_dsn, kafka
         fleet.stop()
         if thread.is_alive():
             thread.join(30)
-        _drop_city(cat, dsns, pg_admin_dsn)
-
-
-def _drop_city(cat, dsns: dict[str, str], pg_admin_dsn: str) -> None:
-    for dept, dsn in dsns.items():
-        if cat.department(dept).kind == "mysql":
-            conn_settings, db = parse_dsn(dsn)
-            admin = pymysql.connect(**conn_settings, autocommit=True)
-            with admin.cursor() as cur:
-                cur.execute(f"DROP DATABASE IF EXISTS `{db}`")  # generated name
-            admin.close()
-        else:
-            drop_database(pg_admin_dsn, dsn.rsplit("/", 1)[1])
 
 
 # --- seeding in chunks with COPY / LOAD DATA -----------------------------------------------------
 
 TODAY = dt.date(2026, 3, 10)
-
-
-@pytest.fixture
-def city_settings(pg_admin_dsn, unique, tmp_path, monkeypatch):
-    """Settings whose department databases (every kind but files) are this test's own."""
-    cat = catalogue()
-    base = Settings().source
-    dsns = {d.dept: base.dsn(d.dept, d.kind).rsplit("/", 1)[0] + f"/{d.dept}_s{unique}"
-            for d in cat.departments.values() if d.kind != "file"}
-    monkeypatch.setenv("YURONG_SOURCE_DSNS", json.dumps(dsns))
-    monkeypatch.setenv("YURONG_SOURCE_DROP_DIR", str(tmp_path / "drops"))
-    try:
-        yield Settings()
-    finally:
-        _drop_city(cat, dsns, pg_admin_dsn)
 
 
 def _plain(value):
