@@ -130,6 +130,8 @@ class RunEnv:
             "YURONG_SOURCE_POLL_INTERVAL_S": "0.3", "YURONG_SOURCE_HEARTBEAT_INTERVAL_S": "0",
         })
         self.settings = Settings()
+        pid_file = base.paths.home / "run" / "kafka.pid"  # the local stack's broker (scripts/stack.sh)
+        self.kafka_pid = int(pid_file.read_text()) if pid_file.exists() else None
         self.procs: list[subprocess.Popen] = []
         self.metric_ports: list[int] = []
         self.bank = ""
@@ -301,7 +303,7 @@ def drain(run: RunEnv, total: int) -> dict:
             if c["ingested"] and first_t is None:
                 first_t = time.monotonic()
                 meter.start()
-                spies = profile_workers(run)
+                spies = profile_workers(run, "drain")
             status.update(f"workers: {c['ingested']:,.0f} / {total:,} ingested, {c['merged']:,.0f} merged")
             if c["ingested"] >= total and c["merged"] >= c["events"]:
                 break
@@ -315,19 +317,20 @@ def drain(run: RunEnv, total: int) -> dict:
             "seconds": round(elapsed, 2), "per_s": round(total / elapsed, 1), "cpu": meter.stop()}
 
 
-def profile_workers(run: RunEnv) -> list[subprocess.Popen]:
+def profile_workers(run: RunEnv, phase: str) -> list[subprocess.Popen]:
     """``--profile``: sample every worker with py-spy for the first ``--profile`` seconds of the
-    drain; collapsed stacks in bench/results/profile-<tag>-worker<i>.txt (flamegraph.pl/speedscope).
-    Only threads holding the GIL are sampled (``--gil``): the stacks are where the worker's Python
-    spends CPU, not where its threads wait."""
-    if not run.args.profile:
+    ``--profile-phase`` (drain or sustained); collapsed stacks in
+    bench/results/profile-<tag>-<phase>-worker<i>.txt (flamegraph.pl/speedscope). Only threads
+    holding the GIL are sampled (``--gil``): the stacks are where the worker's Python spends CPU,
+    not where its threads wait."""
+    if not run.args.profile or run.args.profile_phase != phase:
         return []
     spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     if not Path(spy).exists():
         raise RuntimeError("--profile needs py-spy (pip install py-spy)")
     out = REPO / "bench" / "results"
     return [subprocess.Popen([spy, "record", "--pid", str(p.pid), "--duration", str(run.args.profile), "--rate", "250",
-                              "--gil", "--format", "raw", "--output", str(out / f"profile-{run.tag}-worker{i}.txt")],
+                              "--gil", "--format", "raw", "--output", str(out / f"profile-{run.tag}-{phase}-worker{i}.txt")],
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             for i, p in enumerate(run.procs)]
 
@@ -381,45 +384,67 @@ def sustained(run: RunEnv, captured: list[tuple[str, bytes, bytes]], before: dic
             if env["after"] and env["after"]["uscc"] in watched:
                 registrations[env["after"]["uscc"]] = env
     status = {u: "active" for u in registrations}
+    # The replay is encoded before the clock starts: the load generator only hands bytes to
+    # librdkafka, so it takes little of the cores the worker and the broker share with it (a real
+    # department's connector runs elsewhere). Its ``source.ts_ms`` is the time of encoding, a few
+    # seconds before sending; the status changes that raise alerts are encoded at sending, with
+    # the sending time, which is what their latency is measured from.
+    seq = 10**15
+    order = list(range(len(captured)))
+    rng.shuffle(order)
+    total = args.rate * args.seconds
+    replay: list[tuple[str, bytes, bytes] | None] = []
+    with console.status(f"encoding {total:,} replay records"):
+        for i in range(total):
+            if registrations and rng.random() < args.alert_share:
+                replay.append(None)  # a status change, made at sending
+                continue
+            topic, key, value = captured[order[i % len(order)]]
+            env = schemas.decode(value, datasets[topic].schema_name)[1]
+            row = env["after"] or env["before"]
+            seq += 1
+            env = {**env, "op": "u", "before": row, "after": row,
+                   "source": {**env["source"], "position": str(seq), "seq": seq, "ts_ms": int(now_ms()), "snapshot": "false"}}
+            if topic == reg_topic and row["uscc"] in registrations:
+                registrations[row["uscc"]] = env
+            replay.append((topic, key, schemas.encode(datasets[topic].schema_name, env)))
     input_reader = Collector(run.bootstrap, DEPT_TOPICS)
     alert_reader = Collector(run.bootstrap, [alerts_topic])
     input_reader.start()
     alert_reader.start()
     time.sleep(3)  # both readers joined their groups before the first record
     producer = Producer({"bootstrap.servers": run.bootstrap, "linger.ms": 5, "acks": "all"})
-    sent, flips, seq = 0, {}, 10**15
+    sent, flips = 0, {}
     samples = []
+    spies = profile_workers(run, "sustained")
+    meter = CpuMeter({**{f"worker{i}": p.pid for i, p in enumerate(run.procs)}, "load_generator": os.getpid(),
+                      **({"kafka": run.kafka_pid} if run.kafka_pid else {})})
+    meter.start()
     start = time.monotonic()
     next_sample = start + 1
     tick = 0.01
     per_tick = args.rate * tick
     credit = 0.0
-    order = list(range(len(captured)))
-    rng.shuffle(order)
     with console.status(f"replaying at {args.rate:,}/s for {args.seconds}s") as st:
-        while time.monotonic() - start < args.seconds:
+        while sent < total:
             credit += per_tick
-            while credit >= 1:
+            while credit >= 1 and sent < total:
                 credit -= 1
-                seq += 1
-                ts = int(now_ms())
-                if registrations and rng.random() < args.alert_share:
+                item = replay[sent]
+                if item is None:
+                    ts = int(now_ms())
+                    seq += 1
                     u = rng.choice(list(registrations))
                     status[u] = "suspended" if status[u] == "active" else "active"
                     env = registrations[u]
                     after = {**env["after"], "status": status[u]}
-                    topic, key = reg_topic, u.encode()
                     flips[(u, str(seq))] = ts
-                    env = {**env, "op": "u", "before": env["after"], "after": after}
-                else:
-                    topic, key, value = captured[order[sent % len(order)]]
-                    env = schemas.decode(value, datasets[topic].schema_name)[1]
-                    row = env["after"] or env["before"]
-                    env = {**env, "op": "u", "before": row, "after": row}
-                env["source"] = {**env["source"], "position": str(seq), "seq": seq, "ts_ms": ts, "snapshot": "false"}
-                if topic == reg_topic and env["after"]["uscc"] in registrations:
-                    registrations[env["after"]["uscc"]] = {**env, "after": env["after"]}
-                producer.produce(topic, key=key, value=schemas.encode(datasets[topic].schema_name, env), timestamp=ts)
+                    env = registrations[u] = {
+                        **env, "op": "u", "before": env["after"], "after": after,
+                        "source": {**env["source"], "position": str(seq), "seq": seq, "ts_ms": ts, "snapshot": "false"}}
+                    item = (reg_topic, u.encode(), schemas.encode(datasets[reg_topic].schema_name, env))
+                topic, key, value = item
+                producer.produce(topic, key=key, value=value, timestamp=int(now_ms()))
                 sent += 1
             producer.poll(0)
             now = time.monotonic()
@@ -432,6 +457,9 @@ def sustained(run: RunEnv, captured: list[tuple[str, bytes, bytes]], before: dic
             time.sleep(max(0.0, start + (sent / args.rate) - time.monotonic()))
     producer.flush(30)
     produce_s = time.monotonic() - start
+    cpu = meter.stop()
+    for spy in spies:
+        spy.wait(60)
     drain_start = time.monotonic()
     while time.monotonic() - drain_start < 300:
         c = run.counts()
@@ -465,7 +493,7 @@ def sustained(run: RunEnv, captured: list[tuple[str, bytes, bytes]], before: dic
             "drain_after_send_s": round(drained_s, 2), "status_changes": len(flips),
             "alerts_received": len(received), "alert_published_ms": summary_ms(published),
             "alert_received_ms": summary_ms(received), "baseline_plain_consume_ms": summary_ms(consume),
-            "samples": samples}
+            "cpu_while_sending": cpu, "samples": samples}
 
 
 # --- report ---------------------------------------------------------------------------------------------
@@ -486,6 +514,9 @@ def report(res: dict) -> None:
     t.add_row(f"sustained: sent/s (target {s['target_per_s']:,})", f"{s['achieved_send_per_s']:,.0f}", "", "")
     t.add_row("sustained: worker merged/s (steady)", f"{s['worker_merged_per_s_steady'] or 0:,.0f}", "", "")
     t.add_row("sustained: max lag (records)", f"{s['lag_records']['max']:,}", "", "")
+    cores = s["cpu_while_sending"]["cores_pct"]
+    t.add_row("sustained: CPU while sending (% of a core)", ", ".join(f"{k} {v:.0f}" for k, v in cores.items()),
+              f"machine {s['cpu_while_sending']['machine_busy_pct']:.0f} % busy", "")
     pc = s["baseline_plain_consume_ms"]
     for name in ("alert_published_ms", "alert_received_ms"):
         v = s[name]
@@ -504,7 +535,8 @@ def main() -> None:
     ap.add_argument("--alert-share", type=float, default=0.01, help="share of sustained records that are status changes")
     ap.add_argument("--seed", type=int, default=2019)
     ap.add_argument("--profile", type=int, default=0, metavar="SECONDS",
-                    help="sample the workers with py-spy for the first SECONDS of the drain")
+                    help="sample the workers with py-spy for the first SECONDS of --profile-phase")
+    ap.add_argument("--profile-phase", choices=("drain", "sustained"), default="drain")
     args = ap.parse_args()
     run = RunEnv(args)
     try:
