@@ -319,11 +319,11 @@ def drain(run: RunEnv, total: int) -> dict:
 
 def profile_workers(run: RunEnv, phase: str) -> list[subprocess.Popen]:
     """``--profile``: sample every worker with py-spy for the first ``--profile`` seconds of the
-    ``--profile-phase`` (drain or sustained); collapsed stacks in
+    ``--profile-phase`` (drain, sustained or both); collapsed stacks in
     bench/results/profile-<tag>-<phase>-worker<i>.txt (flamegraph.pl/speedscope). Only threads
     holding the GIL are sampled (``--gil``): the stacks are where the worker's Python spends CPU,
     not where its threads wait."""
-    if not run.args.profile or run.args.profile_phase != phase:
+    if not run.args.profile or run.args.profile_phase not in (phase, "both"):
         return []
     spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     if not Path(spy).exists():
@@ -536,7 +536,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=2019)
     ap.add_argument("--profile", type=int, default=0, metavar="SECONDS",
                     help="sample the workers with py-spy for the first SECONDS of --profile-phase")
-    ap.add_argument("--profile-phase", choices=("drain", "sustained"), default="drain")
+    ap.add_argument("--profile-phase", choices=("drain", "sustained", "both"), default="drain")
     args = ap.parse_args()
     run = RunEnv(args)
     try:

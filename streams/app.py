@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import faust
 
-from . import acks, liveness
+from . import acks, fetching, liveness
 from .settings import get_settings
 
 
@@ -22,6 +22,8 @@ class Worker(faust.Worker):
 
 _s = get_settings()
 acks.install()  # Faust never commits past a record no agent handled (see streams/acks.py)
+# larger fetches, and records handed to the agents without four tasks each (see streams/fetching.py)
+fetching.install(_s.worker.fetch_min_bytes, _s.worker.fetch_max_wait_ms)
 
 app = faust.App(
     _s.worker.app_id,

@@ -112,6 +112,11 @@ class WorkerSettings(BaseSettings):
     store: str = "memory://"
     reread_check_s: float = Field(default=5.0, gt=0, description="how often the worker looks for partitions whose "
                                   "fetched records Faust dropped without handling them (streams/liveness.py)")
+    fetch_min_bytes: int = Field(default=65536, ge=1, description="the broker answers the worker's fetch once this "
+                                 "many bytes are there (or after fetch_max_wait_ms): fewer, larger fetches under load; "
+                                 "1 = at once (streams/fetching.py)")
+    fetch_max_wait_ms: int = Field(default=50, ge=0, description="longest a fetch waits for fetch_min_bytes: what a "
+                                   "record may wait per pipeline hop when its topic is quiet")
     debezium_prefixes: dict[str, str] = Field(
         default_factory=dict,
         description="Debezium topic.prefix → department, e.g. {\"debezium\": \"market\"}: ingest what a "
