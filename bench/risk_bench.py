@@ -17,12 +17,14 @@ The local stack must be up (`make stack-up`). One run:
    ``yurong_events_in_total`` counters. Baselines on exactly the same offsets: a plain
    confluent-kafka consumer (no decode), and the worker's pure core without Faust.
 3. **Sustained rate + alert latency.** The run's envelopes are replayed as live updates
-   (``op = u``, new source positions, ``source.ts_ms`` = the moment of sending) at ``--rate``
-   per second for ``--seconds``; ``--alert-share`` of them are status changes of enterprises a
-   bank holds consent for and watches, so they raise alerts. Measured: the worker's processing
-   rate and lag each second, and per alert the latency from sending to published (in the alert)
-   and to received by the bank's consumer. Baseline in the same run: the latency of a plain
-   consumer reading the same input records (send → receive).
+   (``op = u``, new source positions; encoded before the clock starts, so the load generator
+   takes little CPU) at ``--rate`` per second for ``--seconds``; ``--alert-share`` of them are
+   status changes of enterprises a bank holds consent for and watches, so they raise alerts
+   (encoded at sending, ``source.ts_ms`` = the moment of sending). Measured: the worker's
+   processing rate and lag each second, the CPU of the workers, the load generator and the
+   broker while sending, and per alert the latency from sending to published (in the alert) and
+   to received by the bank's consumer. Baseline in the same run: the latency of a plain consumer
+   reading the same input records (send → receive).
 
 Results: ``bench/results/risk-<date>.json`` and a summary table. The run's databases, drop
 folder, Redis keys and alerts topic are removed.
