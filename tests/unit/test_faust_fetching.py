@@ -1,6 +1,7 @@
 """streams/fetching.py with Faust's own consumer (no broker): the worker's aiokafka consumer
-fetches with the configured sizes; the fetch loop's hand-on of a record runs eagerly when nothing makes it wait, and otherwise behaves as Faust's ``wait_first``:
-it finishes when what it waits for is there, and is abandoned when a rebalance suspends the flow."""
+fetches with the configured sizes; the fetch loop's hand-on of a record runs eagerly when nothing
+makes it wait, and otherwise behaves as Faust's ``wait_first``: it finishes when what it waits
+for is there, and is abandoned when a rebalance suspends the flow."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from streams import fetching
 def _consumer(name: str):
     """Faust's consumer on the running event loop (mode services keep the loop they were made on)."""
     fetching.install(fetch_min_bytes=1, fetch_max_wait_ms=500)
-    consumer = faust.App(f"handover-{name}", broker="kafka://127.0.0.1:1").consumer
+    consumer = faust.App(f"fetching-{name}", broker="kafka://127.0.0.1:1").consumer
     consumer.loop = asyncio.get_running_loop()
     return consumer
 
