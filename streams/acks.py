@@ -68,6 +68,16 @@ def first_handled(consumer: Consumer, tp: TP) -> int | None:
     return min(first, gaps.begin()) if gaps else first
 
 
+async def log_starts(consumer: Consumer, tps: list[TP], timeout: float | None = None) -> dict[TP, int]:
+    """The first offset still in the log of each of ``tps``; partitions the broker did not answer
+    for (or all of them, when it is away or slower than ``timeout`` seconds) are left out."""
+    try:
+        found = await asyncio.wait_for(consumer.earliest_offsets(*tps), timeout)
+    except (KafkaError, asyncio.TimeoutError, OSError):
+        return {}
+    return {ensure_TP(tp): offset for tp, offset in found.items() if offset is not None}
+
+
 def _new_offset_contiguous(self: Consumer, tp: TP) -> int | None:
     """``Consumer._new_offset`` that commits only when the committed offset itself was handled (2)."""
     committed = self._committed_offset[tp]
@@ -96,13 +106,9 @@ async def _perform_seek(self: Consumer) -> None:
     # (stream partitions only: a table's changelog partitions are read by its recovery, never committed)
     never = [tp for tp, offset in committed.items() if not offset and not self._is_changelog_tp(tp)]
     if never:
-        try:
-            starts = await self.earliest_offsets(*never)
-        except (KafkaError, asyncio.TimeoutError, OSError):  # the broker may be away: Faust's behaviour,
-            starts = {}  # and the stall guard looks again later
-        for tp, start in starts.items():
-            tp = ensure_TP(tp)
-            if start is not None and tp in committed:
+        # the broker may be away: then Faust's behaviour, and the stall guard looks again later
+        for tp, start in (await log_starts(self, never)).items():
+            if tp in committed:
                 await self._seek(tp, start)
                 committed[tp] = start
     self._read_offset.update({tp: offset - 1 if offset else None for tp, offset in committed.items()})

@@ -17,12 +17,13 @@ partition of a topic the agents acknowledge. Normally every record the consumer 
 acknowledged and committed within a commit interval (its fetch position equals the committed
 offset), or it is still being handled (in flight in an agent, or acknowledged and waiting for a
 commit that can happen). Records acknowledged *after* a dropped one cannot be committed
-(``streams/acks.py`` 2), so they do not count as being handled. A partition fetched past its committed offset with nothing of it being handled, in two
-checks in a row with nothing fetched or committed in between, has dropped records: it is sought
-back to its committed offset and they are read again. Re-reading is safe because every agent is
-idempotent (profile versions and source positions, alert de-duplication). The guard logs a
-warning and counts ``yurong_stream_rereads_total``. While agents are busy (records queued) it
-waits: a dropped record is re-read at the next quiet moment, never skipped.
+(``streams/acks.py`` 2), so they do not count as being handled. A partition fetched past its
+committed offset with nothing of it being handled, in two checks in a row with nothing fetched or
+committed in between, has dropped records: it is sought back to its committed offset and they are
+read again. Re-reading is safe because every agent is idempotent (profile versions and source
+positions, alert de-duplication). The guard logs a warning and counts
+``yurong_stream_rereads_total``. While agents are busy (records queued) it waits: a dropped record
+is re-read at the next quiet moment, never skipped.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from faust.types import TP
 
 from monitoring.metrics import STREAM_REREADS
 
-from .acks import first_handled
+from .acks import first_handled, log_starts
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +86,7 @@ class StallGuard:
         resume_from = {tp: consumer._committed_offset.get(tp) for tp in tps}
         never = [tp for tp, offset in resume_from.items() if offset is None]
         if never:  # nothing committed yet (Faust keeps a committed 0 as None too): a restart reads from the start
-            resume_from.update(await self._earliest(never))
+            resume_from.update(await log_starts(consumer, never, timeout=5.0))  # unanswered: next time
         handling = {tp: busy(tp in in_flight, offset, first_handled(consumer, tp))
                     for tp, offset in resume_from.items() if offset is not None}
         # The fetch position of every idle partition: a record can be dropped before the fetcher
@@ -94,13 +95,6 @@ class StallGuard:
         positions = dict(zip(idle, await asyncio.gather(*(self._position(tp) for tp in idle))))
         return {tp: PartitionState(committed=resume_from[tp], position=positions.get(tp), busy=b)
                 for tp, b in handling.items()}
-
-    async def _earliest(self, tps: list[TP]) -> dict[TP, int]:
-        try:
-            found = await asyncio.wait_for(self.app.consumer.earliest_offsets(*tps), timeout=5.0)
-        except (asyncio.TimeoutError, KafkaError):
-            return {}  # look again next time
-        return {TP(tp.topic, tp.partition): offset for tp, offset in found.items() if offset is not None}
 
     async def _position(self, tp: TP) -> int | None:
         try:
