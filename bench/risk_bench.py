@@ -388,9 +388,9 @@ def sustained(run: RunEnv, captured: list[tuple[str, bytes, bytes]], before: dic
     status = {u: "active" for u in registrations}
     # The replay is encoded before the clock starts: the load generator only hands bytes to
     # librdkafka, so it takes little of the cores the worker and the broker share with it (a real
-    # department's connector runs elsewhere). Its ``source.ts_ms`` is the time of encoding, a few
-    # seconds before sending; the status changes that raise alerts are encoded at sending, with
-    # the sending time, which is what their latency is measured from.
+    # department's connector runs elsewhere). Its ``source.ts_ms`` is the time of encoding, up to
+    # the encoding and ``--seconds`` before sending; the status changes that raise alerts are
+    # encoded at sending, with the sending time, which is what their latency is measured from.
     seq = 10**15
     order = list(range(len(captured)))
     rng.shuffle(order)
