@@ -21,6 +21,15 @@ Idempotence, two layers:
   row share a department-topic partition and stay in order, while two rows of one enterprise
   (two listings) may reach ``enterprise.events`` in either order.
 
+  ``source_seqs`` keeps the ``SOURCE_ROWS_KEPT`` most recently changed rows only, least recent
+  first, so a profile does not grow by an entry for every monthly return or bill ever filed.
+  Replays resend the last seconds to minutes of a connector's or the ingest step's changes, far
+  fewer than that per enterprise. A replayed row forgotten since is merged again: its latest
+  version (or a snapshot row) sets the facts it already set, and an alert raised again has the
+  same ``change_id`` and is not delivered twice (``alert:sent`` in Redis). Only a replay reaching
+  back past ``SOURCE_ROWS_KEPT`` newer changes of the same enterprise could re-apply an older
+  version of a row.
+
 Snapshot reads (``op = 'r'``) build the profile but raise no risk change: an enterprise that was
 already revoked before the platform started is a fact, not news.
 """
@@ -29,6 +38,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
+from itertools import islice
 from typing import Any
 
 from .alerts import detect_changes
@@ -38,6 +48,8 @@ from .risk import DEFAULT_SCORECARD, SEVERITY_RANK, Scorecard
 
 Profile = dict[str, Any]
 Event = Mapping[str, Any]
+
+SOURCE_ROWS_KEPT = 256  # rows remembered in ``source_seqs`` (see the module doc): weeks of any enterprise's changes
 
 REGISTRATION_FIELDS = {
     # profile field: event attribute
@@ -138,6 +150,19 @@ def is_duplicate(profile: Profile, event: Event, offset: int) -> bool:
     return last_seq is not None and event["seq"] <= last_seq
 
 
+def remember_row(seqs: Mapping[str, int], event: Event) -> dict[str, int]:
+    """``seqs`` with ``event``'s row moved to the end at its position, and only the
+    ``SOURCE_ROWS_KEPT`` most recently changed rows kept (a new dict: profiles are never changed
+    in place). Avro maps keep their order through fastavro, so the order survives the table."""
+    out = dict(seqs)
+    out.pop(_legacy_source_row(event), None)
+    out.pop(row := source_row(event), None)
+    out[row] = event["seq"]
+    for stale in list(islice(out, max(len(out) - SOURCE_ROWS_KEPT, 0))):
+        del out[stale]
+    return out
+
+
 def merge_event(
     profile: Profile | None,
     event: Event,
@@ -156,7 +181,7 @@ def merge_event(
     new = {
         **old,
         "abnormal_open_ids": list(old["abnormal_open_ids"]),
-        "source_seqs": {**old["source_seqs"], source_row(event): event["seq"]},
+        "source_seqs": remember_row(old["source_seqs"], event),
         # the fact maps are replaced, never changed in place: ``old`` stays as it was for detect_changes
         "monthly": dict(old["monthly"]),
         "open_items": dict(old["open_items"]),

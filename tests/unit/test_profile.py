@@ -232,3 +232,75 @@ def test_two_rows_of_one_enterprise_may_arrive_in_either_order():
     both, changes = merge_event(later_first, listing_event(200, "1"), offset=2, now_ms=NOW)
     assert both["abnormal_open_ids"] == ["1", "2"] and both["abnormal_listings_total"] == 2
     assert changes, "the earlier listing is news too"
+
+
+# --- bounded replay memory ---------------------------------------------------------------------
+
+def listings(n: int, first_seq: int = 1000):
+    """``n`` listings of one enterprise, one new source row each, in commit order."""
+    return [(i + 1, listing_event(first_seq + i, str(i))) for i in range(n)]
+
+
+def test_only_the_most_recently_changed_rows_are_remembered(monkeypatch):
+    monkeypatch.setattr("streams.profile.SOURCE_ROWS_KEPT", 3)
+    profile, _ = run(listings(5))
+    assert list(profile["source_seqs"].values()) == [1002, 1003, 1004], "the oldest rows are forgotten, newest last"
+    # a row changed again moves to the end: the next new row evicts the least recently changed one
+    profile, _ = merge_event(profile, listing_event(1010, "2", op="u", removed=True), offset=6, now_ms=NOW)
+    profile, _ = merge_event(profile, listing_event(1011, "5"), offset=7, now_ms=NOW)
+    assert list(profile["source_seqs"].values()) == [1004, 1010, 1011]
+
+
+def test_a_replay_of_a_remembered_row_changes_nothing_after_eviction_of_others(monkeypatch):
+    monkeypatch.setattr("streams.profile.SOURCE_ROWS_KEPT", 3)
+    events = listings(6)
+    profile, _ = run(events)
+    for offset, (_, e) in enumerate(events[-3:], start=10):
+        again, changes = merge_event(profile, e, offset=offset, now_ms=NOW)
+        assert again is profile and changes == []
+
+
+def test_a_forgotten_row_replayed_merges_to_the_same_facts(monkeypatch):
+    """The documented price of the bound: a row forgotten since is merged again — its latest
+    version sets what it already set."""
+    monkeypatch.setattr("streams.profile.SOURCE_ROWS_KEPT", 2)
+    events = listings(4)
+    profile, _ = run(events)
+    again, _ = merge_event(profile, events[0][1], offset=99, now_ms=NOW)
+    bookkeeping = {"version", "last_event_id", "last_event_ts_ms", "updated_ts_ms", "source_seqs"}
+    assert {k: v for k, v in again.items() if k not in bookkeeping} == \
+           {k: v for k, v in profile.items() if k not in bookkeeping}
+
+
+def test_the_order_of_remembered_rows_survives_the_avro_table(monkeypatch):
+    """The table stores profiles as Avro: eviction after a restore must still drop the least
+    recently changed row, so the map's order has to come back as it was written."""
+    from streams.serde import schema_store
+
+    monkeypatch.setattr("streams.profile.SOURCE_ROWS_KEPT", 4)
+    schemas = schema_store()
+    profile = None
+    for offset, e in listings(4, first_seq=2000)[::-1]:  # rows arrive newest-id first: order ≠ key order
+        profile, _ = merge_event(profile, e, offset=5 - offset, now_ms=NOW)
+        _, profile = schemas.decode(schemas.encode("enterprise/profile", profile), "enterprise/profile")
+    assert list(profile["source_seqs"].values()) == [2003, 2002, 2001, 2000]
+    profile, _ = merge_event(profile, listing_event(2010, "9"), offset=10, now_ms=NOW)
+    assert list(profile["source_seqs"].values()) == [2002, 2001, 2000, 2010]
+
+
+def test_a_legacy_row_key_is_replaced_by_the_short_one():
+    profile, _ = merge_event(None, registration_event(100, op="r"), offset=0, now_ms=NOW)
+    e = registration_event(200, status="suspended")
+    legacy = f"market.enterprise_registration#{USCC}"
+    profile = {**profile, "source_seqs": {legacy: 150}}
+    merged, _ = merge_event(profile, e, offset=1, now_ms=NOW)
+    assert legacy not in merged["source_seqs"] and list(merged["source_seqs"].values()) == [200]
+
+
+@PROPERTY
+@given(specs=st.lists(event_specs, min_size=1, max_size=40), kept=st.integers(1, 6))
+def test_replay_memory_never_exceeds_its_bound(specs, kept):
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr("streams.profile.SOURCE_ROWS_KEPT", kept)
+        profile, _ = run(build_events(specs, [1] * len(specs)))
+    assert 1 <= len(profile["source_seqs"]) <= kept
