@@ -23,8 +23,9 @@ The local stack must be up (`make stack-up`). One run:
    (encoded at sending, ``source.ts_ms`` = the moment of sending). Measured: the worker's
    processing rate and lag each second, the CPU of the workers, the load generator and the
    broker while sending, and per alert the latency from sending to published (in the alert) and
-   to received by the bank's consumer. Baseline in the same run: the latency of a plain consumer
-   reading the same input records (send → receive).
+   to received by the bank's consumer. Baselines in the same run: the latency of a plain consumer
+   reading the same input records (send → receive), and the pure core's rate on the replay's
+   records (timed before sending), for the worker's merged rate.
 
 Results: ``bench/results/risk-<date>.json`` and a summary table. The run's databases, drop
 folder, Redis keys and alerts topic are removed.
@@ -252,44 +253,50 @@ def read_ranges(bootstrap: str, ranges: dict[tuple[str, int], tuple[int, int]], 
 
 # --- 2. throughput ------------------------------------------------------------------------------------
 
-def baselines(run: RunEnv, ranges) -> tuple[dict, list[tuple[str, bytes, bytes]]]:
-    schemas = schema_store()
-    datasets = catalogue().by_topic()
-    pseudo = Pseudonymizer(bytes.fromhex(run.key))
-    captured: list[tuple[str, bytes, bytes]] = []
-    with console.status("baseline: raw consume of the run's records"):
-        raw = read_ranges(run.bootstrap, ranges, lambda m: m.value() and captured.append((m.topic(), m.key(), m.value())))
-    profiles: dict[str, bytes] = {}
-    decoded = DecodedProfiles(lambda b: schemas.decode(b, "enterprise/profile")[1])
-    offsets = Counter()
+class PureCore:
+    """The worker's per-record work in one process without Faust or Kafka: decode, validate,
+    mask, encode; decode, merge, score, encode — profiles kept in a dict like the worker's table."""
 
-    rejected = Counter()
+    def __init__(self, key_hex: str) -> None:
+        self.schemas = schema_store()
+        self.datasets = catalogue().by_topic()
+        self.pseudo = Pseudonymizer(bytes.fromhex(key_hex))
+        self.profiles: dict[str, bytes] = {}
+        self.decoded = DecodedProfiles(lambda b: self.schemas.decode(b, "enterprise/profile")[1])
+        self.offsets: Counter[str] = Counter()
+        self.rejected: Counter[str] = Counter()
 
-    def core(m) -> None:
-        """The worker's per-record work (decode, validate, mask, encode; decode, merge, score, encode)."""
-        if m.value() is None:
+    def __call__(self, topic: str, partition: int, offset: int, value: bytes | None) -> None:
+        if value is None:
             return
-        ds = datasets[m.topic()]
-        _, env = schemas.decode(m.value(), ds.schema_name)
+        schemas, ds = self.schemas, self.datasets[topic]
+        _, env = schemas.decode(value, ds.schema_name)
         try:
-            ev = to_enterprise_event(ds, env, Provenance(m.topic(), m.partition(), m.offset()), pseudo, int(now_ms()))
+            ev = to_enterprise_event(ds, env, Provenance(topic, partition, offset), self.pseudo, int(now_ms()))
         except RecordError as exc:  # the worker dead-letters these; counted here
-            rejected[f"{ds.qualified}: {exc.kind}"] += 1
+            self.rejected[f"{ds.qualified}: {exc.kind}"] += 1
             return
         _, ev = schemas.decode(schemas.encode("enterprise/event", ev), "enterprise/event")
-        offsets[ev["uscc"]] += 1
-        old = decoded.get(ev["uscc"], profiles.get(ev["uscc"]))
-        new, changes = merge_event(old, ev, offsets[ev["uscc"]], int(now_ms()))
-        profiles[ev["uscc"]] = b = schemas.encode("enterprise/profile", new)
-        decoded.put(ev["uscc"], b, new)
+        uscc = ev["uscc"]
+        self.offsets[uscc] += 1
+        old = self.decoded.get(uscc, self.profiles.get(uscc))
+        new, changes = merge_event(old, ev, self.offsets[uscc], int(now_ms()))
+        self.profiles[uscc] = b = schemas.encode("enterprise/profile", new)
+        self.decoded.put(uscc, b, new)
         for ch in changes:
             schemas.encode("risk/change", ch)
 
+
+def baselines(run: RunEnv, ranges) -> tuple[dict, list[tuple[str, bytes, bytes]], PureCore]:
+    captured: list[tuple[str, bytes, bytes]] = []
+    with console.status("baseline: raw consume of the run's records"):
+        raw = read_ranges(run.bootstrap, ranges, lambda m: m.value() and captured.append((m.topic(), m.key(), m.value())))
+    core = PureCore(run.key)
     with console.status("baseline: the worker's pure core without Faust"):
-        pure = read_ranges(run.bootstrap, ranges, core)
-    sizes = sorted(len(b) for b in profiles.values())
-    return {"raw_consume": raw, "pure_core": pure, "rejected_by_validation": dict(rejected),
-            "profile_bytes": {"p50": sizes[len(sizes) // 2], "max": sizes[-1]} if sizes else {}}, captured
+        pure = read_ranges(run.bootstrap, ranges, lambda m: core(m.topic(), m.partition(), m.offset(), m.value()))
+    sizes = sorted(len(b) for b in core.profiles.values())
+    return {"raw_consume": raw, "pure_core": pure, "rejected_by_validation": dict(core.rejected),
+            "profile_bytes": {"p50": sizes[len(sizes) // 2], "max": sizes[-1]} if sizes else {}}, captured, core
 
 
 def drain(run: RunEnv, total: int) -> dict:
@@ -358,7 +365,18 @@ class Collector(threading.Thread):
         self.c.close()
 
 
-def sustained(run: RunEnv, captured: list[tuple[str, bytes, bytes]], before: dict[str, float]) -> dict:
+def pure_core_on_replay(core: PureCore, replay: list[tuple[str, bytes, bytes] | None], limit: int = 20_000) -> dict:
+    """Baseline for the sustained phase: the pure core on the replay's records — updates with a
+    before image, merged into profiles that already hold the enterprise's year (the drain
+    baseline's), as the worker meets them — timed here, before sending, on an otherwise idle machine."""
+    records = [r for r in replay if r is not None][:limit]
+    started = time.perf_counter()
+    for i, (topic, _, value) in enumerate(records):
+        core(topic, 0, i, value)
+    return {"messages": len(records), "per_s": round(len(records) / (time.perf_counter() - started), 1)}
+
+
+def sustained(run: RunEnv, captured: list[tuple[str, bytes, bytes]], core: PureCore, before: dict[str, float]) -> dict:
     args = run.args
     schemas = schema_store()
     datasets = catalogue().by_topic()
@@ -410,6 +428,8 @@ def sustained(run: RunEnv, captured: list[tuple[str, bytes, bytes]], before: dic
             if topic == reg_topic and row["uscc"] in registrations:
                 registrations[row["uscc"]] = env
             replay.append((topic, key, schemas.encode(datasets[topic].schema_name, env)))
+    with console.status("baseline: the pure core on the replay's records"):
+        pure_replay = pure_core_on_replay(core, replay)
     input_reader = Collector(run.bootstrap, DEPT_TOPICS)
     alert_reader = Collector(run.bootstrap, [alerts_topic])
     input_reader.start()
@@ -495,6 +515,7 @@ def sustained(run: RunEnv, captured: list[tuple[str, bytes, bytes]], before: dic
             "drain_after_send_s": round(drained_s, 2), "status_changes": len(flips),
             "alerts_received": len(received), "alert_published_ms": summary_ms(published),
             "alert_received_ms": summary_ms(received), "baseline_plain_consume_ms": summary_ms(consume),
+            "baseline_pure_core_on_replay": pure_replay,
             "cpu_while_sending": cpu, "samples": samples}
 
 
@@ -514,7 +535,9 @@ def report(res: dict) -> None:
     t.add_row("pure core without Faust, records/s", f"{b['pure_core']['per_s']:,.0f}", f"raw consume {raw:,.0f}",
               f"{b['pure_core']['per_s'] / raw:.4f}" if raw else "-")
     t.add_row(f"sustained: sent/s (target {s['target_per_s']:,})", f"{s['achieved_send_per_s']:,.0f}", "", "")
-    t.add_row("sustained: worker merged/s (steady)", f"{s['worker_merged_per_s_steady'] or 0:,.0f}", "", "")
+    merged, pure_replay = s["worker_merged_per_s_steady"] or 0, s["baseline_pure_core_on_replay"]["per_s"]
+    t.add_row("sustained: worker merged/s (steady)", f"{merged:,.0f}", f"pure core on the replay {pure_replay:,.0f}",
+              f"{merged / pure_replay:.3f}" if pure_replay else "-")
     t.add_row("sustained: max lag (records)", f"{s['lag_records']['max']:,}", "", "")
     cores = s["cpu_while_sending"]["cores_pct"]
     t.add_row("sustained: CPU while sending (% of a core)", ", ".join(f"{k} {v:.0f}" for k, v in cores.items()),
@@ -545,9 +568,9 @@ def main() -> None:
         ranges = load_city(run)
         total = sum(hi - lo for lo, hi in ranges.values())
         console.print(f"{total:,} records of this run on {len({t for t, _ in ranges})} dept.* topics")
-        base, captured = baselines(run, ranges)
+        base, captured, core = baselines(run, ranges)
         d = drain(run, total)
-        s = sustained(run, captured, run.counts())
+        s = sustained(run, captured, core, run.counts())
         res = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "args": vars(args),
                "enterprises": args.enterprises, "records": total, "workers": args.workers,
                "per_topic": {t: sum(hi - lo for (tt, _), (lo, hi) in ranges.items() if tt == t) for t in DEPT_TOPICS},
