@@ -3,6 +3,8 @@ rebalance is not acknowledged, so its offset cannot be committed; a handled one 
 
 from __future__ import annotations
 
+import asyncio
+
 import faust
 from faust.events import Event
 from faust.types import TP
@@ -52,9 +54,20 @@ def test_a_hole_at_the_committed_offset_counts_as_handled():
     import asyncio
 
     consumer = _consumer(committed=8)
-    asyncio.run(consumer._add_gap(TP("t", 0), 7 + 1, 10))  # as the fetcher calls it: read offset 7 (+1) to 10
+    asyncio.run(consumer._add_gap(TP("t", 0), 7 + 1, 11))  # as the fetcher calls it: read offset 7 (+1), the record 11
     consumer._acked[TP("t", 0)] = [11]
     assert consumer._new_offset(TP("t", 0)) == 12
+
+
+def test_the_record_after_a_hole_is_not_counted_as_handled_by_the_hole():
+    # Faust counted the hole up to and including the record it hands on next: skipped by its
+    # stream in a rebalance, that record was committed past.
+    import asyncio
+
+    consumer = _consumer(committed=8)
+    asyncio.run(consumer._add_gap(TP("t", 0), 8, 11))
+    consumer._acked[TP("t", 0)] = [12]  # 11 skipped, 12 handled
+    assert consumer._new_offset(TP("t", 0)) == 11, "8-10 were a hole, 11 was not handled: commit 11, never past it"
 
 
 def test_after_a_seek_the_read_offset_is_one_below_the_next_record():
@@ -90,3 +103,238 @@ def test_a_partition_with_nothing_committed_is_sought_to_its_log_start_which_cou
     assert consumer._read_offset[TP("t", 1)] == 4
     consumer._acked[TP("t", 2)] = [1, 2]  # record 0 dropped, 1-2 handled
     assert consumer._new_offset(TP("t", 2)) is None, "never commit past the first record of a fresh partition"
+
+
+# --- 6: a batch fetched before a seek -------------------------------------------------------------
+
+def _fetching_consumer(topic: str = "t", acking: bool = True):
+    """A consumer on the running event loop whose driver calls are stubbed: ``consumer.fetches``
+    lists ``(offsets, during)``, one per fetch — ``during`` (a coroutine function or None) runs
+    while that fetch is under way, as a rebalance would; ``consumer.sought`` lists the driver's seeks."""
+    from aiokafka.structs import ConsumerRecord
+
+    acks.install()
+    app = faust.App(f"acks-fetch-{topic}-{acking}", broker="kafka://127.0.0.1:1")
+    if acking:
+        app.topics.acking_topics.add(topic)
+    consumer = app.consumer
+    consumer.loop = asyncio.get_running_loop()  # mode services keep the loop they were made on
+    tp = TP(topic, 0)
+    consumer.fetches, consumer.sought = [], []
+
+    async def _getmany(active_partitions, timeout):
+        offsets, during = consumer.fetches.pop(0)
+        if during is not None:
+            await during()
+        return {tp: [ConsumerRecord(topic, 0, o, 0, 0, b"k", b"v", None, 1, 1, []) for o in offsets]}
+
+    async def _seek(partition, offset):
+        consumer.sought.append((partition, offset))
+
+    consumer._getmany, consumer._seek = _getmany, _seek
+    consumer.assignment = lambda: {tp}
+    consumer._active_partitions = {tp}
+    consumer.highwater = lambda tp: 1000
+    return consumer, tp
+
+
+async def _hand_on(consumer, tp, stall_guard_after: int | None = None) -> list[int]:
+    """One round of Faust's fetch loop: the offsets ``Consumer.getmany`` hands on, each marked
+    read as ``_drain_messages`` does (and a seek back to 8 after handing on ``stall_guard_after``)."""
+    handed = []
+    async for got_tp, message in consumer.getmany(timeout=1.0):
+        handed.append(message.offset)
+        consumer._read_offset[got_tp] = message.offset
+        if message.offset == stall_guard_after:
+            await consumer.seek(tp, 8)
+    return handed
+
+
+def test_records_fetched_before_a_seek_are_not_handed_on_past_the_offset_sought_to():
+    """A rebalance seeks back to the committed offset 8 while a fetch from the old position (40)
+    is under way: handing on 40 would make Faust count 8-39 as a hole and commit past them
+    (fails without patch 6: 40-42 are handed on)."""
+    async def scenario():
+        consumer, tp = _fetching_consumer()
+
+        async def rebalance():
+            await consumer.seek(tp, 8)
+
+        consumer.fetches = [([40, 41, 42], rebalance), ([8, 9, 10], None)]
+        assert await _hand_on(consumer, tp) == [], "records from before the seek are dropped"
+        assert await _hand_on(consumer, tp) == [8, 9, 10]
+        assert consumer.sought == [(tp, 8), (tp, 8)], "sought back before the next fetch"
+        assert not consumer._gap.get(tp), "no hole counted"
+
+    asyncio.run(scenario())
+
+
+def test_a_stale_batch_that_continues_from_the_offset_sought_to_is_handed_on():
+    async def scenario():
+        consumer, tp = _fetching_consumer()
+
+        async def rebalance():
+            await consumer.seek(tp, 8)
+
+        consumer.fetches = [([8, 9], rebalance)]
+        assert await _hand_on(consumer, tp) == [8, 9]
+        assert consumer.sought == [(tp, 8)], "nothing to seek back"
+
+    asyncio.run(scenario())
+
+
+def test_a_hole_fetched_after_the_seek_is_handed_on_as_before():
+    """A compacted topic: 8-10 do not exist. A fetch begun after the seek hands on 11."""
+    async def scenario():
+        consumer, tp = _fetching_consumer()
+        await consumer.seek(tp, 8)
+        consumer.fetches = [([11, 12], None)]
+        assert await _hand_on(consumer, tp) == [11, 12]
+
+    asyncio.run(scenario())
+
+
+def test_a_hole_met_by_a_stale_fetch_is_handed_on_by_the_fetch_after_the_seek_back():
+    async def scenario():
+        consumer, tp = _fetching_consumer()
+
+        async def rebalance():
+            await consumer.seek(tp, 8)
+
+        consumer.fetches = [([11, 12], rebalance), ([11, 12], None)]
+        assert await _hand_on(consumer, tp) == []
+        assert await _hand_on(consumer, tp) == [11, 12]
+
+    asyncio.run(scenario())
+
+
+def test_a_seek_in_the_middle_of_a_batch_drops_its_rest():
+    """The stall guard seeks back to 8 after 9 was handed on: 10 is from before that seek."""
+    async def scenario():
+        consumer, tp = _fetching_consumer()
+        await consumer.seek(tp, 8)
+        consumer.fetches = [([8, 9, 10, 11], None), ([8, 9, 10, 11], None)]
+        assert await _hand_on(consumer, tp, stall_guard_after=9) == [8, 9]
+        assert await _hand_on(consumer, tp) == [8, 9, 10, 11]
+        assert consumer.sought == [(tp, 8), (tp, 8), (tp, 8)]
+
+    asyncio.run(scenario())
+
+
+def test_a_rebalance_seek_of_every_partition_counts_for_each():
+    async def scenario():
+        consumer, tp = _fetching_consumer()
+
+        async def seek_to_committed():
+            return {tp: 8}
+
+        async def rebalance():
+            await consumer.perform_seek()
+
+        consumer.seek_to_committed = seek_to_committed
+        consumer.fetches = [([40, 41], rebalance)]
+        assert await _hand_on(consumer, tp) == []
+
+    asyncio.run(scenario())
+
+
+def test_a_seek_between_the_check_and_the_hole_count_counts_no_hole():
+    """The fetch loop lets other tasks run every 100 records, after taking a record and before
+    comparing it with the read offset: a seek in that window makes the record look like the end
+    of a hole."""
+    async def scenario():
+        consumer, tp = _fetching_consumer()
+        await consumer.seek(tp, 30)
+        consumer.fetches = [([30, 31], None), ([8, 9], None)]
+        batch = consumer.getmany(timeout=1.0)
+        await batch.__anext__()
+        consumer._read_offset[tp] = 30
+        _, record = await batch.__anext__()  # 31 continues from 30 ...
+        await consumer.seek(tp, 8)  # ... then the stall guard seeks back before the fetch loop looks at it
+        await consumer._add_gap(tp, consumer._read_offset[tp] + 1, record.offset)  # as the fetch loop then does
+        assert not consumer._gap.get(tp), "8-30 are no hole"
+        consumer._read_offset[tp] = record.offset
+        await batch.aclose()
+        assert await _hand_on(consumer, tp) == [8, 9]
+        assert consumer.sought[-1] == (tp, 8), "sought back to the first offset the hole would have covered"
+
+    asyncio.run(scenario())
+
+
+def test_no_seek_back_when_a_rebalance_placed_the_partition_since():
+    async def scenario():
+        consumer, tp = _fetching_consumer()
+        other = TP("t", 1)
+
+        async def stall_guard():
+            await consumer.seek(tp, 8)
+            await consumer.seek(other, 3)  # later seeks of other partitions do not matter
+
+        consumer.fetches = [([40], stall_guard)]
+        assert await _hand_on(consumer, tp) == []
+        consumer._committed_offset[tp] = 20
+        consumer.seek_to_committed = _async({tp: 20})
+        await consumer.perform_seek()  # a rebalance before the next fetch: committed 20 now
+        consumer.fetches = [([20, 21], None)]
+        assert await _hand_on(consumer, tp) == [20, 21]
+        assert consumer.sought == [(tp, 8), (other, 3)], "not sought back to 8 over the rebalance's 20"
+
+    asyncio.run(scenario())
+
+
+def test_a_fresh_partition_read_from_offset_0_gets_its_stale_records_dropped_too():
+    """Nothing read and committed 0 (patch 5): the next record to hand on is 0."""
+    async def scenario():
+        consumer, tp = _fetching_consumer()
+
+        async def rebalance():
+            consumer.seek_to_committed = _async({tp: 0})
+            consumer.earliest_offsets = _async({tp: 0})
+            await consumer.perform_seek()
+
+        consumer.fetches = [([40, 41], rebalance), ([0, 1], None)]
+        assert await _hand_on(consumer, tp) == []
+        assert await _hand_on(consumer, tp) == [0, 1]
+
+    asyncio.run(scenario())
+
+
+def _async(value):
+    async def call(*_args):
+        return value
+    return call
+
+
+def test_nothing_is_handed_on_while_the_partitions_are_sought_to_their_committed_offsets():
+    """aiokafka seeks one partition after the other and the read offsets follow at the end:
+    records fetched from a new position before that were dropped as "read already"."""
+    async def scenario():
+        consumer, tp = _fetching_consumer()
+        during = []
+
+        async def seek_to_committed():
+            during.append(consumer.flow_active)
+            return {tp: 8}
+
+        consumer.seek_to_committed = seek_to_committed
+        await consumer.perform_seek()
+        assert during == [False] and consumer.flow_active, "held while seeking, resumed after"
+        consumer.stop_flow()  # a rebalance stopped it: the seek leaves it to the rebalance
+        await consumer.perform_seek()
+        assert not consumer.flow_active
+
+    asyncio.run(scenario())
+
+
+def test_partitions_no_agent_acknowledges_are_left_as_faust_hands_them_on():
+    """A table's changelog (read by recovery, which seeks on its own) is not checked."""
+    async def scenario():
+        consumer, tp = _fetching_consumer("t-changelog", acking=False)
+
+        async def rebalance():
+            await consumer.seek(tp, 8)
+
+        consumer.fetches = [([40, 41], rebalance)]
+        assert await _hand_on(consumer, tp) == [40, 41]
+
+    asyncio.run(scenario())
