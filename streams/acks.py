@@ -150,6 +150,7 @@ async def _perform_seek(self: Consumer) -> None:
 
 
 async def _seek_to_committed(self: Consumer, seeks: SeekLog) -> None:
+    """Seek every partition to its committed offset (4, 5); see :func:`_perform_seek`."""
     committed: dict[Any, int | None] = {ensure_TP(tp): offset for tp, offset in (await self.seek_to_committed()).items()}
     # (stream partitions only: a table's changelog partitions are read by its recovery, never committed)
     never = [tp for tp, offset in committed.items() if not offset and not self._is_changelog_tp(tp)]
@@ -215,6 +216,7 @@ class SeekLog:
 
 
 def seek_log(consumer: Consumer) -> SeekLog:
+    """The consumer's :class:`SeekLog`, made on first use."""
     log = consumer.__dict__.get("_yurong_seek_log")
     if log is None:
         log = consumer.__dict__["_yurong_seek_log"] = SeekLog()
