@@ -155,6 +155,13 @@ def _fetching_consumer(topic: str = "t", acking: bool = True):
     return consumer, tp
 
 
+def _seeking(consumer, tp, offset: int = 8):
+    """What a rebalance (or the stall guard) does while a fetch is under way: seek ``tp`` back."""
+    async def seek():
+        await consumer.seek(tp, offset)
+    return seek
+
+
 async def _hand_on(consumer, tp, stall_guard_after: int | None = None) -> list[int]:
     """One round of Faust's fetch loop: the offsets ``Consumer.getmany`` hands on, each marked
     read as ``_drain_messages`` does (and a seek back to 8 after handing on ``stall_guard_after``)."""
@@ -174,10 +181,7 @@ def test_records_fetched_before_a_seek_are_not_handed_on_past_the_offset_sought_
     async def scenario():
         consumer, tp = _fetching_consumer()
 
-        async def rebalance():
-            await consumer.seek(tp, 8)
-
-        consumer.fetches = [([40, 41, 42], rebalance), ([8, 9, 10], None)]
+        consumer.fetches = [([40, 41, 42], _seeking(consumer, tp)), ([8, 9, 10], None)]
         assert await _hand_on(consumer, tp) == [], "records from before the seek are dropped"
         assert await _hand_on(consumer, tp) == [8, 9, 10]
         assert consumer.sought == [(tp, 8), (tp, 8)], "sought back before the next fetch"
@@ -190,10 +194,7 @@ def test_a_stale_batch_that_continues_from_the_offset_sought_to_is_handed_on():
     async def scenario():
         consumer, tp = _fetching_consumer()
 
-        async def rebalance():
-            await consumer.seek(tp, 8)
-
-        consumer.fetches = [([8, 9], rebalance)]
+        consumer.fetches = [([8, 9], _seeking(consumer, tp))]
         assert await _hand_on(consumer, tp) == [8, 9]
         assert consumer.sought == [(tp, 8)], "nothing to seek back"
 
@@ -215,10 +216,7 @@ def test_a_hole_met_by_a_stale_fetch_is_handed_on_by_the_fetch_after_the_seek_ba
     async def scenario():
         consumer, tp = _fetching_consumer()
 
-        async def rebalance():
-            await consumer.seek(tp, 8)
-
-        consumer.fetches = [([11, 12], rebalance), ([11, 12], None)]
+        consumer.fetches = [([11, 12], _seeking(consumer, tp)), ([11, 12], None)]
         assert await _hand_on(consumer, tp) == []
         assert await _hand_on(consumer, tp) == [11, 12]
 
@@ -348,10 +346,7 @@ def test_partitions_no_agent_acknowledges_are_left_as_faust_hands_them_on():
     async def scenario():
         consumer, tp = _fetching_consumer("t-changelog", acking=False)
 
-        async def rebalance():
-            await consumer.seek(tp, 8)
-
-        consumer.fetches = [([40, 41], rebalance)]
+        consumer.fetches = [([40, 41], _seeking(consumer, tp))]
         assert await _hand_on(consumer, tp) == [40, 41]
 
     asyncio.run(scenario())
