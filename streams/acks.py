@@ -137,7 +137,7 @@ async def _perform_seek(self: Consumer) -> None:
     # (6) aiokafka seeks the partitions one after the other, each after asking the broker for its
     # committed offset, and the read offsets follow only at the end: records fetched from the new
     # position in between were dropped as "read already", and the next one made a hole of them.
-    held = self.flow_active
+    held, rebalances = self.flow_active, self.app.rebalancing_count
     if held:
         self.stop_flow()
     seeks.sought()  # before the seek: a fetch under way may return records from before it
@@ -145,7 +145,7 @@ async def _perform_seek(self: Consumer) -> None:
         await _seek_to_committed(self, seeks)
     finally:
         seeks.sought()  # and after: a fetch begun while the seek was under way may be from before it
-        if held:
+        if held and self.app.rebalancing_count == rebalances:  # else that rebalance resumes it when done
             self.resume_flow()
 
 

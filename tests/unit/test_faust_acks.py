@@ -338,6 +338,16 @@ def test_nothing_is_handed_on_while_the_partitions_are_sought_to_their_committed
         await consumer.perform_seek()
         assert not consumer.flow_active
 
+        async def rebalance_meanwhile():
+            consumer.app.rebalancing_count += 1  # a rebalance began while the partitions were sought:
+            consumer.stop_flow()  # it stops the flow and resumes it when its own recovery is done
+            return {tp: 8}
+
+        consumer.resume_flow()
+        consumer.seek_to_committed = rebalance_meanwhile
+        await consumer.perform_seek()
+        assert not consumer.flow_active, "not resumed in the middle of that rebalance"
+
     asyncio.run(scenario())
 
 
