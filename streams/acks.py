@@ -115,18 +115,19 @@ async def _add_gap_from_committed(self: Consumer, tp: TP, offset_from: int, offs
     committed = self._committed_offset[tp]
     if committed is not None:
         offset_from = max(offset_from, committed)
+    if offset_from >= offset_to:
+        return
     seeks = seek_log(self)
-    if offset_from < offset_to and seeks.stale(tp):
+    if seeks.stale(tp):
         # (6) a seek came after the record was fetched, between the check in _fresh_records and
         # here (the fetch loop lets other tasks run every 100 records): the record may be from
         # before it, and the "hole" records the seek is to read again. Not counted; read again.
         seeks.seek_back_later(tp, offset_from)
         return
-    if offset_from < offset_to:
-        gaps = self._gap[tp]
-        gaps.addi(offset_from, offset_to)  # the end is exclusive: the record at ``offset_to`` is handed on, not a hole
-        await asyncio.sleep(0)  # as Faust does: let other tasks run while the tree is merged
-        gaps.merge_overlaps()
+    gaps = self._gap[tp]
+    gaps.addi(offset_from, offset_to)  # the end is exclusive: the record at ``offset_to`` is handed on, not a hole
+    await asyncio.sleep(0)  # as Faust does: let other tasks run while the tree is merged
+    gaps.merge_overlaps()
 
 
 async def _perform_seek(self: Consumer) -> None:
@@ -167,10 +168,11 @@ async def _seek_to_committed(self: Consumer, seeks: SeekLog) -> None:
 
 async def _seek_read_below(self: Consumer, partition: TP, offset: int) -> None:
     """``Consumer.seek`` with the read offset one below the offset sought to (4)."""
-    seek_log(self).sought([partition])
+    seeks = seek_log(self)
+    seeks.sought([partition])
     await self._seek(partition, offset)
     self._read_offset[ensure_TP(partition)] = offset - 1 if offset else None
-    seek_log(self).sought([partition])  # before and after: see _perform_seek
+    seeks.sought([partition])  # before and after: see _perform_seek
 
 
 class SeekLog:
