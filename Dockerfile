@@ -30,7 +30,7 @@ RUN groupadd --system --gid 10001 yurong \
     && useradd --system --uid 10001 --gid yurong --home-dir /var/lib/yurong --create-home --shell /usr/sbin/nologin yurong
 
 # PYTHONPATH=/app: the source tree in /app shadows the installed copy, so files next to the
-# modules that are not package data (connectors/mappings/*.toml) are found, and
+# modules that are not package data (streams/core/departments/*.toml) are found, and
 # streams.settings.REPO_ROOT resolves to /app.
 ENV PYTHONPATH=/app \
     YURONG_HOME=/var/lib/yurong \

@@ -7,8 +7,8 @@ No database, no Kafka: the departments' rows come from the simulators' pure row 
 (``connectors/simulator/*``), are turned into change envelopes of exactly the shape each kind of
 connector emits (PostgreSQL CDC, MariaDB binlog, polling, file drop: ``before``/``after``/``op``/
 ``source{…}``/``ts_ms``, ``source.ts_ms`` the simulated commit time), and go through the worker's
-pure core — ``streams.ingest.to_enterprise_event`` (validate, mask with a fixed test key) and
-``streams.profile.merge_event`` (facts, indicators, scorecard, alert catalogue) — in commit order.
+pure core — ``streams.core.ingest.to_enterprise_event`` (validate, mask with a fixed test key) and
+``streams.core.profile.merge_event`` (facts, indicators, scorecard, alert catalogue) — in commit order.
 
 What one run does:
 
@@ -59,10 +59,10 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from connectors.catalogue import Dataset, _value_schema, catalogue  # noqa: E402
-from connectors.convert import row_converter  # noqa: E402
+from streams.core.catalogue import Dataset, _value_schema, catalogue  # noqa: E402
+from streams.codecs.convert import row_converter  # noqa: E402
 from connectors.filedrop import read_rows  # noqa: E402
-from connectors.pgoutput import format_lsn  # noqa: E402
+from streams.codecs.positions import format_lsn  # noqa: E402
 from connectors.simulator.file_depts import COLUMNS as FILE_COLUMNS  # noqa: E402
 from connectors.simulator.file_depts import DATASETS as FILE_DATASETS  # noqa: E402
 from connectors.simulator.file_depts import FileDropSimulator, csv_bytes, xlsx_bytes  # noqa: E402
@@ -73,11 +73,11 @@ from connectors.simulator.mysql_depts import MonthState, MySqlDepartmentsSimulat
 from connectors.simulator.polled_depts import PolledDepartmentsSimulator  # noqa: E402
 from connectors.simulator.postgres_depts import Insert, Op, Rates, RowGenerator, add_months  # noqa: E402
 from streams.errors import PIILeakError, ValidationError  # noqa: E402
-from streams.ingest import Provenance, to_enterprise_event  # noqa: E402
-from streams.masking import Pseudonymizer  # noqa: E402
-from streams.profile import merge_event  # noqa: E402
-from streams.risk import DEFAULT_SCORECARD, SEVERITY_RANK, Scorecard  # noqa: E402
-from streams.serde import schema_store  # noqa: E402
+from streams.core.ingest import Provenance, to_enterprise_event  # noqa: E402
+from streams.core.masking import Pseudonymizer  # noqa: E402
+from streams.core.profile import merge_event  # noqa: E402
+from streams.core.scorecard import DEFAULT_SCORECARD, SEVERITY_RANK, Scorecard  # noqa: E402
+from streams.codecs.serde import schema_store  # noqa: E402
 
 # The pseudonymisation key of the test suite (tests/conftest.py TEST_KEY): fixed, so runs repeat.
 EVAL_KEY = b"yurong-test-pseudonymisation-key-0123456789abcdef"
@@ -146,7 +146,7 @@ class Config:
     seed: int = 2019
     distress_share: float = 0.10
     start: dt.date = dt.date(2025, 1, 1)
-    scorecard: Path | None = None  # None: the default card (streams/scorecard.toml)
+    scorecard: Path | None = None  # None: the default card (streams/core/scorecard.toml)
 
 
 @dataclass
@@ -910,7 +910,7 @@ def run(cfg: Config, progress: Callable[[str, int, int], None] | None = None) ->
     report = evaluate(city)
     report["config"] = {"enterprises": cfg.enterprises, "months": cfg.months, "seed": cfg.seed,
                         "distress_share": cfg.distress_share, "start": cfg.start.isoformat(),
-                        "end": city.end.isoformat(), "scorecard": str(cfg.scorecard or "streams/scorecard.toml")}
+                        "end": city.end.isoformat(), "scorecard": str(cfg.scorecard or "streams/core/scorecard.toml")}
     report["seconds"] = round(time.monotonic() - started, 1)
     return report
 
@@ -990,7 +990,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=2019)
     ap.add_argument("--distress-share", type=float, default=0.10)
     ap.add_argument("--start", type=dt.date.fromisoformat, default=dt.date(2025, 1, 1), help="first day of the window")
-    ap.add_argument("--scorecard", type=Path, help="evaluate this card instead of streams/scorecard.toml")
+    ap.add_argument("--scorecard", type=Path, help="evaluate this card instead of streams/core/scorecard.toml")
     ap.add_argument("--out", type=Path, help="JSON results (default bench/results/risk-eval-<date>.json)")
     ap.add_argument("--markdown", type=Path, help="also write the result tables as Markdown")
     args = ap.parse_args(argv)

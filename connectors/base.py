@@ -22,7 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from .catalogue import Dataset
+from streams.core.catalogue import Dataset
 
 
 @dataclass(frozen=True)

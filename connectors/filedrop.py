@@ -60,14 +60,14 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from streams.errors import ValidationError
-from streams.ingest import validate_row
-from streams.kafka_admin import ensure_topics, watermark_offsets
+from streams.core.ingest import validate_row
+from streams.kafka.admin import ensure_topics, watermark_offsets
 from streams.settings import SourceSettings
 
-from .base import ChangeEvent
-from .catalogue import Dataset, Department, _value_schema
-from .convert import row_converter
-from .offsets import OffsetStore
+from connectors.base import ChangeEvent
+from streams.core.catalogue import Dataset, Department, _value_schema
+from streams.codecs.convert import row_converter
+from connectors.offsets import OffsetStore
 
 log = logging.getLogger(__name__)
 

@@ -18,14 +18,14 @@ from pathlib import Path
 import psycopg2
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from streams.kafka_admin import read_compacted, watermark_offsets
-from streams.serde import SchemaStore
+from streams.kafka.admin import read_compacted, watermark_offsets
+from streams.codecs.serde import SchemaStore
 from streams.settings import Settings
 
-from .catalogue import Catalogue, Department
-from .offsets import OffsetStore
-from .runner import HEARTBEAT_SCHEMA, HEARTBEATS_TOPIC, ConnectorRunner, producer_config
-from .sources import location_of, make_source
+from streams.core.catalogue import Catalogue, Department
+from connectors.offsets import OffsetStore
+from connectors.runner import HEARTBEAT_SCHEMA, HEARTBEATS_TOPIC, ConnectorRunner, producer_config
+from connectors.sources import location_of, make_source
 
 log = logging.getLogger(__name__)
 

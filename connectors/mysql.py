@@ -59,11 +59,12 @@ from pymysqlreplication.row_event import DeleteRowsEvent, UpdateRowsEvent, Write
 from streams.errors import ConfigError, SourceError, ValidationError
 from streams.settings import SourceSettings
 
-from .base import ChangeEvent
-from .catalogue import Dataset, Department, _value_schema
-from .convert import row_converter
-from .offsets import OffsetStore
-from .snapshot import StaleSnapshotRows
+from connectors.base import ChangeEvent
+from streams.core.catalogue import Dataset, Department, _value_schema
+from streams.codecs.convert import row_converter
+from streams.codecs.positions import MAX_TXN_INDEX, change_seq, snapshot_row_seq
+from connectors.offsets import OffsetStore
+from connectors.snapshot import StaleSnapshotRows
 
 log = logging.getLogger(__name__)
 
@@ -72,9 +73,6 @@ SAVE_INTERVAL_S = 1.0  # at most one connect.offsets write per second while stre
 HEARTBEAT_S = 5.0  # the server sends a heartbeat when idle this long; the read timeout is a multiple
 QUEUE_TRANSACTIONS = 2000  # transactions buffered between the binlog thread and poll()
 FL_STANDALONE = 1  # MariaDB GTID event flag: a DDL/statement without BEGIN … COMMIT
-TXN_INDEX_BITS = 20  # the low bits of a change's seq: its index within the transaction
-MAX_TXN_INDEX = (1 << TXN_INDEX_BITS) - 1
-MAX_GTID_SEQ = (1 << (63 - TXN_INDEX_BITS)) - 1  # the seq stays a non-negative Avro long
 
 
 # --- pure helpers ------------------------------------------------------------------------------
@@ -211,27 +209,6 @@ def replica_server_id(name: str) -> int:
     """A stable replica server id for the binlog dump connection, distinct per source name
     (the server drops an older dump connection that registers with the same id)."""
     return 1000 + zlib.crc32(name.encode()) % 0x7FFF0000
-
-
-def change_seq(gtid_seq: int, index: int) -> int:
-    """The ``seq`` of the ``index``-th row change (0-based, binlog order) of the transaction
-    with GTID sequence number ``gtid_seq``: ``(gtid_seq << 20) | index``.
-
-    Ordered by transaction, then by change within it; ``seq >> TXN_INDEX_BITS`` is the GTID
-    sequence number again. An index beyond 2²⁰ − 1 (a transaction of more than a million row
-    changes) is clamped: such changes share the last seq, so only the first of them per row
-    would be merged — the caller warns.
-    """
-    if not 0 <= gtid_seq <= MAX_GTID_SEQ:
-        raise SourceError(f"GTID sequence number {gtid_seq} does not fit a change seq "
-                          f"(at most {MAX_GTID_SEQ}: {TXN_INDEX_BITS} bits of a signed 64-bit long hold the change index)")
-    return (gtid_seq << TXN_INDEX_BITS) | min(max(index, 0), MAX_TXN_INDEX)
-
-
-def snapshot_row_seq(gtid_seq: int) -> int:
-    """The ``seq`` of a snapshot row read at GTID sequence number ``gtid_seq``: above every
-    change of that transaction (the snapshot holds them), below every later transaction's."""
-    return change_seq(gtid_seq, MAX_TXN_INDEX)
 
 
 def change_position(gtid: Gtid, index: int) -> str:

@@ -71,16 +71,6 @@ class Skipped:
     kind: str
 
 
-def format_lsn(lsn: int) -> str:
-    """``0x16B3748`` → ``'0/16B3748'`` (PostgreSQL's notation)."""
-    return f"{lsn >> 32:X}/{lsn & 0xFFFFFFFF:X}"
-
-
-def parse_lsn(text: str) -> int:
-    hi, _, lo = text.partition("/")
-    return (int(hi, 16) << 32) | int(lo, 16)
-
-
 class _Reader:
     __slots__ = ("buf", "pos")
 

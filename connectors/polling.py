@@ -62,10 +62,10 @@ from psycopg2 import sql
 from streams.errors import ValidationError
 from streams.settings import SourceSettings
 
-from .base import ChangeEvent
-from .catalogue import Dataset, Department, _value_schema
-from .convert import row_converter
-from .offsets import OffsetStore
+from connectors.base import ChangeEvent
+from streams.core.catalogue import Dataset, Department, _value_schema
+from streams.codecs.convert import row_converter
+from connectors.offsets import OffsetStore
 
 log = logging.getLogger(__name__)
 

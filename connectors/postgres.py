@@ -24,7 +24,7 @@ Lifecycle:
    the signal table, then the stream. Between the two watermarks in the stream, every streamed
    change to a key of the chunk drops that key from the chunk (the streamed event is newer); at the
    high watermark the rest of the chunk is emitted as ``op = 'r'`` with ``source.snapshot =
-   'true'`` (as Debezium's ``incremental`` maps in ``streams.debezium``), ``ack_position = 0`` and
+   'true'`` (as Debezium's ``incremental`` maps in ``streams.codecs.debezium``), ``ack_position = 0`` and
    the low watermark's LSN as position/seq — so a snapshot row never overwrites a newer change.
    Progress survives restarts: the queue is saved to ``connect.offsets`` when a signal is seen,
    and the last key of each chunk once the runner saw Kafka acknowledge the chunk (``flushed``);
@@ -52,12 +52,13 @@ from psycopg2 import sql
 from streams.errors import SourceError, ValidationError
 from streams.settings import SourceSettings
 
-from .base import ChangeEvent
-from .catalogue import Dataset, Department, _value_schema
-from .convert import row_converter
-from .offsets import OffsetStore
-from .pgoutput import UNCHANGED_TOAST, Begin, Change, Commit, Relation, Truncate, format_lsn, parse_lsn, parse_message
-from .snapshot import StaleSnapshotRows
+from connectors.base import ChangeEvent
+from streams.core.catalogue import Dataset, Department, _value_schema
+from streams.codecs.convert import row_converter
+from connectors.offsets import OffsetStore
+from connectors.pgoutput import UNCHANGED_TOAST, Begin, Change, Commit, Relation, Truncate, parse_message
+from streams.codecs.positions import format_lsn, parse_lsn
+from connectors.snapshot import StaleSnapshotRows
 
 log = logging.getLogger(__name__)
 

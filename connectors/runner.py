@@ -36,12 +36,12 @@ from monitoring.metrics import (
     DLQ,
     EVENTS_OUT,
 )
-from streams.dlq import dlq_headers, dlq_topic
-from streams.kafka_admin import ensure_topics
-from streams.serde import SchemaStore
+from streams.kafka.dlq import dlq_headers, dlq_topic
+from streams.kafka.admin import ensure_topics
+from streams.codecs.serde import SchemaStore
 
-from .base import ChangeEvent, Source
-from .catalogue import Department
+from connectors.base import ChangeEvent, Source
+from streams.core.catalogue import Department
 
 log = logging.getLogger(__name__)
 

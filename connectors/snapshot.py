@@ -19,7 +19,7 @@ profiles would keep a row that no longer exists (Debezium has the same gap).
    the keys not found (only if there are any), and each gets an ``op = 'd'`` event with
    ``before`` = the row image as published, ``source.snapshot = 'true'``, and the new snapshot's
    position and seq. The row was deleted at the source between the two runs, so the new
-   snapshot's position is past the stale record's and the merge (``streams.profile.is_duplicate``)
+   snapshot's position is past the stale record's and the merge (``streams.core.profile.is_duplicate``)
    takes the delete. The runner follows each delete with a tombstone, then the snapshot is
    marked complete.
 
@@ -44,11 +44,11 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from streams.errors import DecodeError
-from streams.kafka_admin import watermark_offsets
+from streams.kafka.admin import watermark_offsets
 
-from .base import ChangeEvent
-from .catalogue import Dataset
-from .offsets import OffsetStore
+from connectors.base import ChangeEvent
+from streams.core.catalogue import Dataset
+from connectors.offsets import OffsetStore
 
 log = logging.getLogger(__name__)
 

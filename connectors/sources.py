@@ -10,12 +10,12 @@ from __future__ import annotations
 import importlib
 
 from streams.errors import ConfigError
-from streams.serde import SchemaStore
+from streams.codecs.serde import SchemaStore
 from streams.settings import Settings
 
-from .base import Source
-from .catalogue import Department
-from .offsets import OffsetStore
+from connectors.base import Source
+from streams.core.catalogue import Department
+from connectors.offsets import OffsetStore
 
 # kind → (module, class)
 SOURCE_CLASSES = {

@@ -26,7 +26,7 @@ SINK_ROWS = Counter("yurong_sink_rows_total", "Rows inserted into ClickHouse", [
 SINK_BATCH_SECONDS = Histogram("yurong_sink_batch_seconds", "Time to write and commit one sink batch", buckets=LATENCY_BUCKETS)
 STREAM_REREADS = Counter("yurong_stream_rereads_total",
                          "Partitions sought back to their committed offset because Faust dropped fetched records "
-                         "without handling them (streams/liveness.py)", ["topic"])
+                         "without handling them (streams/worker/faust_fixes/liveness.py)", ["topic"])
 ALERTS = Counter("yurong_alerts_total", "Alerts published per bank", ["bank_id", "category", "severity"])
 ALERTS_BLOCKED = Counter("yurong_alerts_blocked_total", "Risk changes with no consented recipient", ["category"])
 ALERTS_THROTTLED = Counter("yurong_alerts_throttled_total",

@@ -48,7 +48,7 @@
 #   YURONG_DEBEZIUM_HISTORY_TOPIC       [debezium-history.<name>]  schema-history topic (Kafka,
 #                                       one partition, created by Debezium)
 #
-# Connector settings that matter to yurong's ingest (streams/debezium.py):
+# Connector settings that matter to yurong's ingest (streams/codecs/debezium.py):
 #   snapshot.mode=initial, JsonConverter with schemas.enable=true, tombstones.on.delete=true,
 #   decimal.handling.mode=double (numeric/DECIMAL → JSON number instead of base64 bytes + scale).
 #   PostgreSQL: plugin.name=pgoutput, time.precision.mode=adaptive (date → io.debezium.time.Date
@@ -58,7 +58,7 @@
 #   TIMESTAMP → ZonedTimestamp), include.schema.changes=false (no DDL topic), the schema history
 #   keeps only the captured database's DDL, provide.transaction.metadata=true: every change record
 #   carries a transaction block whose total_order gives the change's exact place in its
-#   transaction (streams/debezium.py then reports the same position and seq as yurong's
+#   transaction (streams/codecs/debezium.py then reports the same position and seq as yurong's
 #   connector, 0-1-42#3); Debezium also writes BEGIN/END records to the topic
 #   <prefix>.transaction, which the worker does not read (it is no dataset topic) — delete it
 #   with the data topics.

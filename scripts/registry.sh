@@ -30,7 +30,7 @@
 #   {key,value}.converter.apicurio.registry.auto-register=true
 #   {key,value}.converter.apicurio.registry.find-latest=true
 # Wire format then: magic byte 0 + 8-byte big-endian globalId + Avro binary
-# (streams/avro_registry.py decodes it, fetching the schema from /ids/globalIds/<id>).
+# (streams/codecs/avro_registry.py decodes it, fetching the schema from /ids/globalIds/<id>).
 # With {value}.converter.apicurio.registry.as-confluent=true (+ use-id=contentId) it is
 # Confluent's: 0 + 4-byte contentId; Apicurio also serves the Confluent API at /apis/ccompat/v6.
 set -euo pipefail

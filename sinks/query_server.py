@@ -24,7 +24,7 @@ import clickhouse_connect
 
 from streams.errors import ConfigError
 
-from .clickhouse import ClickHouseWriter
+from sinks.clickhouse import ClickHouseWriter
 
 log = logging.getLogger(__name__)
 

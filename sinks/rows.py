@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from streams.dlq import parse_dlq_headers
+from streams.kafka.dlq import parse_dlq_headers
 
 
 def _date(text: str | None) -> dt.date | None:

@@ -21,12 +21,12 @@ from collections import defaultdict
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer
 
 from monitoring.metrics import DLQ, E2E_LATENCY, EVENTS_IN, SINK_BATCH_SECONDS, SINK_ROWS
-from streams.dlq import dlq_headers, dlq_topic
+from streams.kafka.dlq import dlq_headers, dlq_topic
 from streams.errors import SinkError
-from streams.serde import SchemaStore
+from streams.codecs.serde import SchemaStore
 
-from .clickhouse import ClickHouseWriter
-from .rows import alert_row, change_row, dlq_row, event_row, profile_row
+from sinks.clickhouse import ClickHouseWriter
+from sinks.rows import alert_row, change_row, dlq_row, event_row, profile_row
 
 log = logging.getLogger(__name__)
 

@@ -111,10 +111,10 @@ class WorkerSettings(BaseSettings):
     web_port: int = 6066
     store: str = "memory://"
     reread_check_s: float = Field(default=5.0, gt=0, description="how often the worker looks for partitions whose "
-                                  "fetched records Faust dropped without handling them (streams/liveness.py)")
+                                  "fetched records Faust dropped without handling them (streams/worker/faust_fixes/liveness.py)")
     fetch_min_bytes: int = Field(default=65536, ge=1, description="the broker answers the worker's fetch once this "
                                  "many bytes are there (or after fetch_max_wait_ms): fewer, larger fetches under load; "
-                                 "1 = at once (streams/fetching.py)")
+                                 "1 = at once (streams/worker/faust_fixes/fetching.py)")
     fetch_max_wait_ms: int = Field(default=50, ge=0, description="longest a fetch waits for fetch_min_bytes: what a "
                                    "record may wait per pipeline hop when its topic is quiet")
     debezium_prefixes: dict[str, str] = Field(
@@ -134,7 +134,7 @@ class RiskSettings(BaseSettings):
     """The scorecard the merge step scores profiles with (docs/risk-scorecard.md)."""
 
     model_config = _config("YURONG_RISK_")
-    scorecard: Path | None = Field(default=None, description="a scorecard TOML replacing streams/scorecard.toml")
+    scorecard: Path | None = Field(default=None, description="a scorecard TOML replacing streams/core/scorecard.toml")
 
 
 class MetricsSettings(BaseSettings):

@@ -19,7 +19,7 @@ import redis
 from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from streams.kafka_admin import ensure_topics, watermark_offsets
+from streams.kafka.admin import ensure_topics, watermark_offsets
 from streams.settings import get_settings
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")

@@ -1,6 +1,6 @@
 """An isolated pipeline on the shared local stack, for e2e tests and benchmarks.
 
-Connector, worker and sink run as child processes (``streams.demo.pipeline``) with their own
+Connector, worker and sink run as child processes (``streams.cli.demo.pipeline``) with their own
 Faust app id, sink consumer group, ports, Redis key prefix and chDB folder, against one
 department database. Only the Kafka topics are shared with everything else on the stack.
 
@@ -30,17 +30,17 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from connectors.catalogue import catalogue
+from streams.core.catalogue import catalogue
 from connectors.base import Source
-from connectors.catalogue import Department
+from streams.core.catalogue import Department
 from connectors.offsets import OffsetStore
 from connectors.runner import ConnectorRunner, producer_config
 from connectors.sources import source_class
-from sinks.consent import ConsentRegistry
-from streams.demo import pipeline
+from streams.worker.consent_store import ConsentRegistry
+from streams.cli.demo import pipeline
 from streams.errors import DecodeError
-from streams.kafka_admin import watermark_offsets
-from streams.serde import schema_store
+from streams.kafka.admin import watermark_offsets
+from streams.codecs.serde import schema_store
 from streams.settings import SourceSettings
 from tests.conftest import IN_CI, TEST_KEY, TopicReader, free_port, wait_for
 

@@ -22,7 +22,7 @@ from psycopg2 import sql
 
 from streams.settings import Settings
 
-from .market import Enterprise, MarketSimulator
+from connectors.simulator.market import Enterprise, MarketSimulator
 
 
 class DepartmentSimulator(Protocol):
@@ -88,25 +88,25 @@ class CitySimulator:
             return {d: src.dsn(d, kind).rsplit("/", 1)[1].split("?")[0] for d in depts}
 
         if "postgres" in kinds:
-            from .postgres_depts import DEPARTMENTS as PG_DEPTS
-            from .postgres_depts import PostgresDepartmentsSimulator
+            from connectors.simulator.postgres_depts import DEPARTMENTS as PG_DEPTS
+            from connectors.simulator.postgres_depts import PostgresDepartmentsSimulator
 
             self.groups["postgres"] = PostgresDepartmentsSimulator(pg_template, seed=seed,
                                                                    databases=databases(PG_DEPTS, "postgres"))
         if "mysql" in kinds:
-            from .mysql_depts import DEPARTMENTS as MYSQL_DEPTS
-            from .mysql_depts import MySqlDepartmentsSimulator
+            from connectors.simulator.mysql_depts import DEPARTMENTS as MYSQL_DEPTS
+            from connectors.simulator.mysql_depts import MySqlDepartmentsSimulator
 
             self.groups["mysql"] = MySqlDepartmentsSimulator(src.mysql_template.get_secret_value(), seed=seed,
                                                              databases=databases(MYSQL_DEPTS, "mysql"))
         if "polling" in kinds:
-            from .polled_depts import DEPTS as POLLED_DEPTS
-            from .polled_depts import PolledDepartmentsSimulator
+            from connectors.simulator.polled_depts import DEPTS as POLLED_DEPTS
+            from connectors.simulator.polled_depts import PolledDepartmentsSimulator
 
             self.groups["polling"] = PolledDepartmentsSimulator(pg_template, seed=seed,
                                                                 databases=databases(POLLED_DEPTS, "polling"))
         if "file" in kinds:
-            from .file_depts import FileDropSimulator
+            from connectors.simulator.file_depts import FileDropSimulator
 
             self.groups["file"] = FileDropSimulator(settings.drop_dir, seed=seed)
 

@@ -27,9 +27,9 @@ from pathlib import Path
 
 from faker import Faker
 
-from .bulk import chunks
-from .identities import CHONGQING_DISTRICTS, UniqueCodes, make_mobile
-from .market import Enterprise
+from connectors.simulator.bulk import chunks
+from connectors.simulator.identities import CHONGQING_DISTRICTS, UniqueCodes, make_mobile
+from connectors.simulator.market import Enterprise
 
 DATASETS = {
     "water": {"water_usage": "csv"},

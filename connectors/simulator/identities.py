@@ -10,7 +10,7 @@ import random
 import string
 from collections.abc import Callable
 
-from streams.identifiers import id_check_digit, uscc_check_digit
+from streams.core.identifiers import id_check_digit, uscc_check_digit
 
 # 重庆市 districts and counties (GB/T 2260): code → name
 CHONGQING_DISTRICTS = {

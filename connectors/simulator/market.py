@@ -1,6 +1,6 @@
 """市场监管局 (market supervision) department database: schema, seed and live changes.
 
-Tables mirror ``connectors/mappings/market.toml``. A configurable share of enterprises is on a
+Tables mirror ``streams/core/departments/market.toml``. A configurable share of enterprises is on a
 distress path: listed in the register of abnormal operations (经营异常名录), then suspended,
 then revoked (吊销) — the changes that should raise alerts. Shareholders pledge equity (股权出质)
 to banks: a few percent of enterprises at any time, more often on the distress path.
@@ -18,8 +18,8 @@ import psycopg2
 import psycopg2.extras
 from faker import Faker
 
-from .bulk import BackgroundLoader, pg_copy
-from .identities import CHONGQING_DISTRICTS, make_id_number, make_mobile, make_uscc, pick_district, pick_industry
+from connectors.simulator.bulk import BackgroundLoader, pg_copy
+from connectors.simulator.identities import CHONGQING_DISTRICTS, make_id_number, make_mobile, make_uscc, pick_district, pick_industry
 
 DDL = """
 CREATE TABLE IF NOT EXISTS enterprise_registration (

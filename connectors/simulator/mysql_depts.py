@@ -1,6 +1,6 @@
 """The MariaDB departments: 人力社保局 (hrss), 公积金中心 (housing_fund), 国网电力 (power), 海关 (customs).
 
-Tables mirror ``connectors/mappings/{hrss,housing_fund,power,customs}.toml``. Every row carries
+Tables mirror ``streams/core/departments/{hrss,housing_fund,power,customs}.toml``. Every row carries
 the enterprise's USCC. Twelve months of history per enterprise, then monthly rows and corrections.
 Dynamics: insured headcount 3–300 (lognormal), electricity with summer and winter peaks and a
 Spring Festival dip, and enterprises on a distress path (``Enterprise.distressed``) whose
@@ -21,10 +21,10 @@ from typing import Any
 import pymysql
 from faker import Faker
 
-from ..mysql import parse_dsn
-from .bulk import mysql_load, mysql_local_infile, seed_in_chunks
-from .identities import CHONGQING_DISTRICTS, UniqueCodes, make_mobile
-from .market import Enterprise
+from connectors.mysql import parse_dsn
+from connectors.simulator.bulk import mysql_load, mysql_local_infile, seed_in_chunks
+from connectors.simulator.identities import CHONGQING_DISTRICTS, UniqueCodes, make_mobile
+from connectors.simulator.market import Enterprise
 
 DEPARTMENTS = ("hrss", "housing_fund", "power", "customs")
 TABLE_DEPT = {"social_insurance": "hrss", "housing_fund_contribution": "housing_fund", "electricity_usage": "power",

@@ -21,9 +21,9 @@ import psycopg2.extras
 from faker import Faker
 from psycopg2 import sql
 
-from .bulk import pg_copy, seed_in_chunks
-from .identities import CHONGQING_DISTRICTS, UniqueCodes, make_mobile
-from .market import Enterprise
+from connectors.simulator.bulk import pg_copy, seed_in_chunks
+from connectors.simulator.identities import CHONGQING_DISTRICTS, UniqueCodes, make_mobile
+from connectors.simulator.market import Enterprise
 
 DDL = {
     "gas": """

@@ -1,7 +1,7 @@
 """税务局 / 法院 / 生态环境局: the PostgreSQL CDC departments of DESIGN §5 — schema, seed, live changes.
 
 One database per department (``tax``, ``court``, ``environment``) on the department PostgreSQL;
-tables mirror ``connectors/mappings/{tax,court,environment}.toml``.
+tables mirror ``streams/core/departments/{tax,court,environment}.toml``.
 
 Row generation is pure and deterministic (``RowGenerator``: no I/O, everything drawn from
 random generators seeded from ``seed``); ``PostgresDepartmentsSimulator`` only applies what it
@@ -38,10 +38,10 @@ from faker import Faker
 from psycopg2 import sql
 from psycopg2.extensions import make_dsn, parse_dsn
 
-from .bulk import BackgroundLoader, chunks, pg_copy
-from .identities import CHONGQING_DISTRICTS, make_id_number, make_mobile, pick_district, pick_industry
-from .market import Enterprise
-from .sampling import PositionSubset
+from connectors.simulator.bulk import BackgroundLoader, chunks, pg_copy
+from connectors.simulator.identities import CHONGQING_DISTRICTS, make_id_number, make_mobile, pick_district, pick_industry
+from connectors.simulator.market import Enterprise
+from connectors.simulator.sampling import PositionSubset
 
 DEPARTMENTS = ("tax", "court", "environment")
 

@@ -35,7 +35,7 @@ SETTINGS non_replicated_deduplication_window = 1000;
 
 -- Issue 4: indicators, ratings and the score's explanation (added to tables made before them).
 ALTER TABLE enterprise_profile
-    ADD COLUMN IF NOT EXISTS indicators Map(String, Float64) COMMENT 'derived indicators (streams/indicators.py)' AFTER abnormal_listings_total,
+    ADD COLUMN IF NOT EXISTS indicators Map(String, Float64) COMMENT 'derived indicators (streams/core/indicators.py)' AFTER abnormal_listings_total,
     ADD COLUMN IF NOT EXISTS ratings Map(String, String) COMMENT 'latest ratings / certificate states' AFTER indicators,
     ADD COLUMN IF NOT EXISTS score_factors Array(Tuple(code String, points Int32, value Nullable(String)))
         COMMENT 'scorecard factors that applied, adverse first' AFTER reason_codes;

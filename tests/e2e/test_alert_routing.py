@@ -31,10 +31,12 @@ import redis
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from connectors.simulator.identities import make_uscc
-from sinks.consent import BankRules, ConsentRegistry, filtered_by, new_grant, publish_grants, revocations
-from streams.demo import pipeline
-from streams.kafka_admin import ensure_topics
-from streams.serde import schema_store
+from streams.core.consent import BankRules, filtered_by, new_grant, revocations
+from streams.worker.consent_store import ConsentRegistry
+from streams.kafka.consent_log import publish_grants
+from streams.cli.demo import pipeline
+from streams.kafka.admin import ensure_topics
+from streams.codecs.serde import schema_store
 from tests.conftest import TEST_KEY, wait_for
 from tests.harness import IsolatedPipeline, commit_at_end, skip_history
 

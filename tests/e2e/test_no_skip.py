@@ -21,7 +21,7 @@ accounted for.
 3. Restarts during the outage: the worker is stopped (SIGTERM) and killed (SIGKILL) while a
    change waits for Redis; after the restarts that change must still be routed, and no commit
    may ever pass it. (A restarted Faust worker sometimes drops records it fetched around its seek
-   to the committed offsets; the worker's guard reads them again: ``streams/liveness.py``,
+   to the committed offsets; the worker's guard reads them again: ``streams/worker/faust_fixes/liveness.py``,
    ``NoSkipRun.settle``.)
 """
 
@@ -42,15 +42,17 @@ import pytest
 import redis
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from connectors.catalogue import catalogue
+from streams.core.catalogue import catalogue
 from connectors.simulator.identities import make_uscc
-from sinks.consent import ConsentRegistry, new_grant, publish_grants, revocations
-from streams.demo import pipeline
-from streams.dlq import parse_dlq_headers
-from streams.ingest import Provenance, to_enterprise_event
-from streams.kafka_admin import ensure_topics
-from streams.masking import Pseudonymizer
-from streams.serde import schema_store
+from streams.worker.consent_store import ConsentRegistry
+from streams.core.consent import new_grant, revocations
+from streams.kafka.consent_log import publish_grants
+from streams.cli.demo import pipeline
+from streams.kafka.dlq import parse_dlq_headers
+from streams.core.ingest import Provenance, to_enterprise_event
+from streams.kafka.admin import ensure_topics
+from streams.core.masking import Pseudonymizer
+from streams.codecs.serde import schema_store
 from tests.conftest import IN_CI, TEST_KEY, free_port, wait_for
 from tests.harness import IsolatedPipeline, commit_at_end, skip_history
 
@@ -60,7 +62,7 @@ REGISTRATION = "dept.market.enterprise_registration"
 DAY_MS = 86_400_000
 # Faust's defaults wait 60 s for a killed member's session to expire before the restarted
 # worker gets its partitions; the settings are read from the environment (faust Settings). The
-# worker looks for dropped records every second instead of every five (streams/liveness.py).
+# worker looks for dropped records every second instead of every five (streams/worker/faust_fixes/liveness.py).
 FAST_GROUP = {"BROKER_SESSION_TIMEOUT": "10", "BROKER_HEARTBEAT_INTERVAL": "1", "YURONG_ALERTS_THROTTLE_MAX": "0",
               "YURONG_WORKER_REREAD_CHECK_S": "1"}
 
@@ -345,7 +347,7 @@ class NoSkipRun:
 
     def settle(self, what: str, done: Callable[[], bool]) -> None:
         """Wait for ``done`` after a restart. A restarted Faust worker sometimes drops records it
-        fetched around its seek to the committed offsets (streams/liveness.py); the worker's guard
+        fetched around its seek to the committed offsets (streams/worker/faust_fixes/liveness.py); the worker's guard
         reads them again. The offsets must hold meanwhile; a re-read is reported."""
         wait_for(lambda: (self.p.check_alive(), self.offsets_hold(), done())[2], 120,
                  lambda: f"{what} ({self.unaccounted()})\n" + self.diagnose())

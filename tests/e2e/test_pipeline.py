@@ -11,11 +11,11 @@ import pytest
 from confluent_kafka import Producer
 
 from connectors.simulator.market import MarketSimulator
-from sinks.consent import ConsentRegistry
-from streams.dlq import parse_dlq_headers
-from streams.kafka_admin import ensure_topics
-from streams.masking import find_pii
-from streams.serde import schema_store
+from streams.worker.consent_store import ConsentRegistry
+from streams.kafka.dlq import parse_dlq_headers
+from streams.kafka.admin import ensure_topics
+from streams.core.masking import find_pii
+from streams.codecs.serde import schema_store
 from tests.conftest import TEST_KEY, drop_database, make_database, wait_for
 from tests.harness import IsolatedPipeline, skip_history
 

@@ -5,7 +5,7 @@ Every rebalance seeks the partitions back to their committed offsets while recor
 fetched and handed on. Faust 0.15.3 counted records around such a seek as a hole — "handled" —
 and committed past them: a batch fetched from the old position, records fetched from the new
 position before the read offsets followed, a seek while the fetch loop let other tasks run
-(streams/acks.py 6). Two workers starting together lost ~30 records on each of three partitions
+(streams/worker/faust_fixes/acks.py 6). Two workers starting together lost ~30 records on each of three partitions
 in ``bench/risk_bench.py --workers 2``; this test lost 2,546 of 48,000 without the patch.
 
 Here: a backlog of registration changes; worker A drains it while worker B starts with it, then
@@ -22,9 +22,9 @@ import pytest
 from confluent_kafka import Producer
 
 from connectors.simulator.identities import make_uscc
-from streams.demo import pipeline
-from streams.dlq import parse_dlq_headers
-from streams.serde import schema_store
+from streams.cli.demo import pipeline
+from streams.kafka.dlq import parse_dlq_headers
+from streams.codecs.serde import schema_store
 from tests.conftest import TEST_KEY, free_port, wait_for
 from tests.e2e.test_no_skip import FAST_GROUP, REGISTRATION, change_envelope, registration
 from tests.harness import IsolatedPipeline, skip_history

@@ -25,10 +25,10 @@ from connectors.runner import producer_config
 from connectors.simulator.identities import make_uscc
 from sinks.clickhouse import ClickHouseWriter, apply_schema, open_client
 from sinks.runner import SUBSCRIPTION, ClickHouseSink, consumer_config
-from streams.dlq import parse_dlq_headers
+from streams.kafka.dlq import parse_dlq_headers
 from streams.errors import SinkError
-from streams.kafka_admin import ensure_topics, watermark_offsets
-from streams.serde import schema_store
+from streams.kafka.admin import ensure_topics, watermark_offsets
+from streams.codecs.serde import schema_store
 from tests.conftest import wait_for
 
 pytestmark = pytest.mark.integration

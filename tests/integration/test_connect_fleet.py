@@ -7,10 +7,10 @@ import threading
 
 import pytest
 
-from connectors.catalogue import Catalogue, catalogue
+from streams.core.catalogue import Catalogue, catalogue
 from connectors.fleet import Fleet, fleet_status
 from connectors.simulator.market import MarketSimulator
-from streams.serde import schema_store
+from streams.codecs.serde import schema_store
 from streams.settings import Settings
 from tests.conftest import wait_for
 

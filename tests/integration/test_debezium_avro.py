@@ -7,7 +7,7 @@ one with the ``JsonConverter`` (schemas enabled, as ``scripts/debezium.sh``), on
 2.6.13.Final, in-memory). Values of the Avro connector carry magic byte 0 + 8-byte globalId
 (``apicurio.registry.headers.enabled=false``), its keys the Apicurio default (id in the
 ``apicurio.key.globalId`` header), so both framings run for real. Every Avro record goes through
-``streams.avro_registry`` + ``streams.debezium.DebeziumConverter`` and must equal the JSON
+``streams.codecs.avro_registry`` + ``streams.codecs.debezium.DebeziumConverter`` and must equal the JSON
 record: the same payload dict (bar the connector name and processing times), the same yurong
 envelope, the same merged profiles. Needs Java 17 and Maven (fails under CI when missing, skips
 otherwise).
@@ -29,11 +29,16 @@ from urllib.request import urlopen
 import psycopg2
 import pytest
 
-from connectors.catalogue import catalogue
+from streams.core.catalogue import catalogue
 from connectors.simulator.market import MarketSimulator
-from streams.avro_registry import APICURIO_KEY_HEADER, APICURIO_VALUE_HEADER, AvroRegistryDecoder, SchemaRegistry
-from streams.debezium import DebeziumConverter, topic_datasets
-from streams.kafka_admin import ensure_topics
+from streams.codecs.avro_registry import (
+    APICURIO_KEY_HEADER,
+    APICURIO_VALUE_HEADER,
+    AvroRegistryDecoder,
+    SchemaRegistry,
+)
+from streams.codecs.debezium import DebeziumConverter, topic_datasets
+from streams.kafka.admin import ensure_topics
 from tests.conftest import free_port, wait_for
 from tests.harness import REPO, StreamPair, file_tail, need_tools, run_script, yurong_home
 from tests.integration.test_debezium_interop import TailReader, _changes, _drop_slot, _has_sentinel, _profiles

@@ -9,9 +9,9 @@ import os
 import pytest
 from confluent_kafka import Producer
 
-from streams.demo import pipeline
-from streams.masking import find_pii
-from streams.serde import schema_store
+from streams.cli.demo import pipeline
+from streams.core.masking import find_pii
+from streams.codecs.serde import schema_store
 from tests.conftest import TEST_KEY, free_port, wait_for
 from tests.harness import commit_at_end
 from tests.unit.test_debezium_envelope import REG_SCHEMA, REG_UPDATE, record

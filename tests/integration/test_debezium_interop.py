@@ -2,7 +2,7 @@
 
 One fresh market database; yurong's own connector and Debezium 3.6.1.Final (Kafka Connect
 standalone, scripts/debezium.sh) both snapshot it and then stream the same live changes. Both
-record streams are turned into enterprise events (``streams.debezium`` for Debezium's JSON
+record streams are turned into enterprise events (``streams.codecs.debezium`` for Debezium's JSON
 records, Avro decoding for ours), merged per USCC in source order with the pure
 ``to_enterprise_event`` + ``merge_event``, and the resulting profiles must be identical in every
 business field. Needs Java 17 and Maven (fails under CI when missing, skips otherwise).
@@ -21,15 +21,15 @@ import psycopg2
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
-from connectors.catalogue import catalogue
+from streams.core.catalogue import catalogue
 from connectors.simulator.market import MarketSimulator
-from streams.debezium import DebeziumConverter, topic_datasets
+from streams.codecs.debezium import DebeziumConverter, topic_datasets
 from streams.errors import DecodeError
-from streams.kafka_admin import ensure_topics
-from streams.ingest import Provenance, to_enterprise_event
-from streams.masking import Pseudonymizer
-from streams.profile import merge_event
-from streams.serde import schema_store
+from streams.kafka.admin import ensure_topics
+from streams.core.ingest import Provenance, to_enterprise_event
+from streams.core.masking import Pseudonymizer
+from streams.core.profile import merge_event
+from streams.codecs.serde import schema_store
 from tests.conftest import TEST_KEY, end_offsets, free_port
 from tests.harness import DebeziumScript, StreamPair, need_tools
 from tests.integration.test_postgres_connector import RunningConnector

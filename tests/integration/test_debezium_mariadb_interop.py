@@ -7,14 +7,14 @@ it and then stream the same live changes: an update, an insert, a delete, a mult
 one transaction, transactions that change one row more than once (an update twice; an insert,
 update and delete; a multi-row upsert updating one row twice within one row event), the
 simulator's own mix of upserts and corrections, and a sentinel update last.
-Both record streams are turned into enterprise events (``streams.debezium`` for Debezium's JSON
+Both record streams are turned into enterprise events (``streams.codecs.debezium`` for Debezium's JSON
 records, Avro decoding for ours) and merged in source order with the pure ``to_enterprise_event``
 + ``merge_event`` (whose per-row source positions decide what is a replay). Then:
 
 - the streamed row images are identical, change by change, and so are their positions and seqs
   (``0-1-42#3``, ``(42 << 20) | 3``): ``scripts/debezium.sh`` runs Debezium with
   ``provide.transaction.metadata=true``, so every record carries ``transaction.total_order`` and
-  ``streams.debezium`` takes the change's index in its transaction from it, as ours counts it;
+  ``streams.codecs.debezium`` takes the change's index in its transaction from it, as ours counts it;
 - the merged per-row final state (masked attributes) is identical from both, and equal to the
   table's actual final content read from MariaDB.
 
@@ -34,17 +34,18 @@ import pytest
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
-from connectors.catalogue import _value_schema, catalogue
-from connectors.convert import row_converter
-from connectors.mysql import change_seq, parse_dsn
+from streams.core.catalogue import _value_schema, catalogue
+from streams.codecs.convert import row_converter
+from streams.codecs.positions import change_seq
+from connectors.mysql import parse_dsn
 from connectors.simulator.mysql_depts import DEPARTMENTS, MySqlDepartmentsSimulator
-from streams.debezium import DebeziumConverter, topic_datasets
+from streams.codecs.debezium import DebeziumConverter, topic_datasets
 from streams.errors import DecodeError
-from streams.ingest import Provenance, to_enterprise_event
-from streams.kafka_admin import ensure_topics
-from streams.masking import Pseudonymizer
-from streams.profile import merge_event, source_row
-from streams.serde import schema_store
+from streams.core.ingest import Provenance, to_enterprise_event
+from streams.kafka.admin import ensure_topics
+from streams.core.masking import Pseudonymizer
+from streams.core.profile import merge_event, source_row
+from streams.codecs.serde import schema_store
 from tests.conftest import TEST_KEY, free_port, wait_for
 from tests.harness import DebeziumScript, StreamPair, need_tools
 from tests.integration.test_debezium_interop import TailReader, _debezium_envelopes
@@ -233,7 +234,7 @@ def test_debezium_mariadb_and_our_connector_give_the_same_state(hrss_db, mysql_a
         streams.wait_caught_up(has_sentinel, "both streams to carry every change")
         t_stream = time.monotonic() - started
         # Debezium wrote its BEGIN/END records to <prefix>.transaction; the worker's Debezium topics
-        # (streams.topics: topic_datasets of the department) are the dataset topics only
+        # (streams.worker.topics: topic_datasets of the department) are the dataset topics only
         admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
         wait_for(lambda: dbz.transaction_topic in admin.list_topics(timeout=10).topics, 30,
                  f"Debezium's transaction topic {dbz.transaction_topic}")

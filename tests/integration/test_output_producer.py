@@ -1,4 +1,4 @@
-"""The agents' librdkafka producer (streams/producer.py) against the real broker: a flush returns
+"""The agents' librdkafka producer (streams/kafka/producer.py) against the real broker: a flush returns
 only when every earlier record is in Kafka, a refused record fails the flush (so the offset
 commit does not happen), and records land on the partitions Faust's aiokafka producer chose."""
 
@@ -11,8 +11,8 @@ import pytest
 from aiokafka.partitioner import DefaultPartitioner
 from confluent_kafka import KafkaException, TopicPartition
 
-from streams.kafka_admin import ensure_topics, watermark_offsets
-from streams.producer import OutputProducer
+from streams.kafka.admin import ensure_topics, watermark_offsets
+from streams.kafka.producer import OutputProducer
 from tests.conftest import wait_for
 
 pytestmark = pytest.mark.integration

@@ -4,7 +4,7 @@ The simulators' row builders are pure (random generators seeded from ``seed``): 
 from their ``seed_rows`` (what ``seed`` loads) and row builders, and the file drops' ``_drop``
 is replaced here by a collector. Each raw row then goes through what its connector does to it: the file-drop
 rows through the real CSV/XLSX writer and reader, every row through
-``connectors.convert.row_converter`` of its Avro schema — so the result is the ``after`` image
+``streams.codecs.convert.row_converter`` of its Avro schema — so the result is the ``after`` image
 the ingest agent would receive.
 
 Live changes that the simulators make with SQL expressions (``arrears_amount + payable * 0.2``)
@@ -18,8 +18,8 @@ import random
 from collections import defaultdict
 from typing import Any
 
-from connectors.catalogue import Catalogue, _value_schema
-from connectors.convert import row_converter
+from streams.core.catalogue import Catalogue, _value_schema
+from streams.codecs.convert import row_converter
 from connectors.filedrop import read_rows
 from connectors.simulator.file_depts import COLUMNS as FILE_COLUMNS
 from connectors.simulator.file_depts import DATASETS as FILE_DATASETS
@@ -29,7 +29,7 @@ from connectors.simulator.market import Enterprise, MarketSimulator
 from connectors.simulator.mysql_depts import MySqlDepartmentsSimulator
 from connectors.simulator.polled_depts import PolledDepartmentsSimulator
 from connectors.simulator.postgres_depts import Insert, Rates, RowGenerator
-from streams.serde import SchemaStore
+from streams.codecs.serde import SchemaStore
 
 TODAY = dt.date(2026, 3, 10)
 

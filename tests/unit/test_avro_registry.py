@@ -1,4 +1,4 @@
-"""streams/avro_registry.py: registry-Avro Debezium records → the JSON converter's payload.
+"""streams/codecs/avro_registry.py: registry-Avro Debezium records → the JSON converter's payload.
 
 The Avro schema below is the one Apicurio's AvroConverter 2.6.13.Final registered for Debezium
 3.6.1.Final's ``enterprise_registration`` envelope (Connect 4.3.0, decimal.handling.mode=double,
@@ -21,8 +21,8 @@ from decimal import Decimal
 import fastavro
 import pytest
 
-from connectors.catalogue import catalogue
-from streams.avro_registry import (
+from streams.core.catalogue import catalogue
+from streams.codecs.avro_registry import (
     APICURIO_KEY_HEADER,
     APICURIO_VALUE_HEADER,
     AvroRegistryDecoder,
@@ -35,7 +35,7 @@ from streams.avro_registry import (
     strip_logical_types,
     to_json_value,
 )
-from streams.debezium import DebeziumConverter, decode_value
+from streams.codecs.debezium import DebeziumConverter, decode_value
 from streams.errors import DecodeError
 from tests.unit.test_debezium_envelope import REG_SCHEMA, REG_SNAPSHOT, REG_UPDATE, record
 
@@ -286,7 +286,7 @@ def test_other_debezium_encodings_come_back_as_the_json_converter_writes_them(de
     fields = {f["field"]: f for f in schema["fields"]}
     assert fields["amount"]["parameters"]["scale"] == "2" and fields["small"]["type"] == "int16"
     assert fields["tags"] == {"type": "array", "items": {"type": "string", "optional": False}, "optional": False, "field": "tags"}
-    # ... which streams.debezium.decode_value turns into Python values exactly as for JSON
+    # ... which streams.codecs.debezium.decode_value turns into Python values exactly as for JSON
     assert decode_value(got["amount"], fields["amount"]) == Decimal("1234567.89")
     assert decode_value(got["ratio"], fields["ratio"]) == Decimal("12.345")
     assert decode_value(got["day"], fields["day"]) == dt.date(2025, 11, 27)

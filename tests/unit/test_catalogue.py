@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from connectors.catalogue import load_catalogue
+from streams.core.catalogue import load_catalogue
 from streams.errors import ConfigError
 
 VALID = """

@@ -1,6 +1,6 @@
 """Who may receive an alert: active consent AND watchlist AND scope, then the bank's rules; how
 consent versions from consent.grants merge; watchlist files; the throttle's rule (pure rules of
-sinks.consent)."""
+streams.core.consent)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sinks.consent import (
+from streams.core.consent import (
     BankRules,
     ConsentGrant,
     check_bank_id,
@@ -23,7 +23,7 @@ from sinks.consent import (
     throttle_model,
 )
 from streams.errors import ConfigError
-from streams.risk import LEVEL_NAMES, SEVERITY_RANK
+from streams.core.scorecard import LEVEL_NAMES, SEVERITY_RANK
 
 PROPERTY = settings(max_examples=200, deadline=None)
 USCC = "91110000600037341L"

@@ -6,8 +6,8 @@ import datetime as dt
 
 import pytest
 
-from connectors.catalogue import _value_schema
-from connectors.convert import row_converter
+from streams.core.catalogue import _value_schema
+from streams.codecs.convert import row_converter
 from streams.errors import ValidationError
 
 UTC = dt.timezone.utc

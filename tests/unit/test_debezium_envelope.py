@@ -1,4 +1,4 @@
-"""streams/debezium.py: real Debezium records → yurong change envelopes.
+"""streams/codecs/debezium.py: real Debezium records → yurong change envelopes.
 
 The fixtures below are records captured from Debezium 3.6.1.Final (PostgresConnector,
 pgoutput, Kafka Connect 4.3.0 standalone, JsonConverter schemas.enable=true,
@@ -16,14 +16,21 @@ import json
 
 import pytest
 
-from connectors.catalogue import catalogue
-from connectors.mysql import change_seq
-from streams.debezium import DebeziumConverter, binlog_order, decode_value, parse_record, snapshot_flag, topic_datasets
+from streams.core.catalogue import catalogue
+from streams.codecs.positions import change_seq
+from streams.codecs.debezium import (
+    DebeziumConverter,
+    binlog_order,
+    decode_value,
+    parse_record,
+    snapshot_flag,
+    topic_datasets,
+)
 from streams.errors import ValidationError
-from streams.ingest import Provenance, to_enterprise_event
-from streams.masking import Pseudonymizer
-from streams.profile import merge_event
-from streams.serde import schema_store
+from streams.core.ingest import Provenance, to_enterprise_event
+from streams.core.masking import Pseudonymizer
+from streams.core.profile import merge_event
+from streams.codecs.serde import schema_store
 
 KEY = b"unit-test-key-for-debezium-envelopes-0123456789"
 UTC = dt.timezone.utc
@@ -223,7 +230,7 @@ def test_mysql_source_positions(conv):
     _, env = conv.envelope({**p, "source": src})
     assert env["source"]["position"] == "mysql-bin.000003:4242:1"
     assert env["source"]["seq"] == (3 << 40) | (4242 << 8) | 1
-    # a GTID names the transaction; file:pos:row orders the changes inside it (streams/debezium.py)
+    # a GTID names the transaction; file:pos:row orders the changes inside it (streams/codecs/debezium.py)
     _, env = conv.envelope({**p, "source": {**src, "connector": "mariadb", "gtid": "0-1-42"}})
     assert (env["source"]["position"], env["source"]["seq"]) == (
         "0-1-42#mysql-bin.000003:4242:1", change_seq(42, binlog_order(4242, 1)))

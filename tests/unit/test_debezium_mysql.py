@@ -1,4 +1,4 @@
-"""streams/debezium.py on Debezium's MariaDB/MySQL records: the same envelopes as yurong's own
+"""streams/codecs/debezium.py on Debezium's MariaDB/MySQL records: the same envelopes as yurong's own
 MariaDB connector (connectors/mysql.py) gives for the same rows.
 
 The fixtures are records captured from Debezium 3.5.0.Final (MariaDbConnector, Kafka Connect
@@ -22,24 +22,22 @@ from decimal import Decimal
 
 import pytest
 
-from connectors.catalogue import _value_schema, catalogue
-from connectors.convert import row_converter
-from connectors.mysql import (
-    MAX_GTID_SEQ,
-    MAX_TXN_INDEX,
-    Gtid,
-    MySqlSource,
-    RowChange,
-    Transaction,
-    change_seq,
-    snapshot_row_seq,
+from streams.core.catalogue import _value_schema, catalogue
+from streams.codecs.convert import row_converter
+from streams.codecs.positions import MAX_GTID_SEQ, MAX_TXN_INDEX, change_seq, snapshot_row_seq
+from connectors.mysql import Gtid, MySqlSource, RowChange, Transaction
+from streams.codecs.debezium import (
+    BINLOG_ORDER_WINDOW,
+    DebeziumConverter,
+    binlog_order,
+    decode_value,
+    topic_datasets,
 )
-from streams.debezium import BINLOG_ORDER_WINDOW, DebeziumConverter, binlog_order, decode_value, topic_datasets
 from streams.errors import SourceError, ValidationError
-from streams.ingest import Provenance, to_enterprise_event
-from streams.masking import Pseudonymizer
-from streams.profile import is_duplicate, merge_event
-from streams.serde import schema_store
+from streams.core.ingest import Provenance, to_enterprise_event
+from streams.core.masking import Pseudonymizer
+from streams.core.profile import is_duplicate, merge_event
+from streams.codecs.serde import schema_store
 from streams.settings import SourceSettings
 
 KEY = b"unit-test-key-for-debezium-mysql-envelopes-0123456789"

@@ -1,4 +1,4 @@
-"""streams/acks.py with Faust's own objects (no broker, the driver's fetch and seek stubbed): a
+"""streams/worker/faust_fixes/acks.py with Faust's own objects (no broker, the driver's fetch and seek stubbed): a
 record a stream skipped during a rebalance is not acknowledged, so its offset cannot be
 committed; a handled one is; records fetched around a seek never make a hole of records that
 exist."""
@@ -13,7 +13,7 @@ from faust.events import Event
 from faust.types import TP
 from faust.types.tuples import ConsumerMessage
 
-from streams import acks
+from streams.worker.faust_fixes import acks
 
 
 _made: list = []

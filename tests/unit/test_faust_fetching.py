@@ -1,4 +1,4 @@
-"""streams/fetching.py with Faust's own consumer (no broker): the worker's aiokafka consumer
+"""streams/worker/faust_fixes/fetching.py with Faust's own consumer (no broker): the worker's aiokafka consumer
 fetches with the configured sizes; the fetch loop's hand-on of a record runs eagerly when nothing
 makes it wait, and otherwise behaves as Faust's ``wait_first``: it finishes when what it waits
 for is there, and is abandoned when a rebalance suspends the flow."""
@@ -11,7 +11,7 @@ import warnings
 import faust
 import pytest
 
-from streams import fetching
+from streams.worker.faust_fixes import fetching
 
 
 def _consumer(name: str):

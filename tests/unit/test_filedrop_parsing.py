@@ -13,7 +13,7 @@ from connectors.polling import Cursor, from_micros, to_micros
 from connectors.simulator.file_depts import COLUMNS, FileDropSimulator, csv_bytes, patent_check_digit, xlsx_bytes
 from connectors.simulator.identities import make_uscc, pick_district
 from connectors.simulator.market import Enterprise
-from streams.identifiers import is_valid_uscc
+from streams.core.identifiers import is_valid_uscc
 
 
 def test_chinese_csv_with_bom_and_line_numbers():

@@ -16,7 +16,7 @@ from connectors.simulator.identities import (
     make_uscc,
     pick_district,
 )
-from streams.identifiers import (
+from streams.core.identifiers import (
     USCC_ALPHABET,
     id_check_digit,
     is_valid_id_number,

@@ -6,11 +6,11 @@ import datetime as dt
 
 import pytest
 
-from connectors.pgoutput import parse_lsn
+from streams.codecs.positions import parse_lsn
 from streams.errors import PIILeakError, ValidationError
-from streams.identifiers import uscc_check_digit
-from streams.ingest import Provenance, to_enterprise_event
-from streams.masking import find_pii
+from streams.core.identifiers import uscc_check_digit
+from streams.core.ingest import Provenance, to_enterprise_event
+from streams.core.masking import find_pii
 
 UNIQUE_USCC = "91500103MA5U7XXX0"  # first 17 characters; completed with its check digit
 RAW_ID = "34052419800101001X"

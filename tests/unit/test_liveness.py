@@ -1,10 +1,10 @@
-"""The stall guard's decision (streams/liveness.py): which partitions dropped fetched records."""
+"""The stall guard's decision (streams/worker/faust_fixes/liveness.py): which partitions dropped fetched records."""
 
 from __future__ import annotations
 
 from faust.types import TP
 
-from streams.liveness import PartitionState, stalled
+from streams.worker.faust_fixes.liveness import PartitionState, stalled
 
 TP0, TP1 = TP("risk.changes", 0), TP("risk.changes", 1)
 
@@ -30,7 +30,7 @@ def test_a_partition_read_up_to_its_commit_is_idle_not_stalled():
 
 
 def test_records_handled_after_a_dropped_one_do_not_make_a_partition_busy():
-    from streams.liveness import busy
+    from streams.worker.faust_fixes.liveness import busy
 
     assert busy(in_flight=True, committed=15, first_handled=None), "in an agent's hands"
     assert busy(in_flight=False, committed=15, first_handled=15), "15 handled: the commit can move"

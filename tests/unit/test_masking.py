@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 
 from connectors.simulator.identities import make_id_number, make_mobile, pick_district
 from streams.errors import ConfigError, PIILeakError
-from streams.identifiers import id_check_digit
-from streams.masking import (
+from streams.core.identifiers import id_check_digit
+from streams.core.masking import (
     FieldRule,
     MaskingPolicy,
     Pseudonymizer,

@@ -18,10 +18,9 @@ from connectors.pgoutput import (
     Relation,
     Skipped,
     Truncate,
-    format_lsn,
-    parse_lsn,
     parse_message,
 )
+from streams.codecs.positions import format_lsn, parse_lsn
 
 PROPERTY = settings(max_examples=200, deadline=None)
 PG_EPOCH_UNIX_MS = 946_684_800_000  # 2000-01-01T00:00:00Z

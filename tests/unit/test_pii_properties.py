@@ -4,7 +4,7 @@ Rows are drawn by hypothesis from each dataset's Avro value schema and its mappi
 every row must pass: USCC, enums, dates, periods, amounts, bounds), then valid personal numbers
 are planted — in the dataset's PII fields *and* inside free-text fields that are not declared
 PII (a clerk typing "联系人电话13812345678" into a reason). Each row goes through the real path,
-Avro encode → decode → ``streams.ingest.to_enterprise_event``. The properties:
+Avro encode → decode → ``streams.core.ingest.to_enterprise_event``. The properties:
 
 1. nothing identifiable leaves: the event either is stopped by the last-line detector
    (``PIILeakError`` → dead letter) or carries no valid ID, mobile or card number anywhere;
@@ -43,11 +43,11 @@ from hypothesis import HealthCheck, assume, given, note, settings
 from hypothesis import strategies as st
 from stdnum import luhn
 
-from connectors.catalogue import Catalogue, Dataset, _value_schema, load_catalogue
+from streams.core.catalogue import Catalogue, Dataset, _value_schema, load_catalogue
 from streams.errors import PIILeakError
-from streams.ingest import Provenance, to_enterprise_event
-from streams.masking import Pseudonymizer, find_pii, find_pii_in_text
-from streams.serde import SchemaStore
+from streams.core.ingest import Provenance, to_enterprise_event
+from streams.core.masking import Pseudonymizer, find_pii, find_pii_in_text
+from streams.codecs.serde import SchemaStore
 from tests.unit.simulated_rows import simulated_rows
 
 KEY = b"pii-property-test-key-0123456789abcdef-0123"
@@ -294,7 +294,7 @@ def _value_strategy(ds: Dataset, f: dict) -> st.SearchStrategy:
 
 
 def _uscc(first17: str) -> str:
-    from streams.identifiers import uscc_check_digit
+    from streams.core.identifiers import uscc_check_digit
 
     return first17 + uscc_check_digit(first17)
 

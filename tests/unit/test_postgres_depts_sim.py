@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from connectors.catalogue import catalogue
+from streams.core.catalogue import catalogue
 from connectors.simulator.identities import CHONGQING_DISTRICTS, make_uscc, pick_district
 from connectors.simulator.market import Enterprise
 from connectors.simulator.postgres_depts import (
@@ -27,8 +27,8 @@ from connectors.simulator.postgres_depts import (
     penalty_decision_no,
     period_of,
 )
-from streams.identifiers import is_valid_id_number
-from streams.ingest import validate_row
+from streams.core.identifiers import is_valid_id_number
+from streams.core.ingest import validate_row
 
 TODAY = dt.date(2026, 3, 10)
 
@@ -114,8 +114,8 @@ def test_generated_rows_pass_the_catalogue_rules():
 
 
 def _fields(ds) -> set[str]:
-    from connectors.catalogue import _value_schema
-    from streams.serde import schema_store
+    from streams.core.catalogue import _value_schema
+    from streams.codecs.serde import schema_store
 
     return {f["name"] for f in _value_schema(schema_store().get(ds.schema_name).parsed)["fields"]}
 

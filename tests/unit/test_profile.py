@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streams.profile import merge_event
+from streams.core.profile import merge_event
 
 PROPERTY = settings(max_examples=200, deadline=None)
 USCC = "91110000600037341L"
@@ -242,7 +242,7 @@ def listings(n: int, first_seq: int = 1000):
 
 
 def test_only_the_most_recently_changed_rows_are_remembered(monkeypatch):
-    monkeypatch.setattr("streams.profile.SOURCE_ROWS_KEPT", 3)
+    monkeypatch.setattr("streams.core.profile.SOURCE_ROWS_KEPT", 3)
     profile, _ = run(listings(5))
     assert list(profile["source_seqs"].values()) == [1002, 1003, 1004], "the oldest rows are forgotten, newest last"
     # a row changed again moves to the end: the next new row evicts the least recently changed one
@@ -252,7 +252,7 @@ def test_only_the_most_recently_changed_rows_are_remembered(monkeypatch):
 
 
 def test_a_replay_of_a_remembered_row_changes_nothing_after_eviction_of_others(monkeypatch):
-    monkeypatch.setattr("streams.profile.SOURCE_ROWS_KEPT", 3)
+    monkeypatch.setattr("streams.core.profile.SOURCE_ROWS_KEPT", 3)
     events = listings(6)
     profile, _ = run(events)
     for offset, (_, e) in enumerate(events[-3:], start=10):
@@ -263,7 +263,7 @@ def test_a_replay_of_a_remembered_row_changes_nothing_after_eviction_of_others(m
 def test_a_forgotten_row_replayed_merges_to_the_same_facts(monkeypatch):
     """The documented price of the bound: a row forgotten since is merged again — its latest
     version sets what it already set."""
-    monkeypatch.setattr("streams.profile.SOURCE_ROWS_KEPT", 2)
+    monkeypatch.setattr("streams.core.profile.SOURCE_ROWS_KEPT", 2)
     events = listings(4)
     profile, _ = run(events)
     again, _ = merge_event(profile, events[0][1], offset=99, now_ms=NOW)
@@ -275,9 +275,9 @@ def test_a_forgotten_row_replayed_merges_to_the_same_facts(monkeypatch):
 def test_the_order_of_remembered_rows_survives_the_avro_table(monkeypatch):
     """The table stores profiles as Avro: eviction after a restore must still drop the least
     recently changed row, so the map's order has to come back as it was written."""
-    from streams.serde import schema_store
+    from streams.codecs.serde import schema_store
 
-    monkeypatch.setattr("streams.profile.SOURCE_ROWS_KEPT", 4)
+    monkeypatch.setattr("streams.core.profile.SOURCE_ROWS_KEPT", 4)
     schemas = schema_store()
     profile = None
     for offset, e in listings(4, first_seq=2000)[::-1]:  # rows arrive newest-id first: order ≠ key order
@@ -301,6 +301,6 @@ def test_a_legacy_row_key_is_replaced_by_the_short_one():
 @given(specs=st.lists(event_specs, min_size=1, max_size=40), kept=st.integers(1, 6))
 def test_replay_memory_never_exceeds_its_bound(specs, kept):
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr("streams.profile.SOURCE_ROWS_KEPT", kept)
+        mp.setattr("streams.core.profile.SOURCE_ROWS_KEPT", kept)
         profile, _ = run(build_events(specs, [1] * len(specs)))
     assert 1 <= len(profile["source_seqs"]) <= kept

@@ -12,12 +12,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from connectors.catalogue import catalogue
+from streams.core.catalogue import catalogue
 from streams.errors import ConfigError
-from streams.facts import DATASET_FACTS, KEEP_MONTHS
-from streams.indicators import derive, series_indicators
-from streams.profile import MERGERS, merge_event
-from streams.risk import DEFAULT_CARD, DEFAULT_SCORECARD, Scorecard
+from streams.core.facts import DATASET_FACTS, KEEP_MONTHS
+from streams.core.indicators import derive, series_indicators
+from streams.core.profile import MERGERS, merge_event
+from streams.core.scorecard import DEFAULT_CARD, DEFAULT_SCORECARD, Scorecard
 
 USCC = "91110000600037341L"
 NOW = 1_767_225_600_000  # 2026-01-01
@@ -333,7 +333,7 @@ def test_indicators_recomputed_per_touched_series_equal_a_full_recomputation(eve
 
 
 def test_decoded_profiles_are_reused_only_for_the_same_bytes():
-    from streams.profile import DecodedProfiles
+    from streams.core.profile import DecodedProfiles
 
     decoded = []
 
@@ -353,7 +353,7 @@ def test_decoded_profiles_are_reused_only_for_the_same_bytes():
 
 
 def test_only_profiles_the_merge_stored_count_as_scanned_for_pii():
-    from streams.profile import DecodedProfiles
+    from streams.core.profile import DecodedProfiles
 
     cache = DecodedProfiles(lambda b: {"bytes": b})
     from_table = cache.get("u1", b"v1")

@@ -17,7 +17,7 @@ import pytest
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 from fastavro.utils import generate_many
 
-from streams.serde import MAGIC, SchemaStore
+from streams.codecs.serde import MAGIC, SchemaStore
 from streams.settings import REPO_ROOT
 
 AVRO = REPO_ROOT / "avro"

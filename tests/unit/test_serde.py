@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from streams.errors import ConfigError, DecodeError, SchemaMismatchError
-from streams.serde import MAGIC, SchemaStore
+from streams.codecs.serde import MAGIC, SchemaStore
 
 AVRO_DIR = Path(__file__).resolve().parents[2] / "avro"
 PROPERTY = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from streams.errors import ConfigError
-from streams.secrets import generate_key_file, load_pseudonymizer
+from streams.worker.secrets import generate_key_file, load_pseudonymizer
 from streams.settings import Settings
 
 

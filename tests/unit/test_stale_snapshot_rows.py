@@ -7,7 +7,7 @@ the real connectors, is tests/integration/test_snapshot_restart.py.
 from __future__ import annotations
 
 from connectors.base import ChangeEvent
-from connectors.catalogue import catalogue
+from streams.core.catalogue import catalogue
 from connectors.snapshot import StaleSnapshotRows
 
 MARKET = catalogue().department("market")

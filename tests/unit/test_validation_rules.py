@@ -1,5 +1,5 @@
 """Amount, period and range rules of the mappings (``non_negative``, ``periods``, ``bounds``):
-parsed and checked at start-up, applied to every row by ``streams.ingest.validate_row``, and
+parsed and checked at start-up, applied to every row by ``streams.core.ingest.validate_row``, and
 never rejecting what the department simulators produce."""
 
 from __future__ import annotations
@@ -12,11 +12,11 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from connectors.catalogue import _value_schema, load_catalogue
+from streams.core.catalogue import _value_schema, load_catalogue
 from streams.errors import ConfigError, ValidationError
-from streams.identifiers import id_check_digit, uscc_check_digit
-from streams.ingest import validate_row
-from streams.masking import find_pii_in_text
+from streams.core.identifiers import id_check_digit, uscc_check_digit
+from streams.core.ingest import validate_row
+from streams.core.masking import find_pii_in_text
 from tests.unit.simulated_rows import simulated_rows
 
 PROPERTY = settings(max_examples=200, deadline=None)
@@ -304,7 +304,7 @@ def test_source_commit_time_must_be_epoch_milliseconds(catalogue, pseudonymizer,
     # The merge turns it into dates (profile as-of day) and ClickHouse into DateTime64: a commit
     # time in the wrong unit must stop at the edge, named, not deep in the merge (ValueError:
     # year 56908 is out of range) or in analysts' queries.
-    from streams.ingest import Provenance, to_enterprise_event
+    from streams.core.ingest import Provenance, to_enterprise_event
 
     ds, row = _row(catalogue, "tax.tax_filing")
     env = {"before": None, "after": row, "op": "c", "ts_ms": 1_709_294_400_500,

@@ -1,0 +1,499 @@
+"""``yurong`` — the one console script. Each subcommand has ``--help``.
+
+\b
+    yurong stack up|down|status|env     local embedded stack (Kafka, PostgreSQL, Redis)
+    yurong demo                         the whole platform on the local stack, end to end
+    yurong simulate                     seed and change the department databases
+    yurong connect <dept>               run a CDC connector
+    yurong worker                       run the Faust worker (mask, merge, score, route alerts)
+    yurong sink                         run the ClickHouse sink (+ read-only SQL endpoint for chDB)
+    yurong consent grant|revoke|list    enterprise → bank consents (published to consent.grants)
+    yurong watchlist add|remove|import|list
+    yurong bank rules|throttled         per-bank alert rules, held-back alerts
+    yurong sql "<query>"                analyst SQL on ClickHouse (read-only, audited)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import datetime as dt
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from streams.cli.common import console, err_console, registry, run_sql, setup_logging, with_registry
+from streams.errors import YurongError
+from streams.settings import REPO_ROOT, get_settings
+
+class YurongGroup(click.Group):
+    """Turns ``YurongError`` into a clear one-line message and exit code 2."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except YurongError as exc:
+            err_console.print(f"[red]error:[/red] {exc}")
+            sys.exit(2)
+
+
+@click.group(cls=YurongGroup, help=__doc__)
+def main() -> None:
+    pass
+
+
+# --- stack ------------------------------------------------------------------------------------
+
+@main.command(context_settings={"ignore_unknown_options": True})
+@click.argument("action", type=click.Choice(["up", "down", "status", "env"]))
+def stack(action: str) -> None:
+    """Start, stop or inspect the local stack (scripts/stack.sh): Kafka (KRaft, from Maven
+    Central jars), PostgreSQL with wal_level=logical, Redis. Data under $YURONG_HOME."""
+    env = {**os.environ, "YURONG_HOME": str(get_settings().paths.home)}
+    sys.exit(subprocess.call(["bash", str(REPO_ROOT / "scripts" / "stack.sh"), action], env=env))
+
+
+# --- simulate -----------------------------------------------------------------------------------
+
+@main.command()
+@click.option("--enterprises", "-n", default=3000, show_default=True, help="enterprises to register and give a history (0: keep the existing ones)")
+@click.option("--rate", default=20.0, show_default=True, help="changes per second after seeding (0: seed only)")
+@click.option("--duration", default=0.0, help="seconds to keep changing (0: until interrupted)")
+@click.option("--seed", default=2019, show_default=True, help="random seed: the same seed gives the same data")
+@click.option("--distress-share", default=0.05, show_default=True, help="share of enterprises on a distress path")
+@click.option("--kinds", default="postgres,mysql,polling,file", show_default=True,
+              help="department groups besides the market register: postgres, mysql, polling, file (empty: market only)")
+def simulate(enterprises: int, rate: float, duration: float, seed: int, distress_share: float, kinds: str) -> None:
+    """Create the department databases and drop folders, fill them with realistic enterprises,
+    then keep changing them (deterministic from --seed)."""
+    from rich.progress import Progress, TimeElapsedColumn
+
+    from connectors.simulator.city import CitySimulator
+
+    s = get_settings()
+    groups = tuple(k for k in kinds.split(",") if k)
+    city = CitySimulator(s, seed=seed, distress_share=distress_share, kinds=groups if enterprises else ())
+    city.create()
+    if enterprises:
+        with Progress(*Progress.get_default_columns(), TimeElapsedColumn(), console=console) as progress:
+            tasks = {name: progress.add_task(f"seeding {name}", total=enterprises) for name in ("market", *city.groups)}
+            city.seed(enterprises, progress=lambda name, k: progress.advance(tasks[name], k))
+        t = Table("group", "seconds", "dataset", "rows", title=f"seeded {enterprises:,} enterprises")
+        for name, done in city.seeded.items():
+            for i, (dataset, rows) in enumerate(done.rows.items()):
+                t.add_row(name if i == 0 else "", f"{done.seconds:.1f}" if i == 0 else "", dataset, f"{rows:,}")
+        console.print(t)
+    else:
+        city.load_population()  # continuing a population changes the market register only
+    if rate <= 0:
+        return
+    console.print(f"changing {len(city.market.enterprises)} enterprises at {rate:g}/s (Ctrl-C stops)")
+    started = time.monotonic()
+    totals: dict[str, int] = {}
+    try:
+        while not duration or time.monotonic() - started < duration:
+            tick = time.monotonic()
+            for k, v in city.step(max(1, int(rate))).items():
+                totals[k] = totals.get(k, 0) + v
+            time.sleep(max(0.0, 1.0 - (time.monotonic() - tick)))
+    except KeyboardInterrupt:
+        pass
+    elapsed = time.monotonic() - started
+    console.print(totals)
+    changes = sum(totals.values())
+    console.print(f"{changes:,} changes in {elapsed:.1f} s: {changes / elapsed:.1f}/s (asked for {rate:g}/s)")
+
+
+# --- connect -------------------------------------------------------------------------------------
+
+@main.command()
+@click.argument("dept", required=False)
+@click.option("--all", "all_", is_flag=True, help="run every department of the catalogue")
+@click.option("--resnapshot", is_flag=True, help="drop the slot and read every table again (after a lost slot)")
+@click.option("--log-level", default="info")
+def connect(dept: str | None, all_: bool, resnapshot: bool, log_level: str) -> None:
+    """Run the connector of department DEPT (e.g. market) until stopped; `--all` runs the whole
+    catalogue; `yurong connect status` shows position, lag and throughput per source."""
+    setup_logging(log_level)
+    from streams.core.catalogue import catalogue
+    from monitoring.metrics import serve
+    from streams.errors import ConfigError
+    from streams.codecs.serde import schema_store
+
+    s = get_settings()
+    if dept == "status":
+        return _connect_status()
+    if all_ == bool(dept):
+        raise ConfigError("name one department (e.g. `yurong connect market`) or use --all")
+    serve(s.metrics.connector_port, "connector", s.metrics.bind)
+    if all_:
+        from connectors.fleet import Fleet
+
+        fleet = Fleet(catalogue(), s, schema_store())
+        fleet.install_signal_handlers()
+        fleet.run()
+        return
+    from connectors.fleet import build_runner
+
+    runner = build_runner(catalogue().department(dept), s, schema_store(), resnapshot)
+    runner.install_signal_handlers()
+    runner.run()
+
+
+def _connect_status() -> None:
+    from streams.core.catalogue import catalogue
+    from connectors.fleet import fleet_status
+    from streams.codecs.serde import schema_store
+
+    rows = fleet_status(catalogue(), get_settings(), schema_store())
+    t = Table("dept", "kind", "source", "snapshot", "position", "acknowledged", "heartbeat", "lag", "records", "events/s")
+    for r in rows:
+        t.add_row(r.dept, r.kind, r.source, r.snapshot, r.position[:36], r.acknowledged, r.heartbeat, r.lag, str(r.records),
+                  f"{r.per_second:.1f}")
+    console.print(t)
+
+
+# --- worker ---------------------------------------------------------------------------------------
+
+@main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.argument("faust_args", nargs=-1, type=click.UNPROCESSED)
+def worker(faust_args: tuple[str, ...]) -> None:
+    """Run the Faust worker (extra arguments go to `faust worker`, e.g. -l debug)."""
+    from monitoring.metrics import serve
+    from streams.worker.secrets import load_pseudonymizer
+
+    from streams.core.catalogue import catalogue
+    from streams.kafka.admin import ensure_topics, pipeline_topics
+
+    s = get_settings()
+    load_pseudonymizer(s)  # fail fast with a clear message, before Faust starts
+    if s.risk.scorecard:
+        from streams.core.scorecard import Scorecard
+
+        Scorecard.load(s.risk.scorecard)  # a broken card is a start-up error, not a crash per event
+    topics = pipeline_topics(sorted(catalogue().by_topic()), s.kafka.dept_retention_ms)
+    from streams.codecs.debezium import topic_datasets
+
+    for prefix, dept_name in s.worker.debezium_prefixes.items():  # dead letters of Debezium-fed departments
+        topics.update({f"dlq.{t}": {} for t in topic_datasets(catalogue().department(dept_name), prefix)})
+    from streams.worker.topics import profiles
+
+    # The profile table's changelog exists, with the partitions of enterprise.events, before Faust
+    # starts: a changelog topic created while the worker runs is missing from its consumer's metadata
+    # (0 partitions) and every merge fails Faust's partition check until that metadata is refreshed.
+    topics[profiles.changelog_topic_name] = {"cleanup.policy": "compact"}
+    ensure_topics(s.kafka.bootstrap_servers, topics, partitions=s.kafka.topic_partitions,
+                  replication_factor=s.kafka.replication_factor)
+    serve(s.metrics.worker_port, "worker", s.metrics.bind)
+    (s.paths.home / "faust").mkdir(parents=True, exist_ok=True)
+    from streams.worker.app import app
+
+    args = list(faust_args) or ["-l", "info"]
+    sys.argv = ["yurong", "worker", *args]
+    app.main()
+
+
+# --- sink -------------------------------------------------------------------------------------------
+
+@main.command()
+@click.option("--group", default="yurong-clickhouse-sink", show_default=True, help="Kafka consumer group")
+@click.option("--log-level", default="info")
+def sink(group: str, log_level: str) -> None:
+    """Run the ClickHouse sink; with embedded chDB it also serves read-only SQL for `yurong sql`."""
+    setup_logging(log_level)
+    from confluent_kafka import Consumer, Producer
+
+    from connectors.runner import producer_config
+    from monitoring.metrics import serve
+    from sinks.clickhouse import ClickHouseWriter, apply_schema, open_client
+    from sinks.query_server import AnalystSQL, serve_queries
+    from sinks.runner import ClickHouseSink, consumer_config
+    from streams.codecs.serde import schema_store
+
+    s = get_settings()
+    client = open_client(s.clickhouse_dsn, s.clickhouse.database)
+    apply_schema(client)
+    writer = ClickHouseWriter(client)
+    if s.clickhouse.is_embedded:
+        serve_queries(AnalystSQL(s.clickhouse_dsn, s.clickhouse.database, writer), s.clickhouse.query_port)
+    serve(s.metrics.sink_port, "sink", s.metrics.bind)
+    runner = ClickHouseSink(Consumer(consumer_config(s.kafka.bootstrap_servers, group)),
+                            Producer(producer_config(s.kafka.bootstrap_servers)), writer, schema_store(),
+                            batch_size=s.clickhouse.batch_size, batch_seconds=s.clickhouse.batch_seconds)
+    runner.install_signal_handlers()
+    runner.run()
+
+
+# --- consent & watchlist ------------------------------------------------------------------------------
+
+def _ms(ts: int) -> str:
+    return dt.datetime.fromtimestamp(ts / 1000, dt.timezone.utc).strftime("%Y-%m-%d %H:%M") if ts else ""
+
+
+@main.group()
+def consent() -> None:
+    """Enterprise → bank consents (授权): an alert reaches a bank only under an active one.
+
+    The system of record is the compacted Kafka topic consent.grants: grant and revoke publish
+    there (and wait for Kafka's ack); the worker applies each record to Redis, where the router
+    reads consents for every alert."""
+
+
+def _publisher():
+    from streams.kafka.consent_log import ConsentPublisher
+
+    s = get_settings()
+    return ConsentPublisher(s.kafka.bootstrap_servers, partitions=s.kafka.topic_partitions,
+                            replication_factor=s.kafka.replication_factor)
+
+
+def _parse_day(text: str | None) -> int | None:
+    from streams.errors import ConfigError
+
+    if not text:
+        return None
+    try:
+        day = dt.date.fromisoformat(text)
+    except ValueError:
+        raise ConfigError(f"--start {text!r} is not a date (YYYY-MM-DD)") from None
+    return int(dt.datetime.combine(day, dt.time(), dt.timezone.utc).timestamp() * 1000)
+
+
+@consent.command("grant")
+@click.option("--bank", "bank_id", required=True, help="bank id, b + 4 digits (b0001)")
+@click.option("--uscc", required=True, help="the consenting enterprise's 统一社会信用代码")
+@click.option("--purpose", default="post-loan monitoring", show_default=True)
+@click.option("--days", default=365, show_default=True, help="validity in days (from the start)")
+@click.option("--start", default=None, help="first day in force, YYYY-MM-DD UTC (default: now)")
+@click.option("--scope", default="", help="comma-separated alert categories (empty: all)")
+def consent_grant(bank_id: str, uscc: str, purpose: str, days: int, start: str | None, scope: str) -> None:
+    """Publish a new consent to consent.grants and create the bank's alert topic if needed."""
+    from streams.core.consent import new_grant
+    from streams.kafka.admin import ensure_topics
+
+    now = int(time.time() * 1000)
+    start_ms = _parse_day(start)
+    expiry = (start_ms if start_ms is not None else now) + days * 86_400_000
+    g = new_grant(bank_id, uscc.strip().upper(), purpose, expiry, [c.strip() for c in scope.split(",") if c.strip()],
+                  start_ms=start_ms, now_ms=now)
+    _publisher().publish([g])
+    s = get_settings()
+    ensure_topics(s.kafka.bootstrap_servers, {f"alerts.{bank_id}": {}}, partitions=s.kafka.topic_partitions,
+                  replication_factor=s.kafka.replication_factor)
+    console.print(f"granted consent {g.consent_id} ({bank_id} ← {g.uscc}, {_ms(g.start_ms)} – {_ms(g.expiry_ms)}, "
+                  f"scope {','.join(g.scope) or 'all'})")
+
+
+@consent.command("revoke")
+@click.option("--bank", "bank_id", default=None, help="with --uscc: every consent of the pair")
+@click.option("--uscc", default=None)
+@click.option("--consent", "consent_id", default=None, help="one consent by id (instead of --bank/--uscc)")
+def consent_revoke(bank_id: str | None, uscc: str | None, consent_id: str | None) -> None:
+    """Revoke every active or scheduled consent of USCC for BANK (or one consent by id): the
+    revocation is published to consent.grants and stops alerts within a second.
+
+    The consents to revoke are looked up in consent.grants itself and in Redis, so a grant the
+    worker has not applied yet is revoked too."""
+    from streams.core.consent import check_bank_id, merge_grant, revocations
+    from streams.kafka.consent_log import scan_grants
+
+    from streams.errors import ConfigError
+
+    if consent_id and not (bank_id or uscc):
+        def wanted(g) -> bool:
+            return g.consent_id == consent_id
+        from_redis = with_registry(lambda reg: reg.grant_by_id(consent_id))
+        known = [from_redis] if from_redis else []
+    elif bank_id and uscc and not consent_id:
+        bank_id, uscc = check_bank_id(bank_id), uscc.strip().upper()
+        def wanted(g) -> bool:
+            return g.bank_id == bank_id and g.uscc == uscc
+        known = [g for g in with_registry(lambda reg: reg.grants_of(uscc)) if wanted(g)]
+    else:
+        raise ConfigError("name --bank and --uscc, or --consent")
+    s = get_settings()
+    found = scan_grants(s.kafka.bootstrap_servers, wanted)
+    for g in known:
+        found[g.consent_id] = merge_grant(found.get(g.consent_id), g)
+    publisher = _publisher()
+    now = int(time.time() * 1000)  # after the look-up: the revocation applies from the moment it is published
+    todo = [r for g in found.values() for r in revocations([g], g.bank_id, now)]
+    if not todo:
+        raise ConfigError("nothing to revoke: no active or scheduled consent matches")
+    publisher.publish(todo)
+    console.print(f"revoked {len(todo)} consent(s) from {_ms(now)}" + "".join(f"\n  {g.consent_id}" for g in todo))
+
+
+@consent.command("list")
+@click.option("--bank", "bank_id", default=None)
+def consent_list(bank_id: str | None) -> None:
+    """List consents as the router sees them (Redis; all banks, or one)."""
+    grants = with_registry(lambda reg: reg.all_grants(bank_id))
+    now = int(time.time() * 1000)
+    t = Table("consent", "bank", "uscc", "purpose", "scope", "from", "until", "state")
+    for g in grants:
+        state = ("active" if g.is_active(now) else "revoked" if g.revoked_ms and g.revoked_ms <= now
+                 else "scheduled" if now < g.start_ms else "expired")
+        t.add_row(g.consent_id[:12], g.bank_id, g.uscc, g.purpose, ",".join(g.scope) or "all", _ms(g.start_ms), _ms(g.expiry_ms), state)
+    console.print(t)
+
+
+@main.group()
+def watchlist() -> None:
+    """Bank watchlists: the enterprises a bank monitors."""
+
+
+@watchlist.command("add")
+@click.option("--bank", "bank_id", required=True)
+@click.argument("usccs", nargs=-1, required=True)
+def watchlist_add(bank_id: str, usccs: tuple[str, ...]) -> None:
+    """Add USCCs to the bank's watchlist (all or none: an invalid code refuses the command)."""
+    n = with_registry(lambda reg: reg.watch(bank_id, [u.strip().upper() for u in usccs]))
+    console.print(f"{bank_id}: {n} added")
+
+
+@watchlist.command("remove")
+@click.option("--bank", "bank_id", required=True)
+@click.argument("usccs", nargs=-1, required=True)
+def watchlist_remove(bank_id: str, usccs: tuple[str, ...]) -> None:
+    """Remove USCCs from the bank's watchlist."""
+    n = with_registry(lambda reg: reg.unwatch(bank_id, [u.strip().upper() for u in usccs]))
+    console.print(f"{bank_id}: {n} removed")
+
+
+@watchlist.command("import")
+@click.option("--bank", "bank_id", required=True)
+@click.option("--replace", is_flag=True, help="make the watchlist exactly the file (removes codes not in it)")
+@click.option("--skip-invalid", is_flag=True, help="import the valid codes even if some lines are invalid")
+@click.argument("csv_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def watchlist_import(bank_id: str, replace: bool, skip_invalid: bool, csv_file: Path) -> None:
+    """Import a bank's CSV of USCCs (a 'uscc' / '统一社会信用代码' column, or the first column).
+
+    Every invalid line is reported with its number and the reason (length, alphabet, GB 32100
+    check digit); then nothing is imported (exit code 2) unless --skip-invalid."""
+    from streams.core.consent import check_bank_id, parse_watchlist
+
+    check_bank_id(bank_id)
+    parsed = parse_watchlist(csv_file.read_text(encoding="utf-8-sig"))
+    for problem in parsed.problems:
+        err_console.print(f"{csv_file.name}: {problem}", markup=False, highlight=False, soft_wrap=True)
+    if parsed.problems and not skip_invalid:
+        err_console.print(f"{len(parsed.problems)} invalid line(s): nothing imported (fix them, or use --skip-invalid)")
+        sys.exit(2)
+    if replace:
+        added, removed = with_registry(lambda reg: reg.replace_watchlist(bank_id, parsed.codes))
+    else:
+        added, removed = with_registry(lambda reg: reg.watch(bank_id, parsed.codes)), 0
+    console.print(f"{bank_id}: {added} added, {removed} removed, {len(parsed.codes)} valid code(s) in the file"
+                  + (f", {parsed.duplicates} repeated" if parsed.duplicates else "")
+                  + (f", {len(parsed.problems)} invalid line(s) skipped" if parsed.problems else ""))
+
+
+@watchlist.command("list")
+@click.option("--bank", "bank_id", required=True)
+def watchlist_list(bank_id: str) -> None:
+    """Print the bank's watchlist, one USCC a line."""
+    for code in with_registry(lambda reg: reg.watchlist(bank_id)):
+        console.print(code)
+
+
+@main.group()
+def bank() -> None:
+    """Per-bank alert settings: rules, held-back (throttled) alerts."""
+
+
+@bank.command("rules")
+@click.argument("bank_id")
+@click.option("--categories", default=None, help="comma-separated alert categories the bank wants ('all': every one)")
+@click.option("--min-severity", default=None, type=click.Choice(["info", "low", "medium", "high", "critical"]))
+@click.option("--score-band-drop", default=None, type=click.IntRange(0, 4),
+              help="score_band alerts only when the level fell at least N bands (0: any)")
+@click.option("--reset", is_flag=True, help="drop the bank's rules (everything passes)")
+def bank_rules(bank_id: str, categories: str | None, min_severity: str | None, score_band_drop: int | None,
+               reset: bool) -> None:
+    """Show or set BANK_ID's rules, applied by the router after consent and watchlist. Options
+    not given keep their current value."""
+    from streams.core.consent import BankRules, check_bank_id
+
+    check_bank_id(bank_id)
+
+    async def go(reg):
+        if reset:
+            await reg.clear_rules(bank_id)
+        current = None if reset else await reg.rules(bank_id)
+        if categories is None and min_severity is None and score_band_drop is None:
+            return current
+        base = current or BankRules()
+        cats = base.categories if categories is None else tuple(
+            c.strip() for c in categories.split(",") if c.strip() and c.strip() != "all")
+        new = BankRules(categories=cats, min_severity=min_severity or base.min_severity,
+                        score_band_drop=base.score_band_drop if score_band_drop is None else score_band_drop)
+        await reg.set_rules(bank_id, new)
+        return new
+
+    rules = with_registry(go)
+    if rules is None:
+        console.print(f"{bank_id}: no rules (every consented, watched alert goes out)")
+    else:
+        console.print(f"{bank_id}: categories {','.join(rules.categories) or 'all'}; minimum severity "
+                      f"{rules.min_severity}; score-band drop ≥ {rules.score_band_drop or 'any'}")
+
+
+@bank.command("throttled")
+@click.argument("bank_id")
+@click.option("--limit", default=50, show_default=True)
+def bank_throttled(bank_id: str, limit: int) -> None:
+    """Alerts held back by the throttle for BANK_ID, newest first (YURONG_ALERTS_THROTTLE_*)."""
+    rows = with_registry(lambda reg: reg.throttled(bank_id, limit))
+    t = Table("held back at", "uscc", "category", "severity", "reasons", "alert")
+    for r in rows:
+        t.add_row(_ms(int(r["throttled_ts_ms"])), r["uscc"], r["category"], r["severity"], r["reason_codes"], r["alert_id"])
+    console.print(t)
+
+
+# --- sql -----------------------------------------------------------------------------------------------
+
+@main.command()
+@click.argument("query")
+@click.option("--param", "-p", multiple=True, help="server-side parameter name=value, used as {name:Type} in the query")
+@click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table", show_default=True)
+def sql(query: str, param: tuple[str, ...], fmt: str) -> None:
+    """Run QUERY read-only on the analytics store (works while the pipeline runs)."""
+    params = dict(p.split("=", 1) for p in param)
+    out = run_sql(query, params)
+    if fmt == "json":
+        console.print_json(json.dumps(out, ensure_ascii=False, default=str))
+    elif fmt == "csv":
+        w = csv.writer(sys.stdout)
+        w.writerow(out["columns"])
+        w.writerows(out["rows"])
+    else:
+        t = Table(*out["columns"])
+        for row in out["rows"]:
+            t.add_row(*("" if v is None else str(v) for v in row))
+        console.print(t)
+
+
+# --- demo ----------------------------------------------------------------------------------------------
+
+@main.command()
+@click.option("--enterprises", "-n", default=3000, show_default=True)
+@click.option("--seconds", default=45, show_default=True, help="how long live changes run")
+@click.option("--rate", default=20.0, show_default=True, help="department changes per second")
+def demo(enterprises: int, seconds: int, rate: float) -> None:
+    """The whole platform on the local stack: stack up, seed, connector + worker + sink,
+    live changes, alerts arriving for a consented bank, and an analyst query."""
+    from streams.cli.demo import run_demo
+
+    run_demo(console, enterprises=enterprises, seconds=seconds, rate=rate)
+

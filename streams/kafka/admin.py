@@ -1,0 +1,115 @@
+"""Create topics idempotently with the right configs (confluent-kafka AdminClient)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+
+def ensure_topics(
+    bootstrap: str,
+    topics: Mapping[str, Mapping[str, str]],
+    partitions: int = 4,
+    replication_factor: int = 1,
+) -> None:
+    """Create each topic (name → config) unless it exists. Existing topics are left as they are."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    existing = set(admin.list_topics(timeout=15).topics)
+    new = [
+        NewTopic(name, num_partitions=partitions, replication_factor=replication_factor, config=dict(cfg))
+        for name, cfg in topics.items()
+        if name not in existing
+    ]
+    if not new:
+        return
+    for name, fut in admin.create_topics(new, operation_timeout=15).items():
+        try:
+            fut.result()
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                raise
+
+
+def pipeline_topics(dept_topics: list[str], retention_ms: int | None = None) -> dict[str, dict[str, str]]:
+    """The stream layer's topics with their configs (DESIGN §4), including every dead-letter topic."""
+    from streams.kafka.dlq import dlq_topic
+
+    raw = {"retention.ms": str(retention_ms)} if retention_ms else {}
+    topics: dict[str, dict[str, str]] = {t: dict(raw) for t in dept_topics}
+    topics.update({
+        "enterprise.events": {},
+        "enterprise.profiles": {"cleanup.policy": "compact"},
+        "risk.changes": {},
+        "consent.grants": {"cleanup.policy": "compact"},  # consents: the system of record
+    })
+    topics.update({dlq_topic(t): dict(raw) if t in dept_topics else {} for t in list(topics)})
+    return topics
+
+
+_RETRIABLE = {
+    KafkaError._UNKNOWN_PARTITION,
+    KafkaError.NOT_LEADER_FOR_PARTITION,
+    KafkaError.LEADER_NOT_AVAILABLE,
+    KafkaError.UNKNOWN_TOPIC_OR_PART,
+    KafkaError._TIMED_OUT,
+}
+
+
+def watermark_offsets(consumer, tp, timeout_s: float = 30.0) -> tuple[int, int]:
+    """``(low, high)`` of a partition. A topic created a moment ago needs a few metadata rounds
+    before its leader answers, so transient errors are retried until ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return consumer.get_watermark_offsets(tp, timeout=10)
+        except KafkaException as exc:
+            if exc.args[0].code() not in _RETRIABLE or time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
+def read_compacted(bootstrap: str, topic: str, decode: Callable[[bytes], Any], timeout_s: float = 30.0) -> dict[str, Any]:
+    """Latest decoded value per key of a compacted topic, read to its end on every partition (a
+    tombstone forgets the key). A missing or empty topic gives ``{}``. The topics read here are
+    created with one partition, but one auto-created by a producer that got there first has the
+    broker's default count: a key's records still share one partition, so reading them all is
+    enough."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"yurong-read-{topic}", "enable.auto.commit": False})
+    latest: dict[str, Any] = {}
+    try:
+        md = consumer.list_topics(timeout=15).topics.get(topic)
+        if md is None:
+            return latest
+        ends: dict[int, int] = {}
+        starts = []
+        for p in sorted(md.partitions):
+            low, high = watermark_offsets(consumer, TopicPartition(topic, p))
+            if high > low:
+                ends[p] = high
+                starts.append(TopicPartition(topic, p, low))
+        if not ends:
+            return latest
+        consumer.assign(starts)
+        deadline = time.monotonic() + timeout_s
+        while ends:
+            if time.monotonic() > deadline:
+                raise KafkaException(f"could not read {topic} to its end ({ends}) within {timeout_s:.0f} s")
+            msg = consumer.poll(1.0)
+            if msg is None:
+                continue
+            if msg.error():
+                raise KafkaException(msg.error())
+            key = msg.key().decode()
+            if msg.value():
+                latest[key] = decode(msg.value())
+            else:
+                latest.pop(key, None)
+            if msg.offset() >= ends.get(msg.partition(), 0) - 1:
+                ends.pop(msg.partition(), None)
+        return latest
+    finally:
+        consumer.close()
