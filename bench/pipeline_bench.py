@@ -56,15 +56,15 @@ from rich.console import Console  # noqa: E402
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from streams.core.catalogue import catalogue  # noqa: E402
 from connectors.simulator.market import MarketSimulator  # noqa: E402
-from streams.worker.consent_store import ConsentRegistry  # noqa: E402
+from streams.codecs.serde import schema_store  # noqa: E402
+from streams.core.catalogue import catalogue  # noqa: E402
 from streams.core.ingest import Provenance, to_enterprise_event  # noqa: E402
-from streams.kafka.admin import ensure_topics  # noqa: E402
 from streams.core.masking import Pseudonymizer  # noqa: E402
 from streams.core.profile import merge_event  # noqa: E402
-from streams.codecs.serde import schema_store  # noqa: E402
+from streams.kafka.admin import ensure_topics  # noqa: E402
 from streams.settings import get_settings  # noqa: E402
+from streams.worker.consent_store import ConsentRegistry  # noqa: E402
 from tests.conftest import drop_database, make_database  # noqa: E402
 from tests.harness import IsolatedPipeline, PipelineDied, skip_history  # noqa: E402
 

@@ -57,21 +57,21 @@ sys.path.insert(0, str(REPO / "bench"))
 import pymysql  # noqa: E402
 import redis  # noqa: E402
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition  # noqa: E402
+from pipeline_bench import CpuMeter, console, machine_facts, summary_ms  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from streams.core.catalogue import catalogue  # noqa: E402
 from connectors.fleet import Fleet  # noqa: E402
 from connectors.mysql import parse_dsn  # noqa: E402
 from connectors.simulator.city import CitySimulator  # noqa: E402
-from pipeline_bench import CpuMeter, console, machine_facts, summary_ms  # noqa: E402
-from streams.worker.consent_store import ConsentRegistry  # noqa: E402
-from streams.errors import RecordError  # noqa: E402
+from streams.codecs.serde import schema_store  # noqa: E402
+from streams.core.catalogue import catalogue  # noqa: E402
 from streams.core.ingest import Provenance, to_enterprise_event  # noqa: E402
-from streams.kafka.admin import ensure_topics, pipeline_topics, watermark_offsets  # noqa: E402
 from streams.core.masking import Pseudonymizer  # noqa: E402
 from streams.core.profile import DecodedProfiles, merge_event  # noqa: E402
-from streams.codecs.serde import schema_store  # noqa: E402
+from streams.errors import RecordError  # noqa: E402
+from streams.kafka.admin import ensure_topics, pipeline_topics, watermark_offsets  # noqa: E402
 from streams.settings import Settings  # noqa: E402
+from streams.worker.consent_store import ConsentRegistry  # noqa: E402
 from tests.conftest import drop_database, free_port  # noqa: E402
 from tests.harness import commit_at_end  # noqa: E402
 
@@ -571,7 +571,7 @@ def main() -> None:
         base, captured, core = baselines(run, ranges)
         d = drain(run, total)
         s = sustained(run, captured, core, run.counts())
-        res = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "args": vars(args),
+        res = {"date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "args": vars(args),
                "enterprises": args.enterprises, "records": total, "workers": args.workers,
                "per_topic": {t: sum(hi - lo for (tt, _), (lo, hi) in ranges.items() if tt == t) for t in DEPT_TOPICS},
                "baselines": base, "drain": d, "sustained": s, "machine": machine_facts()}

@@ -59,10 +59,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from streams.core.catalogue import Dataset, _value_schema, catalogue  # noqa: E402
-from streams.codecs.convert import row_converter  # noqa: E402
 from connectors.filedrop import read_rows  # noqa: E402
-from streams.codecs.positions import format_lsn  # noqa: E402
 from connectors.simulator.file_depts import COLUMNS as FILE_COLUMNS  # noqa: E402
 from connectors.simulator.file_depts import DATASETS as FILE_DATASETS  # noqa: E402
 from connectors.simulator.file_depts import FileDropSimulator, csv_bytes, xlsx_bytes  # noqa: E402
@@ -72,12 +69,15 @@ from connectors.simulator.mysql_depts import RATINGS as CUSTOMS_RATINGS  # noqa:
 from connectors.simulator.mysql_depts import MonthState, MySqlDepartmentsSimulator  # noqa: E402
 from connectors.simulator.polled_depts import PolledDepartmentsSimulator  # noqa: E402
 from connectors.simulator.postgres_depts import Insert, Op, Rates, RowGenerator, add_months  # noqa: E402
-from streams.errors import PIILeakError, ValidationError  # noqa: E402
+from streams.codecs.convert import row_converter  # noqa: E402
+from streams.codecs.positions import format_lsn  # noqa: E402
+from streams.codecs.serde import schema_store  # noqa: E402
+from streams.core.catalogue import Dataset, _value_schema, catalogue  # noqa: E402
 from streams.core.ingest import Provenance, to_enterprise_event  # noqa: E402
 from streams.core.masking import Pseudonymizer  # noqa: E402
 from streams.core.profile import merge_event  # noqa: E402
 from streams.core.scorecard import DEFAULT_SCORECARD, SEVERITY_RANK, Scorecard  # noqa: E402
-from streams.codecs.serde import schema_store  # noqa: E402
+from streams.errors import PIILeakError, ValidationError  # noqa: E402
 
 # The pseudonymisation key of the test suite (tests/conftest.py TEST_KEY): fixed, so runs repeat.
 EVAL_KEY = b"yurong-test-pseudonymisation-key-0123456789abcdef"
@@ -127,12 +127,12 @@ def month_index(d: dt.date) -> int:
 
 def at(day: dt.date, rng: random.Random) -> int:
     """Epoch ms of a commit on ``day`` during office hours in Chongqing (01:00-09:00 UTC)."""
-    return int(dt.datetime(day.year, day.month, day.day, 1, tzinfo=dt.timezone.utc).timestamp() * 1000) \
+    return int(dt.datetime(day.year, day.month, day.day, 1, tzinfo=dt.UTC).timestamp() * 1000) \
         + rng.randrange(8 * 3_600_000)
 
 
 def utc(ts_ms: int) -> dt.datetime:
-    return dt.datetime.fromtimestamp(ts_ms / 1000, dt.timezone.utc)
+    return dt.datetime.fromtimestamp(ts_ms / 1000, dt.UTC)
 
 
 def chance(rng: random.Random, per_year: float) -> bool:
@@ -340,7 +340,7 @@ class City:
         self._queue: list[tuple[int, int, Callable[[int], None]]] = []
         self._n = 0
         self.t0 = cfg.start
-        self.t0_ms = int(dt.datetime(self.t0.year, self.t0.month, self.t0.day, tzinfo=dt.timezone.utc).timestamp() * 1000)
+        self.t0_ms = int(dt.datetime(self.t0.year, self.t0.month, self.t0.day, tzinfo=dt.UTC).timestamp() * 1000)
         self.end = add_months(self.t0, cfg.months)
         self.end_ms = self.t0_ms + (self.end - self.t0).days * DAY_MS
         self.month_levels: dict[str, list[str]] = defaultdict(list)
@@ -774,7 +774,7 @@ def evaluate(city: City) -> dict[str, Any]:
     healthy = [u for u in usccs if u not in plans]
     distressed = [u for u in usccs if u in plans]
     enforced = {u: p.enforced_ms for u, p in plans.items() if p.enforced_ms is not None and t0 <= p.enforced_ms < end}
-    onset_ms = {u: int(dt.datetime(p.onset.year, p.onset.month, p.onset.day, tzinfo=dt.timezone.utc).timestamp() * 1000)
+    onset_ms = {u: int(dt.datetime(p.onset.year, p.onset.month, p.onset.day, tzinfo=dt.UTC).timestamp() * 1000)
                 for u, p in plans.items()}
     healthy_months = len(healthy) * months
     distressed_months = sum(max(0.0, (end - onset_ms[u]) / (30.44 * DAY_MS)) for u in distressed)

@@ -59,15 +59,14 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
-from streams.errors import ValidationError
+from connectors.base import ChangeEvent
+from connectors.offsets import OffsetStore
+from streams.codecs.convert import row_converter
+from streams.core.catalogue import Dataset, Department, _value_schema
 from streams.core.ingest import validate_row
+from streams.errors import ValidationError
 from streams.kafka.admin import ensure_topics, watermark_offsets
 from streams.settings import SourceSettings
-
-from connectors.base import ChangeEvent
-from streams.core.catalogue import Dataset, Department, _value_schema
-from streams.codecs.convert import row_converter
-from connectors.offsets import OffsetStore
 
 log = logging.getLogger(__name__)
 

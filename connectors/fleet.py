@@ -18,14 +18,13 @@ from pathlib import Path
 import psycopg2
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from streams.kafka.admin import read_compacted, watermark_offsets
-from streams.codecs.serde import SchemaStore
-from streams.settings import Settings
-
-from streams.core.catalogue import Catalogue, Department
 from connectors.offsets import OffsetStore
 from connectors.runner import HEARTBEAT_SCHEMA, HEARTBEATS_TOPIC, ConnectorRunner, producer_config
 from connectors.sources import location_of, make_source
+from streams.codecs.serde import SchemaStore
+from streams.core.catalogue import Catalogue, Department
+from streams.kafka.admin import read_compacted, watermark_offsets
+from streams.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +56,7 @@ class Fleet:
                     return
                 runner.run()
                 return  # stopped on request
-            except Exception:  # noqa: BLE001 — one department's failure must not stop the others
+            except Exception:
                 log.exception("%s: connector failed; restarting in %.0fs", dept.dept, delay)
                 self.stopping.wait(delay)
                 delay = min(delay * 2, 60.0)

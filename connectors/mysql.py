@@ -56,15 +56,14 @@ from pymysqlreplication import BinLogStreamReader
 from pymysqlreplication.event import MariadbGtidEvent, QueryEvent, XidEvent
 from pymysqlreplication.row_event import DeleteRowsEvent, UpdateRowsEvent, WriteRowsEvent
 
-from streams.errors import ConfigError, SourceError, ValidationError
-from streams.settings import SourceSettings
-
 from connectors.base import ChangeEvent
-from streams.core.catalogue import Dataset, Department, _value_schema
-from streams.codecs.convert import row_converter
-from streams.codecs.positions import MAX_TXN_INDEX, change_seq, snapshot_row_seq
 from connectors.offsets import OffsetStore
 from connectors.snapshot import StaleSnapshotRows
+from streams.codecs.convert import row_converter
+from streams.codecs.positions import MAX_TXN_INDEX, change_seq, snapshot_row_seq
+from streams.core.catalogue import Dataset, Department, _value_schema
+from streams.errors import ConfigError, SourceError, ValidationError
+from streams.settings import SourceSettings
 
 log = logging.getLogger(__name__)
 

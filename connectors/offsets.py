@@ -13,8 +13,8 @@ from typing import Any
 
 from confluent_kafka import KafkaException, Producer
 
-from streams.kafka.admin import ensure_topics, read_compacted
 from streams.codecs.serde import SchemaStore
+from streams.kafka.admin import ensure_topics, read_compacted
 
 OFFSETS_TOPIC = "connect.offsets"
 SCHEMA = "connect/source_offset"

@@ -12,7 +12,7 @@ import datetime as dt
 import struct
 from dataclasses import dataclass, field
 
-PG_EPOCH = dt.datetime(2000, 1, 1, tzinfo=dt.timezone.utc)
+PG_EPOCH = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
 UNCHANGED_TOAST = object()  # column value not sent (unchanged TOASTed value)
 
 

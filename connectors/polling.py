@@ -59,19 +59,18 @@ import psycopg2
 import psycopg2.extras
 from psycopg2 import sql
 
+from connectors.base import ChangeEvent
+from connectors.offsets import OffsetStore
+from streams.codecs.convert import row_converter
+from streams.core.catalogue import Dataset, Department, _value_schema
 from streams.errors import ValidationError
 from streams.settings import SourceSettings
-
-from connectors.base import ChangeEvent
-from streams.core.catalogue import Dataset, Department, _value_schema
-from streams.codecs.convert import row_converter
-from connectors.offsets import OffsetStore
 
 log = logging.getLogger(__name__)
 
 CHUNK = 5000
 DEFAULT_LAG_MS = 1000
-EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 
 def _table_ident(table: str) -> sql.Identifier:
@@ -81,7 +80,7 @@ def _table_ident(table: str) -> sql.Identifier:
 
 def to_micros(ts: dt.datetime) -> int:
     if ts.tzinfo is None:
-        ts = ts.replace(tzinfo=dt.timezone.utc)
+        ts = ts.replace(tzinfo=dt.UTC)
     delta = ts - EPOCH
     return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 

@@ -49,16 +49,15 @@ import psycopg2
 import psycopg2.extras
 from psycopg2 import sql
 
-from streams.errors import SourceError, ValidationError
-from streams.settings import SourceSettings
-
 from connectors.base import ChangeEvent
-from streams.core.catalogue import Dataset, Department, _value_schema
-from streams.codecs.convert import row_converter
 from connectors.offsets import OffsetStore
 from connectors.pgoutput import UNCHANGED_TOAST, Begin, Change, Commit, Relation, Truncate, parse_message
-from streams.codecs.positions import format_lsn, parse_lsn
 from connectors.snapshot import StaleSnapshotRows
+from streams.codecs.convert import row_converter
+from streams.codecs.positions import format_lsn, parse_lsn
+from streams.core.catalogue import Dataset, Department, _value_schema
+from streams.errors import SourceError, ValidationError
+from streams.settings import SourceSettings
 
 log = logging.getLogger(__name__)
 

@@ -26,6 +26,7 @@ from collections import Counter
 
 from confluent_kafka import KafkaException, Producer
 
+from connectors.base import ChangeEvent, Source
 from monitoring.metrics import (
     CONNECTOR_FLUSHED_LSN,
     CONNECTOR_HEARTBEAT,
@@ -36,12 +37,10 @@ from monitoring.metrics import (
     DLQ,
     EVENTS_OUT,
 )
-from streams.kafka.dlq import dlq_headers, dlq_topic
-from streams.kafka.admin import ensure_topics
 from streams.codecs.serde import SchemaStore
-
-from connectors.base import ChangeEvent, Source
 from streams.core.catalogue import Department
+from streams.kafka.admin import ensure_topics
+from streams.kafka.dlq import dlq_headers, dlq_topic
 
 log = logging.getLogger(__name__)
 

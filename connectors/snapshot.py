@@ -43,12 +43,11 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
+from connectors.base import ChangeEvent
+from connectors.offsets import OffsetStore
+from streams.core.catalogue import Dataset
 from streams.errors import DecodeError
 from streams.kafka.admin import watermark_offsets
-
-from connectors.base import ChangeEvent
-from streams.core.catalogue import Dataset
-from connectors.offsets import OffsetStore
 
 log = logging.getLogger(__name__)
 

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import importlib
 
-from streams.errors import ConfigError
-from streams.codecs.serde import SchemaStore
-from streams.settings import Settings
-
 from connectors.base import Source
-from streams.core.catalogue import Department
 from connectors.offsets import OffsetStore
+from streams.codecs.serde import SchemaStore
+from streams.core.catalogue import Department
+from streams.errors import ConfigError
+from streams.settings import Settings
 
 # kind → (module, class)
 SOURCE_CLASSES = {

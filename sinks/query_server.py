@@ -22,9 +22,8 @@ from typing import Any
 
 import clickhouse_connect
 
-from streams.errors import ConfigError
-
 from sinks.clickhouse import ClickHouseWriter
+from streams.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +79,7 @@ def _identifier(name: str) -> str:
 class _Handler(BaseHTTPRequestHandler):
     sql: AnalystSQL
 
-    def do_POST(self) -> None:  # noqa: N802 (http.server naming)
+    def do_POST(self) -> None:
         if self.path != "/query":
             self.send_error(404)
             return

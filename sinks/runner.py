@@ -21,12 +21,11 @@ from collections import defaultdict
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer
 
 from monitoring.metrics import DLQ, E2E_LATENCY, EVENTS_IN, SINK_BATCH_SECONDS, SINK_ROWS
-from streams.kafka.dlq import dlq_headers, dlq_topic
-from streams.errors import SinkError
-from streams.codecs.serde import SchemaStore
-
 from sinks.clickhouse import ClickHouseWriter
 from sinks.rows import alert_row, change_row, dlq_row, event_row, profile_row
+from streams.codecs.serde import SchemaStore
+from streams.errors import SinkError
+from streams.kafka.dlq import dlq_headers, dlq_topic
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +95,7 @@ class ClickHouseSink:
             EVENTS_IN.labels("sink", msg.topic()).inc()
             try:
                 self._route(msg, tables, latencies, now_ms)
-            except Exception as exc:  # noqa: BLE001 — one bad record must not stop the sink
+            except Exception as exc:
                 if msg.topic().startswith("dlq."):
                     raise  # never dead-letter a dead letter: stop loudly instead
                 self._dead_letter(msg, exc)

@@ -30,18 +30,17 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from streams.core.catalogue import catalogue
 from connectors.base import Source
-from streams.core.catalogue import Department
 from connectors.offsets import OffsetStore
 from connectors.runner import ConnectorRunner, producer_config
 from connectors.sources import source_class
-from streams.worker.consent_store import ConsentRegistry
 from streams.cli.demo import pipeline
+from streams.codecs.serde import schema_store
+from streams.core.catalogue import Department, catalogue
 from streams.errors import DecodeError
 from streams.kafka.admin import watermark_offsets
-from streams.codecs.serde import schema_store
 from streams.settings import SourceSettings
+from streams.worker.consent_store import ConsentRegistry
 from tests.conftest import IN_CI, TEST_KEY, TopicReader, free_port, wait_for
 
 REPO = Path(__file__).resolve().parents[1]

@@ -20,9 +20,8 @@ import psycopg2
 import psycopg2.extensions
 from psycopg2 import sql
 
-from streams.settings import Settings
-
 from connectors.simulator.market import Enterprise, MarketSimulator
+from streams.settings import Settings
 
 
 class DepartmentSimulator(Protocol):

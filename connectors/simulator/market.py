@@ -19,7 +19,14 @@ import psycopg2.extras
 from faker import Faker
 
 from connectors.simulator.bulk import BackgroundLoader, pg_copy
-from connectors.simulator.identities import CHONGQING_DISTRICTS, make_id_number, make_mobile, make_uscc, pick_district, pick_industry
+from connectors.simulator.identities import (
+    CHONGQING_DISTRICTS,
+    make_id_number,
+    make_mobile,
+    make_uscc,
+    pick_district,
+    pick_industry,
+)
 
 DDL = """
 CREATE TABLE IF NOT EXISTS enterprise_registration (

@@ -39,7 +39,13 @@ from psycopg2 import sql
 from psycopg2.extensions import make_dsn, parse_dsn
 
 from connectors.simulator.bulk import BackgroundLoader, chunks, pg_copy
-from connectors.simulator.identities import CHONGQING_DISTRICTS, make_id_number, make_mobile, pick_district, pick_industry
+from connectors.simulator.identities import (
+    CHONGQING_DISTRICTS,
+    make_id_number,
+    make_mobile,
+    pick_district,
+    pick_industry,
+)
 from connectors.simulator.market import Enterprise
 from connectors.simulator.sampling import PositionSubset
 

@@ -15,26 +15,22 @@
 
 from __future__ import annotations
 
-import asyncio
 import csv
 import datetime as dt
 import json
-import logging
 import os
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import click
-from rich.console import Console
 from rich.table import Table
 
-from streams.cli.common import console, err_console, registry, run_sql, setup_logging, with_registry
+from streams.cli.common import console, err_console, run_sql, setup_logging, with_registry
 from streams.errors import YurongError
 from streams.settings import REPO_ROOT, get_settings
+
 
 class YurongGroup(click.Group):
     """Turns ``YurongError`` into a clear one-line message and exit code 2."""
@@ -125,10 +121,10 @@ def connect(dept: str | None, all_: bool, resnapshot: bool, log_level: str) -> N
     """Run the connector of department DEPT (e.g. market) until stopped; `--all` runs the whole
     catalogue; `yurong connect status` shows position, lag and throughput per source."""
     setup_logging(log_level)
-    from streams.core.catalogue import catalogue
     from monitoring.metrics import serve
-    from streams.errors import ConfigError
     from streams.codecs.serde import schema_store
+    from streams.core.catalogue import catalogue
+    from streams.errors import ConfigError
 
     s = get_settings()
     if dept == "status":
@@ -151,9 +147,9 @@ def connect(dept: str | None, all_: bool, resnapshot: bool, log_level: str) -> N
 
 
 def _connect_status() -> None:
-    from streams.core.catalogue import catalogue
     from connectors.fleet import fleet_status
     from streams.codecs.serde import schema_store
+    from streams.core.catalogue import catalogue
 
     rows = fleet_status(catalogue(), get_settings(), schema_store())
     t = Table("dept", "kind", "source", "snapshot", "position", "acknowledged", "heartbeat", "lag", "records", "events/s")
@@ -170,10 +166,9 @@ def _connect_status() -> None:
 def worker(faust_args: tuple[str, ...]) -> None:
     """Run the Faust worker (extra arguments go to `faust worker`, e.g. -l debug)."""
     from monitoring.metrics import serve
-    from streams.worker.secrets import load_pseudonymizer
-
     from streams.core.catalogue import catalogue
     from streams.kafka.admin import ensure_topics, pipeline_topics
+    from streams.worker.secrets import load_pseudonymizer
 
     s = get_settings()
     load_pseudonymizer(s)  # fail fast with a clear message, before Faust starts
@@ -237,7 +232,7 @@ def sink(group: str, log_level: str) -> None:
 # --- consent & watchlist ------------------------------------------------------------------------------
 
 def _ms(ts: int) -> str:
-    return dt.datetime.fromtimestamp(ts / 1000, dt.timezone.utc).strftime("%Y-%m-%d %H:%M") if ts else ""
+    return dt.datetime.fromtimestamp(ts / 1000, dt.UTC).strftime("%Y-%m-%d %H:%M") if ts else ""
 
 
 @main.group()
@@ -266,7 +261,7 @@ def _parse_day(text: str | None) -> int | None:
         day = dt.date.fromisoformat(text)
     except ValueError:
         raise ConfigError(f"--start {text!r} is not a date (YYYY-MM-DD)") from None
-    return int(dt.datetime.combine(day, dt.time(), dt.timezone.utc).timestamp() * 1000)
+    return int(dt.datetime.combine(day, dt.time(), dt.UTC).timestamp() * 1000)
 
 
 @consent.command("grant")
@@ -305,9 +300,8 @@ def consent_revoke(bank_id: str | None, uscc: str | None, consent_id: str | None
     The consents to revoke are looked up in consent.grants itself and in Redis, so a grant the
     worker has not applied yet is revoked too."""
     from streams.core.consent import check_bank_id, merge_grant, revocations
-    from streams.kafka.consent_log import scan_grants
-
     from streams.errors import ConfigError
+    from streams.kafka.consent_log import scan_grants
 
     if consent_id and not (bank_id or uscc):
         def wanted(g) -> bool:

@@ -22,9 +22,9 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from streams.worker.secrets import generate_key_file
 from streams.codecs.serde import schema_store
 from streams.settings import REPO_ROOT, get_settings
+from streams.worker.secrets import generate_key_file
 
 ANALYST_QUERIES = (
     "SELECT risk_level, count() AS enterprises, round(avg(risk_score)) AS avg_score, "
@@ -76,11 +76,10 @@ def pipeline(env: dict[str, str], log_dir: Path, components=("connect market", "
 
 def run_demo(console: Console, enterprises: int, seconds: int, rate: float) -> None:
     from connectors.simulator.market import MarketSimulator
-    from streams.worker.consent_store import ConsentRegistry
+    from streams.cli.common import run_sql, with_registry
     from streams.core.consent import new_grant
     from streams.kafka.consent_log import publish_grants
-
-    from streams.cli.common import with_registry, run_sql
+    from streams.worker.consent_store import ConsentRegistry
 
     s = get_settings()
     console.rule("[bold]渝融 yurong demo")

@@ -42,7 +42,7 @@ def _to_timestamp(v: Any) -> dt.datetime:
         if len(text) > 3 and text[-3] in "+-" and text[-3:].lstrip("+-").isdigit():
             text += ":00"  # PostgreSQL's '+08' offset → '+08:00'
         ts = dt.datetime.fromisoformat(text)
-    return ts if ts.tzinfo else ts.replace(tzinfo=dt.timezone.utc)
+    return ts if ts.tzinfo else ts.replace(tzinfo=dt.UTC)
 
 
 def _converter(avro_type: Any) -> Converter:

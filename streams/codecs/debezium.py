@@ -82,15 +82,13 @@ from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
 
-from streams.core.catalogue import Dataset, Department, _value_schema
 from streams.codecs.convert import row_converter
-from streams.codecs.positions import change_seq
-from streams.codecs.positions import format_lsn
-
-from streams.errors import SourceError, ValidationError
+from streams.codecs.positions import change_seq, format_lsn
 from streams.codecs.serde import schema_store
+from streams.core.catalogue import Dataset, Department, _value_schema
+from streams.errors import SourceError, ValidationError
 
-EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 EPOCH_DATE = dt.date(1970, 1, 1)
 
 SNAPSHOT_VALUES = {
@@ -174,7 +172,7 @@ def _parse_zoned(text: str) -> dt.datetime:
     if m:
         t = f"{m.group(1)}.{m.group(2)[:6].ljust(6, '0')}{m.group(3)}"
     ts = dt.datetime.fromisoformat(t)
-    return ts if ts.tzinfo else ts.replace(tzinfo=dt.timezone.utc)
+    return ts if ts.tzinfo else ts.replace(tzinfo=dt.UTC)
 
 
 def decode_value(value: Any, connect_schema: Mapping[str, Any] | None) -> Any:

@@ -29,8 +29,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Protocol
 
-from streams.errors import ConfigError
 from streams.core.masking import MaskingPolicy
+from streams.errors import ConfigError
 from streams.settings import get_settings
 
 MAPPINGS_DIR = Path(__file__).resolve().parent / "departments"

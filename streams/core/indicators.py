@@ -105,7 +105,7 @@ def series_indicators(name: str, series: Mapping[str, float]) -> dict[str, float
 
 def as_of_day(profile: Mapping[str, Any]) -> dt.date:
     ts = profile.get("last_event_ts_ms") or 0
-    return dt.datetime.fromtimestamp(ts / 1000, dt.timezone.utc).date()
+    return dt.datetime.fromtimestamp(ts / 1000, dt.UTC).date()
 
 
 def derive(profile: Mapping[str, Any], changed_series: Iterable[str] | None = None) -> dict[str, float]:

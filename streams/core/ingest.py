@@ -15,10 +15,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from streams.core.catalogue import Dataset
-
-from streams.errors import ValidationError
 from streams.core.identifiers import uscc_problem
 from streams.core.masking import Pseudonymizer, assert_no_pii, find_pii_in_text
+from streams.errors import ValidationError
 
 OPS = ("c", "u", "d", "r")
 # Plausible source commit times, epoch ms: 1990-01-01 .. 2200-01-01 (ClickHouse DateTime64 ends in 2299);

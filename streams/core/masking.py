@@ -22,8 +22,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from streams.errors import ConfigError, PIILeakError
 from streams.core.identifiers import is_valid_id_number
+from streams.errors import ConfigError, PIILeakError
 
 PII_CLASSES = ("id_number", "phone", "person_name", "bank_account", "address", "email")
 ACTIONS = ("pseudonymize", "mask", "generalize", "drop")

@@ -10,7 +10,14 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Iterable
-from streams.errors import ConfigError
+
+from confluent_kafka import Consumer, Producer, TopicPartition
+
+from streams.codecs.serde import schema_store
+from streams.core.consent import ConsentGrant, merge_grant
+from streams.core.masking import assert_no_pii
+from streams.errors import ConfigError, YurongError
+from streams.kafka.admin import ensure_topics, watermark_offsets
 
 CONSENT_TOPIC = "consent.grants"
 
@@ -94,7 +101,7 @@ def scan_grants(bootstrap: str, keep, timeout_s: float = 120.0) -> dict[str, Con
                 else:
                     try:
                         g = ConsentGrant.from_record(schemas.decode(msg.value(), "consent/grant")[1])
-                    except Exception:  # noqa: BLE001 — a bad record is the worker's dead letter, not ours
+                    except Exception:
                         g = None
                     if g is not None and keep(g):
                         try:

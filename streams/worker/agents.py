@@ -24,12 +24,7 @@ import redis.exceptions
 from aiokafka.errors import KafkaError
 from confluent_kafka import KafkaException
 
-from streams.core.catalogue import catalogue
 from monitoring.metrics import ALERTS, ALERTS_BLOCKED, ALERTS_THROTTLED, DLQ, E2E_LATENCY, EVENTS_IN, EVENTS_OUT
-from streams.core.consent import ConsentGrant, filtered_by
-from streams.worker.consent_store import ConsentRegistry
-
-from streams.worker.app import app
 from streams.codecs.avro_registry import (
     AvroRegistryDecoder,
     RegistryUnavailable,
@@ -37,16 +32,20 @@ from streams.codecs.avro_registry import (
     decode_debezium_record,
     schema_id_of,
 )
-from streams.kafka.dlq import dlq_headers
-from streams.errors import DecodeError, RecordError
+from streams.codecs.serde import schema_store
+from streams.core.catalogue import catalogue
+from streams.core.consent import ConsentGrant, filtered_by
 from streams.core.ingest import Provenance, to_enterprise_event
 from streams.core.masking import assert_no_pii
-from streams.worker.faust_fixes.output import output
 from streams.core.profile import DecodedProfiles, merge_event
 from streams.core.scorecard import DEFAULT_SCORECARD, Scorecard
-from streams.worker.secrets import load_pseudonymizer
-from streams.codecs.serde import schema_store
+from streams.errors import DecodeError, RecordError
+from streams.kafka.dlq import dlq_headers
 from streams.settings import get_settings
+from streams.worker.app import app
+from streams.worker.consent_store import ConsentRegistry
+from streams.worker.faust_fixes.output import output
+from streams.worker.secrets import load_pseudonymizer
 from streams.worker.topics import (
     ENTERPRISE_EVENTS,
     ENTERPRISE_PROFILES,

@@ -10,7 +10,6 @@ from streams.settings import get_settings
 from streams.worker.faust_fixes import acks, check_version, fetching, liveness
 from streams.worker.faust_fixes.quiet_worker import Worker
 
-
 _s = get_settings()
 check_version()  # the fixes below are written for one Faust version
 acks.install()  # Faust never commits past a record no agent handled (faust_fixes/acks.py)

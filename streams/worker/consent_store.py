@@ -25,18 +25,23 @@ Redis layout (prefix from settings, default ``yurong:``)::
 
 from __future__ import annotations
 
-import json
 import time
-import uuid
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, replace
 from typing import Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import WatchError
 
-from streams.core.consent import BankRules, ConsentGrant, check_bank_id, check_uscc, merge_grant
-from streams.errors import ConfigError
+from streams.core.consent import (
+    BankRules,
+    ConsentGrant,
+    check_bank_id,
+    check_uscc,
+    merge_grant,
+    new_grant,
+    recipients,
+    revocations,
+)
 
 DEDUP_TTL_S = 7 * 24 * 3600
 THROTTLE_RECORD_TTL_S = 30 * 24 * 3600

@@ -7,8 +7,8 @@ import os
 import secrets
 from pathlib import Path
 
-from streams.errors import ConfigError
 from streams.core.masking import MIN_KEY_BYTES, Pseudonymizer
+from streams.errors import ConfigError
 from streams.settings import Settings
 
 

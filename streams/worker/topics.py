@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
+from streams.codecs.debezium import DebeziumConverter, topic_datasets
 from streams.core.catalogue import catalogue
 from streams.kafka.consent_log import CONSENT_TOPIC
-
-from streams.worker.app import app
-from streams.codecs.debezium import DebeziumConverter, topic_datasets
-from streams.worker.faust_fixes.output import OutputTable
 from streams.settings import get_settings
+from streams.worker.app import app
+from streams.worker.faust_fixes.output import OutputTable
 
 ENTERPRISE_EVENTS = "enterprise.events"
 ENTERPRISE_PROFILES = "enterprise.profiles"

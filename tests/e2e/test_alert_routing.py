@@ -31,12 +31,12 @@ import redis
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from connectors.simulator.identities import make_uscc
-from streams.core.consent import BankRules, filtered_by, new_grant, revocations
-from streams.worker.consent_store import ConsentRegistry
-from streams.kafka.consent_log import publish_grants
 from streams.cli.demo import pipeline
-from streams.kafka.admin import ensure_topics
 from streams.codecs.serde import schema_store
+from streams.core.consent import BankRules, filtered_by, new_grant, revocations
+from streams.kafka.admin import ensure_topics
+from streams.kafka.consent_log import publish_grants
+from streams.worker.consent_store import ConsentRegistry
 from tests.conftest import TEST_KEY, wait_for
 from tests.harness import IsolatedPipeline, commit_at_end, skip_history
 

@@ -42,17 +42,17 @@ import pytest
 import redis
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from streams.core.catalogue import catalogue
 from connectors.simulator.identities import make_uscc
-from streams.worker.consent_store import ConsentRegistry
-from streams.core.consent import new_grant, revocations
-from streams.kafka.consent_log import publish_grants
 from streams.cli.demo import pipeline
-from streams.kafka.dlq import parse_dlq_headers
-from streams.core.ingest import Provenance, to_enterprise_event
-from streams.kafka.admin import ensure_topics
-from streams.core.masking import Pseudonymizer
 from streams.codecs.serde import schema_store
+from streams.core.catalogue import catalogue
+from streams.core.consent import new_grant, revocations
+from streams.core.ingest import Provenance, to_enterprise_event
+from streams.core.masking import Pseudonymizer
+from streams.kafka.admin import ensure_topics
+from streams.kafka.consent_log import publish_grants
+from streams.kafka.dlq import parse_dlq_headers
+from streams.worker.consent_store import ConsentRegistry
 from tests.conftest import IN_CI, TEST_KEY, free_port, wait_for
 from tests.harness import IsolatedPipeline, commit_at_end, skip_history
 

@@ -11,11 +11,11 @@ import pytest
 from confluent_kafka import Producer
 
 from connectors.simulator.market import MarketSimulator
-from streams.worker.consent_store import ConsentRegistry
-from streams.kafka.dlq import parse_dlq_headers
-from streams.kafka.admin import ensure_topics
-from streams.core.masking import find_pii
 from streams.codecs.serde import schema_store
+from streams.core.masking import find_pii
+from streams.kafka.admin import ensure_topics
+from streams.kafka.dlq import parse_dlq_headers
+from streams.worker.consent_store import ConsentRegistry
 from tests.conftest import TEST_KEY, drop_database, make_database, wait_for
 from tests.harness import IsolatedPipeline, skip_history
 

@@ -23,8 +23,8 @@ from confluent_kafka import Producer
 
 from connectors.simulator.identities import make_uscc
 from streams.cli.demo import pipeline
-from streams.kafka.dlq import parse_dlq_headers
 from streams.codecs.serde import schema_store
+from streams.kafka.dlq import parse_dlq_headers
 from tests.conftest import TEST_KEY, free_port, wait_for
 from tests.e2e.test_no_skip import FAST_GROUP, REGISTRATION, change_envelope, registration
 from tests.harness import IsolatedPipeline, skip_history

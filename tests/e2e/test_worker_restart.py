@@ -9,9 +9,9 @@ import psycopg2
 import pytest
 
 from connectors.simulator.market import MarketSimulator
-from streams.worker.consent_store import ConsentRegistry
-from streams.kafka.admin import ensure_topics
 from streams.codecs.serde import schema_store
+from streams.kafka.admin import ensure_topics
+from streams.worker.consent_store import ConsentRegistry
 from tests.conftest import TEST_KEY, drop_database, make_database, wait_for
 from tests.harness import IsolatedPipeline, skip_history
 

@@ -14,7 +14,6 @@ import pymysql
 import pytest
 from psycopg2 import sql
 
-from streams.core.catalogue import catalogue
 from connectors.fleet import Fleet
 from connectors.mysql import parse_dsn
 from connectors.simulator import bulk, mysql_depts, postgres_depts
@@ -23,8 +22,9 @@ from connectors.simulator.file_depts import COLUMNS as FILE_COLUMNS
 from connectors.simulator.mysql_depts import MySqlDepartmentsSimulator
 from connectors.simulator.polled_depts import PolledDepartmentsSimulator
 from connectors.simulator.postgres_depts import Rates, RowGenerator
-from streams.errors import DecodeError
 from streams.codecs.serde import schema_store
+from streams.core.catalogue import catalogue
+from streams.errors import DecodeError
 from streams.settings import Settings
 from tests.conftest import drop_database, wait_for
 

@@ -25,15 +25,15 @@ from connectors.runner import producer_config
 from connectors.simulator.identities import make_uscc
 from sinks.clickhouse import ClickHouseWriter, apply_schema, open_client
 from sinks.runner import SUBSCRIPTION, ClickHouseSink, consumer_config
-from streams.kafka.dlq import parse_dlq_headers
+from streams.codecs.serde import schema_store
 from streams.errors import SinkError
 from streams.kafka.admin import ensure_topics, watermark_offsets
-from streams.codecs.serde import schema_store
+from streams.kafka.dlq import parse_dlq_headers
 from tests.conftest import wait_for
 
 pytestmark = pytest.mark.integration
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z
 
 

@@ -7,10 +7,10 @@ import threading
 
 import pytest
 
-from streams.core.catalogue import Catalogue, catalogue
 from connectors.fleet import Fleet, fleet_status
 from connectors.simulator.market import MarketSimulator
 from streams.codecs.serde import schema_store
+from streams.core.catalogue import Catalogue, catalogue
 from streams.settings import Settings
 from tests.conftest import wait_for
 

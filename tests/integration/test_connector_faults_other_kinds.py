@@ -28,8 +28,8 @@ from connectors.simulator.file_depts import COLUMNS, drop_file
 from connectors.simulator.identities import make_uscc, pick_district
 from connectors.simulator.mysql_depts import DDL as MYSQL_DDL
 from connectors.simulator.polled_depts import DDL as POLLED_DDL
-from streams.kafka.admin import watermark_offsets
 from streams.codecs.serde import schema_store
+from streams.kafka.admin import watermark_offsets
 from tests.conftest import _unavailable, drop_database, make_database, wait_for
 from tests.harness import ConnectorProcess, Envelopes
 

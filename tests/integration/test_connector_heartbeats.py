@@ -8,11 +8,11 @@ import psycopg2
 import pytest
 
 from connectors.fleet import _snapshot_state
-from streams.codecs.positions import parse_lsn
 from connectors.runner import HEARTBEAT_SCHEMA, HEARTBEATS_TOPIC
 from connectors.simulator.market import MarketSimulator
-from streams.kafka.admin import ensure_topics
+from streams.codecs.positions import parse_lsn
 from streams.codecs.serde import schema_store
+from streams.kafka.admin import ensure_topics
 from streams.settings import SourceSettings
 from tests.conftest import wait_for
 from tests.harness import RunningConnector

@@ -17,10 +17,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from connectors.simulator.identities import make_uscc
-from streams.worker.consent_store import DEDUP_TTL_S, THROTTLE_RECORD_TTL_S, ConsentRegistry
 from streams.core.consent import BankRules, merge_grant, new_grant, revocations, throttle_model
-from streams.kafka.consent_log import publish_grants, scan_grants
 from streams.errors import ConfigError
+from streams.kafka.consent_log import publish_grants, scan_grants
+from streams.worker.consent_store import DEDUP_TTL_S, THROTTLE_RECORD_TTL_S, ConsentRegistry
 
 pytestmark = pytest.mark.integration
 

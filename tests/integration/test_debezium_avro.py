@@ -29,7 +29,6 @@ from urllib.request import urlopen
 import psycopg2
 import pytest
 
-from streams.core.catalogue import catalogue
 from connectors.simulator.market import MarketSimulator
 from streams.codecs.avro_registry import (
     APICURIO_KEY_HEADER,
@@ -38,6 +37,7 @@ from streams.codecs.avro_registry import (
     SchemaRegistry,
 )
 from streams.codecs.debezium import DebeziumConverter, topic_datasets
+from streams.core.catalogue import catalogue
 from streams.kafka.admin import ensure_topics
 from tests.conftest import free_port, wait_for
 from tests.harness import REPO, StreamPair, file_tail, need_tools, run_script, yurong_home

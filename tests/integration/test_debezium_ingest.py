@@ -10,8 +10,8 @@ import pytest
 from confluent_kafka import Producer
 
 from streams.cli.demo import pipeline
-from streams.core.masking import find_pii
 from streams.codecs.serde import schema_store
+from streams.core.masking import find_pii
 from tests.conftest import TEST_KEY, free_port, wait_for
 from tests.harness import commit_at_end
 from tests.unit.test_debezium_envelope import REG_SCHEMA, REG_UPDATE, record

@@ -21,15 +21,15 @@ import psycopg2
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
-from streams.core.catalogue import catalogue
 from connectors.simulator.market import MarketSimulator
 from streams.codecs.debezium import DebeziumConverter, topic_datasets
-from streams.errors import DecodeError
-from streams.kafka.admin import ensure_topics
+from streams.codecs.serde import schema_store
+from streams.core.catalogue import catalogue
 from streams.core.ingest import Provenance, to_enterprise_event
 from streams.core.masking import Pseudonymizer
 from streams.core.profile import merge_event
-from streams.codecs.serde import schema_store
+from streams.errors import DecodeError
+from streams.kafka.admin import ensure_topics
 from tests.conftest import TEST_KEY, end_offsets, free_port
 from tests.harness import DebeziumScript, StreamPair, need_tools
 from tests.integration.test_postgres_connector import RunningConnector
@@ -223,8 +223,8 @@ def test_debezium_and_our_connector_give_the_same_profiles(department_db, pg_adm
 
     # Row images of every streamed change agree exactly, and so do the change positions.
     def streamed(records):
-        return sorted(((e[1]["source"]["seq"], e[1]["op"], e[0].name, repr(e[1]["before"]), repr(e[1]["after"]))
-                       for e in records if e[1]["op"] != "r"))
+        return sorted((e[1]["source"]["seq"], e[1]["op"], e[0].name, repr(e[1]["before"]), repr(e[1]["after"]))
+                       for e in records if e[1]["op"] != "r")
     s_mine, s_theirs = streamed(mine), streamed(theirs)
     assert [x[1:] for x in s_mine] == [x[1:] for x in s_theirs]
     assert [x[0] for x in s_mine] == [x[0] for x in s_theirs], "both connectors report the change's LSN"

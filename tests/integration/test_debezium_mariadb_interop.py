@@ -34,18 +34,18 @@ import pytest
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
-from streams.core.catalogue import _value_schema, catalogue
-from streams.codecs.convert import row_converter
-from streams.codecs.positions import change_seq
 from connectors.mysql import parse_dsn
 from connectors.simulator.mysql_depts import DEPARTMENTS, MySqlDepartmentsSimulator
+from streams.codecs.convert import row_converter
 from streams.codecs.debezium import DebeziumConverter, topic_datasets
-from streams.errors import DecodeError
+from streams.codecs.positions import change_seq
+from streams.codecs.serde import schema_store
+from streams.core.catalogue import _value_schema, catalogue
 from streams.core.ingest import Provenance, to_enterprise_event
-from streams.kafka.admin import ensure_topics
 from streams.core.masking import Pseudonymizer
 from streams.core.profile import merge_event, source_row
-from streams.codecs.serde import schema_store
+from streams.errors import DecodeError
+from streams.kafka.admin import ensure_topics
 from tests.conftest import TEST_KEY, free_port, wait_for
 from tests.harness import DebeziumScript, StreamPair, need_tools
 from tests.integration.test_debezium_interop import TailReader, _debezium_envelopes

@@ -12,9 +12,9 @@ import pytest
 from connectors.simulator.file_depts import COLUMNS, FileDropSimulator, drop_file
 from connectors.simulator.identities import make_uscc, pick_district
 from connectors.simulator.market import Enterprise
-from streams.kafka.dlq import parse_dlq_headers
-from streams.errors import DecodeError
 from streams.codecs.serde import schema_store
+from streams.errors import DecodeError
+from streams.kafka.dlq import parse_dlq_headers
 from streams.settings import SourceSettings
 from tests.conftest import wait_for
 from tests.harness import RunningConnector as _Running

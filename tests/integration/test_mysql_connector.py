@@ -9,19 +9,19 @@ import pymysql
 import pytest
 from confluent_kafka import Producer
 
-from streams.core.catalogue import catalogue
 from connectors.mysql import Gtid, parse_dsn
-from streams.codecs.positions import change_seq, snapshot_row_seq
 from connectors.offsets import OffsetStore
 from connectors.runner import producer_config
 from connectors.simulator.identities import make_uscc, pick_district
 from connectors.simulator.market import Enterprise
 from connectors.simulator.mysql_depts import DEPARTMENTS, MySqlDepartmentsSimulator
-from streams.errors import DecodeError
+from streams.codecs.positions import change_seq, snapshot_row_seq
+from streams.codecs.serde import schema_store
+from streams.core.catalogue import catalogue
 from streams.core.ingest import Provenance, to_enterprise_event
 from streams.core.masking import Pseudonymizer
 from streams.core.profile import merge_event
-from streams.codecs.serde import schema_store
+from streams.errors import DecodeError
 from streams.settings import SourceSettings
 from tests.conftest import TEST_KEY, _unavailable, wait_for
 from tests.harness import RunningConnector as _Running

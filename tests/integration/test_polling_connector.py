@@ -11,12 +11,12 @@ import psycopg2
 import pytest
 from psycopg2 import sql
 
-from streams.core.catalogue import catalogue
 from connectors.simulator.identities import make_uscc, pick_district
 from connectors.simulator.market import Enterprise
 from connectors.simulator.polled_depts import DEPTS, PolledDepartmentsSimulator
-from streams.errors import DecodeError
 from streams.codecs.serde import schema_store
+from streams.core.catalogue import catalogue
+from streams.errors import DecodeError
 from streams.settings import SourceSettings
 from tests.conftest import wait_for
 from tests.harness import RunningConnector as _Running

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-
 import psycopg2
 import pytest
 
-from streams.codecs.positions import parse_lsn
 from connectors.simulator.market import MarketSimulator
-from streams.errors import DecodeError, SourceError
+from streams.codecs.positions import parse_lsn
 from streams.codecs.serde import schema_store
+from streams.errors import DecodeError, SourceError
 from streams.settings import SourceSettings
 from tests.conftest import wait_for
 from tests.harness import RunningConnector as _Running

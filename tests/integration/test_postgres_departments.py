@@ -13,14 +13,14 @@ import time
 import psycopg2
 import pytest
 
-from streams.core.catalogue import catalogue
 from connectors.simulator.identities import make_uscc, pick_district
 from connectors.simulator.market import Enterprise
 from connectors.simulator.postgres_depts import PostgresDepartmentsSimulator, Rates
-from streams.errors import DecodeError
+from streams.codecs.serde import schema_store
+from streams.core.catalogue import catalogue
 from streams.core.ingest import Provenance, to_enterprise_event
 from streams.core.masking import Pseudonymizer, find_pii
-from streams.codecs.serde import schema_store
+from streams.errors import DecodeError
 from streams.settings import SourceSettings
 from tests.conftest import TEST_KEY, drop_database, wait_for
 from tests.harness import RunningConnector as _Running

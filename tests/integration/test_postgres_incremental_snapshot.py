@@ -12,10 +12,10 @@ import time
 import psycopg2
 import pytest
 
-from streams.core.catalogue import catalogue
 from connectors.simulator.market import MarketSimulator
-from streams.errors import DecodeError
 from streams.codecs.serde import schema_store
+from streams.core.catalogue import catalogue
+from streams.errors import DecodeError
 from streams.settings import SourceSettings
 from tests.conftest import wait_for
 from tests.harness import RunningConnector as _Running

@@ -16,10 +16,10 @@ import psycopg2
 import pytest
 from psycopg2 import sql
 
+from streams.core.catalogue import catalogue
 from streams.core.ingest import Provenance, to_enterprise_event
 from streams.core.masking import Pseudonymizer
 from streams.core.profile import is_duplicate, merge_event
-from streams.core.catalogue import catalogue
 from tests.conftest import TEST_KEY, wait_for
 from tests.harness import ConnectorProcess, Envelopes
 from tests.integration.test_connector_faults import market_connector, market_db  # noqa: F401 — fixture

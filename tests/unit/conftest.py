@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from streams.codecs.serde import SchemaStore
 from streams.core.catalogue import Catalogue, load_catalogue
 from streams.core.masking import Pseudonymizer
-from streams.codecs.serde import SchemaStore
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 AVRO_DIR = REPO_ROOT / "avro"

@@ -18,8 +18,6 @@ import random
 from collections import defaultdict
 from typing import Any
 
-from streams.core.catalogue import Catalogue, _value_schema
-from streams.codecs.convert import row_converter
 from connectors.filedrop import read_rows
 from connectors.simulator.file_depts import COLUMNS as FILE_COLUMNS
 from connectors.simulator.file_depts import DATASETS as FILE_DATASETS
@@ -29,7 +27,9 @@ from connectors.simulator.market import Enterprise, MarketSimulator
 from connectors.simulator.mysql_depts import MySqlDepartmentsSimulator
 from connectors.simulator.polled_depts import PolledDepartmentsSimulator
 from connectors.simulator.postgres_depts import Insert, Rates, RowGenerator
+from streams.codecs.convert import row_converter
 from streams.codecs.serde import SchemaStore
+from streams.core.catalogue import Catalogue, _value_schema
 
 TODAY = dt.date(2026, 3, 10)
 

@@ -21,7 +21,6 @@ from decimal import Decimal
 import fastavro
 import pytest
 
-from streams.core.catalogue import catalogue
 from streams.codecs.avro_registry import (
     APICURIO_KEY_HEADER,
     APICURIO_VALUE_HEADER,
@@ -36,6 +35,7 @@ from streams.codecs.avro_registry import (
     to_json_value,
 )
 from streams.codecs.debezium import DebeziumConverter, decode_value
+from streams.core.catalogue import catalogue
 from streams.errors import DecodeError
 from tests.unit.test_debezium_envelope import REG_SCHEMA, REG_SNAPSHOT, REG_UPDATE, record
 
@@ -290,7 +290,7 @@ def test_other_debezium_encodings_come_back_as_the_json_converter_writes_them(de
     assert decode_value(got["amount"], fields["amount"]) == Decimal("1234567.89")
     assert decode_value(got["ratio"], fields["ratio"]) == Decimal("12.345")
     assert decode_value(got["day"], fields["day"]) == dt.date(2025, 11, 27)
-    assert decode_value(got["at_us"], fields["at_us"]) == dt.datetime(2026, 11, 27, 11, 23, 39, 396360, tzinfo=dt.timezone.utc)
+    assert decode_value(got["at_us"], fields["at_us"]) == dt.datetime(2026, 11, 27, 11, 23, 39, 396360, tzinfo=dt.UTC)
 
 
 def test_hostile_bodies_are_decode_errors(decoder):

@@ -9,7 +9,6 @@ no root needed, nothing outside tmp_path is touched.
 from __future__ import annotations
 
 import hashlib
-import os
 import shutil
 import stat
 import subprocess

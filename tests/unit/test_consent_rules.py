@@ -22,8 +22,8 @@ from streams.core.consent import (
     revocations,
     throttle_model,
 )
-from streams.errors import ConfigError
 from streams.core.scorecard import LEVEL_NAMES, SEVERITY_RANK
+from streams.errors import ConfigError
 
 PROPERTY = settings(max_examples=200, deadline=None)
 USCC = "91110000600037341L"

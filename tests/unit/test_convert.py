@@ -6,11 +6,11 @@ import datetime as dt
 
 import pytest
 
-from streams.core.catalogue import _value_schema
 from streams.codecs.convert import row_converter
+from streams.core.catalogue import _value_schema
 from streams.errors import ValidationError
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 CST = dt.timezone(dt.timedelta(hours=8))
 
 SCHEMA = {

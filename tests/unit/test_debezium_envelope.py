@@ -16,8 +16,6 @@ import json
 
 import pytest
 
-from streams.core.catalogue import catalogue
-from streams.codecs.positions import change_seq
 from streams.codecs.debezium import (
     DebeziumConverter,
     binlog_order,
@@ -26,14 +24,16 @@ from streams.codecs.debezium import (
     snapshot_flag,
     topic_datasets,
 )
-from streams.errors import ValidationError
+from streams.codecs.positions import change_seq
+from streams.codecs.serde import schema_store
+from streams.core.catalogue import catalogue
 from streams.core.ingest import Provenance, to_enterprise_event
 from streams.core.masking import Pseudonymizer
 from streams.core.profile import merge_event
-from streams.codecs.serde import schema_store
+from streams.errors import ValidationError
 
 KEY = b"unit-test-key-for-debezium-envelopes-0123456789"
-UTC = dt.timezone.utc
+UTC = dt.UTC
 
 REG_SCHEMA = '{"type":"struct","fields":[{"type":"struct","fields":[{"type":"string","optional":false,"field":"uscc"},{"type":"string","optional":false,"field":"name"},{"type":"string","optional":true,"field":"legal_rep_name"},{"type":"string","optional":true,"field":"legal_rep_id_number"},{"type":"string","optional":true,"field":"legal_rep_phone"},{"type":"string","optional":true,"field":"district_code"},{"type":"string","optional":true,"field":"industry_code"},{"type":"double","optional":true,"field":"registered_capital"},{"type":"int32","optional":true,"name":"io.debezium.time.Date","version":1,"field":"established_date"},{"type":"string","optional":false,"default":"active","field":"status"},{"type":"string","optional":true,"field":"address"},{"type":"string","optional":false,"name":"io.debezium.time.ZonedTimestamp","version":1,"default":"1970-01-01T00:00:00.000000Z","field":"updated_at"}],"optional":true,"name":"dbzprobe.public.enterprise_registration.Value","field":"before"},{"type":"struct","fields":[{"type":"string","optional":false,"field":"uscc"},{"type":"string","optional":false,"field":"name"},{"type":"string","optional":true,"field":"legal_rep_name"},{"type":"string","optional":true,"field":"legal_rep_id_number"},{"type":"string","optional":true,"field":"legal_rep_phone"},{"type":"string","optional":true,"field":"district_code"},{"type":"string","optional":true,"field":"industry_code"},{"type":"double","optional":true,"field":"registered_capital"},{"type":"int32","optional":true,"name":"io.debezium.time.Date","version":1,"field":"established_date"},{"type":"string","optional":false,"default":"active","field":"status"},{"type":"string","optional":true,"field":"address"},{"type":"string","optional":false,"name":"io.debezium.time.ZonedTimestamp","version":1,"default":"1970-01-01T00:00:00.000000Z","field":"updated_at"}],"optional":true,"name":"dbzprobe.public.enterprise_registration.Value","field":"after"},{"type":"struct","fields":[{"type":"string","optional":false,"field":"version"},{"type":"string","optional":false,"field":"connector"},{"type":"string","optional":false,"field":"name"},{"type":"int64","optional":false,"field":"ts_ms"},{"type":"string","optional":true,"name":"io.debezium.data.Enum","version":1,"parameters":{"allowed":"true,first,first_in_data_collection,last_in_data_collection,last,false,incremental"},"default":"false","field":"snapshot"},{"type":"string","optional":false,"field":"db"},{"type":"string","optional":true,"field":"sequence"},{"type":"int64","optional":true,"field":"ts_us"},{"type":"int64","optional":true,"field":"ts_ns"},{"type":"string","optional":false,"field":"schema"},{"type":"string","optional":false,"field":"table"},{"type":"int64","optional":true,"field":"txId"},{"type":"int64","optional":true,"field":"lsn"},{"type":"int64","optional":true,"field":"xmin"},{"type":"string","optional":true,"field":"origin"},{"type":"int64","optional":true,"field":"origin_lsn"}],"optional":false,"name":"io.debezium.connector.postgresql.Source","version":1,"field":"source"},{"type":"struct","fields":[{"type":"string","optional":false,"field":"id"},{"type":"int64","optional":false,"field":"total_order"},{"type":"int64","optional":false,"field":"data_collection_order"}],"optional":true,"name":"event.block","version":1,"field":"transaction"},{"type":"string","optional":false,"field":"op"},{"type":"int64","optional":true,"field":"ts_ms"},{"type":"int64","optional":true,"field":"ts_us"},{"type":"int64","optional":true,"field":"ts_ns"}],"optional":false,"name":"dbzprobe.public.enterprise_registration.Envelope","version":2}'
 

@@ -15,7 +15,6 @@ from faust.types.tuples import ConsumerMessage
 
 from streams.worker.faust_fixes import acks
 
-
 _made: list = []
 
 

@@ -70,7 +70,7 @@ def test_patent_numbers_and_csv_bytes():
 
 
 def test_polling_cursor_round_trips_with_microseconds():
-    ts = dt.datetime(2026, 3, 1, 8, 0, 0, 123456, tzinfo=dt.timezone.utc)
+    ts = dt.datetime(2026, 3, 1, 8, 0, 0, 123456, tzinfo=dt.UTC)
     c = Cursor(ts, (42,))
     assert Cursor.from_json(json.loads(json.dumps(c.to_json()))) == c
     assert from_micros(to_micros(ts)) == ts

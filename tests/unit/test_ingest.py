@@ -7,10 +7,10 @@ import datetime as dt
 import pytest
 
 from streams.codecs.positions import parse_lsn
-from streams.errors import PIILeakError, ValidationError
 from streams.core.identifiers import uscc_check_digit
 from streams.core.ingest import Provenance, to_enterprise_event
 from streams.core.masking import find_pii
+from streams.errors import PIILeakError, ValidationError
 
 UNIQUE_USCC = "91500103MA5U7XXX0"  # first 17 characters; completed with its check digit
 RAW_ID = "34052419800101001X"
@@ -29,7 +29,7 @@ def registration(**overrides):
         "uscc": _uscc(), "name": "重庆某某科技有限公司", "legal_rep_name": RAW_NAME, "legal_rep_id_number": RAW_ID,
         "legal_rep_phone": RAW_PHONE, "district_code": "500103", "industry_code": "I6513", "registered_capital": 500.0,
         "established_date": dt.date(2015, 6, 1), "status": "active", "address": "重庆市渝中区解放碑88号",
-        "updated_at": dt.datetime(2024, 3, 1, 4, 0, tzinfo=dt.timezone.utc),
+        "updated_at": dt.datetime(2024, 3, 1, 4, 0, tzinfo=dt.UTC),
     }
     row.update(overrides)
     return row

@@ -10,7 +10,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from connectors.simulator.identities import make_id_number, make_mobile, pick_district
-from streams.errors import ConfigError, PIILeakError
 from streams.core.identifiers import id_check_digit
 from streams.core.masking import (
     FieldRule,
@@ -25,6 +24,7 @@ from streams.core.masking import (
     mask_person_name,
     mask_phone,
 )
+from streams.errors import ConfigError, PIILeakError
 
 PROPERTY = settings(max_examples=200, deadline=None)
 KEY = b"k" * 32

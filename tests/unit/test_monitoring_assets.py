@@ -23,8 +23,9 @@ REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-import monitoring.metrics  # noqa: E402,F401  (registers the yurong_* metrics)
 from prometheus_client import REGISTRY  # noqa: E402
+
+import monitoring.metrics  # noqa: E402,F401  (registers the yurong_* metrics)
 
 DASHBOARD = REPO / "monitoring" / "grafana" / "dashboards" / "yurong-pipeline.json"
 PROVISIONING = REPO / "monitoring" / "grafana" / "provisioning"

@@ -72,8 +72,8 @@ def test_relation_message_registers_columns():
 
 
 def test_begin():
-    committed = dt.datetime(2024, 3, 1, 12, 0, 0, 123456, tzinfo=dt.timezone.utc)
-    pg_us = (committed - dt.datetime(2000, 1, 1, tzinfo=dt.timezone.utc)) // dt.timedelta(microseconds=1)
+    committed = dt.datetime(2024, 3, 1, 12, 0, 0, 123456, tzinfo=dt.UTC)
+    pg_us = (committed - dt.datetime(2000, 1, 1, tzinfo=dt.UTC)) // dt.timedelta(microseconds=1)
     msg = b"B" + struct.pack(">qqI", 0x3_16B3748, pg_us, 4_000_000_000)
     begin = parse_message(msg, {})
     assert begin == Begin(final_lsn=0x3_16B3748, commit_ts_ms=begin.commit_ts_ms, xid=4_000_000_000)
@@ -89,7 +89,7 @@ def test_commit_timestamp_is_unix_ms(pg_us):
 
 def test_commit_at_pg_epoch_is_the_year_2000():
     msg = b"C" + struct.pack(">bqqq", 0, 1, 2, 0)
-    assert parse_message(msg, {}).commit_ts_ms == int(dt.datetime(2000, 1, 1, tzinfo=dt.timezone.utc).timestamp() * 1000)
+    assert parse_message(msg, {}).commit_ts_ms == int(dt.datetime(2000, 1, 1, tzinfo=dt.UTC).timestamp() * 1000)
 
 
 def test_insert_with_text_null_and_unicode(relations):

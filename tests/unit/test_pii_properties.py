@@ -43,11 +43,11 @@ from hypothesis import HealthCheck, assume, given, note, settings
 from hypothesis import strategies as st
 from stdnum import luhn
 
+from streams.codecs.serde import SchemaStore
 from streams.core.catalogue import Catalogue, Dataset, _value_schema, load_catalogue
-from streams.errors import PIILeakError
 from streams.core.ingest import Provenance, to_enterprise_event
 from streams.core.masking import Pseudonymizer, find_pii, find_pii_in_text
-from streams.codecs.serde import SchemaStore
+from streams.errors import PIILeakError
 from tests.unit.simulated_rows import simulated_rows
 
 KEY = b"pii-property-test-key-0123456789abcdef-0123"
@@ -276,7 +276,7 @@ def _value_strategy(ds: Dataset, f: dict) -> st.SearchStrategy:
         s = st.dates(min_value=dt.date(1950, 1, 1), max_value=dt.date(2035, 12, 31))
     elif logical in ("timestamp-millis", "timestamp-micros"):
         s = st.datetimes(min_value=dt.datetime(1990, 1, 1), max_value=dt.datetime(2035, 12, 31),
-                         timezones=st.just(dt.timezone.utc)).map(lambda d: d.replace(microsecond=d.microsecond // 1000 * 1000))
+                         timezones=st.just(dt.UTC)).map(lambda d: d.replace(microsecond=d.microsecond // 1000 * 1000))
     elif name in ds.bounds:
         low, high = ds.bounds[name]
         s = st.integers(int(low), int(high)) if base in ("int", "long") else st.floats(low, high, allow_nan=False)

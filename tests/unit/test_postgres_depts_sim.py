@@ -7,7 +7,6 @@ import random
 
 import pytest
 
-from streams.core.catalogue import catalogue
 from connectors.simulator.identities import CHONGQING_DISTRICTS, make_uscc, pick_district
 from connectors.simulator.market import Enterprise
 from connectors.simulator.postgres_depts import (
@@ -27,6 +26,7 @@ from connectors.simulator.postgres_depts import (
     penalty_decision_no,
     period_of,
 )
+from streams.core.catalogue import catalogue
 from streams.core.identifiers import is_valid_id_number
 from streams.core.ingest import validate_row
 
@@ -114,8 +114,8 @@ def test_generated_rows_pass_the_catalogue_rules():
 
 
 def _fields(ds) -> set[str]:
-    from streams.core.catalogue import _value_schema
     from streams.codecs.serde import schema_store
+    from streams.core.catalogue import _value_schema
 
     return {f["name"] for f in _value_schema(schema_store().get(ds.schema_name).parsed)["fields"]}
 

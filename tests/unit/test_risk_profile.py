@@ -13,11 +13,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from streams.core.catalogue import catalogue
-from streams.errors import ConfigError
 from streams.core.facts import DATASET_FACTS, KEEP_MONTHS
 from streams.core.indicators import derive, series_indicators
 from streams.core.profile import MERGERS, merge_event
 from streams.core.scorecard import DEFAULT_CARD, DEFAULT_SCORECARD, Scorecard
+from streams.errors import ConfigError
 
 USCC = "91110000600037341L"
 NOW = 1_767_225_600_000  # 2026-01-01
@@ -303,7 +303,7 @@ def test_score_is_base_plus_the_explained_points_clipped(indicators, status):
 
 
 def test_indicators_use_the_day_of_the_newest_event_not_the_clock():
-    p = {"last_event_ts_ms": int(dt.datetime(2025, 12, 31, tzinfo=dt.timezone.utc).timestamp() * 1000),
+    p = {"last_event_ts_ms": int(dt.datetime(2025, 12, 31, tzinfo=dt.UTC).timestamp() * 1000),
          "dated": {"penalty.safety": {"a": {"date": "2025-01-15", "amount": 1.0}, "b": {"date": "2024-12-01", "amount": 2.0}}}}
     assert derive(p)["penalty.safety.12m"] == 1 and derive(p)["penalty.safety.total"] == 2
 

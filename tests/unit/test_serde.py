@@ -12,12 +12,12 @@ from fastavro.schema import to_parsing_canonical_form
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from streams.errors import ConfigError, DecodeError, SchemaMismatchError
 from streams.codecs.serde import MAGIC, SchemaStore
+from streams.errors import ConfigError, DecodeError, SchemaMismatchError
 
 AVRO_DIR = Path(__file__).resolve().parents[2] / "avro"
 PROPERTY = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-UTC = dt.timezone.utc
+UTC = dt.UTC
 
 SOURCE = {
     "connector": "postgresql", "dept": "market", "db": "market", "schema": "public",

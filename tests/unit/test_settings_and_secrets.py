@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from streams.errors import ConfigError
-from streams.worker.secrets import generate_key_file, load_pseudonymizer
 from streams.settings import Settings
+from streams.worker.secrets import generate_key_file, load_pseudonymizer
 
 
 def test_defaults_are_the_local_stack(monkeypatch):

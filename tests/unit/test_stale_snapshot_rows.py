@@ -7,8 +7,8 @@ the real connectors, is tests/integration/test_snapshot_restart.py.
 from __future__ import annotations
 
 from connectors.base import ChangeEvent
-from streams.core.catalogue import catalogue
 from connectors.snapshot import StaleSnapshotRows
+from streams.core.catalogue import catalogue
 
 MARKET = catalogue().department("market")
 REG = MARKET.datasets["enterprise_registration"]

@@ -13,10 +13,10 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from streams.core.catalogue import _value_schema, load_catalogue
-from streams.errors import ConfigError, ValidationError
 from streams.core.identifiers import id_check_digit, uscc_check_digit
 from streams.core.ingest import validate_row
 from streams.core.masking import find_pii_in_text
+from streams.errors import ConfigError, ValidationError
 from tests.unit.simulated_rows import simulated_rows
 
 PROPERTY = settings(max_examples=200, deadline=None)

@@ -95,7 +95,7 @@ async def log_starts(consumer: Consumer, tps: list[TP], timeout: float | None = 
     for (or all of them, when it is away or slower than ``timeout`` seconds) are left out."""
     try:
         found = await asyncio.wait_for(consumer.earliest_offsets(*tps), timeout)
-    except (KafkaError, asyncio.TimeoutError, OSError):
+    except (TimeoutError, KafkaError, OSError):
         return {}
     return {ensure_TP(tp): offset for tp, offset in found.items() if offset is not None}
 

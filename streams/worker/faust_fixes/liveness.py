@@ -37,7 +37,6 @@ from aiokafka.errors import KafkaError
 from faust.types import TP
 
 from monitoring.metrics import STREAM_REREADS
-
 from streams.worker.faust_fixes.acks import first_handled, log_starts
 
 log = logging.getLogger(__name__)
@@ -99,7 +98,7 @@ class StallGuard:
     async def _position(self, tp: TP) -> int | None:
         try:
             return await asyncio.wait_for(self.app.consumer.position(tp), timeout=5.0)
-        except (asyncio.TimeoutError, KafkaError):
+        except (TimeoutError, KafkaError):
             return None  # e.g. revoked meanwhile: look again next time
 
     async def check(self) -> set[TP]:
