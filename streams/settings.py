@@ -87,7 +87,8 @@ class SourceSettings(BaseSettings):
     postgres_template: SecretStr = SecretStr("postgresql://yurong:yurong@127.0.0.1:15432/{db}")
     mysql_template: SecretStr = SecretStr("mysql://yurong:yurong@127.0.0.1:13306/{db}")
     drop_dir: Path | None = Field(default=None, description="root of the file-drop folders; default $YURONG_HOME/drops")
-    flush_interval_s: float = Field(default=0.2, gt=0, description="how often the connector waits for Kafka acks and then acknowledges the LSN")
+    flush_interval_s: float = Field(default=0.2, gt=0,
+                                    description="how often the connector waits for Kafka acks and then acknowledges the LSN")
     status_interval_s: float = Field(default=10.0, gt=0, description="standby status (keepalive) interval towards PostgreSQL")
     poll_interval_s: float = Field(default=2.0, gt=0, description="how often polling and file-drop sources look for news")
     heartbeat_interval_s: float = Field(default=5.0, ge=0, description="how often a connector writes position, lag and "

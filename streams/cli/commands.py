@@ -62,7 +62,8 @@ def stack(action: str) -> None:
 # --- simulate -----------------------------------------------------------------------------------
 
 @main.command()
-@click.option("--enterprises", "-n", default=3000, show_default=True, help="enterprises to register and give a history (0: keep the existing ones)")
+@click.option("--enterprises", "-n", default=3000, show_default=True,
+              help="enterprises to register and give a history (0: keep the existing ones)")
 @click.option("--rate", default=20.0, show_default=True, help="changes per second after seeding (0: seed only)")
 @click.option("--duration", default=0.0, help="seconds to keep changing (0: until interrupted)")
 @click.option("--seed", default=2019, show_default=True, help="random seed: the same seed gives the same data")
@@ -141,6 +142,7 @@ def connect(dept: str | None, all_: bool, resnapshot: bool, log_level: str) -> N
         return
     from connectors.fleet import build_runner
 
+    assert dept is not None  # checked above: a department or --all
     runner = build_runner(catalogue().department(dept), s, schema_store(), resnapshot)
     runner.install_signal_handlers()
     runner.run()

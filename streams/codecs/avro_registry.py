@@ -166,14 +166,14 @@ class SchemaRegistry:
         self.api = api
         self.id_kind = id_kind
         self._fetch = fetch or (lambda u: _http_get(u, timeout))
-        self._schemas: dict[int, dict] = {}
+        self._schemas: dict[int, dict | list | str] = {}
 
     def schema_url(self, schema_id: int) -> str:
         if self.api == "confluent":
             return f"{self.url}/schemas/ids/{schema_id}"
         return f"{self.url}/ids/{self.id_kind}s/{schema_id}"
 
-    def get(self, schema_id: int) -> dict:
+    def get(self, schema_id: int) -> dict | list | str:
         cached = self._schemas.get(schema_id)
         if cached is not None:
             return cached

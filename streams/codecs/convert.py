@@ -45,6 +45,10 @@ def _to_timestamp(v: Any) -> dt.datetime:
     return ts if ts.tzinfo else ts.replace(tzinfo=dt.UTC)
 
 
+def _unchanged(value: Any) -> Any:
+    return value
+
+
 def _converter(avro_type: Any) -> Converter:
     t = avro_type
     if isinstance(t, list):
@@ -56,7 +60,8 @@ def _converter(avro_type: Any) -> Converter:
         if logical in ("timestamp-millis", "timestamp-micros"):
             return _to_timestamp
         t = t.get("type")
-    return {"int": int, "long": int, "float": float, "double": float, "boolean": _to_bool, "string": str}.get(t, lambda v: v)
+    by_type: dict[str, Converter] = {"int": int, "long": int, "float": float, "double": float, "boolean": _to_bool, "string": str}
+    return by_type.get(t, _unchanged) if isinstance(t, str) else _unchanged
 
 
 def row_converter(value_schema: Mapping[str, Any]) -> Callable[[Mapping[str, Any], str], dict[str, Any]]:
@@ -68,7 +73,7 @@ def row_converter(value_schema: Mapping[str, Any]) -> Callable[[Mapping[str, Any
     convs = [(f["name"], _converter(f["type"])) for f in value_schema["fields"]]
 
     def convert(raw: Mapping[str, Any], where: str) -> dict[str, Any]:
-        out = {}
+        out: dict[str, Any] = {}
         for name, conv in convs:
             v = raw.get(name)
             if v is None:

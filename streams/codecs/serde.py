@@ -130,6 +130,8 @@ class SchemaStore:
             raise DecodeError(f"{schema.name}: body does not decode ({type(exc).__name__}: {exc})") from exc
         if buf.tell() != len(data):
             raise DecodeError(f"{schema.name}: {len(data) - buf.tell()} trailing bytes after the record")
+        if not isinstance(record, dict):
+            raise DecodeError(f"{schema.name}: not a record schema")
         return schema.name, record
 
 

@@ -80,10 +80,12 @@ class ThresholdRule:
         if before is None and self.below is not None:
             return None  # a trend seen for the first time is no move
         was, now = self._bad(before), self._bad(after)
-        if was == now or (not now and not self.relief_code):
+        if was == now:
             return None
         if now:
             return self.category, self.severity, [self.code], {self.indicator: _fmt(before)}, {self.indicator: _fmt(after)}
+        if not self.relief_code:
+            return None
         return "positive", "info", [self.relief_code], {self.indicator: _fmt(before)}, {self.indicator: _fmt(after)}
 
 

@@ -37,7 +37,8 @@ MAPPINGS_DIR = Path(__file__).resolve().parent / "departments"
 
 
 class NamedSchema(Protocol):
-    parsed: Any
+    @property
+    def parsed(self) -> Any: ...
 
 
 class SchemaSource(Protocol):
@@ -258,10 +259,10 @@ class Catalogue:
 
 def load_catalogue(mappings_dir: Path = MAPPINGS_DIR, schemas: SchemaSource | None = None) -> Catalogue:
     """Load and check every ``<dept>.toml`` mapping."""
-    schemas = schemas or AvscFolder(get_settings().paths.avro_dir)
+    source: SchemaSource = schemas or AvscFolder(get_settings().paths.avro_dir)
     depts = {}
     for path in sorted(mappings_dir.glob("*.toml")):
-        d = _load_department(path, schemas)
+        d = _load_department(path, source)
         depts[d.dept] = d
     return Catalogue(depts)
 

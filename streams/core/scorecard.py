@@ -61,7 +61,7 @@ class Scorecard:
     def explain(self, profile: Mapping[str, Any]) -> tuple[int, str, list[dict[str, Any]]]:
         """``(score, level, factors that applied)``; each factor as ``{code, points, value}``,
         adverse ones first (largest penalty first), then positive ones."""
-        applied = []
+        applied: list[dict[str, Any]] = []
         for f in self.factors:
             hit = f.applies(profile)
             if hit is not None:

@@ -26,7 +26,7 @@ def ensure_topics(
     ]
     if not new:
         return
-    for name, fut in admin.create_topics(new, operation_timeout=15).items():
+    for fut in admin.create_topics(new, operation_timeout=15).values():
         try:
             fut.result()
         except KafkaException as exc:
@@ -103,13 +103,15 @@ def read_compacted(bootstrap: str, topic: str, decode: Callable[[bytes], Any], t
                 continue
             if msg.error():
                 raise KafkaException(msg.error())
-            key = msg.key().decode()
-            if msg.value():
-                latest[key] = decode(msg.value())
-            else:
-                latest.pop(key, None)
-            if msg.offset() >= ends.get(msg.partition(), 0) - 1:
-                ends.pop(msg.partition(), None)
+            part, offset, key, value = msg.partition(), msg.offset(), msg.key(), msg.value()
+            assert part is not None and offset is not None  # set on every fetched record
+            if key is not None:  # every record of these topics is keyed; a keyless one is nobody's state
+                if value:
+                    latest[key.decode()] = decode(value)
+                else:
+                    latest.pop(key.decode(), None)
+            if offset >= ends.get(part, 0) - 1:
+                ends.pop(part, None)
         return latest
     finally:
         consumer.close()

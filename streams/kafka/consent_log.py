@@ -101,15 +101,17 @@ def scan_grants(bootstrap: str, keep, timeout_s: float = 120.0) -> dict[str, Con
                 else:
                     try:
                         g = ConsentGrant.from_record(schemas.decode(msg.value(), "consent/grant")[1])
-                    except Exception:
+                    except Exception:  # noqa: BLE001 — a bad record is the worker's dead letter, not ours
                         g = None
                     if g is not None and keep(g):
                         try:
                             out[g.consent_id] = merge_grant(out.get(g.consent_id), g)
                         except ConfigError:
                             pass  # a refused version, as the worker refuses it
-                if msg.offset() >= ends[msg.partition()] - 1:
-                    del ends[msg.partition()]
+                part, offset = msg.partition(), msg.offset()
+                assert part is not None and offset is not None  # set on every fetched record
+                if offset >= ends[part] - 1:
+                    del ends[part]
     finally:
         consumer.close()
     return out

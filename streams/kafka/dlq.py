@@ -27,7 +27,7 @@ def dlq_topic(source_topic: str) -> str:
 
 def dlq_headers(
     component: str, topic: str, partition: int, offset: int, error: BaseException
-) -> list[tuple[str, bytes]]:
+) -> list[tuple[str, str | bytes | None]]:
     kind = error.kind if isinstance(error, RecordError) else "unexpected"
     field = getattr(error, "field", None) or ""
     return [

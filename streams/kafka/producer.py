@@ -20,11 +20,10 @@ from __future__ import annotations
 
 import asyncio
 import collections
-from collections.abc import Sequence
 
 from confluent_kafka import KafkaError, KafkaException, Producer
 
-Headers = Sequence[tuple[str, bytes]]
+Headers = list[tuple[str, str | bytes | None]]
 
 
 class OutputProducer:

@@ -18,6 +18,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import TypeVar
 
 import redis.exceptions
@@ -32,6 +33,7 @@ from streams.codecs.avro_registry import (
     decode_debezium_record,
     schema_id_of,
 )
+from streams.codecs.debezium import DebeziumConverter
 from streams.codecs.serde import schema_store
 from streams.core.catalogue import catalogue
 from streams.core.consent import ConsentGrant, filtered_by
@@ -127,10 +129,19 @@ def _debezium_registry() -> AvroRegistryDecoder | None:
 _debezium_avro = _debezium_registry()
 
 
-async def _prefetch_schema(schema_id: int) -> None:
+async def _recipients_now(reg: ConsentRegistry, change: dict) -> dict[str, str]:
+    """The banks that may get ``change`` as of now (the time is taken again on every retry)."""
+    return await reg.recipients(change["uscc"], change["category"], now_ms())
+
+
+def _decode_debezium(converter: DebeziumConverter, headers, value: bytes) -> tuple | None:
+    return decode_debezium_record(converter, value, headers, _debezium_avro)
+
+
+async def _prefetch_schema(registry: AvroRegistryDecoder, schema_id: int) -> None:
     async def fetch() -> None:
         try:
-            _debezium_avro.writer(schema_id)
+            registry.writer(schema_id)
         except DecodeError:
             pass  # unknown id or not Avro: decoding the record dead-letters it with the reason
     await retrying("schema registry", fetch)
@@ -180,8 +191,8 @@ if debezium_topics is not None:
             if _debezium_avro is not None:
                 schema_id = schema_id_of(msg.value, msg.headers, _debezium_avro)
                 if schema_id is not None:  # fetch the writer schema first: a registry outage is retried, not a dead letter
-                    await _prefetch_schema(schema_id)
-            await ingest_one(msg, lambda value: decode_debezium_record(converter, value, msg.headers, _debezium_avro))
+                    await _prefetch_schema(_debezium_avro, schema_id)
+            await ingest_one(msg, partial(_decode_debezium, converter, msg.headers))
 
 
 @app.agent(enterprise_events)
@@ -231,8 +242,8 @@ async def route(stream):
             continue
         reg = registry()
         try:
-            banks = await retrying("consent lookup", lambda: reg.recipients(change["uscc"], change["category"], now_ms()))
-            rules = await retrying("bank rules", lambda: reg.rules_of(banks)) if banks else {}
+            banks = await retrying("consent lookup", partial(_recipients_now, reg, change))
+            rules = await retrying("bank rules", partial(reg.rules_of, banks)) if banks else {}
         except Exception as exc:  # noqa: BLE001 — e.g. a malformed consent record: never skip silently
             await dead_letter(msg, exc)
             continue
@@ -292,7 +303,7 @@ async def consent_sync(stream):
         reg = registry()
         if msg.value is None:
             if msg.key:
-                await retrying("consent forget", lambda: reg.forget(msg.key.decode()))
+                await retrying("consent forget", partial(reg.forget, msg.key.decode()))
             continue
         try:
             _, record = _schemas.decode(msg.value, "consent/grant")
@@ -303,7 +314,7 @@ async def consent_sync(stream):
             await dead_letter(msg, exc)
             continue
         try:
-            changed = await retrying("consent apply", lambda: reg.apply(grant))
+            changed = await retrying("consent apply", partial(reg.apply, grant))
         except Exception as exc:  # noqa: BLE001 — e.g. a version changing the bank: refused, kept in the DLQ
             await dead_letter(msg, exc)
             continue

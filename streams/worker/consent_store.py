@@ -30,6 +30,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.commands.core import AsyncScript
 from redis.exceptions import WatchError
 
 from streams.core.consent import (
@@ -52,9 +53,11 @@ class ConsentRegistry:
     """Async Redis store behind ``yurong consent`` / ``yurong watchlist`` and the alert router."""
 
     def __init__(self, client: aioredis.Redis, prefix: str = "yurong:") -> None:
-        self._r = client
+        # decode_responses=True: every reply is str, which redis-py's annotations (bytes | str) cannot
+        # express, so the client is untyped here rather than cast at each call
+        self._r: Any = client
         self._p = prefix
-        self._throttle = None
+        self._throttle: AsyncScript | None = None
 
     @classmethod
     def from_url(cls, url: str, prefix: str = "yurong:") -> ConsentRegistry:
@@ -196,7 +199,7 @@ class ConsentRegistry:
             for b in bank_ids:
                 pipe.sismember(f"{self._p}watchlist:{b}", uscc)
             flags = await pipe.execute()
-        return {b for b, on in zip(bank_ids, flags) if on}
+        return {b for b, on in zip(bank_ids, flags, strict=True) if on}
 
     async def recipients(self, uscc: str, category: str, now_ms: int) -> dict[str, str]:
         """``{bank_id: consent_id}`` for an alert about ``uscc`` right now (reads Redis each time,
@@ -229,7 +232,7 @@ class ConsentRegistry:
             for b in bank_ids:
                 pipe.hgetall(f"{self._p}rules:{b}")
             rows = await pipe.execute()
-        return {b: BankRules.from_redis(h) if h else None for b, h in zip(bank_ids, rows)}
+        return {b: BankRules.from_redis(h) if h else None for b, h in zip(bank_ids, rows, strict=True)}
 
     # throttling
     async def admit(self, alert_id: str, bank_id: str, change: Mapping[str, Any], now_ms: int,

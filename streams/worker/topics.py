@@ -40,5 +40,6 @@ consent_grants = app.topic(CONSENT_GRANTS, compacting=True)
 # the JSON codec, which writes bytes unchanged but reads them back as UTF-8 text — every entry
 # failed to recover after a restart and recovery never finished (tests/e2e/test_worker_restart.py).
 # Keys stay JSON, so they come back as str.
-profiles = app.tables.add(OutputTable(app, name="enterprise_profile", default=None, beacon=app.tables.beacon,
-                                      partitions=app.conf.topic_partitions, value_type=bytes))
+profiles = OutputTable(app, name="enterprise_profile", default=None, beacon=app.tables.beacon,
+                       partitions=app.conf.topic_partitions, value_type=bytes)
+app.tables.add(profiles)

@@ -110,4 +110,4 @@ def install(fetch_min_bytes: int, fetch_max_wait_ms: int) -> None:
     """Patch Faust's consumer (idempotent; the last call's fetch sizes win)."""
     _fetch.update(min_bytes=fetch_min_bytes, max_wait_ms=fetch_max_wait_ms)
     AIOKafkaConsumerThread._create_worker_consumer = _create_worker_consumer  # type: ignore[method-assign]
-    Consumer.wait_first = _wait_first_eager  # type: ignore[method-assign]
+    Consumer.wait_first = _wait_first_eager  # type: ignore[method-assign,assignment]  # a patch of mode's Service

@@ -91,7 +91,7 @@ class StallGuard:
         # The fetch position of every idle partition: a record can be dropped before the fetcher
         # hands it on (the read offset never moves) as well as after (streams/worker/faust_fixes/acks.py 1).
         idle = [tp for tp, b in handling.items() if not b]
-        positions = dict(zip(idle, await asyncio.gather(*(self._position(tp) for tp in idle))))
+        positions = dict(zip(idle, await asyncio.gather(*(self._position(tp) for tp in idle)), strict=True))
         return {tp: PartitionState(committed=resume_from[tp], position=positions.get(tp), busy=b)
                 for tp, b in handling.items()}
 
@@ -110,6 +110,7 @@ class StallGuard:
         found = stalled(self._previous, current)
         for tp in sorted(found):
             state = current[tp]
+            assert state.position is not None  # stalled() only finds partitions whose position is known
             log.warning("%s[%d]: fetched up to offset %d but offsets from %d on were never handled (Faust dropped "
                         "them around a rebalance); reading them again", tp.topic, tp.partition, state.position - 1,
                         state.committed)

@@ -37,14 +37,21 @@ class OutputTable(faust.Table):
     ("producer buffer full"). Without Faust's send callback a RocksDB store keeps no persisted
     changelog offset, so it re-reads the changelog at start (the default memory store always does)."""
 
-    def on_key_set(self, key, value) -> None:
+    def _event_partition(self, key) -> int:
         partition = self.partition_for_key(key)  # the partition of the event being processed
+        if partition is None:
+            raise TypeError(f"table {self.name}: OutputTable writes its changelog to the source event's partition "
+                            "(use_partitioner is not supported)")
+        return partition
+
+    def on_key_set(self, key, value) -> None:
+        partition = self._event_partition(key)
         self._produce_changelog(partition, key, value, self.value_serializer)
         self._maybe_set_key_ttl(key, partition)
         self._sensor_on_set(self, key, value)
 
     def on_key_del(self, key) -> None:
-        partition = self.partition_for_key(key)
+        partition = self._event_partition(key)
         self._produce_changelog(partition, key, None, "raw")  # a tombstone
         self._maybe_del_key_ttl(key, partition)
         self._sensor_on_del(self, key)
