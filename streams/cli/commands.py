@@ -170,9 +170,11 @@ def worker(faust_args: tuple[str, ...]) -> None:
     from monitoring.metrics import serve
     from streams.core.catalogue import catalogue
     from streams.kafka.admin import ensure_topics, pipeline_topics
+    from streams.worker.faust_fixes import check_version
     from streams.worker.secrets import load_pseudonymizer
 
     s = get_settings()
+    check_version()  # the Faust fixes are written for one faust-streaming version
     load_pseudonymizer(s)  # fail fast with a clear message, before Faust starts
     if s.risk.scorecard:
         from streams.core.scorecard import Scorecard
