@@ -23,14 +23,14 @@ stack-down:
 bench:
 	bash scripts/bootstrap.sh
 	bash scripts/stack.sh up
-	.venv/bin/python bench/pipeline_bench.py
+	.venv/bin/python -m bench.pipeline_bench
 
 bench-connectors:
 	bash scripts/bootstrap.sh
 	bash scripts/stack.sh up
-	.venv/bin/python bench/connector_bench.py
+	.venv/bin/python -m bench.connector_bench
 
 bench-risk:
 	bash scripts/bootstrap.sh
 	bash scripts/stack.sh up
-	.venv/bin/python bench/risk_bench.py
+	.venv/bin/python -m bench.risk_bench

@@ -2,7 +2,7 @@
 and the same machine, in one run: PostgreSQL (yurong's pgoutput connector vs Debezium 3.6.1
 ``PostgresConnector``) and MariaDB (yurong's binlog connector vs Debezium 3.5.0 ``MariaDbConnector``).
 
-    .venv/bin/python bench/connector_bench.py [--source both|postgres|mariadb] [--rows 100000]
+    .venv/bin/python -m bench.connector_bench [--source both|postgres|mariadb] [--rows 100000]
                                               [--updates 50000] [--batch 1000]
 
 What one run does per source (the local stack must be up: `make stack-up`; Debezium's jars are
@@ -60,23 +60,22 @@ import time
 import uuid
 from pathlib import Path
 
+import psycopg2
+import pymysql
+from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka.admin import AdminClient
+from rich.console import Console
+from rich.table import Table
+
+from connectors.mysql import parse_dsn
+from connectors.simulator.identities import make_uscc, pick_district
+from connectors.simulator.market import Enterprise, MarketSimulator
+from connectors.simulator.mysql_depts import DEPARTMENTS as MYSQL_DEPARTMENTS
+from connectors.simulator.mysql_depts import MySqlDepartmentsSimulator
+from streams.settings import get_settings
+from tests.conftest import drop_database, free_port, make_database
+
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-
-import psycopg2  # noqa: E402
-import pymysql  # noqa: E402
-from confluent_kafka import Consumer, TopicPartition  # noqa: E402
-from confluent_kafka.admin import AdminClient  # noqa: E402
-from rich.console import Console  # noqa: E402
-from rich.table import Table  # noqa: E402
-
-from connectors.mysql import parse_dsn  # noqa: E402
-from connectors.simulator.identities import make_uscc, pick_district  # noqa: E402
-from connectors.simulator.market import Enterprise, MarketSimulator  # noqa: E402
-from connectors.simulator.mysql_depts import DEPARTMENTS as MYSQL_DEPARTMENTS  # noqa: E402
-from connectors.simulator.mysql_depts import MySqlDepartmentsSimulator  # noqa: E402
-from streams.settings import get_settings  # noqa: E402
-from tests.conftest import drop_database, free_port, make_database  # noqa: E402
 
 console = Console()
 YURONG_TOPIC = "dept.market.enterprise_registration"
@@ -324,7 +323,8 @@ def machine(s) -> dict:
     import confluent_kafka
     versions["librdkafka"] = confluent_kafka.libversion()[0]
     mem_kib = int(re.search(r"MemTotal:\s+(\d+)", Path("/proc/meminfo").read_text()).group(1))
-    for source, libs, jar in (("postgres", "libs", "debezium-connector-postgres"), ("mariadb", "libs-mariadb", "debezium-connector-mariadb")):
+    for source, libs, jar in (("postgres", "libs", "debezium-connector-postgres"),
+                              ("mariadb", "libs-mariadb", "debezium-connector-mariadb")):
         found = sorted(p.name for p in (s.paths.home / "debezium" / libs).glob(f"{jar}-*.jar"))
         versions[f"debezium_{source}"] = found[0] if found else "?"
     return {"cpu_model": f("Model name"), "cpus": os.cpu_count(), "hypervisor": f("Hypervisor vendor"),
@@ -526,7 +526,7 @@ def result_path(date: str) -> Path:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m bench.connector_bench", description=__doc__.split("\n\n")[0])
     ap.add_argument("--source", choices=("both", "postgres", "mariadb"), default="both",
                     help="which pair to measure (default both, PostgreSQL first)")
     ap.add_argument("--rows", type=int, default=100_000, help="rows in the table before the snapshot")
@@ -541,7 +541,7 @@ def main() -> None:
     s = get_settings()
     bootstrap = s.kafka.bootstrap_servers
     home = Path(tempfile.mkdtemp(prefix="yurong-connbench-"))
-    res: dict = {"date": dt.date.today().isoformat(), "command": " ".join(["bench/connector_bench.py", *sys.argv[1:]]),
+    res: dict = {"date": dt.date.today().isoformat(), "command": " ".join(["python -m bench.connector_bench", *sys.argv[1:]]),
                  "load_average_at_start": [round(x, 2) for x in os.getloadavg()]}
     try:
         if args.source in ("both", "postgres"):

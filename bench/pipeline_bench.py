@@ -1,7 +1,7 @@
 """Pipeline benchmark: end-to-end throughput and alert latency on the local stack, with the
 broker's own figures measured in the same run as the yardstick.
 
-    .venv/bin/python bench/pipeline_bench.py [--rows 20000] [--alerts 300] [--alert-rate 20]
+    .venv/bin/python -m bench.pipeline_bench [--rows 20000] [--alerts 300] [--alert-rate 20]
 
 What one run does (the local stack must be up: `make stack-up`):
 
@@ -45,28 +45,27 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import psycopg2
+import redis
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from connectors.simulator.market import MarketSimulator
+from streams.codecs.serde import schema_store
+from streams.core.catalogue import catalogue
+from streams.core.ingest import Provenance, to_enterprise_event
+from streams.core.masking import Pseudonymizer
+from streams.core.profile import merge_event
+from streams.kafka.admin import ensure_topics
+from streams.settings import get_settings
+from streams.worker.consent_store import ConsentRegistry
+from tests.conftest import drop_database, make_database
+from tests.harness import IsolatedPipeline, PipelineDied, skip_history
+
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-
-import psycopg2  # noqa: E402
-import redis  # noqa: E402
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition  # noqa: E402
-from confluent_kafka.admin import AdminClient  # noqa: E402
-from rich.console import Console  # noqa: E402
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn  # noqa: E402
-from rich.table import Table  # noqa: E402
-
-from connectors.simulator.market import MarketSimulator  # noqa: E402
-from streams.codecs.serde import schema_store  # noqa: E402
-from streams.core.catalogue import catalogue  # noqa: E402
-from streams.core.ingest import Provenance, to_enterprise_event  # noqa: E402
-from streams.core.masking import Pseudonymizer  # noqa: E402
-from streams.core.profile import merge_event  # noqa: E402
-from streams.kafka.admin import ensure_topics  # noqa: E402
-from streams.settings import get_settings  # noqa: E402
-from streams.worker.consent_store import ConsentRegistry  # noqa: E402
-from tests.conftest import drop_database, make_database  # noqa: E402
-from tests.harness import IsolatedPipeline, PipelineDied, skip_history  # noqa: E402
 
 console = Console(width=None if sys.stdout.isatty() else 120)
 REG_TOPIC = "dept.market.enterprise_registration"
@@ -510,7 +509,7 @@ def alert_latency(run: Run) -> dict:
     for u, _, t in commits:
         commit_queue.setdefault(u, []).append(t)
     skew = []
-    for (u, ev_ts), a in sorted(by_commit.items(), key=lambda kv: kv[0][1]):
+    for u, ev_ts in sorted(by_commit, key=lambda slot: slot[1]):
         if commit_queue.get(u):
             skew.append(commit_queue[u].pop(0) - ev_ts)
     alerts = list(by_commit.values())
@@ -614,7 +613,8 @@ def report(res: dict) -> None:
         a.add_column(c, justify="right" if c != "measure" else "left")
 
     def row(name, d, rel=True):
-        f = (lambda v: "–" if v is None else f"{v:.1f}")
+        def f(v):
+            return "–" if v is None else f"{v:.1f}"
         a.add_row(name, f(d["p50"]), f(d["p95"]), f(d["p99"]), f(d["max"]),
                   f"{d['p50'] / rtt['p50']:.0f}×" if rel and d["p50"] and rtt["p50"] else "")
     row("commit → alert published", lat["commit_to_published_ms"])
@@ -633,7 +633,8 @@ def report(res: dict) -> None:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(prog="python -m bench.pipeline_bench", description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rows", type=int, default=20_000, help="enterprises seeded for the throughput phase")
     ap.add_argument("--alerts", type=int, default=300, help="status changes committed in the latency phase")
     ap.add_argument("--alert-rate", type=float, default=20.0, help="status changes per second")

@@ -2,7 +2,7 @@
 department's data, and alert latency at a sustained input rate — each beside a baseline measured
 in the same run.
 
-    .venv/bin/python bench/risk_bench.py [--enterprises 1000] [--rate 2000] [--seconds 60] [--workers 1]
+    .venv/bin/python -m bench.risk_bench [--enterprises 1000] [--rate 2000] [--seconds 60] [--workers 1]
 
 The local stack must be up (`make stack-up`). One run:
 
@@ -50,30 +50,28 @@ import uuid
 from collections import Counter
 from pathlib import Path
 
+import pymysql
+import redis
+from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+from rich.table import Table
+
+from bench.pipeline_bench import CpuMeter, console, machine_facts, summary_ms
+from connectors.fleet import Fleet
+from connectors.mysql import parse_dsn
+from connectors.simulator.city import CitySimulator
+from streams.codecs.serde import schema_store
+from streams.core.catalogue import catalogue
+from streams.core.ingest import Provenance, to_enterprise_event
+from streams.core.masking import Pseudonymizer
+from streams.core.profile import DecodedProfiles, merge_event
+from streams.errors import RecordError
+from streams.kafka.admin import ensure_topics, pipeline_topics, watermark_offsets
+from streams.settings import Settings
+from streams.worker.consent_store import ConsentRegistry
+from tests.conftest import drop_database, free_port
+from tests.harness import commit_at_end
+
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "bench"))
-
-import pymysql  # noqa: E402
-import redis  # noqa: E402
-from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition  # noqa: E402
-from pipeline_bench import CpuMeter, console, machine_facts, summary_ms  # noqa: E402
-from rich.table import Table  # noqa: E402
-
-from connectors.fleet import Fleet  # noqa: E402
-from connectors.mysql import parse_dsn  # noqa: E402
-from connectors.simulator.city import CitySimulator  # noqa: E402
-from streams.codecs.serde import schema_store  # noqa: E402
-from streams.core.catalogue import catalogue  # noqa: E402
-from streams.core.ingest import Provenance, to_enterprise_event  # noqa: E402
-from streams.core.masking import Pseudonymizer  # noqa: E402
-from streams.core.profile import DecodedProfiles, merge_event  # noqa: E402
-from streams.errors import RecordError  # noqa: E402
-from streams.kafka.admin import ensure_topics, pipeline_topics, watermark_offsets  # noqa: E402
-from streams.settings import Settings  # noqa: E402
-from streams.worker.consent_store import ConsentRegistry  # noqa: E402
-from tests.conftest import drop_database, free_port  # noqa: E402
-from tests.harness import commit_at_end  # noqa: E402
 
 DEPT_TOPICS = sorted(catalogue().by_topic())
 
@@ -398,7 +396,7 @@ def sustained(run: RunEnv, captured: list[tuple[str, bytes, bytes]], core: PureC
 
     reg_topic = "dept.market.enterprise_registration"
     registrations = {}
-    for topic, key, value in captured:
+    for topic, _key, value in captured:
         if topic == reg_topic:
             env = schemas.decode(value, datasets[topic].schema_name)[1]
             if env["after"] and env["after"]["uscc"] in watched:
@@ -552,7 +550,7 @@ def report(res: dict) -> None:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m bench.risk_bench", description=__doc__.split("\n\n")[0])
     ap.add_argument("--enterprises", type=int, default=1000)
     ap.add_argument("--rate", type=int, default=2000, help="input records per second in the sustained phase")
     ap.add_argument("--seconds", type=int, default=60, help="length of the sustained phase")

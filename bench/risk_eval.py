@@ -1,7 +1,7 @@
 """Risk evaluation: how early and how precisely the scorecard and the alert catalogue flag the
 simulators' distress paths.
 
-    .venv/bin/python bench/risk_eval.py --enterprises 2000 --months 24 --seed 2019
+    .venv/bin/python -m bench.risk_eval --enterprises 2000 --months 24 --seed 2019
 
 No database, no Kafka: the departments' rows come from the simulators' pure row builders
 (``connectors/simulator/*``), are turned into change envelopes of exactly the shape each kind of
@@ -56,28 +56,27 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+from connectors.filedrop import read_rows
+from connectors.simulator.file_depts import COLUMNS as FILE_COLUMNS
+from connectors.simulator.file_depts import DATASETS as FILE_DATASETS
+from connectors.simulator.file_depts import FileDropSimulator, csv_bytes, xlsx_bytes
+from connectors.simulator.identities import make_id_number, make_mobile
+from connectors.simulator.market import Enterprise, MarketSimulator
+from connectors.simulator.mysql_depts import RATINGS as CUSTOMS_RATINGS
+from connectors.simulator.mysql_depts import MonthState, MySqlDepartmentsSimulator
+from connectors.simulator.polled_depts import PolledDepartmentsSimulator
+from connectors.simulator.postgres_depts import Insert, Op, Rates, RowGenerator, add_months
+from streams.codecs.convert import row_converter
+from streams.codecs.positions import format_lsn
+from streams.codecs.serde import schema_store
+from streams.core.catalogue import Dataset, _value_schema, catalogue
+from streams.core.ingest import Provenance, to_enterprise_event
+from streams.core.masking import Pseudonymizer
+from streams.core.profile import merge_event
+from streams.core.scorecard import DEFAULT_SCORECARD, SEVERITY_RANK, Scorecard
+from streams.errors import PIILeakError, ValidationError
 
-from connectors.filedrop import read_rows  # noqa: E402
-from connectors.simulator.file_depts import COLUMNS as FILE_COLUMNS  # noqa: E402
-from connectors.simulator.file_depts import DATASETS as FILE_DATASETS  # noqa: E402
-from connectors.simulator.file_depts import FileDropSimulator, csv_bytes, xlsx_bytes  # noqa: E402
-from connectors.simulator.identities import make_id_number, make_mobile  # noqa: E402
-from connectors.simulator.market import Enterprise, MarketSimulator  # noqa: E402
-from connectors.simulator.mysql_depts import RATINGS as CUSTOMS_RATINGS  # noqa: E402
-from connectors.simulator.mysql_depts import MonthState, MySqlDepartmentsSimulator  # noqa: E402
-from connectors.simulator.polled_depts import PolledDepartmentsSimulator  # noqa: E402
-from connectors.simulator.postgres_depts import Insert, Op, Rates, RowGenerator, add_months  # noqa: E402
-from streams.codecs.convert import row_converter  # noqa: E402
-from streams.codecs.positions import format_lsn  # noqa: E402
-from streams.codecs.serde import schema_store  # noqa: E402
-from streams.core.catalogue import Dataset, _value_schema, catalogue  # noqa: E402
-from streams.core.ingest import Provenance, to_enterprise_event  # noqa: E402
-from streams.core.masking import Pseudonymizer  # noqa: E402
-from streams.core.profile import merge_event  # noqa: E402
-from streams.core.scorecard import DEFAULT_SCORECARD, SEVERITY_RANK, Scorecard  # noqa: E402
-from streams.errors import PIILeakError, ValidationError  # noqa: E402
+REPO = Path(__file__).resolve().parent.parent
 
 # The pseudonymisation key of the test suite (tests/conftest.py TEST_KEY): fixed, so runs repeat.
 EVAL_KEY = b"yurong-test-pseudonymisation-key-0123456789abcdef"
@@ -439,12 +438,12 @@ class City:
         snap = self.t0_ms - DAY_MS // 2
         m = self.market
         for e in ents:
-            self.insert("enterprise_registration", dict(zip(MARKET_COLUMNS["enterprise_registration"], m._registration_row(e))),
-                        snap, snapshot=True)
+            row = dict(zip(MARKET_COLUMNS["enterprise_registration"], m._registration_row(e), strict=True))
+            self.insert("enterprise_registration", row, snap, snapshot=True)
             if m.rng.random() < 0.02:
                 listed = t0 - dt.timedelta(days=m.rng.randint(30, 700))
-                self.insert("abnormal_operation", dict(zip(MARKET_COLUMNS["abnormal_operation"], m._listing_row(e.uscc, listed))),
-                            snap, snapshot=True)
+                row = dict(zip(MARKET_COLUMNS["abnormal_operation"], m._listing_row(e.uscc, listed), strict=True))
+                self.insert("abnormal_operation", row, snap, snapshot=True)
             if m.rng.random() < 0.04:
                 self._pledge(e, t0 - dt.timedelta(days=m.rng.randint(0, 900)), snap, snapshot=True)
         for table, rows in self.pg.seed_rows(ents, t0).items():
@@ -453,13 +452,13 @@ class City:
         for table, rows in self.my.seed_rows(ents, t0).items():
             cols = self.my.COLUMNS[table]
             for tup in rows:
-                row = dict(zip(cols, tup))
+                row = dict(zip(cols, tup, strict=True))
                 self.insert(table, row, snap, snapshot=True)
                 if table == "social_insurance":  # the newest month's headcount carries on
                     self.my_state[row["uscc"]] = MonthState(row["insured_headcount"])
         for table, rows in self.polled.seed_rows(ents, t0).items():
             for tup in rows:
-                self.insert(table, dict(zip(self.polled._COLUMNS[table], tup)), snap, snapshot=True)
+                self.insert(table, dict(zip(self.polled._COLUMNS[table], tup, strict=True)), snap, snapshot=True)
         for e in ents:
             self.my_rng[e.uscc] = random.Random(f"{self.cfg.seed}:{e.uscc}:live")
         # the file departments' history files: a drop folder has no snapshot, every file is news
@@ -528,14 +527,14 @@ class City:
         e.stage += 1
         if e.stage == 1:
             self.insert("abnormal_operation", dict(zip(MARKET_COLUMNS["abnormal_operation"],
-                                                       self.market._listing_row(e.uscc, day))), ts)
+                                                       self.market._listing_row(e.uscc, day), strict=True)), ts)
             if self.market.rng.random() < 0.5:
                 self._pledge(e, day, ts + 1)
             return
         self.update("enterprise_registration", e.uscc, {}, {"status": "suspended" if e.stage == 2 else "revoked"}, ts)
 
     def _pledge(self, e: Enterprise, day: dt.date, ts: int, snapshot: bool = False) -> None:
-        row = dict(zip(MARKET_COLUMNS["equity_pledge"], self.market._pledge_row(e, day)))
+        row = dict(zip(MARKET_COLUMNS["equity_pledge"], self.market._pledge_row(e, day), strict=True))
         self.insert("equity_pledge", {**row, "status": "valid"}, ts, snapshot)
 
     def _tax_court_environment(self, start: dt.date) -> None:
@@ -611,7 +610,7 @@ class City:
             plan = self.plans.get(uscc)
             d = plan.distress(start) if plan and self.by_uscc[uscc].distressed else 0.0
             for table, tup in my.month_rows(p, period, d, self.my_state[uscc], self.my_rng[uscc]):
-                row = dict(zip(cols[table], tup))
+                row = dict(zip(cols[table], tup, strict=True))
                 if table == "social_insurance":
                     day = row["paid_date"] or nxt.replace(day=15)
                 elif table == "housing_fund_contribution":
@@ -642,7 +641,7 @@ class City:
         cols = ps._COLUMNS
         for uscc in ps.gas_accounts:  # this month's bill, unpaid when issued; paid (or not) later
             e = self.by_uscc[uscc]
-            row = dict(zip(cols["gas_usage"], ps._gas_row(e, start, settled=False)))
+            row = dict(zip(cols["gas_usage"], ps._gas_row(e, start, settled=False), strict=True))
             issued = start + dt.timedelta(days=rng.randint(22, 27))
             self.later(at(issued, rng), lambda t, r=row: self.insert("gas_usage", r, t))
             paid = 0.0 if e.distressed and rng.random() < 0.7 else 1.0  # polled_depts step: gas_payment / gas_unpaid
@@ -651,14 +650,14 @@ class City:
         for e in self.enterprises:
             if chance(rng, PER_YEAR["bid_award"]):
                 day = self._day(start)
-                row = dict(zip(cols["bid_award"], ps._award_row(e, day, contracted=False)))
+                row = dict(zip(cols["bid_award"], ps._award_row(e, day, contracted=False), strict=True))
                 self.later(at(day, rng), lambda t, r=row: self.insert("bid_award", r, t))
                 signed = day + dt.timedelta(days=rng.randint(7, 30))
                 self.later(at(signed, rng), lambda t, r=row, s=signed: self.update(
                     "bid_award", r["uscc"], {"project_code": r["project_code"]}, {"status": "contracted", "contract_date": s}, t))
             if chance(rng, PER_YEAR["safety_penalty_distressed" if e.distressed else "safety_penalty"]):
                 day = self._day(start)
-                row = dict(zip(cols["safety_penalty"], ps._penalty_row(e, day, settled=False)))
+                row = dict(zip(cols["safety_penalty"], ps._penalty_row(e, day, settled=False), strict=True))
                 self.later(at(day, rng), lambda t, r=row: self.insert("safety_penalty", r, t))
                 if row["penalty_type"] == "fine" and rng.random() < 0.7:
                     paid_day = day + dt.timedelta(days=rng.randint(15, 90))
@@ -984,7 +983,8 @@ def main(argv: list[str] | None = None) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
     from rich.table import Table
 
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(prog="python -m bench.risk_eval", description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--enterprises", type=int, default=2000)
     ap.add_argument("--months", type=int, default=24, help="simulated months after the snapshot (default 24)")
     ap.add_argument("--seed", type=int, default=2019)
@@ -1006,7 +1006,7 @@ def main(argv: list[str] | None = None) -> int:
 
         report = run(cfg, progress)
     report["machine"] = machine()
-    report["command"] = " ".join([".venv/bin/python", "bench/risk_eval.py", *(argv if argv is not None else sys.argv[1:])])
+    report["command"] = " ".join([".venv/bin/python", "-m", "bench.risk_eval", *(argv if argv is not None else sys.argv[1:])])
     out = args.out or REPO / "bench" / "results" / f"risk-eval-{dt.date.today():%Y-%m-%d}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, ensure_ascii=False, indent=1), encoding="utf-8")

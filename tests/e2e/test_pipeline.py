@@ -78,11 +78,13 @@ def test_rows_become_profiles_and_only_consented_banks_get_alerts(
             # 3. live changes
             cur.execute("UPDATE enterprise_registration SET status = 'revoked' WHERE uscc = %s", (a,))
             pg.commit()
-            cur.execute("INSERT INTO abnormal_operation (uscc, reason_code, listed_date) VALUES (%s, 'unreachable_address', CURRENT_DATE)", (b,))
+            cur.execute("INSERT INTO abnormal_operation (uscc, reason_code, listed_date) "
+                        "VALUES (%s, 'unreachable_address', CURRENT_DATE)", (b,))
             pg.commit()
             cur.execute("UPDATE enterprise_registration SET status = 'suspended' WHERE uscc = %s", (c,))
             pg.commit()
-            cur.execute("UPDATE enterprise_registration SET legal_rep_phone = '13912345678', legal_rep_name = '王小明' WHERE uscc = %s", (d,))
+            cur.execute("UPDATE enterprise_registration SET legal_rep_phone = '13912345678', legal_rep_name = '王小明' "
+                        "WHERE uscc = %s", (d,))
             pg.commit()
 
         def alerts_for(bank: str) -> list[dict]:

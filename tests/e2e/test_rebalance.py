@@ -107,7 +107,7 @@ def test_workers_joining_and_leaving_mid_backlog_lose_no_record(tmp_path, kafka_
                      "YURONG_WORKER_WEB_PORT": str(free_port()), "YURONG_METRICS_WORKER_PORT": str(free_port())}
             with pipeline(env_b, tmp_path / f"b{cycle}" / "logs", ("worker",)) as b:
                 p.procs = [*a, *b]
-                wait_for(lambda: (p.check_alive(), ingested(env_b) > 0 and ingested(p.env) > 0)[1], 120,
+                wait_for(lambda env_b=env_b: (p.check_alive(), ingested(env_b) > 0 and ingested(p.env) > 0)[1], 120,
                          lambda: "both workers to take partitions\n" + p.logs_tail())
                 backlog.produce(LATE)
                 left_when_b_stopped.append(len(collect()))

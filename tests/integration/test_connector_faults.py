@@ -77,8 +77,8 @@ def test_kill_mid_stream_then_restart_loses_no_committed_change(market_db, kafka
         with psycopg2.connect(dsn) as pg, pg.cursor() as cur:
             i = 0
             while not stop_writing.is_set():
-                cur.execute("INSERT INTO abnormal_operation (uscc, reason_code, listed_date) VALUES (%s, 'annual_report_missing', '2026-06-30') RETURNING id",
-                            (usccs[i % len(usccs)],))
+                cur.execute("INSERT INTO abnormal_operation (uscc, reason_code, listed_date) "
+                            "VALUES (%s, 'annual_report_missing', '2026-06-30') RETURNING id", (usccs[i % len(usccs)],))
                 row_id = cur.fetchone()[0]
                 pg.commit()
                 committed.append(row_id)  # only after the commit returned
@@ -94,7 +94,7 @@ def test_kill_mid_stream_then_restart_loses_no_committed_change(market_db, kafka
                      "some streamed changes")
             conn.kill9()
             down_at = len(committed)
-            wait_for(lambda: len(committed) >= down_at + 20, 30, "changes committed while the connector is down")
+            wait_for(lambda down_at=down_at: len(committed) >= down_at + 20, 30, "changes committed while the connector is down")
             conn.start()
         stop_writing.set()
         t.join(10)

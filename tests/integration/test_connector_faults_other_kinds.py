@@ -286,7 +286,7 @@ def test_mysql_kill_mid_stream_under_commits_then_restart(hrss_db, kafka_bootstr
         writer.start()
         for _ in range(3):  # kill -9 three times while changes keep being committed
             streamed_before = sum(1 for e in events.refresh(0.1) if e["op"] != "r")
-            wait_for(lambda: writer.check() or sum(1 for e in events.refresh(0.1) if e["op"] != "r") >= streamed_before + 30,
+            wait_for(lambda before=streamed_before: writer.check() or sum(1 for e in events.refresh(0.1) if e["op"] != "r") >= before + 30,
                      60, lambda: "streamed changes\n" + conn.log_tail())
             conn.kill9()
             wait_committed_while_down(writer)
@@ -387,7 +387,7 @@ def test_polling_kill_mid_stream_under_inserts_and_updates_then_restart(gas_db, 
         writer.start()
         for _ in range(3):  # kill -9 three times while bills keep being inserted and updated
             streamed_before = sum(1 for e in events.refresh(0.1) if e["op"] != "r")
-            wait_for(lambda: writer.check() or sum(1 for e in events.refresh(0.1) if e["op"] != "r") >= streamed_before + 30,
+            wait_for(lambda before=streamed_before: writer.check() or sum(1 for e in events.refresh(0.1) if e["op"] != "r") >= before + 30,
                      60, lambda: "polled changes\n" + conn.log_tail())
             conn.kill9()
             wait_committed_while_down(writer)

@@ -237,4 +237,5 @@ def test_debezium_and_our_connector_give_the_same_profiles(department_db, pg_adm
     assert p_mine[usccs[3]]["legal_rep_id_masked"] != "34052419800101001X"
 
     print(f"\ndebezium interop: connectors up {t_up:.1f}s, snapshots {t_snap:.1f}s, "
-          f"(ours {snapshot_done['ours']:.1f}s, debezium {snapshot_done['debezium']:.1f}s), changes streamed {t_stream:.1f}s, {len(mine)} envelopes each, {len(p_mine)} profiles")
+          f"(ours {snapshot_done['ours']:.1f}s, debezium {snapshot_done['debezium']:.1f}s), changes streamed {t_stream:.1f}s, "
+          f"{len(mine)} envelopes each, {len(p_mine)} profiles")

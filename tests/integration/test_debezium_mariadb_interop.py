@@ -272,7 +272,7 @@ def test_debezium_mariadb_and_our_connector_give_the_same_state(hrss_db, mysql_a
     s_mine, s_theirs = streamed(mine), streamed(theirs)
     assert len(s_mine) >= 5 + 12 + 8
     assert [x[2:] for x in s_mine] == [x[2:] for x in s_theirs]
-    differ = [(a[:4], b[:2]) for a, b in zip(s_mine, s_theirs) if a[:2] != b[:2]]
+    differ = [(a[:4], b[:2]) for a, b in zip(s_mine, s_theirs, strict=True) if a[:2] != b[:2]]
     assert not differ, f"{len(differ)} changes at another position/seq (ours, Debezium's), e.g. {differ[:3]}"
     assert {x[2] for x in s_mine} == {"c", "u", "d"}
     assert len({x[0] for x in s_mine}) == len(s_mine), "every change has its own position"

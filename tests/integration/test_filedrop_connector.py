@@ -117,7 +117,7 @@ def test_csv_and_xlsx_once_duplicates_skipped_mismatch_rejected_bad_rows_dead_le
         (folder / (bad_manifest.name + ".manifest.json")).write_text(json.dumps({**m, "rows": 5}))
         # 3) bad rows among good ones: short USCC (line 3) and an unparseable date (line 4)
         good = [{"application_no": f"CN20262000{i:04d}.1", "uscc": ents[i].uscc, "title": "一种火锅底料的制备方法",
-                 "patent_type": "invention", "application_date": "2026-02-0%d" % (i + 1), "inventor_name": "张三"} for i in range(4)]
+                 "patent_type": "invention", "application_date": f"2026-02-0{i + 1}", "inventor_name": "张三"} for i in range(4)]
         good[1]["uscc"] = ents[1].uscc[:17]
         good[2]["application_date"] = "二〇二六年二月"
         mixed = drop_file(folder, f"patent-mixed-{folder.name}.csv", "patent", COLUMNS["patent"], good)

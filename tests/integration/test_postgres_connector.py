@@ -72,7 +72,8 @@ def test_snapshot_then_stream_with_before_images_and_tombstones(market_db, kafka
         with psycopg2.connect(dsn) as pg, pg.cursor() as cur:
             cur.execute("UPDATE enterprise_registration SET status = 'suspended' WHERE uscc = %s", (target,))
         with psycopg2.connect(dsn) as pg, pg.cursor() as cur:
-            cur.execute("INSERT INTO abnormal_operation (uscc, reason_code, listed_date) VALUES (%s, 'unreachable_address', '2026-11-01') RETURNING id", (target,))
+            cur.execute("INSERT INTO abnormal_operation (uscc, reason_code, listed_date) "
+                        "VALUES (%s, 'unreachable_address', '2026-11-01') RETURNING id", (target,))
             listing_id = cur.fetchone()[0]
         with psycopg2.connect(dsn) as pg, pg.cursor() as cur:
             cur.execute("DELETE FROM abnormal_operation WHERE id = %s", (listing_id,))
@@ -118,7 +119,8 @@ def test_restart_resumes_without_resnapshot_and_loses_nothing(market_db, kafka_b
             cur.execute("UPDATE enterprise_registration SET registered_capital = %s WHERE uscc = %s", (1000 + i, code))
             pg.commit()
         for code in usccs[30:40]:
-            cur.execute("INSERT INTO abnormal_operation (uscc, reason_code, listed_date) VALUES (%s, 'annual_report_missing', '2026-06-30')", (code,))
+            cur.execute("INSERT INTO abnormal_operation (uscc, reason_code, listed_date) "
+                        "VALUES (%s, 'annual_report_missing', '2026-06-30')", (code,))
             pg.commit()
     expected = 40
     second = RunningConnector(dsn, kafka_bootstrap)
@@ -130,8 +132,8 @@ def test_restart_resumes_without_resnapshot_and_loses_nothing(market_db, kafka_b
         reader.poll(1.0)
         assert sum(1 for e in ours(reader, db) if e["op"] == "r") >= 50
         snapshot_rows = [e for e in ours(reader, db) if e["op"] == "r"]
-        assert len(snapshot_rows) == len({(e["source"]["table"], str(e["after"].get("uscc")), str(e["after"].get("id"))) for e in snapshot_rows}), \
-            "the restart must not snapshot again"
+        snapshot_keys = {(e["source"]["table"], str(e["after"].get("uscc")), str(e["after"].get("id"))) for e in snapshot_rows}
+        assert len(snapshot_rows) == len(snapshot_keys), "the restart must not snapshot again"
         seqs = [e["source"]["seq"] for e in streamed()]
         assert len(seqs) == len(set(seqs)), "no change twice after a clean stop"
     finally:

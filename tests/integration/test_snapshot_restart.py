@@ -67,7 +67,7 @@ def kill_delete_restart(conn: ConnectorProcess, events: Envelopes, key: Callable
     rng = random.Random(7)
     stale: dict[RowKey, dict] = {}  # deleted row → its snapshot record of a killed run
     touched: set[RowKey] = set()  # deleted or updated: Kafka may hold more than one image of an updated row
-    for kill in range(KILLS):
+    for _ in range(KILLS):
         conn.start()
         wait_for(lambda: conn.snapshot_rows() >= KILL_AFTER_ROWS, 90, lambda: "the first snapshot rows\n" + conn.log_tail(),
                  interval=0.02)

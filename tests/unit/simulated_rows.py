@@ -67,10 +67,10 @@ def _market(ents: list[Enterprise], seed: int) -> dict[str, list[dict]]:
     sim.enterprises = list(ents)
     out: dict[str, list[dict]] = defaultdict(list)
     for i, e in enumerate(ents):
-        out["enterprise_registration"].append(dict(zip(MARKET_COLUMNS["enterprise_registration"], sim._registration_row(e))))
+        out["enterprise_registration"].append(dict(zip(MARKET_COLUMNS["enterprise_registration"], sim._registration_row(e), strict=True)))
         day = TODAY - dt.timedelta(days=i % 700)
-        out["abnormal_operation"].append(dict(zip(MARKET_COLUMNS["abnormal_operation"], sim._listing_row(e.uscc, day))))
-        out["equity_pledge"].append(dict(zip(MARKET_COLUMNS["equity_pledge"], sim._pledge_row(e, day))))
+        out["abnormal_operation"].append(dict(zip(MARKET_COLUMNS["abnormal_operation"], sim._listing_row(e.uscc, day), strict=True)))
+        out["equity_pledge"].append(dict(zip(MARKET_COLUMNS["equity_pledge"], sim._pledge_row(e, day), strict=True)))
     return out
 
 
@@ -92,7 +92,7 @@ def _mysql(ents: list[Enterprise], seed: int) -> dict[str, list[dict]]:
     sim = MySqlDepartmentsSimulator("mysql://unused/{db}", seed=seed)
     out: dict[str, list[dict]] = defaultdict(list)
     for table, rows in sim.seed_rows(ents, TODAY).items():  # what seed() loads
-        out[table].extend(dict(zip(sim.COLUMNS[table], r)) for r in rows)
+        out[table].extend(dict(zip(sim.COLUMNS[table], r, strict=True)) for r in rows)
     return out
 
 
@@ -100,13 +100,14 @@ def _polled(ents: list[Enterprise], seed: int) -> dict[str, list[dict]]:
     sim = PolledDepartmentsSimulator("postgresql://unused/{db}", seed=seed)
     out: dict[str, list[dict]] = defaultdict(list)
     for table, rows in sim.seed_rows(ents, TODAY).items():  # what seed() loads
-        out[table].extend(dict(zip(sim._COLUMNS[table], r)) for r in rows)
+        out[table].extend(dict(zip(sim._COLUMNS[table], r, strict=True)) for r in rows)
     by_uscc = {e.uscc: e for e in ents}
     for uscc in list(sim.gas_accounts)[:30]:  # this month's bills, not yet paid
-        out["gas_usage"].append(dict(zip(sim._COLUMNS["gas_usage"], sim._gas_row(by_uscc[uscc], TODAY.replace(day=1), settled=False))))
+        row = sim._gas_row(by_uscc[uscc], TODAY.replace(day=1), settled=False)
+        out["gas_usage"].append(dict(zip(sim._COLUMNS["gas_usage"], row, strict=True)))
     for e in ents[:40]:
-        out["bid_award"].append(dict(zip(sim._COLUMNS["bid_award"], sim._award_row(e, TODAY, contracted=False))))
-        out["safety_penalty"].append(dict(zip(sim._COLUMNS["safety_penalty"], sim._penalty_row(e, TODAY, settled=False))))
+        out["bid_award"].append(dict(zip(sim._COLUMNS["bid_award"], sim._award_row(e, TODAY, contracted=False), strict=True)))
+        out["safety_penalty"].append(dict(zip(sim._COLUMNS["safety_penalty"], sim._penalty_row(e, TODAY, settled=False), strict=True)))
     return out
 
 

@@ -27,7 +27,8 @@ from streams.errors import ConfigError
 
 PROPERTY = settings(max_examples=200, deadline=None)
 USCC = "91110000600037341L"
-CATEGORIES = ("registration", "judicial", "penalty", "tax", "social_insurance", "utilities", "collateral", "customs_ip", "score_band", "positive")
+CATEGORIES = ("registration", "judicial", "penalty", "tax", "social_insurance", "utilities", "collateral", "customs_ip",
+              "score_band", "positive")
 
 
 def grant(bank="b0001", start=1_000, expiry=2_000, scope=(), revoked=0, cid=None) -> ConsentGrant:
@@ -339,8 +340,9 @@ def good_codes(n: int, seed: int = 1) -> list[str]:
 
 def test_watchlist_file_with_header_reports_each_bad_line():
     a, b = good_codes(2)
-    text = "\ufeff名称,统一社会信用代码\n甲公司,%s\n乙公司,%s\n丙公司,%s\n丁公司,\n\n戊公司,%s\n己公司, %s \n" % (
-        a, a[:17] + ("0" if a[17] != "0" else "1"), a.lower(), "12345", b)
+    wrong_check_digit = a[:17] + ("0" if a[17] != "0" else "1")
+    text = (f"\ufeff名称,统一社会信用代码\n甲公司,{a}\n乙公司,{wrong_check_digit}\n丙公司,{a.lower()}\n"
+            f"丁公司,\n\n戊公司,12345\n己公司, {b} \n")
     parsed = parse_watchlist(text)
     assert parsed.codes == [a, b]  # trimmed, upper-cased, file order
     assert parsed.duplicates == 1  # the lower-case repeat of A

@@ -54,7 +54,7 @@ def test_simulator_files_match_their_manifests_and_are_deterministic(tmp_path):
     a = FileDropSimulator(tmp_path / "a", seed=3).seed(ents, today=dt.date(2026, 3, 1))
     b = FileDropSimulator(tmp_path / "b", seed=3).seed(ents, today=dt.date(2026, 3, 1))
     assert [p.name for p in a] == [p.name for p in b]
-    for p, q in zip(a, b):
+    for p, q in zip(a, b, strict=True):
         manifest = json.loads((p.parent / (p.name + ".manifest.json")).read_text())
         assert manifest["sha256"] == sha256_of(p.read_bytes())
         assert manifest["rows"] == len(read_rows(p.name, p.read_bytes()))

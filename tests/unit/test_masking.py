@@ -259,7 +259,7 @@ DEFAULT_REGISTRATION = MaskingPolicy.from_mapping(
 def test_masked_output_never_carries_a_valid_id_or_mobile(id_number, mobile, name, around, field_for):
     # Any PII value, with any text around it, in any of the three PII fields.
     values = [around[0] + id_number + around[1], around[2] + mobile + around[3], name + id_number]
-    row = dict(zip(field_for, values))
+    row = dict(zip(field_for, values, strict=True))
     out = MASK_ONLY.apply(row, Pseudonymizer(KEY))
     assert find_pii(out) is None, out
     assert id_number not in str(out) and mobile not in str(out)

@@ -156,7 +156,8 @@ def test_unknown_tuple_column_kind_is_an_error(relations):
         parse_message(msg, relations)
 
 
-@pytest.mark.parametrize("lsn, text", [(0, "0/0"), (0x16B3748, "0/16B3748"), (0x3_374A9A4E, "3/374A9A4E"), (2**64 - 1, "FFFFFFFF/FFFFFFFF")])
+@pytest.mark.parametrize("lsn, text", [(0, "0/0"), (0x16B3748, "0/16B3748"), (0x3_374A9A4E, "3/374A9A4E"),
+                                       (2**64 - 1, "FFFFFFFF/FFFFFFFF")])
 def test_format_lsn(lsn, text):
     assert format_lsn(lsn) == text
     assert parse_lsn(text) == lsn

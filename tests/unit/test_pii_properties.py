@@ -80,7 +80,7 @@ ID_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
 
 
 def gb11643_check(first17: str) -> str:
-    return "10X98765432"[sum(int(c) * w for c, w in zip(first17, ID_WEIGHTS)) % 11]
+    return "10X98765432"[sum(int(c) * w for c, w in zip(first17, ID_WEIGHTS, strict=True)) % 11]
 
 
 def is_id_number(token: str) -> bool:
@@ -287,7 +287,8 @@ def _value_strategy(ds: Dataset, f: dict) -> st.SearchStrategy:
     elif base == "boolean":
         s = st.booleans()
     else:  # free text; may hold digits, a decimal number or a code
-        s = st.text(st.sampled_from(list("重庆市渝中区某某公司有限责任合同纠纷ABCDEFGHJKabc0123456789-./（）〔〕号 ")), min_size=1, max_size=24)
+        s = st.text(st.sampled_from(list("重庆市渝中区某某公司有限责任合同纠纷ABCDEFGHJKabc0123456789-./（）〔〕号 ")),
+                    min_size=1, max_size=24)
     if nullable and not required:
         s = st.none() | s
     return s
@@ -547,20 +548,20 @@ def test_bank_pseudonyms_cannot_be_linked_by_simple_means():
     b2 = [int(PSEUDONYMIZER.bank_pseudonym("b0002", p)[2:], 16) for p in platform]
     # no shared values, no constant XOR or difference between a person's two pseudonyms
     assert not set(b1) & set(b2)
-    assert len({x ^ y for x, y in zip(b1, b2)}) == len(b1)
-    assert len({(x - y) % 2**128 for x, y in zip(b1, b2)}) == len(b1)
+    assert len({x ^ y for x, y in zip(b1, b2, strict=True)}) == len(b1)
+    assert len({(x - y) % 2**128 for x, y in zip(b1, b2, strict=True)}) == len(b1)
     # a person's two pseudonyms agree in about half their bits, as unrelated values do
-    agree = [128 - bin(x ^ y).count("1") for x, y in zip(b1, b2)]
+    agree = [128 - bin(x ^ y).count("1") for x, y in zip(b1, b2, strict=True)]
     assert 60 <= statistics.mean(agree) <= 68 and max(agree) < 100
     # sorting either bank's pseudonyms gives unrelated orders (rank correlation near 0)
     r1 = {v: i for i, v in enumerate(sorted(b1))}
     r2 = {v: i for i, v in enumerate(sorted(b2))}
-    ranks = [(r1[x], r2[y]) for x, y in zip(b1, b2)]
+    ranks = [(r1[x], r2[y]) for x, y in zip(b1, b2, strict=True)]
     n = len(ranks)
     rho = 1 - 6 * sum((a - b) ** 2 for a, b in ranks) / (n * (n * n - 1))
     assert abs(rho) < 0.2
     # and neither is a public function of the platform pseudonym
-    for p, x in zip(platform[:50], b1[:50]):
+    for p, x in zip(platform[:50], b1[:50], strict=True):
         assert f"{x:032x}" not in _public_derivations("b0001", p) | _public_derivations("b0002", p)
 
 

@@ -53,7 +53,8 @@ def test_snapshot_builds_the_profile_without_risk_changes():
     assert profile["legal_rep_phone_masked"] == "138****5678"
     assert profile["address_masked"] == "重庆市渝中区"
     assert (profile["risk_score"], profile["risk_level"], profile["reason_codes"]) == (850, "A", [])
-    assert (profile["version"], profile["last_event_id"], profile["updated_ts_ms"]) == (0, f"market.enterprise_registration@0/64#{USCC}", NOW)
+    assert (profile["version"], profile["last_event_id"], profile["updated_ts_ms"]) == \
+        (0, f"market.enterprise_registration@0/64#{USCC}", NOW)
 
 
 def test_snapshot_of_an_already_revoked_enterprise_is_a_fact_not_news():
@@ -64,7 +65,8 @@ def test_snapshot_of_an_already_revoked_enterprise_is_a_fact_not_news():
 
 @pytest.mark.parametrize(
     "status, severity, score, level",
-    [("revoked", "critical", 100, "E"), ("cancelled", "critical", 50, "E"), ("suspended", "high", 550, "C"), ("moved_out", "medium", 750, "B")],
+    [("revoked", "critical", 100, "E"), ("cancelled", "critical", 50, "E"), ("suspended", "high", 550, "C"),
+     ("moved_out", "medium", 750, "B")],
 )
 def test_status_change_raises_one_registration_change_explaining_the_band_drop(status, severity, score, level):
     profile, _ = merge_event(None, registration_event(100, op="r"), offset=0, now_ms=NOW)
@@ -171,7 +173,7 @@ event_specs = st.one_of(
 
 def build_events(specs, gaps):
     events, offset = [], 0
-    for i, (spec, gap) in enumerate(zip(specs, gaps)):
+    for i, (spec, gap) in enumerate(zip(specs, gaps, strict=True)):
         offset += gap
         seq = 1000 + i
         if spec[0] == "status":

@@ -137,7 +137,7 @@ def test_only_the_newest_months_are_kept():
 
 
 def test_arrears_months_count_the_unbroken_run_up_to_the_newest_month():
-    series = {p: a for p, a in zip(months(6), [0, 500, 0, 800, 900, 1000])}
+    series = {p: a for p, a in zip(months(6), [0, 500, 0, 800, 900, 1000], strict=True)}
     ind = series_indicators("hrss.arrears", series)
     assert ind["hrss.arrears.months"] == 3 and ind["hrss.arrears.last"] == 1000
 

@@ -8,6 +8,7 @@ keeps for decoding, and every version of each ``.avsc`` ever committed to git.
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import subprocess
 from pathlib import Path
@@ -61,7 +62,7 @@ CURRENT = sorted(p for p in AVRO.rglob("*.avsc") if p.parent.name != "history")
 @pytest.mark.parametrize("path", CURRENT, ids=lambda p: p.relative_to(AVRO).as_posix())
 def test_every_committed_version_is_backward_compatible_with_the_next(path):
     versions = [*_git_versions(path), json.loads(path.read_text(encoding="utf-8"))]
-    for older, newer in zip(versions, versions[1:]):
+    for older, newer in itertools.pairwise(versions):
         _reads(older, newer)
 
 

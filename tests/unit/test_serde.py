@@ -227,7 +227,8 @@ RECORDS = {
         },
     },
     "dept/tax/tax_credit_rating": {
-        "before": None, "source": {**SOURCE, "dept": "tax", "db": "tax", "table": "tax_credit_rating"}, "op": "r", "ts_ms": 1_709_294_400_500,
+        "before": None, "source": {**SOURCE, "dept": "tax", "db": "tax", "table": "tax_credit_rating"},
+        "op": "r", "ts_ms": 1_709_294_400_500,
         "after": {"id": 3, "uscc": "91110000600037341L", "rating_year": 2023, "rating": "B", "score": 82.5,
                   "rated_date": dt.date(2024, 4, 20), "tax_authority": "国家税务总局重庆市税务局", "reason": None, "updated_at": None},
     },
@@ -238,7 +239,8 @@ RECORDS = {
                   "legal_rep_id_number": "34052419800101001X", "tax_authority": "国家税务总局重庆市渝中区税务局", "updated_at": None},
     },
     "dept/court/litigation_case": {
-        "before": None, "source": {**SOURCE, "dept": "court", "db": "court", "table": "litigation_case"}, "op": "c", "ts_ms": 1_709_294_400_500,
+        "before": None, "source": {**SOURCE, "dept": "court", "db": "court", "table": "litigation_case"},
+        "op": "c", "ts_ms": 1_709_294_400_500,
         "after": {"id": 11, "case_no": "（2024）渝0103民初1234号", "uscc": "91110000600037341L", "role": "defendant",
                   "cause": "金融借款合同纠纷", "amount": 1_200_000.0, "court": "重庆市渝中区人民法院", "counterparty_type": "enterprise",
                   "counterparty_name": "重庆农村商业银行股份有限公司", "filed_date": dt.date(2024, 2, 2), "closed_date": None,
@@ -252,7 +254,8 @@ RECORDS = {
                   "executed_person_id_number": "34052419800101001X", "updated_at": None},
     },
     "dept/court/dishonest_debtor": {
-        "before": None, "source": {**SOURCE, "dept": "court", "db": "court", "table": "dishonest_debtor"}, "op": "c", "ts_ms": 1_709_294_400_500,
+        "before": None, "source": {**SOURCE, "dept": "court", "db": "court", "table": "dishonest_debtor"},
+        "op": "c", "ts_ms": 1_709_294_400_500,
         "after": {"id": 1, "case_no": "（2024）渝0103执567号", "uscc": "91110000600037341L", "court": "重庆市渝中区人民法院",
                   "legal_rep_name": "张三丰", "legal_rep_id_number": "34052419800101001X", "obligation": "偿还借款本金及利息",
                   "performance": "not_performed", "circumstance": "有履行能力而拒不履行生效法律文书确定义务",

@@ -225,7 +225,7 @@ def test_postgres_departments_chunked_seed_loads_the_rows_of_one_pass(monkeypatc
     log: list = []
     monkeypatch.setattr(postgres_depts, "pg_copy",
                         lambda cur, table, cols, rows: loaded.setdefault(table, []).extend(
-                            dict(zip(cols, r)) for r in rows))
+                            dict(zip(cols, r, strict=True)) for r in rows))
     sim = PostgresDepartmentsSimulator("postgresql://unused/{db}", seed=9, rates=Rates(litigation_per_year=0.5))
     monkeypatch.setattr(sim, "_connections", lambda: {d: FakeConnection(log) for d in postgres_depts.DEPARTMENTS})
     progress: list[int] = []

@@ -44,7 +44,8 @@ def test_every_amount_and_count_field_is_non_negative(catalogue, schemas):
     for ds in catalogue.by_topic().values():
         for f in _fields(schemas, ds):
             numeric = _base(f["type"]) in ("int", "long", "float", "double")
-            is_amount = AMOUNT_UNITS.search(f.get("doc", "")) or re.search(r"人数|参保|count|declarations|months", f.get("doc", "") + f["name"])
+            is_amount = (AMOUNT_UNITS.search(f.get("doc", ""))
+                         or re.search(r"人数|参保|count|declarations|months", f.get("doc", "") + f["name"]))
             if numeric and is_amount and f["name"] not in ds.non_negative and f["name"] not in ds.bounds \
                     and not f["name"].endswith(("_year", "id")):
                 missing.append(f"{ds.qualified}.{f['name']}")
