@@ -19,7 +19,9 @@ COPY streams/ streams/
 COPY connectors/ connectors/
 COPY sinks/ sinks/
 COPY monitoring/ monitoring/
-RUN pip install . \
+# EXTRAS="[sim]" builds the simulator's image (Faker); the services' image has no tooling deps.
+ARG EXTRAS=""
+RUN pip install ".${EXTRAS}" \
     && rm -rf build *.egg-info
 
 # Schemas are data, read from YURONG_AVRO_DIR at run time.
@@ -29,9 +31,8 @@ COPY avro/ avro/
 RUN groupadd --system --gid 10001 yurong \
     && useradd --system --uid 10001 --gid yurong --home-dir /var/lib/yurong --create-home --shell /usr/sbin/nologin yurong
 
-# PYTHONPATH=/app: the source tree in /app shadows the installed copy, so files next to the
-# modules that are not package data (streams/core/departments/*.toml) are found, and
-# streams.settings.REPO_ROOT resolves to /app.
+# PYTHONPATH=/app: the source tree in /app shadows the installed copy, so
+# streams.settings.REPO_ROOT resolves to /app (the Avro schemas are read from /app/avro).
 ENV PYTHONPATH=/app \
     YURONG_HOME=/var/lib/yurong \
     YURONG_AVRO_DIR=/app/avro \

@@ -25,10 +25,11 @@ import time
 from pathlib import Path
 
 import click
+from rich.markup import escape
 from rich.table import Table
 
 from streams.cli.common import console, err_console, run_sql, setup_logging, with_registry
-from streams.errors import YurongError
+from streams.errors import ConfigError, YurongError
 from streams.settings import REPO_ROOT, get_settings
 
 
@@ -39,7 +40,7 @@ class YurongGroup(click.Group):
         try:
             return super().invoke(ctx)
         except YurongError as exc:
-            err_console.print(f"[red]error:[/red] {exc}")
+            err_console.print(f"[red]error:[/red] {escape(str(exc))}")  # a message is text, not markup
             sys.exit(2)
 
 
@@ -75,7 +76,12 @@ def simulate(enterprises: int, rate: float, duration: float, seed: int, distress
     then keep changing them (deterministic from --seed)."""
     from rich.progress import Progress, TimeElapsedColumn
 
-    from connectors.simulator.city import CitySimulator
+    try:
+        from connectors.simulator.city import CitySimulator
+    except ModuleNotFoundError as exc:
+        if exc.name != "faker":
+            raise
+        raise ConfigError("the simulator is tooling, installed with the [sim] extra: pip install 'yurong[sim]'") from None
 
     s = get_settings()
     groups = tuple(k for k in kinds.split(",") if k)
@@ -125,7 +131,6 @@ def connect(dept: str | None, all_: bool, resnapshot: bool, log_level: str) -> N
     from monitoring.metrics import serve
     from streams.codecs.serde import schema_store
     from streams.core.catalogue import catalogue
-    from streams.errors import ConfigError
 
     s = get_settings()
     if dept == "status":
@@ -257,7 +262,6 @@ def _publisher():
 
 
 def _parse_day(text: str | None) -> int | None:
-    from streams.errors import ConfigError
 
     if not text:
         return None
@@ -304,7 +308,6 @@ def consent_revoke(bank_id: str | None, uscc: str | None, consent_id: str | None
     The consents to revoke are looked up in consent.grants itself and in Redis, so a grant the
     worker has not applied yet is revoked too."""
     from streams.core.consent import check_bank_id, merge_grant, revocations
-    from streams.errors import ConfigError
     from streams.kafka.consent_log import scan_grants
 
     if consent_id and not (bank_id or uscc):
