@@ -13,19 +13,15 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from prometheus_client import REGISTRY
+
+import monitoring.metrics  # noqa: F401  (registers the yurong_* metrics)
 
 REPO = Path(__file__).resolve().parents[2]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
-
-from prometheus_client import REGISTRY  # noqa: E402
-
-import monitoring.metrics  # noqa: E402,F401  (registers the yurong_* metrics)
 
 DASHBOARD = REPO / "monitoring" / "grafana" / "dashboards" / "yurong-pipeline.json"
 PROVISIONING = REPO / "monitoring" / "grafana" / "provisioning"

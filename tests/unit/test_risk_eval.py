@@ -3,18 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-_spec = importlib.util.spec_from_file_location("risk_eval", REPO / "bench" / "risk_eval.py")
-risk_eval = importlib.util.module_from_spec(_spec)
-sys.modules["risk_eval"] = risk_eval
-_spec.loader.exec_module(risk_eval)
+from bench import risk_eval
 
 CFG = risk_eval.Config(enterprises=120, months=13, seed=7, distress_share=0.3, start=dt.date(2025, 1, 1))
 # datasets every distress path or every month touches; rare ones (patents, IP pledges, …) may not
