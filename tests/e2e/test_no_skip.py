@@ -1,5 +1,5 @@
-"""No record is ever skipped by the real Faust worker (FIELD-NOTES: an exception in an agent can
-make the consumer commit past a record it never handled, faust-streaming#315).
+"""No record is ever skipped by the real Faust worker (an exception in an agent can make Faust's
+consumer commit past a record it never handled: faust-streaming#315).
 
 The worker runs as a child process of its own (app id, Redis prefix, ports) and is fed on
 Kafka; every input record must end up *accounted for*: an ``enterprise.events`` record

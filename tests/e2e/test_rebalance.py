@@ -2,11 +2,12 @@
 group while a backlog is being drained.
 
 Every rebalance seeks the partitions back to their committed offsets while records are being
-fetched and handed on. Faust 0.15.3 counted records around such a seek as a hole — "handled" —
-and committed past them: a batch fetched from the old position, records fetched from the new
-position before the read offsets followed, a seek while the fetch loop let other tasks run
-(streams/worker/faust_fixes/acks.py 6). Two workers starting together lost ~30 records on each of three partitions
-in ``bench/risk_bench.py --workers 2``; this test lost 2,546 of 48,000 without the patch.
+fetched and handed on. Faust 0.15.3 counts records around such a seek as a hole ("handled") and
+commits past them: a batch fetched from the old position, records fetched from the new position
+before the read offsets follow, a seek while the fetch loop lets other tasks run
+(streams/worker/faust_fixes/acks.py fix 6; tests/unit/test_faust_acks.py explains each). Those
+records never come out, so without the fix this test fails; ``bench/risk_bench.py --workers 2``
+(two workers starting together) meets the same.
 
 Here: a backlog of registration changes; worker A drains it while worker B starts with it, then
 joins and leaves again, three times in all, and more records arrive each time; every record must

@@ -1,6 +1,8 @@
 """The agents' librdkafka producer (streams/kafka/producer.py) against the real broker: a flush returns
 only when every earlier record is in Kafka, a refused record fails the flush (so the offset
-commit does not happen), and records land on the partitions Faust's aiokafka producer chose."""
+commit does not happen), and records land on the partitions Faust's aiokafka producer would choose.
+streams/worker/faust_fixes/output.py makes Faust's pre-commit flush wait for this flush, so a
+committed input offset never passes an output that is not in Kafka."""
 
 from __future__ import annotations
 

@@ -1,7 +1,64 @@
-"""streams/worker/faust_fixes/acks.py with Faust's own objects (no broker, the driver's fetch and seek stubbed): a
-record a stream skipped during a rebalance is not acknowledged, so its offset cannot be
-committed; a handled one is; records fetched around a seek never make a hole of records that
-exist."""
+"""streams/worker/faust_fixes/acks.py with Faust's own objects (no broker; the driver's fetch and
+seek are stubbed): a record a stream skipped during a rebalance is not acknowledged, so its offset
+cannot be committed; a handled one is; records fetched around a seek never make a hole of records
+that exist. Each test fails on faust-streaming 0.15.3 without the fix it concerns (numbered as in
+acks.py), or checks that a fix leaves Faust's behaviour alone where it should.
+
+Faust's bookkeeping per partition: ``Consumer._committed_offset`` is Kafka's committed offset, the
+*next* record to read; ``_acked`` holds the offsets agents acknowledged; ``_gap`` holds offsets
+that do not exist (holes), counted as handled; ``_read_offset`` is the last record the fetch loop
+handed on. A commit moves to one past the run of handled offsets.
+
+1. Skipped records. A stream skips the records it takes off an agent's queue during a rebalance
+   (flow control suspended, or a record fetched in an older consumer generation). The Cython loop
+   (``faust/_cython/streams.pyx``, used where the extension is built, as on this project's
+   machines) leaves a skipped record unacknowledged; the pure-Python one (``Stream._py_aiter``:
+   PyPy, or a source install without a compiler) acknowledges it, and the commit passes a record
+   no agent had. With the fix only records a stream took up (``message.tracked``) are acknowledged.
+2. The first handled offset. ``_new_offset`` accepts a first acknowledged offset one above the
+   committed one: with 8 committed and 9 acknowledged it commits 10, past record 8. That happens
+   when a stream skips record 8 during a rebalance (see 1) and handles 9 after it. With the fix
+   the commit waits until the committed offset's own record is handled (or counted as a hole).
+3. Holes. When the fetcher hands on a record more than one offset after the previous one, the
+   offsets between do not exist (a compacted topic, or retention deleted them while the worker
+   was down) and Faust counts them as handled (``_add_gap``): from ``committed + 1`` on, the same
+   off-by-one as 2, and up to and including the record after the hole, which is thereby "handled"
+   before any agent had it; if its stream skips it in a rebalance, it is committed past. With the
+   fix a hole counts from the committed offset on (so a hole there does not stop the commit of 2)
+   up to, not including, the record after it.
+4. The read offset after a seek. Faust sets ``_read_offset`` to the offset sought to, while
+   everywhere else it is the last record handed on. On a compacted topic a hole starting right at
+   the committed offset is then never counted, and with 2 the commit would stop there. With the
+   fix a seek to offset N sets the read offset to N - 1.
+5. Partitions with nothing committed (or 0). aiokafka does not seek such a partition after a
+   rebalance (its fetch position stays wherever it was), and Faust keeps ``None`` as its committed
+   offset, so neither 2 nor a re-read applies: a dropped first record is committed past as soon
+   as a later one is handled. With the fix the partition is sought to its log start (what
+   ``auto_offset_reset=earliest`` reads after a restart), which counts as committed.
+6. Records fetched around a seek. Faust takes a record more than one offset above the read offset
+   for the end of a hole (3), but after a seek the records in hand may not continue from the read
+   offset for other reasons:
+
+   - a batch fetched from the old position arrives after a rebalance's (or the stall guard's)
+     seek back;
+   - aiokafka seeks the partitions one by one (a round trip each for the committed offset) while
+     Faust sets the read offsets only at the end, so records fetched from the new position
+     meanwhile are dropped as "read already" and the next one makes a hole of them;
+   - the fetch loop lets other tasks run every 100 records, between taking a record and comparing
+     it with the read offset, and a seek can come in that window.
+
+   Each way, records an agent never had are counted as handled and committed past; a worker
+   joining and leaving a group that drains a backlog meets all three (tests/e2e/test_rebalance.py).
+   With the fix nothing is handed on while the partitions are sought to their committed offsets
+   (the flow is held); a partition's records from a fetch begun before its latest seek are handed
+   on only while they continue from the read offset, the rest of the batch is dropped and the
+   partition sought back to the next record before the next fetch; and a hole found in such a
+   record is not counted, the partition is sought back to the hole's start instead. A true hole (a
+   compacted topic) is met again by a fetch begun after every seek, and counted as before.
+
+Records dropped without acknowledgement are thus never committed past, and the stall guard
+(streams/worker/faust_fixes/liveness.py) reads them again instead of waiting for the next restart.
+"""
 
 from __future__ import annotations
 
@@ -55,7 +112,7 @@ def _consumer(committed: int):
 
 def test_a_commit_never_passes_the_committed_offset_when_that_record_was_not_handled():
     # Kafka's committed offset is the next record to read: 8 committed and 9 handled leaves 8
-    # unhandled (Faust 0.15.3 committed 10 here).
+    # unhandled (Faust 0.15.3 commits 10 here: fix 2).
     consumer = _consumer(committed=8)
     consumer._acked[TP("t", 0)] = [9, 10]
     assert consumer._new_offset(TP("t", 0)) is None
@@ -75,8 +132,8 @@ def test_a_hole_at_the_committed_offset_counts_as_handled():
 
 
 def test_the_record_after_a_hole_is_not_counted_as_handled_by_the_hole():
-    # Faust counted the hole up to and including the record it hands on next: skipped by its
-    # stream in a rebalance, that record was committed past.
+    # Faust counts the hole up to and including the record it hands on next: if its stream skips
+    # that record in a rebalance, it is committed past (fix 3).
     import asyncio
 
     consumer = _consumer(committed=8)
@@ -321,7 +378,7 @@ def _async(value):
 
 def test_nothing_is_handed_on_while_the_partitions_are_sought_to_their_committed_offsets():
     """aiokafka seeks one partition after the other and the read offsets follow at the end:
-    records fetched from a new position before that were dropped as "read already"."""
+    records fetched from a new position before that would be dropped as "read already"."""
     async def scenario():
         consumer, tp = _fetching_consumer()
         during = []

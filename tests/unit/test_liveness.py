@@ -1,4 +1,30 @@
-"""The stall guard's decision (streams/worker/faust_fixes/liveness.py): which partitions dropped fetched records."""
+"""The stall guard's decision (streams/worker/faust_fixes/liveness.py): which partitions dropped fetched records.
+
+faust-streaming 0.15.3 can drop a fetched record without handing it to its agent and without
+acknowledging it: its stream loop skips records that arrive while flow control is suspended or
+that were fetched in an older consumer generation (``faust/_cython/streams.pyx``,
+``_prepare_event``); ``Consumer.getmany`` drops the rest of a fetched batch when the generation
+changes while it hands the batch on; and the fetcher marks every record it passed on as read
+(``Consumer._read_offset``), even one whose delivery was abandoned. Nothing is lost: the record is
+never acknowledged, so no commit passes it (streams/worker/faust_fixes/acks.py;
+tests/e2e/test_no_skip.py asserts it). But around a restart the drop can come *after* the
+recovery's seek to the committed offsets, and then nothing fetches the record again until the
+next rebalance: a risk change waits indefinitely for its alert. tests/e2e/test_no_skip.py restarts
+the worker while changes wait, and meets such drops regularly.
+
+The guard looks at each assigned partition of a topic the agents acknowledge, when no agent has
+records queued. Normally every record the consumer fetched is acknowledged and committed within a
+commit interval (its fetch position equals the committed offset), or it is still being handled:
+in flight in an agent, or acknowledged and waiting for a commit that can happen. Records
+acknowledged *after* a dropped one cannot be committed (acks.py fix 2), so they do not make the
+partition busy. A partition fetched past its committed offset with nothing of it being handled, in
+two checks in a row with nothing fetched or committed in between, has dropped records: it is
+sought back to its committed offset and they are read again. One look is not enough, since a
+fetched record may still be on its way to its agent. Re-reading is safe because every agent is
+idempotent (profile versions and source positions, alert de-duplication). While agents are busy
+(records queued) the guard waits: a dropped record is re-read at the next quiet moment, never
+skipped.
+"""
 
 from __future__ import annotations
 

@@ -1,60 +1,32 @@
-"""Faust's offset bookkeeping, made to never commit past a record no agent handled.
+"""Faust's offset bookkeeping, corrected so that no commit passes a record no agent handled.
 
-faust-streaming 0.15.3 (the version pinned here) can commit an offset past a record that was
-fetched but never handled (1, 2, 3, 5, 6); 3 and 4 keep the stricter commit of 2 from stopping
-at holes that are real. Each is one patch below, installed by :func:`install` before the app is
-built (``streams/worker/app.py``); tests/unit/test_faust_acks.py drives each with Faust's own objects and
-fails without it; tests/e2e/test_no_skip.py and test_rebalance.py run real workers against a
-real broker.
+Installed by :func:`install` before the app is built (``streams/worker/app.py``). Per fix: what
+faust-streaming 0.15.3 does, what the patch does, and the test in tests/unit/test_faust_acks.py
+that fails without it (its module docstring explains each mechanism; tests/e2e/test_no_skip.py
+and tests/e2e/test_rebalance.py run real workers against a real broker).
 
-1. **Skipped records were acknowledged on the pure-Python stream path.** A stream skips the
-   records it takes off an agent's queue during a rebalance (flow control suspended, or a record
-   fetched in an older consumer generation). The Cython loop (``faust/_cython/streams.pyx``, used
-   where the extension is built, as on this project's machines) leaves a skipped record
-   unacknowledged; the pure-Python one (``Stream._py_aiter``: PyPy, or a source install without a
-   compiler) acknowledges it. Here only records a stream took up (``message.tracked``) are.
-2. **The commit took "committed" for the last handled offset.** ``Consumer._committed_offset``
-   holds Kafka's committed offset — the *next* one to read — but ``_new_offset`` allowed the
-   first acknowledged offset to be one above it: with committed = 8 and 9 acknowledged, it
-   committed 10, past record 8 — reachable when a stream skips record 8 during a rebalance (see 1)
-   and handles 9 after it. Here the first acknowledged offset must be the committed one.
-3. **Holes were counted from one above the committed offset.** When the fetcher hands on a
-   record more than one offset after the previous one, the offsets between do not exist (a
-   compacted topic, or retention deleted them while the worker was down) and Faust counts them
-   as handled (``_add_gap``) — but from ``committed + 1`` on, the same off-by-one as 2, and up to
-   and including the record after the hole, which was thereby "handled" before any agent had it:
-   skipped by its stream in a rebalance, it was committed past. Here from the committed offset
-   on (a hole there does not stop the commit once 2 is fixed) and up to that record, not
-   including it.
-4. **After a seek the read offset said "read up to here" for a record not read yet.** Faust
-   sets ``_read_offset`` to the offset sought to, while everywhere else it is the last record
-   handed on; on a compacted topic a hole right at the committed offset was then never counted
-   (with 2 fixed, the commit would stop there). Here a seek to offset N sets it to N - 1.
-5. **A partition with nothing committed (or 0) had no committed offset at all.** aiokafka does not
-   seek such a partition after a rebalance (the fetch position stays wherever it was), and Faust
-   keeps ``None`` as its committed offset, so neither 2 nor a re-read could apply: a dropped first
-   record was committed past as soon as a later one was handled. Here it is sought to its log
-   start (what ``auto_offset_reset=earliest`` reads after a restart), which counts as committed.
+1. ``Event.ack``: the pure-Python stream loop acknowledges records it skipped in a rebalance. The
+   patch acknowledges only records a stream took up. ``test_only_records_a_stream_took_up_are_acknowledged``.
+2. ``Consumer._new_offset``: commits when the first acknowledged offset is one above the committed
+   one, past that record. The patch commits only once the committed offset's own record is handled.
+   ``test_a_commit_never_passes_the_committed_offset_when_that_record_was_not_handled``.
+3. ``Consumer._add_gap``: counts a hole from committed + 1 up to and including the record after it.
+   The patch counts it from the committed offset up to, not including, that record.
+   ``test_a_hole_at_the_committed_offset_counts_as_handled``,
+   ``test_the_record_after_a_hole_is_not_counted_as_handled_by_the_hole``.
+4. ``Consumer.seek``/``perform_seek``: set the read offset to the offset sought to, as if that
+   record were read. The patch sets it one below. ``test_after_a_seek_the_read_offset_is_one_below_the_next_record``.
+5. ``Consumer.perform_seek``: leaves a partition with nothing (or 0) committed unsought and without
+   a committed offset. The patch seeks it to its log start, which counts as committed.
+   ``test_a_partition_with_nothing_committed_is_sought_to_its_log_start_which_counts_as_committed``.
+6. ``Consumer._wait_next_records`` (with 3-5's methods): a record fetched around a seek ends a
+   "hole" of records that exist. The patch hands nothing on while partitions are sought, and
+   records from a fetch begun before a seek only while they continue from the read offset, then
+   seeks back. ``test_records_fetched_before_a_seek_are_not_handed_on_past_the_offset_sought_to``
+   and the other tests under "6" there.
 
-6. **Records fetched around a seek made holes of records that exist.** Faust hands on a record
-   more than one offset above the read offset as the end of a hole (3) — but after a seek the
-   records in hand may not continue from the read offset for other reasons: a batch fetched
-   from the old position arrives after a rebalance's or the stall guard's seek back; aiokafka
-   seeks the partitions one by one (a round trip each for the committed offset) while Faust
-   sets the read offsets only at the end, so records fetched from the new position meanwhile
-   were dropped as "read already" and the next one made a hole of them; and the fetch loop lets
-   other tasks run every 100 records between taking a record and comparing it. Each way,
-   records an agent never had were counted as handled and committed past: with a worker joining
-   and leaving a draining group, thousands of 48,000 (tests/e2e/test_rebalance.py). Here
-   nothing is handed on while the partitions are sought to their committed offsets (the flow
-   is held); a partition's records from a fetch begun before its latest seek are handed on only
-   while they continue from the read offset, the rest of the batch is dropped and the partition
-   sought back to the next record before the next fetch; and a hole found in such a record is
-   not counted, the partition is sought back to its start instead. A true hole (a compacted
-   topic) is met again by a fetch begun after every seek, and counted as before.
-
-Records dropped without acknowledgement are thereby never committed past — and read again by the
-stall guard (``streams/worker/faust_fixes/liveness.py``) instead of waiting for the next restart.
+3 and 4 keep 2 from stopping at real holes (compacted topics). Records dropped unacknowledged are
+read again by the stall guard (``liveness.py``).
 """
 
 from __future__ import annotations
@@ -73,7 +45,9 @@ _faust_wait_next_records = Consumer._wait_next_records
 
 
 def _ack_only_tracked(self: Event) -> bool:
-    """``Event.ack`` that refuses records no stream took up (1)."""
+    """Fix 1. Faust's pure-Python stream loop acknowledges a record it skipped in a rebalance; this
+    acknowledges only records a stream took up (``message.tracked``). Fails without it:
+    ``test_only_records_a_stream_took_up_are_acknowledged``."""
     message = self.message
     if not message.tracked and message.topic in self.app.topics.acking_topics:
         return False
@@ -101,7 +75,9 @@ async def log_starts(consumer: Consumer, tps: list[TP], timeout: float | None = 
 
 
 def _new_offset_contiguous(self: Consumer, tp: TP) -> int | None:
-    """``Consumer._new_offset`` that commits only when the committed offset itself was handled (2)."""
+    """Fix 2. Faust commits when the first handled offset is one above the committed one, past the
+    committed record; this commits only once that record itself was handled. Fails without it:
+    ``test_a_commit_never_passes_the_committed_offset_when_that_record_was_not_handled``."""
     committed = self._committed_offset[tp]
     first = first_handled(self, tp)
     if committed is not None and first is not None and first > committed:
@@ -110,8 +86,12 @@ def _new_offset_contiguous(self: Consumer, tp: TP) -> int | None:
 
 
 async def _add_gap_from_committed(self: Consumer, tp: TP, offset_from: int, offset_to: int) -> None:
-    """``Consumer._add_gap`` counting a hole from the committed offset on, not one above it, and
-    up to the record handed on after it, not including it (3)."""
+    """Fix 3 (and 6). Faust counts a hole from committed + 1 up to and including the record handed
+    on after it; this counts it from the committed offset up to, not including, that record, and
+    not at all when the partition was sought since the fetch (6). Fails without it:
+    ``test_a_hole_at_the_committed_offset_counts_as_handled``,
+    ``test_the_record_after_a_hole_is_not_counted_as_handled_by_the_hole``,
+    ``test_a_seek_between_the_check_and_the_hole_count_counts_no_hole``."""
     committed = self._committed_offset[tp]
     if committed is not None:
         offset_from = max(offset_from, committed)
@@ -131,13 +111,18 @@ async def _add_gap_from_committed(self: Consumer, tp: TP, offset_from: int, offs
 
 
 async def _perform_seek(self: Consumer) -> None:
-    """``Consumer.perform_seek`` with the read offset one below each committed offset (4), and a
-    partition with nothing committed (or 0) sought to its log start and holding it as committed (5);
-    nothing is handed on meanwhile (6)."""
+    """Fixes 4, 5, 6. Faust's rebalance seek sets each read offset to the committed offset, leaves a
+    partition with nothing (or 0) committed unsought and without a committed offset, and lets the
+    fetch loop hand records on meanwhile; this sets the read offsets one below, seeks such a
+    partition to its log start (its committed offset from then on), and holds the flow while
+    seeking. Fails without it:
+    ``test_a_partition_with_nothing_committed_is_sought_to_its_log_start_which_counts_as_committed``,
+    ``test_nothing_is_handed_on_while_the_partitions_are_sought_to_their_committed_offsets``,
+    ``test_a_rebalance_seek_of_every_partition_counts_for_each``."""
     seeks = seek_log(self)
     # (6) aiokafka seeks the partitions one after the other, each after asking the broker for its
     # committed offset, and the read offsets follow only at the end: records fetched from the new
-    # position in between were dropped as "read already", and the next one made a hole of them.
+    # position in between would be dropped as "read already", and the next one make a hole of them.
     held, rebalances = self.flow_active, self.app.rebalancing_count
     if held:
         self.stop_flow()
@@ -167,7 +152,10 @@ async def _seek_to_committed(self: Consumer, seeks: SeekLog) -> None:
 
 
 async def _seek_read_below(self: Consumer, partition: TP, offset: int) -> None:
-    """``Consumer.seek`` with the read offset one below the offset sought to (4)."""
+    """Fixes 4 and 6. Faust's seek sets the read offset to the offset sought to, as if that record
+    were read; this sets it one below and notes the seek for :func:`_fresh_records`. Fails without it:
+    ``test_after_a_seek_the_read_offset_is_one_below_the_next_record``,
+    ``test_a_seek_in_the_middle_of_a_batch_drops_its_rest``."""
     seeks = seek_log(self)
     seeks.sought([partition])
     await self._seek(partition, offset)
@@ -248,8 +236,11 @@ def next_to_hand_on(consumer: Consumer, tp: TP) -> int | None:
 
 
 async def _wait_next_records_fresh(self: Consumer, timeout: float):
-    """``Consumer._wait_next_records`` that seeks back where a stale batch was dropped, and hands
-    on each partition's records through :func:`_fresh_records` (6)."""
+    """Fix 6. Faust hands on every fetched record, and one from a fetch begun before a seek can end a
+    "hole" of records that exist; this hands on each partition's records through
+    :func:`_fresh_records` and seeks back where a stale batch was dropped. Fails without it:
+    ``test_records_fetched_before_a_seek_are_not_handed_on_past_the_offset_sought_to``,
+    ``test_a_hole_met_by_a_stale_fetch_is_handed_on_by_the_fetch_after_the_seek_back``."""
     log = seek_log(self)
     due = log.seeks_back()  # a partition sought since (a rebalance) is placed by that seek
     if due:
@@ -268,7 +259,7 @@ async def _wait_next_records_fresh(self: Consumer, timeout: float):
 
 
 def install() -> None:
-    """Patch Faust's classes (idempotent; see the module docstring)."""
+    """Patch Faust's classes (idempotent; the fixes are listed in the module docstring)."""
     Event.ack = _ack_only_tracked  # type: ignore[method-assign]
     Consumer._new_offset = _new_offset_contiguous  # type: ignore[method-assign]
     Consumer._add_gap = _add_gap_from_committed  # type: ignore[method-assign]

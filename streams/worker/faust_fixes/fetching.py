@@ -1,35 +1,15 @@
-"""How the worker fetches records and hands them to its agents: two changes to Faust's defaults
-that cost a busy worker most of its time when records arrive as a steady stream (measured with
-``bench/risk_bench.py --profile``; docs/benchmarks.md). Installed by :func:`install` before the
-app is built (``streams/worker/app.py``).
+"""How the worker fetches records and hands them to its agents: two performance fixes, installed by
+:func:`install` before the app is built (``streams/worker/app.py``) and measured with
+``bench/risk_bench.py --profile`` (docs/benchmarks.md); tests/unit/test_faust_fetching.py explains both.
 
-**1. Fewer, larger fetches.** Faust creates its aiokafka consumer with ``fetch_min_bytes=1``, so
-the broker answers a fetch as soon as any record is there. At a steady 2,000 records/s spread over
-a hundred partitions every answer carries a handful of records, and aiokafka's fetch round trip
-(request, response parsing, the hand-over between Faust's consumer thread and the agents' event
-loop) is paid per handful: about as much CPU per record as the merge itself. Here the broker waits
-until ``fetch_min_bytes`` are there or ``fetch_max_wait_ms`` have passed (settings
-``YURONG_WORKER_FETCH_MIN_BYTES`` / ``_FETCH_MAX_WAIT_MS``; Kafka's own consumer calls them
-``fetch.min.bytes`` / ``fetch.max.wait.ms``). The price is latency on a quiet topic: each hop
-of the pipeline waits up to ``fetch_max_wait_ms`` for company.
-
-**2. The hand-on of a record without four asyncio tasks.** faust-streaming 0.15.3's fetch loop
-(``Consumer._drain_messages``) passes every record on with::
-
-    await self.wait_first(callback(message), self.suspend_flow.wait())
-
-so that a hand-on blocked by a full agent queue (or by flow control) is abandoned when a
-rebalance suspends the flow. ``Service.wait_first`` wraps the callback, the suspend event and
-the service's stopped and crashed events in four tasks and an ``asyncio.wait`` — about 29 µs per
-record on this project's machine, against well under 1 µs for the callback itself when the queue
-has room (measured). Every record goes through it once per stage, ingest and merge.
-
-Here the callback runs eagerly: it is started right away and, if it finishes without waiting for
-anything (the agent's queue had room — the usual case when the worker keeps up), that is the
-whole hand-on. If it has to wait, what is left of it goes through Faust's ``wait_first`` exactly
-as before (``_finish`` drives the started coroutine the way an asyncio task would), so a
-suspended flow still abandons it. A hand-on when the flow is already suspended, and every other
-use of ``wait_first``, take Faust's path unchanged.
+1. Fetch sizes. Faust creates its aiokafka consumer with ``fetch_min_bytes=1``: a fetch round trip
+   per handful of records. This sets ``fetch_min_bytes``/``fetch_max_wait_ms`` from the settings
+   (``YURONG_WORKER_FETCH_MIN_BYTES``/``_FETCH_MAX_WAIT_MS``). Fails without it:
+   ``test_the_worker_consumer_fetches_with_the_configured_sizes``.
+2. Eager hand-on. Faust's fetch loop hands every record on through ``wait_first``: four asyncio
+   tasks per record. This runs the hand-on at once and goes through ``wait_first`` only when it has
+   to wait. Fails without it: ``test_a_hand_on_that_need_not_wait_finishes_without_a_turn_of_the_event_loop``
+   (the other tests there check that it still behaves as ``wait_first``).
 """
 
 from __future__ import annotations
@@ -48,7 +28,8 @@ _fetch = {"min_bytes": 1, "max_wait_ms": 500}
 
 
 def _create_worker_consumer(self: AIOKafkaConsumerThread, transport: Any) -> Any:
-    """Faust's aiokafka consumer, fetching ``fetch_min_bytes`` at a time (1)."""
+    """Fix 1. Faust builds its aiokafka consumer with ``fetch_min_bytes=1``; this returns it with the
+    configured fetch sizes. Fails without it: ``test_the_worker_consumer_fetches_with_the_configured_sizes``."""
     consumer = _faust_create_worker_consumer(self, transport)
     # read by AIOKafkaConsumer.start() when it builds its fetcher (Faust offers no setting for them)
     for attr, value in (("_fetch_min_bytes", _fetch["min_bytes"]), ("_fetch_max_wait_ms", _fetch["max_wait_ms"])):
@@ -86,7 +67,9 @@ async def _finish(coro: Coroutine, waiting_for: Any) -> Any:
 
 
 async def _wait_first_eager(self: Consumer, *coros: Any, timeout: Any = None) -> WaitResults:
-    """``Consumer.wait_first`` that runs the fetch loop's hand-on eagerly (2)."""
+    """Fix 2. Faust's ``wait_first`` runs every hand-on of the fetch loop in four tasks; this runs it
+    eagerly and hands only what is left of a waiting one to Faust's ``wait_first``. Fails without it:
+    ``test_a_hand_on_that_need_not_wait_finishes_without_a_turn_of_the_event_loop``."""
     if timeout is not None or len(coros) != 2 or not asyncio.iscoroutine(coros[0]) or self.suspend_flow.is_set():
         return await _faust_wait_first(self, *coros, timeout=timeout)
     hand_on, suspended = coros

@@ -1,29 +1,14 @@
-"""Re-read records a Faust stream dropped without handling them (a liveness guard).
+"""The stall guard: re-read records a Faust stream dropped without handling them.
 
-faust-streaming 0.15.3 can drop a fetched record without handing it to its agent and without
-acknowledging it: its stream loop skips records that arrive while flow control is suspended or
-that were fetched in an older consumer generation (``faust/_cython/streams.pyx``,
-``_prepare_event``); ``Consumer.getmany`` drops the rest of a fetched batch when the generation
-changes while it hands the batch on; and the fetcher marks every record it passed on as read
-(``Consumer._read_offset``) — even one its delivery was abandoned for. Nothing is lost: the
-record is never acknowledged, so no commit passes it (``streams/worker/faust_fixes/acks.py``;
-``tests/e2e/test_no_skip.py`` asserts it). But around a restart the drop can come *after* the
-recovery's seek to the committed offsets, and then nothing fetches the record again until the
-next rebalance: a risk change that waits forever for its alert (seen in about one restart in
-three).
-
-The guard: every ``interval`` seconds, when no agent has records queued, look at each assigned
-partition of a topic the agents acknowledge. Normally every record the consumer fetched is
-acknowledged and committed within a commit interval (its fetch position equals the committed
-offset), or it is still being handled (in flight in an agent, or acknowledged and waiting for a
-commit that can happen). Records acknowledged *after* a dropped one cannot be committed
-(``streams/worker/faust_fixes/acks.py`` 2), so they do not count as being handled. A partition fetched past its
-committed offset with nothing of it being handled, in two checks in a row with nothing fetched or
-committed in between, has dropped records: it is sought back to its committed offset and they are
-read again. Re-reading is safe because every agent is idempotent (profile versions and source
-positions, alert de-duplication). The guard logs a warning and counts
-``yurong_stream_rereads_total``. While agents are busy (records queued) it waits: a dropped record
-is re-read at the next quiet moment, never skipped.
+faust-streaming 0.15.3 can drop a fetched record without handing it to its agent or acknowledging
+it. ``acks.py`` keeps every commit from passing it, but when the drop follows a restart's seek to
+the committed offsets nothing fetches the record again until the next rebalance. The guard, every
+``interval`` seconds while no agent has records queued: a partition of an acknowledging topic
+fetched past its committed offset with none of its records being handled, unchanged over two checks,
+is sought back to its committed offset (a warning; ``yurong_stream_rereads_total``). Re-reading is
+safe because every agent is idempotent. tests/unit/test_liveness.py pins the decision and explains
+it; without the guard tests/e2e/test_no_skip.py::test_a_worker_stopped_or_killed_while_redis_is_down_skips_nothing
+times out in ``NoSkipRun.settle`` whenever a restart drops a waiting change.
 """
 
 from __future__ import annotations

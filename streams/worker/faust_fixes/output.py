@@ -1,13 +1,16 @@
 """The worker's outputs and the profile table's changelog go through librdkafka
-(:class:`streams.kafka.producer.OutputProducer`) instead of Faust's aiokafka producer.
+(:class:`streams.kafka.producer.OutputProducer`) instead of Faust's aiokafka producer, a
+performance fix measured with ``bench/risk_bench.py --profile`` (docs/benchmarks.md).
 
-- :func:`attach`: Faust flushes its own producer before every offset commit; the fix makes that
-  flush also wait for the OutputProducer, so a committed offset never passes an output Kafka
-  has not acknowledged. Without it a crash after a commit loses outputs
-  (``tests/integration/test_output_producer.py``).
+- :func:`attach`: Faust flushes only its own producer before an offset commit; the fix makes that
+  flush also wait for the OutputProducer, so a committed offset never passes an output Kafka has
+  not acknowledged. tests/integration/test_output_producer.py checks the flush it waits for;
+  without the fix a worker stopped or killed after a commit can lose outputs, which the e2e restart
+  tests (tests/e2e/test_no_skip.py, tests/e2e/test_worker_restart.py) catch when the stop meets them.
 - :class:`OutputTable`: Faust's changelog path buffers at most 100 records and sends them one by
   one through aiokafka ("producer buffer full" under load); the table sends its changelog
   records through the OutputProducer to the partition Faust would use.
+  tests/e2e/test_worker_restart.py recovers the table from that changelog.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ def attach(app, out: OutputProducer) -> None:
 class OutputTable(faust.Table):
     """A Faust table whose changelog records go through the :class:`OutputProducer` too, to the
     same partition Faust would use (the source event's). Faust's changelog path buffers at most
-    100 records and sends them one by one through aiokafka, which held the merge back under load
+    100 records and sends them one by one through aiokafka, which holds the merge back under load
     ("producer buffer full"). Without Faust's send callback a RocksDB store keeps no persisted
     changelog offset, so it re-reads the changelog at start (the default memory store always does)."""
 
