@@ -4,9 +4,9 @@ performance fix measured with ``bench/risk_bench.py --profile`` (docs/benchmarks
 
 - :func:`attach`: Faust flushes only its own producer before an offset commit; the fix makes that
   flush also wait for the OutputProducer, so a committed offset never passes an output Kafka has
-  not acknowledged. tests/integration/test_output_producer.py checks the flush it waits for;
-  without the fix a worker stopped or killed after a commit can lose outputs, which the e2e restart
-  tests (tests/e2e/test_no_skip.py, tests/e2e/test_worker_restart.py) catch when the stop meets them.
+  not acknowledged. Without it tests/unit/test_faust_output.py
+  (``test_the_pre_commit_flush_fails_while_an_output_is_not_acknowledged``) fails;
+  tests/integration/test_output_producer.py checks the flush it waits for against the broker.
 - :class:`OutputTable`: Faust's changelog path buffers at most 100 records and sends them one by
   one through aiokafka ("producer buffer full" under load); the table sends its changelog
   records through the OutputProducer to the partition Faust would use.
