@@ -10,6 +10,9 @@ The runner (``connectors.runner``) drives a ``Source``:
    flush LSN feedback to the slot).
 4. ``stop()`` once, also after errors.
 
+Every source also has ``mark_snapshot_completed()``: the runner calls it once, after the flush
+that followed the snapshot's last event, to record the snapshot as complete in ``connect.offsets``.
+
 Optional methods the runner uses when a source has them: ``position()`` (text for heartbeats
 and status), ``snapshot_progress()`` ((rows sent, rows in all or -1) while a snapshot runs, else
 None), ``flushed()`` (everything ``poll`` returned so far is in Kafka: checkpoint what the
@@ -57,6 +60,9 @@ class Source(Protocol):
 
     def snapshot_completed(self) -> bool:
         """True once the initial snapshot has been fully returned by ``poll``."""
+
+    def mark_snapshot_completed(self) -> None:
+        """Kafka acknowledged every snapshot event: record the snapshot as complete."""
 
     def stop(self) -> None:
         """Release connections; called once."""

@@ -173,7 +173,8 @@ class TransactionAssembler:
         self._standalone = False
 
     def gtid(self, gtid: Gtid, flags: int) -> Transaction | None:
-        done = self._close(0, None) if self._open is not None else None
+        txn = self._open
+        done = self._close(txn, 0, None) if txn is not None else None
         self._open = Transaction(gtid)
         self._standalone = bool(flags & FL_STANDALONE)
         return done
@@ -184,17 +185,20 @@ class TransactionAssembler:
         self._open.rows.extend(RowChange(table, op, b, a) for b, a in pairs)
 
     def xid(self, ts_ms: int, xid: int) -> Transaction | None:
-        return self._close(ts_ms, xid) if self._open is not None else None
+        txn = self._open
+        return self._close(txn, ts_ms, xid) if txn is not None else None
 
     def query(self, sql: str, ts_ms: int) -> Transaction | None:
-        if self._open is None:
+        txn = self._open
+        if txn is None:
             return None
         if self._standalone or sql.strip().upper() in ("COMMIT", "COMMIT;"):
-            return self._close(ts_ms, None)
+            return self._close(txn, ts_ms, None)
         return None
 
-    def _close(self, ts_ms: int, xid: int | None) -> Transaction:
-        txn, self._open = self._open, None
+    def _close(self, txn: Transaction, ts_ms: int, xid: int | None) -> Transaction:
+        """End the open transaction ``txn``."""
+        self._open = None
         txn.ts_ms = ts_ms or txn.ts_ms
         txn.xid = xid
         return txn
@@ -243,7 +247,7 @@ class _BinlogThread(threading.Thread):
         self.server_id = server_id
         self.out: queue.Queue = queue.Queue(maxsize=QUEUE_TRANSACTIONS)
         self.stopping = threading.Event()
-        self._stream_conn = None
+        self._stream_conn: pymysql.connections.Connection[Any] | None = None
         self._stream_connects = 0
 
     def _connect(self, **kwargs):
@@ -489,7 +493,7 @@ class MySqlSource:
                         rows = cur.fetchmany(SNAPSHOT_CHUNK)
                         if not rows:
                             break
-                        chunk = [self._event(ds, "r", None, dict(zip(cols, row)), position, row_seq, now_ms, "true", None, 0)
+                        chunk = [self._event(ds, "r", None, dict(zip(cols, row, strict=True)), position, row_seq, now_ms, "true", None, 0)
                                  for row in rows]
                         stale.found(chunk)
                         yield chunk
@@ -513,14 +517,17 @@ class MySqlSource:
         log.info("%s: streaming the binlog from GTID %s", self.name, state or "(start)")
 
     def _poll_stream(self, timeout: float) -> list[ChangeEvent]:
+        thread = self._thread
+        if thread is None:
+            raise SourceError(f"{self.name}: not streaming (stopped)")
         out: list[ChangeEvent] = []
         deadline = time.monotonic() + timeout
         while len(out) < SNAPSHOT_CHUNK:
             try:
                 if out:
-                    item = self._thread.out.get_nowait()
+                    item = thread.out.get_nowait()
                 else:
-                    item = self._thread.out.get(timeout=max(0.0, deadline - time.monotonic()))
+                    item = thread.out.get(timeout=max(0.0, deadline - time.monotonic()))
             except queue.Empty:
                 break
             if isinstance(item, pymysql.err.OperationalError) and item.args and item.args[0] == 1236:
@@ -590,4 +597,5 @@ class MySqlSource:
             return ChangeEvent(ds, op, None, None, source, "|".join(str(raw.get(k)) for k in ds.key), ack,
                                error=exc, raw=dict(raw))
         row = a if a is not None else b
+        assert row is not None, where  # every change carries a before or an after image
         return ChangeEvent(ds, op, b, a, source, "|".join(str(row.get(k)) for k in ds.key), ack)

@@ -158,9 +158,9 @@ def parse_message(payload: bytes, relations: dict[int, Relation]):
             oid = r.uint32()
             r.int32()  # typmod
             cols.append(Column(cname, oid, bool(flags & 1)))
-        rel = Relation(relid, namespace or "public", name, identity, tuple(cols))
-        relations[relid] = rel
-        return rel
+        relation = Relation(relid, namespace or "public", name, identity, tuple(cols))
+        relations[relid] = relation
+        return relation
     if kind in ("I", "U", "D"):
         relid = r.uint32()
         rel = relations.get(relid)

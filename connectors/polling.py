@@ -63,7 +63,7 @@ from connectors.base import ChangeEvent
 from connectors.offsets import OffsetStore
 from streams.codecs.convert import row_converter
 from streams.core.catalogue import Dataset, Department, _value_schema
-from streams.errors import ValidationError
+from streams.errors import SourceError, ValidationError
 from streams.settings import SourceSettings
 
 log = logging.getLogger(__name__)
@@ -71,6 +71,14 @@ log = logging.getLogger(__name__)
 CHUNK = 5000
 DEFAULT_LAG_MS = 1000
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
+def _one_row(cur) -> tuple[Any, ...]:
+    """The row of a query that always returns one."""
+    row = cur.fetchone()
+    if row is None:
+        raise SourceError(f"no row from {cur.query!r}")
+    return row
 
 
 def _table_ident(table: str) -> sql.Identifier:
@@ -125,7 +133,7 @@ class PollingSource:
         self._created_col = dept.options.get("created_column", "created_at")
         self._datasets = list(dept.datasets.values())
         self._convert = {ds.table: row_converter(_value_schema(schemas.get(ds.schema_name).parsed)) for ds in self._datasets}
-        self._conn = None
+        self._conn: psycopg2.extensions.connection | None = None
         self._db = ""
         self._read: dict[str, Cursor] = {}  # cursors of what poll() returned
         self._committed: dict[str, Cursor] = {}  # cursors Kafka acknowledged (saved in connect.offsets)
@@ -156,9 +164,9 @@ class PollingSource:
             return
         if self._resnapshot:
             log.warning("%s: --resnapshot: reading every table again from the start", self.name)
-        with self._conn.cursor() as cur:
+        with self._connection().cursor() as cur:
             cur.execute("SELECT now()")
-            self._horizon_us = to_micros(cur.fetchone()[0])
+            self._horizon_us = to_micros(_one_row(cur)[0])
         self._save()
         log.info("%s: snapshotting rows up to %s", self.name, from_micros(self._horizon_us).isoformat())
 
@@ -221,10 +229,15 @@ class PollingSource:
 
     # --- internals --------------------------------------------------------------------------------
 
-    def _connect(self) -> None:
-        self._conn = psycopg2.connect(self._dsn)
-        self._conn.set_session(readonly=True, autocommit=True)
-        self._db = self._conn.info.dbname
+    def _connect(self) -> psycopg2.extensions.connection:
+        conn = self._conn = psycopg2.connect(self._dsn)
+        conn.set_session(readonly=True, autocommit=True)
+        self._db = conn.info.dbname
+        return conn
+
+    def _connection(self) -> psycopg2.extensions.connection:
+        """The open connection; connects if there is none (at start, after an outage)."""
+        return self._conn if self._conn is not None else self._connect()
 
     def _close(self) -> None:
         if self._conn is not None:
@@ -234,9 +247,9 @@ class PollingSource:
                 self._conn = None
 
     def _lag_passed_horizon(self) -> bool:
-        with self._conn.cursor() as cur:
+        with self._connection().cursor() as cur:
             cur.execute("SELECT now() - make_interval(secs => %s) >= %s", (self._lag_ms / 1000.0, from_micros(self._horizon_us)))
-            return bool(cur.fetchone()[0])
+            return bool(_one_row(cur)[0])
 
     def _save(self) -> None:
         position = json.dumps({t: c.to_json() for t, c in sorted(self._committed.items())}, ensure_ascii=False)
@@ -267,7 +280,7 @@ class PollingSource:
 
     def _read_chunk(self, ds: Dataset) -> list[ChangeEvent]:
         query, params = self._query(ds, self._read.get(ds.table))
-        with self._conn.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur:
+        with self._connection().cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur:
             cur.execute(query, params)
             rows = cur.fetchall()
         if not rows:
@@ -281,7 +294,7 @@ class PollingSource:
         return events
 
     def _event(self, ds: Dataset, raw: dict[str, Any], token: int) -> ChangeEvent:
-        updated = raw.get(self._updated_col)
+        updated = raw[self._updated_col]  # a column of the query's WHERE and ORDER BY
         key = "|".join(str(raw.get(k)) for k in ds.key)
         position = f"{updated.isoformat()}|{key}"
         seq = to_micros(updated)

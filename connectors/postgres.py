@@ -29,8 +29,9 @@ Lifecycle:
    Progress survives restarts: the queue is saved to ``connect.offsets`` when a signal is seen,
    and the last key of each chunk once the runner saw Kafka acknowledge the chunk (``flushed``);
    a restarted connector goes on after that key (a chunk in flight at a crash is read again —
-   at least once). Watermark rows of a dead window are deleted at start. Caveat: a transaction open across a whole chunk window whose changes have
-   WAL positions before the low watermark gets a lower ``seq`` than the snapshot row of its key.
+   at least once). Watermark rows of a dead window are deleted at start. Caveat: a transaction open across a
+   whole chunk window whose changes have WAL positions before the low watermark gets a lower ``seq`` than the
+   snapshot row of its key.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ import select
 import time
 import uuid
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Literal
 
 import psycopg2
 import psycopg2.extras
@@ -70,6 +71,14 @@ def _table_ident(table: str) -> sql.Identifier:
     return sql.Identifier(schema or "public", name)
 
 
+def _one_row(cur) -> tuple[Any, ...]:
+    """The row of a statement that always returns one (``count(*)``, ``CREATE_REPLICATION_SLOT``)."""
+    row = cur.fetchone()
+    if row is None:
+        raise SourceError(f"no row from {cur.query!r}")
+    return row
+
+
 class PostgresSource:
     """One department database, all of its catalogue datasets, one slot."""
 
@@ -88,8 +97,8 @@ class PostgresSource:
             ds.table: row_converter(_value_schema(schemas.get(ds.schema_name).parsed)) for ds in dept.datasets.values()
         }
         self._relations: dict[int, Relation] = {}
-        self._repl_conn = None
-        self._cur = None
+        self._repl_conn: psycopg2.extras.LogicalReplicationConnection | None = None
+        self._cur: psycopg2.extras.ReplicationCursor | None = None  # of the replication connection, set by start()
         self._snapshot_iter: Iterator[list[ChangeEvent]] | None = None
         self._stale: StaleSnapshotRows | None = None  # rows of interrupted earlier snapshot runs
         self._snapshot_seq = 0
@@ -113,10 +122,10 @@ class PostgresSource:
         self._ready: list[ChangeEvent] = []  # chunk rows to hand out at the high watermark's commit
         self._inc_rows = self._inc_total = 0  # progress of the table in progress (rows sent, rows at its start)
         # checkpoints of the queue and last key: after a closed window, once handed out, once saved
-        self._inc_closed: dict | None | bool = False  # False: no window closed since the last commit
+        self._inc_closed: dict | None | Literal[False] = False  # False: no window closed since the last commit
         self._inc_returned: dict | None = None
         self._inc_saved: dict | None = None
-        self._sig_conn = None
+        self._sig_conn: psycopg2.extensions.connection | None = None
 
     # --- Source interface ----------------------------------------------------------------------
 
@@ -131,7 +140,7 @@ class PostgresSource:
         conn.close()
         saved = None if self._resnapshot else self._offsets.load(self.name)
         self._repl_conn = psycopg2.connect(self._dsn, connection_factory=psycopg2.extras.LogicalReplicationConnection)
-        self._cur = self._repl_conn.cursor()
+        repl_cur = self._cur = self._repl_conn.cursor()
         if slot and saved and saved.get("slot") == self._slot and saved.get("snapshot_completed"):
             log.info("%s: resuming slot %s at %s", self.name, self._slot, slot[0])
             self._snapshot_done = True
@@ -143,7 +152,7 @@ class PostgresSource:
                 log.warning("%s: --resnapshot: dropping slot %s and reading every table again", self.name, self._slot)
             elif saved is None or not saved.get("snapshot_completed"):
                 log.warning("%s: slot %s exists but its snapshot never completed: re-snapshotting", self.name, self._slot)
-            self._cur.drop_replication_slot(self._slot)
+            repl_cur.drop_replication_slot(self._slot)
         elif saved and saved.get("snapshot_completed"):
             raise SourceError(
                 f"{self.name}: replication slot {self._slot!r} is gone although a completed snapshot was recorded; "
@@ -166,7 +175,7 @@ class PostgresSource:
         if not self._streaming or position <= self._acked:
             return
         self._acked = position
-        self._cur.send_feedback(flush_lsn=position, reply=True)
+        self._replication.send_feedback(flush_lsn=position, reply=True)
         self._last_feedback = time.monotonic()
 
     def snapshot_completed(self) -> bool:
@@ -197,6 +206,13 @@ class PostgresSource:
         if self._repl_conn is not None:
             self._repl_conn.close()
             self._repl_conn = None
+
+    @property
+    def _replication(self) -> psycopg2.extras.ReplicationCursor:
+        """The replication connection's cursor (slot commands, the stream, feedback)."""
+        if self._cur is None:
+            raise SourceError(f"{self.name}: not started (or stopped)")
+        return self._cur
 
     def slot_lag_bytes(self) -> int | None:
         """WAL the slot retains: ``pg_current_wal_lsn() - confirmed_flush_lsn``."""
@@ -243,20 +259,20 @@ class PostgresSource:
 
     def _create_slot_and_plan_snapshot(self, saved: dict[str, Any] | None) -> None:
         # rows an interrupted earlier run published: read from Kafka before this run publishes any
-        self._stale = StaleSnapshotRows(self.name, self._by_table.values(), self._offsets, "postgresql", self._db)
-        snapshot_start = self._stale.start(saved)
+        stale = self._stale = StaleSnapshotRows(self.name, self._by_table.values(), self._offsets, "postgresql", self._db)
+        snapshot_start = stale.start(saved)
         # CREATE_REPLICATION_SLOT ... LOGICAL pgoutput exports a snapshot by default; it stays
         # valid until the next command on this replication connection.
-        self._cur.create_replication_slot(self._slot, output_plugin="pgoutput")
-        _, consistent_point, snapshot_name, _ = self._cur.fetchone()
+        self._replication.create_replication_slot(self._slot, output_plugin="pgoutput")
+        _, consistent_point, snapshot_name, _ = _one_row(self._replication)
         self._snapshot_seq = parse_lsn(consistent_point)
         self._offsets.save({"source": self.name, "slot": self._slot, "snapshot_seq": self._snapshot_seq,
                             "snapshot_completed": False, "position": consistent_point, "seq": self._snapshot_seq,
                             "snapshot_start": snapshot_start})
         log.info("%s: slot %s created at %s; snapshotting", self.name, self._slot, consistent_point)
-        self._snapshot_iter = self._read_snapshot(snapshot_name, consistent_point)
+        self._snapshot_iter = self._read_snapshot(snapshot_name, consistent_point, stale)
 
-    def _read_snapshot(self, snapshot_name: str, consistent_point: str) -> Iterator[list[ChangeEvent]]:
+    def _read_snapshot(self, snapshot_name: str, consistent_point: str, stale: StaleSnapshotRows) -> Iterator[list[ChangeEvent]]:
         conn = psycopg2.connect(self._dsn)
         try:
             conn.set_session(isolation_level="REPEATABLE READ", readonly=True)
@@ -265,33 +281,33 @@ class PostgresSource:
                 total = 0
                 for table in self._by_table:  # exact, and consistent with what is about to be read
                     cur.execute(sql.SQL("SELECT count(*) FROM {}").format(_table_ident(table)))
-                    total += cur.fetchone()[0]
+                    total += _one_row(cur)[0]
                 self._snapshot_total = total
                 now_ms = int(time.time() * 1000)
                 for table, ds in self._by_table.items():
                     with conn.cursor(name=f"snap_{ds.name}") as named:
                         named.itersize = SNAPSHOT_CHUNK
                         named.execute(sql.SQL("SELECT * FROM {}").format(_table_ident(table)))
-                        cols = None
+                        cols: list[str] = []
                         while True:
                             rows = named.fetchmany(SNAPSHOT_CHUNK)
-                            if cols is None and named.description:
+                            if not cols and named.description:
                                 cols = [d.name for d in named.description]
                             if not rows:
                                 break
                             self._snapshot_sent += len(rows)
                             chunk = [
-                                self._event(ds, "r", None, dict(zip(cols, row)), consistent_point, self._snapshot_seq,
+                                self._event(ds, "r", None, dict(zip(cols, row, strict=True)), consistent_point, self._snapshot_seq,
                                             now_ms, "true", None, ack=0)
                                 for row in rows
                             ]
-                            self._stale.found(chunk)
+                            stale.found(chunk)
                             yield chunk
             conn.commit()
         finally:
             conn.close()
         # rows an interrupted earlier run published and this snapshot did not find: deleted since
-        yield from self._stale.deletes(consistent_point, self._snapshot_seq)
+        yield from stale.deletes(consistent_point, self._snapshot_seq)
 
     def _finish_snapshot(self) -> None:
         # Called once every snapshot chunk was handed to the runner; the runner flushes Kafka
@@ -312,11 +328,11 @@ class PostgresSource:
         self._inc_saved = incremental
 
     def _start_streaming(self) -> None:
-        self._cur.start_replication(
+        self._replication.start_replication(
             slot_name=self._slot,
             decode=False,
             options={"proto_version": "1", "publication_names": self._publication},
-            status_interval=self._status_interval,
+            status_interval=self._status_interval,  # type: ignore[arg-type]  # a float (C "d"); types-psycopg2 says int
         )
         self._streaming = True
         log.info("%s: streaming from slot %s", self.name, self._slot)
@@ -326,8 +342,9 @@ class PostgresSource:
     def _poll_stream(self, timeout: float) -> list[ChangeEvent]:
         out: list[ChangeEvent] = []
         deadline = time.monotonic() + timeout
+        cur = self._replication
         while True:
-            msg = self._cur.read_message()
+            msg = cur.read_message()
             if msg is None:
                 if out or (self._inc_queue and self._window is None):
                     return out
@@ -335,7 +352,7 @@ class PostgresSource:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return out
-                select.select([self._cur], [], [], min(remaining, 1.0))
+                select.select([cur], [], [], min(remaining, 1.0))
                 continue
             done = self._handle(msg)
             if done:
@@ -347,9 +364,9 @@ class PostgresSource:
         """Caught up and every returned event acknowledged: let the slot advance past WAL that
         holds nothing for us (other tables, keepalives), so an idle source does not retain WAL."""
         if self._begin is None and self._acked >= self._returned and time.monotonic() - self._last_feedback > self._status_interval:
-            wal_end = self._cur.wal_end
+            wal_end = self._replication.wal_end
             if wal_end and wal_end > self._acked:
-                self._cur.send_feedback(flush_lsn=wal_end)
+                self._replication.send_feedback(flush_lsn=wal_end)
                 self._acked = self._returned = wal_end
             self._last_feedback = time.monotonic()
 
@@ -411,7 +428,7 @@ class PostgresSource:
         if w is not None and sig_id == w["low"]:
             w["open"], w["seq"] = True, lsn
         elif w is not None and sig_id == w["high"] and w["open"]:
-            self._close_window()
+            self._close_window(w)
         elif kind == "execute-snapshot":
             try:
                 data = json.loads(row.get("data") or "{}")
@@ -446,11 +463,12 @@ class PostgresSource:
         if self._inc_queue:
             log.info("%s: resuming the incremental snapshot of %s after key %s", self.name, self._inc_queue, self._inc_last)
 
-    def _signal_conn(self):
-        if self._sig_conn is None or self._sig_conn.closed:
-            self._sig_conn = psycopg2.connect(self._dsn)
-            self._sig_conn.autocommit = True
-        return self._sig_conn
+    def _signal_conn(self) -> psycopg2.extensions.connection:
+        conn = self._sig_conn
+        if conn is None or conn.closed:
+            conn = self._sig_conn = psycopg2.connect(self._dsn)
+            conn.autocommit = True
+        return conn
 
     def _watermark(self, cur, kind: str, table: str) -> str:
         wid = f"{kind}-{uuid.uuid4().hex}"
@@ -465,7 +483,7 @@ class PostgresSource:
         if self._inc_last is None or not self._inc_total:  # a table starts (or resumes): how many rows it has
             with self._signal_conn().cursor() as cur:
                 cur.execute(sql.SQL("SELECT count(*) FROM {}").format(_table_ident(table)))
-                self._inc_total = cur.fetchone()[0]
+                self._inc_total = _one_row(cur)[0]
             if self._inc_last is None:
                 self._inc_rows = 0
         keys = [sql.Identifier(k) for k in ds.key]
@@ -480,8 +498,8 @@ class PostgresSource:
         with conn.cursor() as cur:
             low = self._watermark(cur, "snapshot-window-open", table)
             cur.execute(query, params)
-            cols = [d.name for d in cur.description]
-            rows = [dict(zip(cols, r)) for r in cur.fetchall()]
+            cols = [d.name for d in cur.description or ()]  # set after a SELECT
+            rows = [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
             high = self._watermark(cur, "snapshot-window-close", table)
         if rows:
             self._inc_last = tuple(rows[-1][k] for k in ds.key)
@@ -491,8 +509,9 @@ class PostgresSource:
         self._window = {"ds": ds, "low": low, "high": high, "open": False, "seq": 0,
                         "rows": {e.key: e for e in events}, "read": len(rows), "last_chunk": len(rows) < self._inc_chunk}
 
-    def _close_window(self) -> None:
-        w, self._window = self._window, None
+    def _close_window(self, w: dict[str, Any]) -> None:
+        """Hand out the rows of the window ``w`` (``self._window``) that no streamed change superseded."""
+        self._window = None
         ds, seq = w["ds"], w["seq"]
         position = format_lsn(seq)
         log.info("%s: incremental chunk of %s: %d rows read, %d superseded by streamed changes", self.name, ds.table,
@@ -529,4 +548,5 @@ class PostgresSource:
             return ChangeEvent(ds, op, None, None, source, "|".join(str(raw.get(k)) for k in ds.key), ack,
                                error=exc, raw={k: (None if v is UNCHANGED_TOAST else v) for k, v in raw.items()})
         row = a if a is not None else b
+        assert row is not None, where  # every change carries a before or an after image
         return ChangeEvent(ds, op, b, a, source, "|".join(str(row.get(k)) for k in ds.key), ack)

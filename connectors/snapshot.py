@@ -41,7 +41,7 @@ from bisect import bisect_left
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from connectors.base import ChangeEvent
 from connectors.offsets import OffsetStore
@@ -84,7 +84,7 @@ class StaleSnapshotRows:
         marks = self._watermarks()
         now = {tp: high for tp, (_, high) in marks.items()}
         unfinished = saved is not None and not saved.get("snapshot_completed")
-        earlier = saved.get("snapshot_start") if unfinished else None
+        earlier = (saved or {}).get("snapshot_start") if unfinished else None
         if earlier is None:
             if unfinished:
                 log.warning("%s: the unfinished snapshot's offsets record has no snapshot_start (written by an older "
@@ -123,7 +123,7 @@ class StaleSnapshotRows:
     def deletes(self, position: str, seq: int) -> Iterator[list[ChangeEvent]]:
         """Delete events, in chunks, for the rows earlier runs published that the new snapshot
         (at ``position``/``seq``) did not find. Called once after every table was read."""
-        missing = {h for h, seen in zip(self._published, self._found) if not seen}
+        missing = {h for h, seen in zip(self._published, self._found, strict=True) if not seen}
         self._published, self._found = array("q"), bytearray()
         if not missing or self._range is None:
             return
@@ -185,22 +185,24 @@ class StaleSnapshotRows:
                                          f"the offsets {todo} within {READ_IDLE_TIMEOUT_S:.0f} s")
                 for m in msgs:
                     idle_since = time.monotonic()
-                    tp = (m.topic(), m.partition())
                     err = m.error()
-                    if err is not None:
-                        if err.code() != KafkaError._PARTITION_EOF:
-                            raise KafkaException(err)
+                    if err is not None and err.code() != KafkaError._PARTITION_EOF:
+                        raise KafkaException(err)
+                    topic, partition, offset = _coordinates(m)
+                    tp = (topic, partition)
+                    if err is not None:  # the end of a partition
                         todo.pop(tp, None)
                         continue
                     stop = todo.get(tp)
-                    if stop is None or m.offset() >= stop:
+                    if stop is None or offset >= stop:
                         todo.pop(tp, None)
                         continue
-                    if m.offset() >= stop - 1:
+                    if offset >= stop - 1:
                         del todo[tp]
                     env = self._decode(m)
-                    if env is not None:
-                        yield m.topic(), m.key().decode(), env
+                    key = m.key()
+                    if env is not None and key is not None:  # _decode gives None for a record without key
+                        yield topic, key.decode(), env
         finally:
             consumer.close()
 
@@ -217,6 +219,15 @@ class StaleSnapshotRows:
         if source.get("connector") != self._connector or source.get("db") != self._db:
             return None
         return env
+
+
+def _coordinates(msg: Message) -> tuple[str, int, int]:
+    """Topic, partition and offset of a consumed record or partition-EOF event (typed optional by
+    confluent-kafka: only a message built to be produced lacks them)."""
+    topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
+    if topic is None or partition is None or offset is None:
+        raise KafkaException(f"consumed a record without topic, partition or offset ({topic}[{partition}]@{offset})")
+    return topic, partition, offset
 
 
 def _as_records(offsets: dict[Partition, int]) -> list[dict[str, Any]]:

@@ -44,6 +44,15 @@ def consumer_config(bootstrap: str, group: str) -> dict:
     }
 
 
+def _coordinates(msg: Message) -> tuple[str, int, int]:
+    """Topic, partition and offset of a consumed record (typed optional by confluent-kafka: only
+    a message built to be produced lacks them)."""
+    topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
+    if topic is None or partition is None or offset is None:
+        raise KafkaException(f"consumed a record without topic, partition or offset ({topic}[{partition}]@{offset})")
+    return topic, partition, offset
+
+
 class ClickHouseSink:
     def __init__(self, consumer: Consumer, producer: Producer, writer: ClickHouseWriter, schemas: SchemaStore,
                  batch_size: int = 10_000, batch_seconds: float = 1.0) -> None:
@@ -57,9 +66,9 @@ class ClickHouseSink:
         self.rows_written = 0
 
     def _route(self, msg: Message, tables: dict[str, list], latencies: list[float], now_ms: int) -> None:
-        topic = msg.topic()
+        topic, partition, offset = _coordinates(msg)
         if topic.startswith("dlq."):
-            tables["dlq_event"].append(dlq_row(topic, msg.partition(), msg.offset(), msg.headers(), msg.value()))
+            tables["dlq_event"].append(dlq_row(topic, partition, offset, msg.headers(), msg.value()))
             return
         if msg.value() is None:
             return  # tombstone
@@ -77,13 +86,14 @@ class ClickHouseSink:
             tables["risk_change"].append(change_row(c))
         elif topic.startswith("alerts."):
             _, a = self.schemas.decode(msg.value(), "risk/alert")
-            tables["alert_delivery"].append(alert_row(a, topic, msg.partition(), msg.offset()))
+            tables["alert_delivery"].append(alert_row(a, topic, partition, offset))
 
     def _dead_letter(self, msg: Message, exc: Exception) -> None:
-        log.warning("sink dead letter %s[%d]@%d: %s", msg.topic(), msg.partition(), msg.offset(), exc)
-        self.producer.produce(dlq_topic(msg.topic()), key=msg.key(), value=msg.value(),
-                              headers=dlq_headers("sink", msg.topic(), msg.partition(), msg.offset(), exc))
-        DLQ.labels("sink", msg.topic(), getattr(exc, "kind", "unexpected")).inc()
+        topic, partition, offset = _coordinates(msg)
+        log.warning("sink dead letter %s[%d]@%d: %s", topic, partition, offset, exc)
+        self.producer.produce(dlq_topic(topic), key=msg.key(), value=msg.value(),
+                              headers=dlq_headers("sink", topic, partition, offset, exc))
+        DLQ.labels("sink", topic, getattr(exc, "kind", "unexpected")).inc()
 
     def write_batch(self, batch: list[Message]) -> int:
         """Write one batch and commit its offsets; return rows written."""
@@ -96,7 +106,7 @@ class ClickHouseSink:
             try:
                 self._route(msg, tables, latencies, now_ms)
             except Exception as exc:
-                if msg.topic().startswith("dlq."):
+                if (msg.topic() or "").startswith("dlq."):
                     raise  # never dead-letter a dead letter: stop loudly instead
                 self._dead_letter(msg, exc)
         first, last = batch[0], batch[-1]

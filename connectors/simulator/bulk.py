@@ -94,7 +94,7 @@ class BackgroundLoader:
             if self._error is None and not self._abandon.is_set():
                 try:
                     job()
-                except BaseException as exc:  # any failure, handed to the submitting thread
+                except BaseException as exc:  # noqa: BLE001 — any failure, handed to the submitting thread, which re-raises it
                     self._error = exc
 
     def _raise(self) -> None:

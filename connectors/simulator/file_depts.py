@@ -66,7 +66,7 @@ MAX_FILE_ROWS = 100_000
 def patent_check_digit(first12: str) -> str:
     """Check character of a CNIPA application number (weights 2-9 cycling, mod 11, 10 → X)."""
     weights = [2, 3, 4, 5, 6, 7, 8, 9, 2, 3, 4, 5]
-    c = sum(int(d) * w for d, w in zip(first12, weights)) % 11
+    c = sum(int(d) * w for d, w in zip(first12, weights, strict=True)) % 11
     return "X" if c == 10 else str(c)
 
 
@@ -100,7 +100,7 @@ def xlsx_bytes(columns: list[str], rows: list[dict]) -> bytes:
     import openpyxl
 
     wb = openpyxl.Workbook()
-    ws = wb.active
+    ws = wb.worksheets[0]  # the new workbook's one (active) sheet
     ws.append(columns)
     for r in rows:
         ws.append([r.get(k) for k in columns])
@@ -253,8 +253,7 @@ class FileDropSimulator:
         rows: dict[str, list[dict]] = {ds: [] for ds in COLUMNS}
         for e in new:
             if rng.random() < 0.7:
-                self.water_accounts[e.uscc] = self._codes["water"].draw(
-                    lambda: f"SW{e.district}{rng.randint(0, 9_999_999):07d}")
+                self.water_accounts[e.uscc] = self._codes["water"].draw_digits(rng, f"SW{e.district}", 7)
                 self.water_base[e.uscc] = round(rng.lognormvariate(5.0, 0.8), 1)
                 for back in range(3, 0, -1):
                     rows["water_usage"].append(self._water_row(e, _month_start(today, -back), settled=True))

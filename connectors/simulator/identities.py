@@ -46,7 +46,7 @@ _ORG_BODY = "0123456789ABCDEFGHJKLMNPQRTUWXY"  # letters allowed in a USCC
 
 def org_code_check(first8: str) -> str:
     """GB 11714 organisation-code check character."""
-    total = sum(_ORG_ALPHABET.index(c) * w for c, w in zip(first8, _ORG_WEIGHTS))
+    total = sum(_ORG_ALPHABET.index(c) * w for c, w in zip(first8, _ORG_WEIGHTS, strict=True))
     c = 11 - total % 11
     return {10: "X", 11: "0"}.get(c, str(c))
 
@@ -103,6 +103,10 @@ class UniqueCodes:
             code = make()
         self._issued.add(code)
         return code
+
+    def draw_digits(self, rng: random.Random, prefix: str, digits: int, suffix: str = "") -> str:
+        """``draw`` of ``prefix`` + ``digits`` random decimal digits (``rng.randint``) + ``suffix``."""
+        return self.draw(lambda: f"{prefix}{rng.randint(0, 10 ** digits - 1):0{digits}d}{suffix}")
 
     def __len__(self) -> int:
         return len(self._issued)

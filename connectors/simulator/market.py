@@ -144,7 +144,7 @@ class MarketSimulator:
 
     def seed_enterprises(self, n: int, progress: Callable[[int], None] | None = None, batch: int = 5000) -> list[str]:
         """Insert ``n`` new enterprises (a few already listed as abnormal); return their USCCs."""
-        created = []
+        created: list[str] = []
         self.last_seed_rows = dict.fromkeys(("enterprise_registration", "abnormal_operation", "equity_pledge"), 0)
         conn = self.connect()
 

@@ -232,8 +232,7 @@ class MySqlDepartmentsSimulator:
             headcount=headcount,
             wage_base=round(rng.uniform(4200, 9800), -1),
             manufacturing=rng.random() < 0.3,
-            account_nos=[self._accounts.draw(lambda i=i: f"50{rng.randint(0, 99_999_999):08d}{i}")
-                         for i in range(n_accounts)],
+            account_nos=[self._accounts.draw_digits(rng, "50", 8, suffix=str(i)) for i in range(n_accounts)],
             housing_fund=rng.random() < 0.6,
             hf_rate=rng.choice((0.05, 0.07, 0.08, 0.10, 0.12)),
             customs_code=self._customs_codes.draw(lambda: f"50{rng.randint(0, 99_999_999):08d}") if trades else None,

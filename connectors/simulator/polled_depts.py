@@ -196,7 +196,7 @@ class PolledDepartmentsSimulator:
         for e in new:
             if rng.random() < 0.35:
                 ctype = rng.choices(list(GAS_PRICE), weights=[3, 6, 1])[0]
-                account = self._accounts.draw(lambda: f"RQ{e.district}{rng.randint(0, 99_999_999):08d}")
+                account = self._accounts.draw_digits(rng, f"RQ{e.district}", 8)
                 self.gas_accounts[e.uscc] = (account, ctype)
                 self.gas_base[e.uscc] = round(rng.lognormvariate(7.0 if ctype == "industrial" else 6.2, 0.7), 1)
                 for back in range(6, 0, -1):

@@ -620,6 +620,7 @@ class RowGenerator:
         if not self.profiles:
             return "noop", []
         ix = self._step_index(today)
+        assert ix.due is not None and ix.year is not None  # _step_index sets both for today
         profiles = ix.profiles
         roll = rng.random()
         if len(ix.on_path) and roll < 0.15:
@@ -691,9 +692,9 @@ class RowGenerator:
             self._owe(arr)
             return "arrears", [Insert("tax_arrears", arr)]
         if p.stage == 2:
-            case = self.litigation_row(p, today, role="defendant", cause="金融借款合同纠纷")
-            self.case_of[p.uscc] = case
-            return "sued", [Insert("litigation_case", case)]
+            lawsuit = self.litigation_row(p, today, role="defendant", cause="金融借款合同纠纷")
+            self.case_of[p.uscc] = lawsuit
+            return "sued", [Insert("litigation_case", lawsuit)]
         if p.stage == 3:
             closed = {"status": "closed", "closed_date": today, "outcome": "judgment"}
             case = self.case_of.get(p.uscc)
@@ -705,9 +706,9 @@ class RowGenerator:
             else:
                 case.update(closed)
                 ops = [Update("litigation_case", {"case_no": case["case_no"], "uscc": p.uscc}, closed)]
-            enf = self.enforcement_row(p, case, today, with_person=self.rng.random() < 0.8)
-            self.case_of[p.uscc] = enf
-            return "enforcement", [*ops, Insert("enforcement", enf)]
+            enforcement = self.enforcement_row(p, case, today, with_person=self.rng.random() < 0.8)
+            self.case_of[p.uscc] = enforcement
+            return "enforcement", [*ops, Insert("enforcement", enforcement)]
         enf = self.case_of.get(p.uscc)
         if enf is None or "basis_case_no" not in enf:
             p.stage = 2
@@ -852,7 +853,8 @@ class PostgresDepartmentsSimulator:
             finally:
                 conn.close()
             return
-        raise last  # type: ignore[misc]
+        assert last is not None  # the loop returned, or each admin database refused the connection
+        raise last
 
     def _connections(self) -> dict[str, Any]:
         conns = {}
