@@ -128,7 +128,7 @@ def _csv_rows(data: bytes) -> list[tuple[int, dict[str, Any]]]:
             continue
         if not any(f.strip() for f in fields):
             continue
-        row: dict[str, Any] = {h: _clean(v) for h, v in zip(header, fields)}
+        row: dict[str, Any] = {h: _clean(v) for h, v in zip(header, fields, strict=False)}  # short or long rows: see _extra
         if len(fields) > len(header):
             row["_extra"] = fields[len(header):]
         out.append((reader.line_num, row))
@@ -154,7 +154,7 @@ def _xlsx_rows(data: bytes) -> list[tuple[int, dict[str, Any]]]:
                 continue
             if all(_clean(v) is None for v in values):
                 continue
-            out.append((line, {h: _clean(v) for h, v in zip(header, values) if h}))
+            out.append((line, {h: _clean(v) for h, v in zip(header, values, strict=False) if h}))  # rows may be ragged
         if header is None:
             raise ManifestError("the workbook's first sheet is empty (no header row)")
         return out
@@ -192,7 +192,8 @@ class FileDropSource:
     def start(self) -> None:
         for sub in ("", "done", "rejected"):
             (self.folder / sub).mkdir(parents=True, exist_ok=True)
-        ensure_topics(self._bootstrap, {FILES_TOPIC: {"cleanup.policy": "compact"}}, partitions=1)
+        ensure_topics(self._bootstrap, {FILES_TOPIC: {"cleanup.policy": "compact"}}, partitions=1,
+                      replication_factor=self._offsets.replication_factor)
         if self._ignore_history:
             log.warning("%s: --resnapshot: files in the folder are processed even if their content was seen, "
                         "as a snapshot", self.name)
@@ -395,10 +396,11 @@ class FileDropSource:
                 msg = consumer.poll(1.0)
                 if msg is None:
                     continue
-                if msg.error():
-                    if msg.error().code() == KafkaError._PARTITION_EOF:
+                err = msg.error()
+                if err is not None:
+                    if err.code() == KafkaError._PARTITION_EOF:
                         break
-                    raise KafkaException(msg.error())
+                    raise KafkaException(err)
                 key = msg.key() or b""
                 if key.startswith(prefix):
                     sha = key[len(prefix):].decode()
@@ -406,7 +408,8 @@ class FileDropSource:
                         seen.discard(sha)
                     else:
                         seen.add(sha)
-                if msg.offset() >= high - 1:
+                offset = msg.offset()  # set on every consumed record
+                if offset is not None and offset >= high - 1:
                     break
             return seen
         finally:

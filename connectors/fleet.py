@@ -33,10 +33,12 @@ def build_runner(dept: Department, settings: Settings, schemas: SchemaStore, res
     """The runner of one department as the settings describe it (its own producer and offsets)."""
     s = settings
     producer = Producer(producer_config(s.kafka.bootstrap_servers))
-    source = make_source(dept, s, OffsetStore(s.kafka.bootstrap_servers, schemas, producer), schemas, resnapshot)
+    offsets = OffsetStore(s.kafka.bootstrap_servers, schemas, producer, replication_factor=s.kafka.replication_factor)
+    source = make_source(dept, s, offsets, schemas, resnapshot)
     return ConnectorRunner(source, dept, producer, schemas, s.kafka.bootstrap_servers,
                            flush_interval_s=s.source.flush_interval_s, retention_ms=s.kafka.dept_retention_ms,
-                           partitions=s.kafka.topic_partitions, heartbeat_interval_s=s.source.heartbeat_interval_s)
+                           partitions=s.kafka.topic_partitions, heartbeat_interval_s=s.source.heartbeat_interval_s,
+                           replication_factor=s.kafka.replication_factor)
 
 
 class Fleet:
@@ -142,7 +144,8 @@ def _snapshot_state(offset: dict, beat: dict | None) -> str:
 def fleet_status(catalogue: Catalogue, settings: Settings, schemas: SchemaStore, sample_s: float = 2.0) -> list[SourceStatus]:
     """Position, lag and throughput of every department's source."""
     bootstrap = settings.kafka.bootstrap_servers
-    offsets = OffsetStore(bootstrap, schemas, Producer({"bootstrap.servers": bootstrap})).load_all()
+    offsets = OffsetStore(bootstrap, schemas, Producer({"bootstrap.servers": bootstrap}),
+                          replication_factor=settings.kafka.replication_factor).load_all()
     beats = read_compacted(bootstrap, HEARTBEATS_TOPIC, lambda value: schemas.decode(value, HEARTBEAT_SCHEMA)[1])
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "yurong-connect-status"})
     try:

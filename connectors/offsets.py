@@ -21,16 +21,23 @@ SCHEMA = "connect/source_offset"
 
 
 class OffsetStore:
-    def __init__(self, bootstrap: str, schemas: SchemaStore, producer: Producer) -> None:
+    def __init__(self, bootstrap: str, schemas: SchemaStore, producer: Producer, replication_factor: int = 1) -> None:
         self._bootstrap = bootstrap
         self._schemas = schemas
         self._producer = producer
-        ensure_topics(bootstrap, {OFFSETS_TOPIC: {"cleanup.policy": "compact"}}, partitions=1)
+        self._replication_factor = replication_factor
+        ensure_topics(bootstrap, {OFFSETS_TOPIC: {"cleanup.policy": "compact"}}, partitions=1,
+                      replication_factor=replication_factor)
 
     @property
     def bootstrap(self) -> str:
         """The Kafka cluster the offsets (and the source's topics) live on."""
         return self._bootstrap
+
+    @property
+    def replication_factor(self) -> int:
+        """Replication factor of the topics created for the source (``connect.offsets``, ``connect.files``)."""
+        return self._replication_factor
 
     @property
     def schemas(self) -> SchemaStore:

@@ -23,6 +23,7 @@ import signal
 import threading
 import time
 from collections import Counter
+from typing import Any
 
 from confluent_kafka import KafkaException, Producer
 
@@ -73,6 +74,7 @@ class ConnectorRunner:
         retention_ms: int | None = None,
         partitions: int = 4,
         heartbeat_interval_s: float = 5.0,
+        replication_factor: int = 1,
     ) -> None:
         self.source = source
         self.dept = dept
@@ -88,9 +90,10 @@ class ConnectorRunner:
         cfg = {"retention.ms": str(retention_ms)} if retention_ms else {}
         topics = {ds.topic: cfg for ds in dept.datasets.values()}
         topics.update({dlq_topic(t): cfg for t in list(topics)})
-        ensure_topics(bootstrap, topics, partitions=partitions)
+        ensure_topics(bootstrap, topics, partitions=partitions, replication_factor=replication_factor)
         if heartbeat_interval_s:
-            ensure_topics(bootstrap, {HEARTBEATS_TOPIC: {"cleanup.policy": "compact"}}, partitions=1)
+            ensure_topics(bootstrap, {HEARTBEATS_TOPIC: {"cleanup.policy": "compact"}}, partitions=1,
+                          replication_factor=replication_factor)
 
     def _on_delivery(self, err, msg) -> None:
         if err is not None:
@@ -199,14 +202,15 @@ class ConnectorRunner:
         name = self.source.name
         progress = self.snapshot_progress()
         rows, total = progress or (0, -1)
-        record = {
+        ts_ms = int(time.time() * 1000)
+        record: dict[str, Any] = {
             "source": name, "dept": self.dept.dept, "kind": self.dept.kind,
             "position": str(getattr(self.source, "position", lambda: "")()),
             "snapshotting": progress is not None, "snapshot_rows": rows, "snapshot_total": total,
-            "events": sum(self.counts.values()), "lag": self._lag, "ts_ms": int(time.time() * 1000),
+            "events": sum(self.counts.values()), "lag": self._lag, "ts_ms": ts_ms,
         }
         self._send(HEARTBEATS_TOPIC, name.encode(), self.schemas.encode(HEARTBEAT_SCHEMA, record), None)
-        CONNECTOR_HEARTBEAT.labels(name).set(record["ts_ms"] / 1000)
+        CONNECTOR_HEARTBEAT.labels(name).set(ts_ms / 1000)
         CONNECTOR_SNAPSHOT_PROGRESS.labels(name).set(rows / total if progress and total > 0 else float(progress is None))
         if progress is not None:
             share = f" ({100 * rows / total:.0f}%)" if total > 0 else ""
