@@ -1,4 +1,4 @@
-"""Issue 3's bar: `yurong simulate` plus `yurong connect --all` bring every catalogue dataset onto
+"""`yurong simulate` plus `yurong connect --all` bring every catalogue dataset onto
 Kafka from its real kind of source (PostgreSQL CDC, MariaDB binlog, polling, file drop); and the
 seed that fills those sources in chunks (COPY, LOAD DATA) stores exactly the generated rows."""
 

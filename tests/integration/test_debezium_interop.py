@@ -1,4 +1,4 @@
-"""Issue 3: the stream layer accepts what a real Debezium PostgreSQL connector writes.
+"""The stream layer accepts what a real Debezium PostgreSQL connector writes.
 
 One fresh market database; yurong's own connector and Debezium 3.6.1.Final (Kafka Connect
 standalone, scripts/debezium.sh) both snapshot it and then stream the same live changes. Both

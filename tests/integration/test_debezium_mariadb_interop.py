@@ -1,4 +1,4 @@
-"""Issue 3: the stream layer accepts what a real Debezium MariaDB connector writes.
+"""The stream layer accepts what a real Debezium MariaDB connector writes.
 
 One fresh MariaDB department database (hrss: ``social_insurance``, seeded by the department
 simulator); yurong's own binlog connector (connectors/mysql.py) and Debezium's MariaDbConnector

@@ -68,7 +68,7 @@ CC_UPDATE_ROW1 = '{"before":{"uscc":"91500112MACLU47L9X","customs_code":"5082401
 EU_SNAPSHOT = '{"before":null,"after":{"account_no":"50073547380","period":"2025-05","uscc":"91500113MA2K0XTF6W","tariff_category":"commercial","voltage_level":"220V","usage_kwh":393.8,"peak_kwh":155.5,"valley_kwh":96.3,"amount":267.78,"paid_amount":267.78,"arrears_amount":0.0,"payment_status":"paid","meter_read_date":20236,"supply_address":"重庆市巴南区周路277号","updated_at":1795784373701},"source":{"version":"3.5.0.Final","connector":"mariadb","name":"dbzprobe","ts_ms":1795784473000,"snapshot":"first","db":"power_dbzprobe","sequence":null,"ts_us":1795784473000000,"ts_ns":1795784473000000000,"table":"electricity_usage","server_id":0,"gtid":null,"file":"mariadb-bin.000005","pos":77756,"row":0,"thread":null,"query":null},"transaction":null,"op":"r","ts_ms":1795784473255,"ts_us":1795784473255808,"ts_ns":1795784473255808402}'
 
 # One transaction (GTID 0-1-28190, captured from the same Debezium 3.5.0.Final setup on database
-# hrss_d08939e4fa0, provide.transaction.metadata off: scripts/debezium.sh now turns it on) that changes
+# hrss_d08939e4fa0, provide.transaction.metadata off, which scripts/debezium.sh turns on) that changes
 # rows more than once, in this order: UPDATE row A twice; INSERT, UPDATE, DELETE row B; INSERT row C
 # (INSERT … ON DUPLICATE KEY UPDATE, no duplicate); one INSERT … VALUES (D,5),(D,6),(D,7) ON
 # DUPLICATE KEY UPDATE (a write event, then ONE update event holding two updates of row D, rows 0
@@ -390,10 +390,10 @@ def test_the_merge_keeps_the_final_state_of_rows_changed_twice_in_one_transactio
 
 
 def test_profiles_holding_seqs_of_earlier_versions_accept_the_new_seqs(hrss):
-    """Profiles stored before every change had its own seq hold bare GTID sequence numbers (and
+    """Profiles stored with one seq per transaction hold bare GTID sequence numbers (and
     Debezium's snapshot rows seq 0): a change of any later transaction is above them."""
     ds, upd = hrss.envelope(record(SI_SCHEMA, SI_UPDATE))  # GTID 0-1-988
-    stored, _ = merge_event(None, {**event(ds, upd, 0), "seq": 987}, 0, 1)  # the old seq of GTID 0-1-987
+    stored, _ = merge_event(None, {**event(ds, upd, 0), "seq": 987}, 0, 1)  # GTID 0-1-987 as a bare sequence number
     assert not is_duplicate(stored, event(ds, upd, 1), 1)
     stored, _ = merge_event(None, {**event(ds, upd, 0), "seq": 988 << 20 | MAX_TXN_INDEX}, 0, 1)
     assert is_duplicate(stored, event(ds, upd, 1), 1)  # not above a snapshot of GTID 988 taken after it

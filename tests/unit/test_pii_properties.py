@@ -626,8 +626,8 @@ def test_false_positive_rate_is_bounded():
     digits pass Luhn 1 time in 10; 18 digits are also a valid ID about 1 time in 300 (birth date
     valid ≈ 3.6 %, check digit 1/11). Other lengths are never flagged. These are the bounds a
     dataset whose free text holds long numbers (account or registration numbers) must live with;
-    such fields should not be 18 bare digits (the simulator's equity-pledge registration numbers
-    were, and about 17 % of simulated pledges were dead-lettered until commit 4c00606).
+    such fields should not be 18 bare digits (in that form, about 17 % of simulated equity pledges
+    would be dead-lettered: the simulator writes their registration numbers in the bureau's format).
     """
     import random
 

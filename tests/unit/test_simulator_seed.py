@@ -2,8 +2,8 @@
 
 The department simulators seed a chunk of enterprises at a time and load it with COPY /
 LOAD DATA; these tests pin that the rows are exactly those the generators make for the whole
-population at once (for any chunk size), and that the live changes' indexes draw what the
-filtered lists they replace would draw. No database: loads are captured.
+population at once (for any chunk size), and that the live changes' indexes draw what a choice
+over the filtered lists would draw. No database: loads are captured.
 """
 
 from __future__ import annotations
