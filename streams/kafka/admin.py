@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -72,18 +73,18 @@ def watermark_offsets(consumer, tp, timeout_s: float = 30.0) -> tuple[int, int]:
             time.sleep(0.2)
 
 
-def read_compacted(bootstrap: str, topic: str, decode: Callable[[bytes], Any], timeout_s: float = 30.0) -> dict[str, Any]:
-    """Latest decoded value per key of a compacted topic, read to its end on every partition (a
-    tombstone forgets the key). A missing or empty topic gives ``{}``. The topics read here are
-    created with one partition, but one auto-created by a producer that got there first has the
-    broker's default count: a key's records still share one partition, so reading them all is
-    enough."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"yurong-read-{topic}", "enable.auto.commit": False})
-    latest: dict[str, Any] = {}
+def read_to_end(bootstrap: str, topic: str, on_record: Callable[[bytes | None, bytes | None], None],
+                timeout_s: float = 30.0, group_id: str | None = None) -> None:
+    """Read every partition of ``topic`` from its start to its end as of now, calling
+    ``on_record(key, value)`` per record in offset order within a partition (``value`` None: a
+    tombstone). A missing or empty topic reads nothing; ``KafkaException`` if the end is not
+    reached within ``timeout_s`` or the broker reports an error."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group_id or f"yurong-read-{uuid.uuid4().hex}",
+                         "enable.auto.commit": False})
     try:
         md = consumer.list_topics(timeout=15).topics.get(topic)
         if md is None:
-            return latest
+            return
         ends: dict[int, int] = {}
         starts = []
         for p in sorted(md.partitions):
@@ -92,26 +93,41 @@ def read_compacted(bootstrap: str, topic: str, decode: Callable[[bytes], Any], t
                 ends[p] = high
                 starts.append(TopicPartition(topic, p, low))
         if not ends:
-            return latest
+            return
         consumer.assign(starts)
         deadline = time.monotonic() + timeout_s
         while ends:
             if time.monotonic() > deadline:
                 raise KafkaException(f"could not read {topic} to its end ({ends}) within {timeout_s:.0f} s")
-            msg = consumer.poll(1.0)
-            if msg is None:
-                continue
-            if msg.error():
-                raise KafkaException(msg.error())
-            part, offset, key, value = msg.partition(), msg.offset(), msg.key(), msg.value()
-            assert part is not None and offset is not None  # set on every fetched record
-            if key is not None:  # every record of these topics is keyed; a keyless one is nobody's state
-                if value:
-                    latest[key.decode()] = decode(value)
-                else:
-                    latest.pop(key.decode(), None)
-            if offset >= ends.get(part, 0) - 1:
-                ends.pop(part, None)
-        return latest
+            for msg in consumer.consume(num_messages=5000, timeout=0.5):
+                if msg.error():
+                    raise KafkaException(msg.error())
+                part, offset = msg.partition(), msg.offset()
+                assert part is not None and offset is not None  # set on every fetched record
+                if part not in ends:
+                    continue  # that partition's end was reached already
+                on_record(msg.key(), msg.value())
+                if offset >= ends[part] - 1:
+                    del ends[part]
     finally:
         consumer.close()
+
+
+def read_compacted(bootstrap: str, topic: str, decode: Callable[[bytes], Any], timeout_s: float = 30.0) -> dict[str, Any]:
+    """Latest decoded value per key of a compacted topic, read to its end on every partition (a
+    tombstone forgets the key; a keyless record is nobody's state). A missing or empty topic gives
+    ``{}``. The topics read here are created with one partition, but one auto-created by a producer
+    that got there first has the broker's default count: a key's records still share one
+    partition, so reading them all is enough."""
+    latest: dict[str, Any] = {}
+
+    def keep_latest(key: bytes | None, value: bytes | None) -> None:
+        if key is None:
+            return
+        if value:
+            latest[key.decode()] = decode(value)
+        else:
+            latest.pop(key.decode(), None)
+
+    read_to_end(bootstrap, topic, keep_latest, timeout_s, group_id=f"yurong-read-{topic}")
+    return latest

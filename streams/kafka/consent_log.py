@@ -7,17 +7,15 @@ applies each record to Redis (``streams/worker/consent_store.py``).
 
 from __future__ import annotations
 
-import time
-import uuid
 from collections.abc import Iterable
 
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import KafkaException, Producer
 
 from streams.codecs.serde import schema_store
 from streams.core.consent import ConsentGrant, merge_grant
 from streams.core.masking import assert_no_pii
 from streams.errors import ConfigError, YurongError
-from streams.kafka.admin import ensure_topics, watermark_offsets
+from streams.kafka.admin import ensure_topics, read_to_end
 
 CONSENT_TOPIC = "consent.grants"
 
@@ -73,45 +71,23 @@ def scan_grants(bootstrap: str, keep, timeout_s: float = 120.0) -> dict[str, Con
     revocation must cover even if the worker has not applied everything to Redis yet."""
     schemas = schema_store()
     out: dict[str, ConsentGrant] = {}
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"yurong-consent-scan-{uuid.uuid4().hex}",
-                         "enable.auto.commit": False})
+
+    def merge(key: bytes | None, value: bytes | None) -> None:
+        if value is None:
+            out.pop((key or b"").decode(), None)
+            return
+        try:
+            g = ConsentGrant.from_record(schemas.decode(value, "consent/grant")[1])
+        except Exception:  # noqa: BLE001 — a bad record is the worker's dead letter, not ours
+            return
+        if keep(g):
+            try:
+                out[g.consent_id] = merge_grant(out.get(g.consent_id), g)
+            except ConfigError:
+                pass  # a refused version, as the worker refuses it
+
     try:
-        md = consumer.list_topics(timeout=15).topics.get(CONSENT_TOPIC)
-        if md is None:
-            return out
-        ends: dict[int, int] = {}
-        starts = []
-        for part in md.partitions:
-            low, high = watermark_offsets(consumer, TopicPartition(CONSENT_TOPIC, part))
-            if high > low:
-                ends[part] = high
-                starts.append(TopicPartition(CONSENT_TOPIC, part, low))
-        if not starts:
-            return out
-        consumer.assign(starts)
-        deadline = time.monotonic() + timeout_s
-        while ends:
-            if time.monotonic() > deadline:
-                raise YurongError(f"could not read {CONSENT_TOPIC} to its end within {timeout_s:.0f} s")
-            for msg in consumer.consume(num_messages=5000, timeout=0.5):
-                if msg.error() is not None or msg.partition() not in ends:
-                    continue
-                if msg.value() is None:
-                    out.pop((msg.key() or b"").decode(), None)
-                else:
-                    try:
-                        g = ConsentGrant.from_record(schemas.decode(msg.value(), "consent/grant")[1])
-                    except Exception:  # noqa: BLE001 — a bad record is the worker's dead letter, not ours
-                        g = None
-                    if g is not None and keep(g):
-                        try:
-                            out[g.consent_id] = merge_grant(out.get(g.consent_id), g)
-                        except ConfigError:
-                            pass  # a refused version, as the worker refuses it
-                part, offset = msg.partition(), msg.offset()
-                assert part is not None and offset is not None  # set on every fetched record
-                if offset >= ends[part] - 1:
-                    del ends[part]
-    finally:
-        consumer.close()
+        read_to_end(bootstrap, CONSENT_TOPIC, merge, timeout_s)
+    except KafkaException as exc:
+        raise YurongError(f"could not read {CONSENT_TOPIC} to its end: {exc}") from None
     return out
