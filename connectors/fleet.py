@@ -58,7 +58,7 @@ class Fleet:
                     return
                 runner.run()
                 return  # stopped on request
-            except Exception:
+            except Exception:  # one department's failure must not stop the others
                 log.exception("%s: connector failed; restarting in %.0fs", dept.dept, delay)
                 self.stopping.wait(delay)
                 delay = min(delay * 2, 60.0)

@@ -105,7 +105,7 @@ class ClickHouseSink:
             EVENTS_IN.labels("sink", msg.topic()).inc()
             try:
                 self._route(msg, tables, latencies, now_ms)
-            except Exception as exc:
+            except Exception as exc:  # one bad record must not stop the sink
                 if (msg.topic() or "").startswith("dlq."):
                     raise  # never dead-letter a dead letter: stop loudly instead
                 self._dead_letter(msg, exc)

@@ -130,7 +130,7 @@ def _http_get(url: str, timeout: float) -> bytes | None:
     """Body of a GET, ``None`` on 404; ``RegistryUnavailable`` on anything that may pass."""
     req = urllib.request.Request(url, headers={"Accept": "application/json, application/*+json, */*"})
     try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:  # the configured registry's URL
             return resp.read()
     except urllib.error.HTTPError as exc:
         if exc.code == 404:
