@@ -717,7 +717,7 @@ def main() -> None:
                         fut.result(timeout=30)
                     except Exception:  # noqa: BLE001 — a group that never committed does not exist
                         pass
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:  # noqa: BLE001 — clean-up reports, the results are already written
                 console.print(f"[yellow]Kafka cleanup: {exc}")
             if args.keep or failed:
                 console.print(f"kept {run.tmp} (logs, chDB)")

@@ -215,7 +215,7 @@ async def merge(stream):
                 assert_no_pii(change, "risk change")
                 change_bytes.append(_schemas.encode("risk/change", change))
             assert_no_pii(new, "enterprise profile", scanned=_decoded.scanned(uscc, old))
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:  # noqa: BLE001 — any failure of this record is its dead letter
             await dead_letter(msg, exc)
             continue
         profiles[uscc] = profile_bytes  # reassign: Faust writes a changelog entry only on set
@@ -237,7 +237,7 @@ async def route(stream):
         EVENTS_IN.labels("worker", msg.topic).inc()
         try:
             _, change = _schemas.decode(msg.value, "risk/change")
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:  # noqa: BLE001 — any failure of this record is its dead letter
             await dead_letter(msg, exc)
             continue
         reg = registry()
@@ -281,7 +281,7 @@ async def deliver(reg: ConsentRegistry, msg, change: dict, bank_id: str, consent
     try:
         assert_no_pii(alert, "alert")
         value = _schemas.encode("risk/alert", alert)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:  # noqa: BLE001 — any failure of this record is its dead letter
         await dead_letter(msg, exc)
         return
     topic = alerts_topic_name(bank_id)
@@ -310,7 +310,7 @@ async def consent_sync(stream):
             grant = ConsentGrant.from_record(record)
             if msg.key is not None and msg.key.decode() != grant.consent_id:
                 raise ValueError(f"key {msg.key!r} is not the consent id {grant.consent_id}")
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:  # noqa: BLE001 — any failure of this record is its dead letter
             await dead_letter(msg, exc)
             continue
         try:
