@@ -1,5 +1,6 @@
-"""The simulator's dependencies (Faker) are an extra: a worker, connector or sink never loads them,
-and ``yurong simulate`` without the extra says how to install it."""
+"""What each runtime process loads: the simulator's dependencies (Faker) are an extra that no worker,
+connector or sink loads (``yurong simulate`` without it says how to install it), and the worker
+loads no database driver or ClickHouse client."""
 
 from __future__ import annotations
 
@@ -15,13 +16,24 @@ RUNTIME_MODULES = ("streams.worker.agents", "streams.cli", "connectors.fleet", "
                    "sinks.query_server")
 
 
-def test_no_runtime_module_loads_faker():
-    code = ("import sys\n" + "".join(f"import {m}\n" for m in RUNTIME_MODULES)
-            + "loaded = sorted(m for m in sys.modules if m == 'faker' or m.startswith('faker.'))\n"
-            + "assert not loaded, loaded\n")
+def _loaded_after(modules: tuple[str, ...], roots: tuple[str, ...]) -> list[str]:
+    """Top-level packages of ``roots`` loaded by importing ``modules`` in a fresh interpreter."""
+    code = ("import sys\n" + "".join(f"import {m}\n" for m in modules)
+            + f"print(' '.join(sorted({{m.split('.')[0] for m in sys.modules}} & {set(roots)!r})))\n")
     env = {"PATH": "/usr/bin:/bin", "YURONG_MASKING_HMAC_KEY": TEST_KEY}
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout.split()
+
+
+def test_no_runtime_module_loads_faker():
+    assert _loaded_after(RUNTIME_MODULES, ("faker",)) == []
+
+
+def test_the_worker_loads_no_database_driver_or_clickhouse_client():
+    drivers = ("pymysql", "pymysqlreplication", "psycopg2", "clickhouse_connect", "chdb", "connectors", "sinks")
+    assert _loaded_after(("streams.worker.agents",), drivers) == []
+    assert _loaded_after(("connectors.fleet",), drivers) != []  # the probe sees what a module loads
 
 
 def test_simulate_without_the_extra_names_it(monkeypatch):
