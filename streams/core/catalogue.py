@@ -37,6 +37,8 @@ MAPPINGS_DIR = Path(__file__).resolve().parent / "departments"
 
 
 class NamedSchema(Protocol):
+    """A schema as the catalogue reads it: the parsed JSON of its ``.avsc``."""
+
     @property
     def parsed(self) -> Any: ...
 
@@ -50,6 +52,8 @@ class SchemaSource(Protocol):
 
 @dataclass(frozen=True)
 class AvscFile:
+    """One ``.avsc`` file's schema, by name."""
+
     name: str
     parsed: Any
 
@@ -69,6 +73,7 @@ class AvscFolder:
             raise ConfigError(f"no Avro schema named {name!r} in {self.avro_dir}") from None
         except ValueError as exc:
             raise ConfigError(f"schema {path} is not valid JSON: {exc}") from None
+
 
 DATASET_KEYS = frozenset({
     "table", "key", "uscc_column", "required", "dates", "enums", "pii", "non_negative", "periods", "bounds",

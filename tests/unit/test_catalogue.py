@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from streams.core.catalogue import load_catalogue
+from streams.core.catalogue import AvscFolder, load_catalogue
 from streams.errors import ConfigError
+from streams.settings import get_settings
 
 VALID = """
 [department]
@@ -100,3 +101,9 @@ def test_mapping_without_datasets_is_a_config_error(tmp_path, schemas):
     (tmp_path / "market.toml").write_text(VALID.split("[datasets")[0], encoding="utf-8")
     with pytest.raises(ConfigError, match="no \\[datasets"):
         load_catalogue(mappings_dir=tmp_path, schemas=schemas)
+
+
+def test_the_schema_files_alone_give_the_catalogue_the_codec_gives(schemas):
+    """The core reads the ``.avsc`` files as JSON (no Avro codec below the codecs layer); the
+    shipped mappings load to the same catalogue as with the codecs' parsed schemas."""
+    assert load_catalogue(schemas=AvscFolder(get_settings().paths.avro_dir)) == load_catalogue(schemas=schemas)
