@@ -66,7 +66,9 @@ class ClickHouseSink:
         self.rows_written = 0
 
     def _route(self, msg: Message, tables: dict[str, list], latencies: list[float], now_ms: int) -> None:
-        topic, partition, offset = _coordinates(msg)
+        topic, partition, offset = msg.topic(), msg.partition(), msg.offset()  # per record: no helper call
+        if topic is None or partition is None or offset is None:
+            raise KafkaException(f"consumed a record without topic, partition or offset ({topic}[{partition}]@{offset})")
         if topic.startswith("dlq."):
             tables["dlq_event"].append(dlq_row(topic, partition, offset, msg.headers(), msg.value()))
             return
