@@ -25,6 +25,7 @@ from sinks.clickhouse import ClickHouseWriter
 from sinks.rows import alert_row, change_row, dlq_row, event_row, profile_row
 from streams.codecs.serde import SchemaStore
 from streams.errors import SinkError
+from streams.kafka.admin import commit_sync
 from streams.kafka.dlq import dlq_headers, dlq_topic
 
 log = logging.getLogger(__name__)
@@ -122,7 +123,7 @@ class ClickHouseSink:
             raise KafkaException("sink dead letters not acknowledged by Kafka")
         for s in latencies:
             E2E_LATENCY.labels("profile_written").observe(s)
-        self.consumer.commit(asynchronous=False)
+        commit_sync(self.consumer)  # retried while the group coordinator loads or moves
         SINK_BATCH_SECONDS.observe(time.monotonic() - started)
         self.rows_written += written
         return written

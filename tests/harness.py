@@ -38,7 +38,7 @@ from streams.cli.demo import pipeline
 from streams.codecs.serde import schema_store
 from streams.core.catalogue import Department, catalogue
 from streams.errors import DecodeError
-from streams.kafka.admin import watermark_offsets
+from streams.kafka.admin import commit_sync, watermark_offsets
 from streams.settings import SourceSettings
 from streams.worker.consent_store import ConsentRegistry
 from tests.conftest import IN_CI, TEST_KEY, TopicReader, free_port, wait_for
@@ -264,7 +264,7 @@ def commit_at_end(bootstrap: str, group: str, topics: list[str]) -> int:
                 skipped += hi - lo
                 offsets.append(TopicPartition(t, p, hi))
         if offsets:
-            c.commit(offsets=offsets, asynchronous=False)
+            commit_sync(c, offsets)  # a broker that just started may still be loading its coordinator
     finally:
         c.close()
     return skipped

@@ -73,6 +73,33 @@ def watermark_offsets(consumer, tp, timeout_s: float = 30.0) -> tuple[int, int]:
             time.sleep(0.2)
 
 
+_COORDINATOR_BUSY = {
+    KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+    KafkaError.COORDINATOR_NOT_AVAILABLE,
+    KafkaError.NOT_COORDINATOR,
+    KafkaError.REQUEST_TIMED_OUT,
+    KafkaError._TIMED_OUT,
+}
+
+
+def commit_sync(consumer, offsets: list[TopicPartition] | None = None, timeout_s: float = 30.0) -> None:
+    """Commit synchronously (``offsets``, or the consumer's current positions), retrying while the
+    group coordinator is loading or moving — as on a broker that just started — until
+    ``timeout_s``. A commit is idempotent, so a retry changes nothing but the outcome."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            if offsets is None:
+                consumer.commit(asynchronous=False)
+            else:
+                consumer.commit(offsets=offsets, asynchronous=False)
+            return
+        except KafkaException as exc:
+            if exc.args[0].code() not in _COORDINATOR_BUSY or time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
 def read_to_end(bootstrap: str, topic: str, on_record: Callable[[bytes | None, bytes | None], None],
                 timeout_s: float = 30.0, group_id: str | None = None) -> None:
     """Read every partition of ``topic`` from its start to its end as of now, calling

@@ -27,7 +27,7 @@ from sinks.clickhouse import ClickHouseWriter, apply_schema, open_client
 from sinks.runner import SUBSCRIPTION, ClickHouseSink, consumer_config
 from streams.codecs.serde import schema_store
 from streams.errors import SinkError
-from streams.kafka.admin import ensure_topics, watermark_offsets
+from streams.kafka.admin import commit_sync, ensure_topics, watermark_offsets
 from streams.kafka.dlq import parse_dlq_headers
 from tests.conftest import wait_for
 
@@ -136,7 +136,7 @@ def current_ends(bootstrap: str) -> list[TopicPartition]:
 def start_group_at(bootstrap: str, group: str, positions: list[TopicPartition]) -> None:
     """Commit ``positions`` for the (not yet running) group: the sink starts reading there."""
     c = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
-    c.commit(offsets=[TopicPartition(tp.topic, tp.partition, tp.offset) for tp in positions], asynchronous=False)
+    commit_sync(c, [TopicPartition(tp.topic, tp.partition, tp.offset) for tp in positions])
     c.close()
 
 
