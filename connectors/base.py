@@ -11,7 +11,7 @@ The runner (``connectors.runner``) drives a ``Source``:
 4. ``stop()`` once, also after errors.
 
 Every source also has ``mark_snapshot_completed()``: the runner calls it once, after the flush
-that followed the snapshot's last event, to record the snapshot as complete in ``connect.offsets``.
+that followed the snapshot's last event, to record the snapshot as complete in ``connect.<dept>.offsets``.
 
 Optional methods the runner uses when a source has them: ``position()`` (text for heartbeats
 and status), ``snapshot_progress()`` ((rows sent, rows in all or -1) while a snapshot runs, else

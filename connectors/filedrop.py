@@ -21,10 +21,10 @@ Processing:
   time are its snapshot, as a database's rows are for the CDC connectors: ``op = 'r'`` and
   ``source.snapshot = 'true'``, so a department's history builds profiles without raising alerts.
   The load is complete once each of those files is acknowledged (or quarantined, or skipped as
-  seen); its start and its end are saved on ``connect.offsets`` (``snapshot_completed``), and a
+  seen); its start and its end are saved on ``connect.<dept>.offsets`` (``snapshot_completed``), and a
   load interrupted by a crash goes on as a snapshot with the files in the folder at the restart.
   ``--resnapshot`` loads the folder as a snapshot again. A folder processed by a version without
-  snapshots (content hashes on ``connect.files`` but no offset record) counts as loaded.
+  snapshots (content hashes on ``connect.<dept>.files`` but no offset record) counts as loaded.
   A row that does not convert or breaks the mapping's rules (required, USCC check, enums,
   dates) becomes a dead letter whose error names ``<file>:<line>`` and whose raw value is the row
   plus ``_file`` and ``_line``; the other rows go through;
@@ -33,9 +33,9 @@ Processing:
   folder's name and ``source.schema`` the file name.
 
 Exactly once per content: after Kafka acknowledged every row of a file (the runner's
-``acknowledge``), its SHA-256 is written to the compacted topic ``connect.files`` (key
+``acknowledge``), its SHA-256 is written to the compacted topic ``connect.<dept>.files`` (key
 ``<source>:<sha256>``, schema ``avro/connect/file_offset.avsc``; one small record per file, so the
-set can grow without bound, unlike one JSON blob in ``connect.offsets``) and then the file is
+set can grow without bound, unlike one JSON blob in ``connect.<dept>.offsets``) and then the file is
 moved to ``done/``. The same content dropped again, under any name, is moved to ``done/``
 without producing anything. A crash before the hash is written re-reads the whole file
 (at-least-once; positions and seqs are the same, so downstream de-duplicates). The source name is
@@ -60,7 +60,7 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from connectors.base import ChangeEvent
-from connectors.offsets import OffsetStore
+from connectors.offsets import OffsetStore, connect_topic
 from streams.codecs.convert import row_converter
 from streams.core.catalogue import Dataset, Department, _value_schema
 from streams.core.ingest import validate_row
@@ -70,7 +70,6 @@ from streams.settings import SourceSettings
 
 log = logging.getLogger(__name__)
 
-FILES_TOPIC = "connect.files"
 FILE_SCHEMA = "connect/file_offset"
 SUFFIXES = (".csv", ".xlsx")
 MANIFEST = ".manifest.json"
@@ -173,7 +172,8 @@ class FileDropSource:
         self._offsets = offsets
         self._schemas = schemas
         self._producer = offsets._producer  # the offsets' producer, already acks=all
-        self._bootstrap = offsets._bootstrap
+        self._kafka = offsets.kafka
+        self._files_topic = connect_topic(dept.dept, "files")
         self._ignore_history = resnapshot
         self._snapshot_done = False
         self._snapshot_files: set[Path] | None = None  # files of the initial load still to finish; None: not listed yet
@@ -192,7 +192,7 @@ class FileDropSource:
     def start(self) -> None:
         for sub in ("", "done", "rejected"):
             (self.folder / sub).mkdir(parents=True, exist_ok=True)
-        ensure_topics(self._bootstrap, {FILES_TOPIC: {"cleanup.policy": "compact"}}, partitions=1,
+        ensure_topics(self._kafka, {self._files_topic: {"cleanup.policy": "compact"}}, partitions=1,
                       replication_factor=self._offsets.replication_factor)
         if self._ignore_history:
             log.warning("%s: --resnapshot: files in the folder are processed even if their content was seen, "
@@ -361,7 +361,7 @@ class FileDropSource:
             return
         record = {"source": self.name, "sha256": job.sha256, "file": job.path.name, "dataset": job.dataset,
                   "rows": job.rows, "dead_lettered": job.dead_lettered, "ts_ms": int(time.time() * 1000)}
-        self._producer.produce(FILES_TOPIC, key=f"{self.name}:{job.sha256}".encode(),
+        self._producer.produce(self._files_topic, key=f"{self.name}:{job.sha256}".encode(),
                                value=self._schemas.encode(FILE_SCHEMA, record))
         if self._producer.flush(30) != 0:
             raise KafkaException(f"{self.name}: processed-file record of {job.path.name} not acknowledged within 30 s")
@@ -379,20 +379,20 @@ class FileDropSource:
         return target
 
     def _load_processed(self) -> set[str]:
-        """Every content hash this source recorded on ``connect.files``."""
+        """Every content hash this source recorded on ``connect.<dept>.files``."""
         prefix = f"{self.name}:".encode()
-        consumer = Consumer({"bootstrap.servers": self._bootstrap, "group.id": f"yurong-files-reader-{self.dept.dept}",
+        consumer = Consumer({**self._kafka, "group.id": f"{self._offsets.group_prefix}.files",
                              "enable.auto.commit": False, "enable.partition.eof": True})
         try:
-            low, high = watermark_offsets(consumer, TopicPartition(FILES_TOPIC, 0))
+            low, high = watermark_offsets(consumer, TopicPartition(self._files_topic, 0))
             seen: set[str] = set()
             if high <= low:
                 return seen
-            consumer.assign([TopicPartition(FILES_TOPIC, 0, low)])
+            consumer.assign([TopicPartition(self._files_topic, 0, low)])
             deadline = time.monotonic() + 30
             while True:
                 if time.monotonic() > deadline:  # a partial set would process files twice
-                    raise KafkaException(f"could not read {FILES_TOPIC} to its end (offset {high}) within 30 s")
+                    raise KafkaException(f"could not read {self._files_topic} to its end (offset {high}) within 30 s")
                 msg = consumer.poll(1.0)
                 if msg is None:
                     continue

@@ -18,24 +18,28 @@ from pathlib import Path
 import psycopg2
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from connectors.offsets import OffsetStore
-from connectors.runner import HEARTBEAT_SCHEMA, HEARTBEATS_TOPIC, ConnectorRunner, producer_config
+from connectors.offsets import OffsetStore, connect_topic, read_offsets
+from connectors.runner import HEARTBEAT_SCHEMA, ConnectorRunner, producer_config
 from connectors.sources import location_of, make_source
 from streams.codecs.serde import SchemaStore
 from streams.core.catalogue import Catalogue, Department
+from streams.core.access import OPERATOR, OPERATOR_GROUP_PREFIX, connector_principal
 from streams.kafka.admin import read_compacted, watermark_offsets
+from streams.kafka.security import client_conf
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
 
 
 def build_runner(dept: Department, settings: Settings, schemas: SchemaStore, resnapshot: bool = False) -> ConnectorRunner:
-    """The runner of one department as the settings describe it (its own producer and offsets)."""
+    """The runner of one department as the settings describe it: its own Kafka login
+    (``connector-<dept>``), producer and offsets."""
     s = settings
-    producer = Producer(producer_config(s.kafka.bootstrap_servers))
-    offsets = OffsetStore(s.kafka.bootstrap_servers, schemas, producer, replication_factor=s.kafka.replication_factor)
+    kafka = client_conf(connector_principal(dept.dept), s)
+    producer = Producer(producer_config(kafka))
+    offsets = OffsetStore(kafka, dept.dept, schemas, producer, replication_factor=s.kafka.replication_factor)
     source = make_source(dept, s, offsets, schemas, resnapshot)
-    return ConnectorRunner(source, dept, producer, schemas, s.kafka.bootstrap_servers,
+    return ConnectorRunner(source, dept, producer, schemas, kafka,
                            flush_interval_s=s.source.flush_interval_s, retention_ms=s.kafka.dept_retention_ms,
                            partitions=s.kafka.topic_partitions, heartbeat_interval_s=s.source.heartbeat_interval_s,
                            replication_factor=s.kafka.replication_factor)
@@ -142,12 +146,16 @@ def _snapshot_state(offset: dict, beat: dict | None) -> str:
 
 
 def fleet_status(catalogue: Catalogue, settings: Settings, schemas: SchemaStore, sample_s: float = 2.0) -> list[SourceStatus]:
-    """Position, lag and throughput of every department's source."""
-    bootstrap = settings.kafka.bootstrap_servers
-    offsets = OffsetStore(bootstrap, schemas, Producer({"bootstrap.servers": bootstrap}),
-                          replication_factor=settings.kafka.replication_factor).load_all()
-    beats = read_compacted(bootstrap, HEARTBEATS_TOPIC, lambda value: schemas.decode(value, HEARTBEAT_SCHEMA)[1])
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "yurong-connect-status"})
+    """Position, lag and throughput of every department's source (read as ``operator``)."""
+    kafka = client_conf(OPERATOR, settings)
+    group = f"{OPERATOR_GROUP_PREFIX}.connect-status"
+    offsets: dict[str, dict] = {}
+    beats: dict[str, dict] = {}
+    for d in catalogue.departments.values():
+        offsets.update(read_offsets(kafka, d.dept, schemas, group))
+        beats.update(read_compacted(kafka, connect_topic(d.dept, "heartbeats"),
+                                    lambda value: schemas.decode(value, HEARTBEAT_SCHEMA)[1], group))
+    consumer = Consumer({**kafka, "group.id": group})
     try:
         topics = {d.dept: [ds.topic for ds in d.datasets.values()] for d in catalogue.departments.values()}
         before = {dept: _topic_records(consumer, t) for dept, t in topics.items()}
@@ -167,7 +175,7 @@ def fleet_status(catalogue: Catalogue, settings: Settings, schemas: SchemaStore,
         lag = _slot_lag(location, d.dept) if d.kind == "postgres" else "-"
         snapshot = _snapshot_state(rec, beat)
         position = (beat or {}).get("position") or rec.get("position", "") or "-"
-        if d.kind == "file":  # file drops keep their state in the folder and on connect.files
+        if d.kind == "file":  # file drops keep their state in the folder and on connect.<dept>.files
             key, snapshot, position, lag = location, "-", _drop_folder_state(Path(location)), "-"
         out.append(SourceStatus(
             dept=d.dept, kind=d.kind, source=key, snapshot=snapshot, position=position,

@@ -8,7 +8,7 @@ shift values into the wrong fields.
 
 Lifecycle:
 
-1. No completed snapshot recorded in ``connect.offsets`` (or ``resnapshot``): under
+1. No completed snapshot recorded in ``connect.<dept>.offsets`` (or ``resnapshot``): under
    ``FLUSH TABLES WITH READ LOCK`` read ``@@gtid_binlog_pos`` (and ``SHOW MASTER STATUS`` for
    the log), ``START TRANSACTION WITH CONSISTENT SNAPSHOT``, ``UNLOCK TABLES``; then read every
    table inside that transaction in chunks (``op='r'``). The snapshot is exactly the state at
@@ -32,7 +32,7 @@ Lifecycle:
    keeps every domain.
 3. ``acknowledge(seq)`` (after Kafka acknowledged everything up to it; ``ack_position`` is
    the transaction's GTID sequence number, not the change's seq) records the GTID state
-   up to that transaction in ``connect.offsets`` (``seq`` there is the GTID sequence number
+   up to that transaction in ``connect.<dept>.offsets`` (``seq`` there is the GTID sequence number
    too, as in offsets saved by earlier versions) — at most once per second, and on ``stop``.
    A restart resumes from there without a new snapshot.
 """
@@ -68,7 +68,7 @@ from streams.settings import SourceSettings
 log = logging.getLogger(__name__)
 
 SNAPSHOT_CHUNK = 5000
-SAVE_INTERVAL_S = 1.0  # at most one connect.offsets write per second while streaming
+SAVE_INTERVAL_S = 1.0  # at most one connect.<dept>.offsets write per second while streaming
 HEARTBEAT_S = 5.0  # the server sends a heartbeat when idle this long; the read timeout is a multiple
 QUEUE_TRANSACTIONS = 2000  # transactions buffered between the binlog thread and poll()
 FL_STANDALONE = 1  # MariaDB GTID event flag: a DDL/statement without BEGIN … COMMIT
@@ -355,7 +355,7 @@ class MySqlSource:
         self._resnapshot = resnapshot
         self.dept = dept
         self._conn, self._db = parse_dsn(dsn)
-        self.name = f"{dept.dept}@{self._db}"  # the key in connect.offsets
+        self.name = f"{dept.dept}@{self._db}"  # the key in connect.<dept>.offsets
         self._offsets = offsets
         self._by_table = {ds.schema_table: ds for ds in dept.datasets.values()}
         self._convert = {
@@ -417,7 +417,7 @@ class MySqlSource:
         return self._snapshot_done
 
     def mark_snapshot_completed(self) -> None:
-        """Record in ``connect.offsets`` that the snapshot is fully in Kafka (runner calls it after a flush)."""
+        """Record in ``connect.<dept>.offsets`` that the snapshot is fully in Kafka (runner calls it after a flush)."""
         self._snapshot_marked = True
         self._save(force=True)
 
@@ -476,7 +476,7 @@ class MySqlSource:
                     cur.execute("UNLOCK TABLES")
             self._snapshot_state = GtidState(gtid_pos)
             self._state = self._snapshot_state.copy()
-            seq = self._snapshot_state.seq  # GTID level: connect.offsets and acknowledgements
+            seq = self._snapshot_state.seq  # GTID level: connect.<dept>.offsets and acknowledgements
             row_seq = snapshot_row_seq(seq)  # the rows' seq: after the snapshot GTID's changes, before later ones
             position = str(self._snapshot_state)
             self._acked_state, self._acked_seq = position, seq
@@ -547,7 +547,7 @@ class MySqlSource:
 
     def _transaction_events(self, txn: Transaction) -> list[ChangeEvent]:
         self._state.advance(txn.gtid)
-        ack = txn.gtid.seq  # acknowledgements and connect.offsets count transactions, not changes
+        ack = txn.gtid.seq  # acknowledgements and connect.<dept>.offsets count transactions, not changes
         if len(txn.rows) > MAX_TXN_INDEX + 1:
             log.warning("%s: transaction %s has %d row changes; change %d and all after it share one seq, so the "
                         "profile merge keeps only the first of them per row", self.name, txn.gtid, len(txn.rows),

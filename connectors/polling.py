@@ -13,7 +13,7 @@ values query parameters; no SQL is built from strings.
 
 Lifecycle and positions:
 
-1. ``start()``: the source name is ``<dept>@<database>`` (the key in ``connect.offsets``). Its
+1. ``start()``: the source name is ``<dept>@<database>`` (the key in ``connect.<dept>.offsets``). Its
    record keeps the per-table cursors as JSON in ``position``
    (``{"public.gas_usage": {"updated_at": "<iso>", "key": [42]}}``), the snapshot horizon (µs) in
    ``snapshot_seq`` and whether the snapshot completed.
@@ -24,7 +24,7 @@ Lifecycle and positions:
 3. Streaming: rows with ``updated_at`` up to ``now() − lag`` (database clock) are read every
    ``SourceSettings.poll_interval_s``; ``op = 'c'`` when ``created_at == updated_at``, else ``'u'``.
 4. ``acknowledge(n)``: the runner saw Kafka acknowledge every event whose ``ack_position`` ≤ n; the
-   cursors those events reached are then written to ``connect.offsets`` (and only then). A restart
+   cursors those events reached are then written to ``connect.<dept>.offsets`` (and only then). A restart
    resumes from them: at-least-once, rows after the last saved cursor are read again.
 
 Each event's ``position`` is ``"<updated_at iso>|<key>"``, its ``seq`` ``updated_at`` in µs since
@@ -136,7 +136,7 @@ class PollingSource:
         self._conn: psycopg2.extensions.connection | None = None
         self._db = ""
         self._read: dict[str, Cursor] = {}  # cursors of what poll() returned
-        self._committed: dict[str, Cursor] = {}  # cursors Kafka acknowledged (saved in connect.offsets)
+        self._committed: dict[str, Cursor] = {}  # cursors Kafka acknowledged (saved in connect.<dept>.offsets)
         self._pending: list[tuple[int, str, Cursor]] = []  # (ack token, table, cursor) not yet acknowledged
         self._token = 0
         self._acked_token = 0
@@ -254,7 +254,7 @@ class PollingSource:
     def _save(self) -> None:
         position = json.dumps({t: c.to_json() for t, c in sorted(self._committed.items())}, ensure_ascii=False)
         seq = max((to_micros(c.updated_at) for c in self._committed.values()), default=0)
-        # the snapshot is complete in connect.offsets only once everything it read is acknowledged
+        # the snapshot is complete in connect.<dept>.offsets only once everything it read is acknowledged
         completed = self._snapshot_last_token is not None and self._acked_token >= self._snapshot_last_token
         self._offsets.save({"source": self.name, "slot": None, "snapshot_seq": self._horizon_us,
                             "snapshot_completed": completed, "position": position, "seq": seq})

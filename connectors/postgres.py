@@ -26,7 +26,7 @@ Lifecycle:
    high watermark the rest of the chunk is emitted as ``op = 'r'`` with ``source.snapshot =
    'true'`` (as Debezium's ``incremental`` maps in ``streams.codecs.debezium``), ``ack_position = 0`` and
    the low watermark's LSN as position/seq — so a snapshot row never overwrites a newer change.
-   Progress survives restarts: the queue is saved to ``connect.offsets`` when a signal is seen,
+   Progress survives restarts: the queue is saved to ``connect.<dept>.offsets`` when a signal is seen,
    and the last key of each chunk once the runner saw Kafka acknowledge the chunk (``flushed``);
    a restarted connector goes on after that key (a chunk in flight at a crash is read again —
    at least once). Watermark rows of a dead window are deleted at start. Caveat: a transaction open across a
@@ -85,7 +85,7 @@ class PostgresSource:
     def __init__(self, dept: Department, dsn: str, offsets: OffsetStore, schemas, settings: SourceSettings,
                  resnapshot: bool = False) -> None:
         self._resnapshot = resnapshot
-        self.name = dept.dept  # becomes <dept>@<database> once connected: the key in connect.offsets
+        self.name = dept.dept  # becomes <dept>@<database> once connected: the key in connect.<dept>.offsets
         self.dept = dept
         self._dsn = dsn
         self._offsets = offsets
@@ -317,7 +317,7 @@ class PostgresSource:
         self._start_streaming()
 
     def mark_snapshot_completed(self) -> None:
-        """Record in ``connect.offsets`` that the snapshot is fully in Kafka (runner calls it after a flush)."""
+        """Record in ``connect.<dept>.offsets`` that the snapshot is fully in Kafka (runner calls it after a flush)."""
         self._save_offset(None)
 
     def _save_offset(self, incremental: dict | None) -> None:
@@ -448,7 +448,7 @@ class PostgresSource:
             self._save_offset(self._inc_returned)
 
     def _inc_state(self) -> dict | None:
-        """The incremental snapshot still to do, as saved in ``connect.offsets``."""
+        """The incremental snapshot still to do, as saved in ``connect.<dept>.offsets``."""
         if not self._inc_queue:
             return None
         last = json.dumps(list(self._inc_last), default=str, ensure_ascii=False) if self._inc_last is not None else None

@@ -7,7 +7,7 @@ of a ``dept.*`` topic forget the row. Rows the connector cannot convert go to ``
 with their provenance and the stream goes on.
 
 Heartbeats (like Debezium's ``heartbeat.interval.ms``): every ``heartbeat_interval_s`` the runner
-writes the source's position, lag and snapshot progress to the compacted ``connect.heartbeats``
+writes the source's position, lag and snapshot progress to the compacted ``connect.<dept>.heartbeats``
 (key = source name), whether or not anything changed, and logs snapshot progress. Operators see
 a live but idle source apart from a dead one (``yurong connect status``, the
 ``yurong_connector_heartbeat_timestamp_seconds`` gauge and its Prometheus rule). Keeping an idle
@@ -28,6 +28,7 @@ from typing import Any
 from confluent_kafka import KafkaException, Producer
 
 from connectors.base import ChangeEvent, Source
+from connectors.offsets import connect_topic
 from monitoring.metrics import (
     CONNECTOR_FLUSHED_LSN,
     CONNECTOR_HEARTBEAT,
@@ -40,19 +41,18 @@ from monitoring.metrics import (
 )
 from streams.codecs.serde import SchemaStore
 from streams.core.catalogue import Department
-from streams.kafka.admin import ensure_topics
+from streams.kafka.admin import KafkaConf, ensure_topics
 from streams.kafka.dlq import dlq_headers, dlq_topic
 
 log = logging.getLogger(__name__)
 
-HEARTBEATS_TOPIC = "connect.heartbeats"
 HEARTBEAT_SCHEMA = "connect/heartbeat"
 
 
-def producer_config(bootstrap: str) -> dict:
+def producer_config(kafka: KafkaConf) -> dict:
     """Idempotent, acks=all producer: retries cannot reorder or duplicate within a session."""
     return {
-        "bootstrap.servers": bootstrap,
+        **kafka,
         "enable.idempotence": True,
         "acks": "all",
         "linger.ms": 20,
@@ -69,7 +69,7 @@ class ConnectorRunner:
         dept: Department,
         producer: Producer,
         schemas: SchemaStore,
-        bootstrap: str,
+        kafka: KafkaConf,
         flush_interval_s: float = 0.2,
         retention_ms: int | None = None,
         partitions: int = 4,
@@ -90,9 +90,10 @@ class ConnectorRunner:
         cfg = {"retention.ms": str(retention_ms)} if retention_ms else {}
         topics = {ds.topic: cfg for ds in dept.datasets.values()}
         topics.update({dlq_topic(t): cfg for t in list(topics)})
-        ensure_topics(bootstrap, topics, partitions=partitions, replication_factor=replication_factor)
+        ensure_topics(kafka, topics, partitions=partitions, replication_factor=replication_factor)
+        self.heartbeats_topic = connect_topic(dept.dept, "heartbeats")
         if heartbeat_interval_s:
-            ensure_topics(bootstrap, {HEARTBEATS_TOPIC: {"cleanup.policy": "compact"}}, partitions=1,
+            ensure_topics(kafka, {self.heartbeats_topic: {"cleanup.policy": "compact"}}, partitions=1,
                           replication_factor=replication_factor)
 
     def _on_delivery(self, err, msg) -> None:
@@ -197,7 +198,7 @@ class ConnectorRunner:
         return None if self.source.snapshot_completed() else (self._snapshot_rows, -1)
 
     def heartbeat(self) -> None:
-        """Write position, lag and snapshot progress to ``connect.heartbeats`` (delivered with
+        """Write position, lag and snapshot progress to ``connect.<dept>.heartbeats`` (delivered with
         the next flush or in the background; a heartbeat needs no acknowledgement)."""
         name = self.source.name
         progress = self.snapshot_progress()
@@ -209,7 +210,7 @@ class ConnectorRunner:
             "snapshotting": progress is not None, "snapshot_rows": rows, "snapshot_total": total,
             "events": sum(self.counts.values()), "lag": self._lag, "ts_ms": ts_ms,
         }
-        self._send(HEARTBEATS_TOPIC, name.encode(), self.schemas.encode(HEARTBEAT_SCHEMA, record), None)
+        self._send(self.heartbeats_topic, name.encode(), self.schemas.encode(HEARTBEAT_SCHEMA, record), None)
         CONNECTOR_HEARTBEAT.labels(name).set(ts_ms / 1000)
         CONNECTOR_SNAPSHOT_PROGRESS.labels(name).set(rows / total if progress and total > 0 else float(progress is None))
         if progress is not None:

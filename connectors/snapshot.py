@@ -1,7 +1,7 @@
 """Deletes for the rows an interrupted initial snapshot published that its restart no longer finds.
 
 A connector killed mid-snapshot runs the snapshot again from scratch (``snapshot_completed`` is
-still false in ``connect.offsets``). A row the killed run already published (``op = 'r'``) and
+still false in ``connect.<dept>.offsets``). A row the killed run already published (``op = 'r'``) and
 that was deleted at the source before the new snapshot started is simply not in the new
 snapshot, so its stale ``r`` record would stay the last record of that row in Kafka, and the
 profiles would keep a row that no longer exists (Debezium has the same gap).
@@ -154,7 +154,7 @@ class StaleSnapshotRows:
     # --- Kafka ----------------------------------------------------------------------------------
 
     def _consumer(self) -> Consumer:
-        return Consumer({"bootstrap.servers": self._offsets.bootstrap, "group.id": f"yurong-snapshot-{self._name}",
+        return Consumer({**self._offsets.kafka, "group.id": f"{self._offsets.group_prefix}.snapshot",
                          "enable.auto.commit": False, "auto.offset.reset": "earliest", "enable.partition.eof": True})
 
     def _watermarks(self) -> dict[Partition, tuple[int, int]]:

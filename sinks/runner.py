@@ -26,6 +26,7 @@ from sinks.rows import alert_row, change_row, dlq_row, event_row, profile_row
 from streams.codecs.serde import SchemaStore
 from streams.errors import SinkError
 from streams.kafka.admin import commit_sync
+from streams.kafka.admin import KafkaConf
 from streams.kafka.dlq import dlq_headers, dlq_topic
 
 log = logging.getLogger(__name__)
@@ -33,9 +34,9 @@ log = logging.getLogger(__name__)
 SUBSCRIPTION = ["enterprise.events", "enterprise.profiles", "risk.changes", r"^alerts\.b[0-9]{4}$", r"^dlq\..*"]
 
 
-def consumer_config(bootstrap: str, group: str) -> dict:
+def consumer_config(kafka: KafkaConf, group: str) -> dict:
     return {
-        "bootstrap.servers": bootstrap,
+        **kafka,
         "group.id": group,
         "enable.auto.commit": False,
         "auto.offset.reset": "earliest",

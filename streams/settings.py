@@ -1,7 +1,7 @@
 """Typed settings, one class per concern, read once from ``YURONG_*`` variables (and ``.env``).
 
 Defaults give the local embedded stack started by ``yurong stack up`` (see scripts/stack.sh):
-Kafka on 127.0.0.1:19092, Redis on 16379, the market department's PostgreSQL on 15432 and an
+Kafka (SASL_SSL) on 127.0.0.1:19092 with credentials under ``$YURONG_HOME/secrets/kafka``, Redis on 16379, the market department's PostgreSQL on 15432 and an
 embedded chDB under ``$YURONG_HOME/chdb``. Secrets are ``SecretStr`` and never printed.
 """
 
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -29,10 +30,24 @@ class PathSettings(BaseSettings):
 
 
 class KafkaSettings(BaseSettings):
-    """Kafka client settings shared by connectors, workers and sinks."""
+    """Kafka client settings shared by connectors, workers, sinks and the CLI.
+
+    Every client logs in over TLS with SCRAM-SHA-512 (PLAINTEXT is not offered). The user is the
+    component's own principal (``worker``, ``sink``, ``connector-<dept>``, ``consent``,
+    ``operator``, DESIGN §8) unless ``username`` names another; its password is ``password`` or
+    else the file ``<secrets_dir>/<user>.password`` that ``yurong security apply`` writes.
+    """
 
     model_config = _config("YURONG_KAFKA_")
     bootstrap_servers: str = "127.0.0.1:19092"
+    security_protocol: Literal["SASL_SSL"] = Field(default="SASL_SSL", description="TLS + SASL; nothing else is offered")
+    sasl_mechanism: Literal["SCRAM-SHA-512"] = "SCRAM-SHA-512"
+    username: str = Field(default="", description="SCRAM user; empty: the component's own principal")
+    password: SecretStr | None = Field(default=None, description="SCRAM password; empty: read <secrets_dir>/<user>.password")
+    secrets_dir: Path | None = Field(default=None, description="folder of the principals' password files and the CA; "
+                                                               "default $YURONG_HOME/secrets/kafka")
+    ca_location: Path | None = Field(default=None, description="CA certificate (PEM) the broker's certificate chains to; "
+                                                               "default <secrets_dir>/ca.crt")
     topic_partitions: int = Field(default=4, ge=1, description="partitions of enterprise.* and risk.* topics")
     replication_factor: int = Field(default=1, ge=1)
     dept_retention_ms: int = Field(default=7 * 24 * 3600 * 1000, description="raw dept.* topics hold PII: short retention")
@@ -108,7 +123,10 @@ class WorkerSettings(BaseSettings):
     """The Faust worker."""
 
     model_config = _config("YURONG_WORKER_")
-    app_id: str = "yurong"
+    app_id: str = Field(default="yurong-worker", description="Faust app id: the consumer group and the prefix of "
+                        "Faust's internal topics; must start with yurong-worker (the worker's ACLs)")
+    metadata_max_age_ms: int = Field(default=5000, ge=100, description="how often the worker refreshes topic metadata: "
+                                     "how soon it consumes a topic created after it started")
     web_port: int = 6066
     store: str = "memory://"
     reread_check_s: float = Field(default=5.0, gt=0, description="how often the worker looks for partitions whose "
@@ -175,6 +193,10 @@ class Settings:
         self.risk = RiskSettings()
         self.metrics = MetricsSettings()
         self.alerts = AlertSettings()
+
+    @property
+    def kafka_secrets_dir(self) -> Path:
+        return self.kafka.secrets_dir or self.paths.home / "secrets" / "kafka"
 
     @property
     def drop_dir(self) -> Path:

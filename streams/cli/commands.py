@@ -9,7 +9,9 @@
     yurong sink                         run the ClickHouse sink (+ read-only SQL endpoint for chDB)
     yurong consent grant|revoke|list    enterprise → bank consents (published to consent.grants)
     yurong watchlist add|remove|import|list
+    yurong bank onboard|offboard|list   banks' Kafka logins, ACLs and client bundles
     yurong bank rules|throttled         per-bank alert rules, held-back alerts
+    yurong security apply               the platform's Kafka principals and ACL matrix
     yurong sql "<query>"                analyst SQL on ClickHouse (read-only, audited)
 """
 
@@ -174,7 +176,9 @@ def worker(faust_args: tuple[str, ...]) -> None:
     """Run the Faust worker (extra arguments go to `faust worker`, e.g. -l debug)."""
     from monitoring.metrics import serve
     from streams.core.catalogue import catalogue
+    from streams.core.access import WORKER
     from streams.kafka.admin import ensure_topics, pipeline_topics
+    from streams.kafka.security import client_conf
     from streams.worker.faust_fixes import check_version
     from streams.worker.secrets import load_pseudonymizer
 
@@ -185,18 +189,23 @@ def worker(faust_args: tuple[str, ...]) -> None:
         from streams.core.scorecard import Scorecard
 
         Scorecard.load(s.risk.scorecard)  # a broken card is a start-up error, not a crash per event
-    topics = pipeline_topics(sorted(catalogue().by_topic()), s.kafka.dept_retention_ms)
+    # The worker declares what it owns (DESIGN §8): its outputs and every dead-letter topic, with the
+    # raw-PII retention enforced on the departments' (Debezium-fed ones included) at each start.
+    # dept.* belong to the connectors and consent.grants to the consent service.
+    raw = {"retention.ms": str(s.kafka.dept_retention_ms)}
+    topics = {name: cfg for name, cfg in pipeline_topics(sorted(catalogue().by_topic()), s.kafka.dept_retention_ms).items()
+              if not name.startswith("dept.") and name != "consent.grants"}
     from streams.codecs.debezium import topic_datasets
 
     for prefix, dept_name in s.worker.debezium_prefixes.items():  # dead letters of Debezium-fed departments
-        topics.update({f"dlq.{t}": {} for t in topic_datasets(catalogue().department(dept_name), prefix)})
+        topics.update({f"dlq.{t}": dict(raw) for t in topic_datasets(catalogue().department(dept_name), prefix)})
     from streams.worker.topics import profiles
 
     # The profile table's changelog exists, with the partitions of enterprise.events, before Faust
     # starts: a changelog topic created while the worker runs is missing from its consumer's metadata
     # (0 partitions) and every merge fails Faust's partition check until that metadata is refreshed.
     topics[profiles.changelog_topic_name] = {"cleanup.policy": "compact"}
-    ensure_topics(s.kafka.bootstrap_servers, topics, partitions=s.kafka.topic_partitions,
+    ensure_topics(client_conf(WORKER, s), topics, partitions=s.kafka.topic_partitions,
                   replication_factor=s.kafka.replication_factor)
     serve(s.metrics.worker_port, "worker", s.metrics.bind)
     (s.paths.home / "faust").mkdir(parents=True, exist_ok=True)
@@ -210,7 +219,7 @@ def worker(faust_args: tuple[str, ...]) -> None:
 # --- sink -------------------------------------------------------------------------------------------
 
 @main.command()
-@click.option("--group", default="yurong-clickhouse-sink", show_default=True, help="Kafka consumer group")
+@click.option("--group", default="yurong-sink", show_default=True, help="Kafka consumer group (prefix yurong-sink: the sink's ACL)")
 @click.option("--log-level", default="info")
 def sink(group: str, log_level: str) -> None:
     """Run the ClickHouse sink; with embedded chDB it also serves read-only SQL for `yurong sql`."""
@@ -223,6 +232,8 @@ def sink(group: str, log_level: str) -> None:
     from sinks.query_server import AnalystSQL, serve_queries
     from sinks.runner import ClickHouseSink, consumer_config
     from streams.codecs.serde import schema_store
+    from streams.core.access import SINK
+    from streams.kafka.security import client_conf
 
     s = get_settings()
     client = open_client(s.clickhouse_dsn, s.clickhouse.database)
@@ -231,8 +242,8 @@ def sink(group: str, log_level: str) -> None:
     if s.clickhouse.is_embedded:
         serve_queries(AnalystSQL(s.clickhouse_dsn, s.clickhouse.database, writer), s.clickhouse.query_port)
     serve(s.metrics.sink_port, "sink", s.metrics.bind)
-    runner = ClickHouseSink(Consumer(consumer_config(s.kafka.bootstrap_servers, group)),
-                            Producer(producer_config(s.kafka.bootstrap_servers)), writer, schema_store(),
+    kafka = client_conf(SINK, s)
+    runner = ClickHouseSink(Consumer(consumer_config(kafka, group)), Producer(producer_config(kafka)), writer, schema_store(),
                             batch_size=s.clickhouse.batch_size, batch_seconds=s.clickhouse.batch_seconds)
     runner.install_signal_handlers()
     runner.run()
@@ -254,10 +265,12 @@ def consent() -> None:
 
 
 def _publisher():
+    from streams.core.access import CONSENT
     from streams.kafka.consent_log import ConsentPublisher
+    from streams.kafka.security import client_conf
 
     s = get_settings()
-    return ConsentPublisher(s.kafka.bootstrap_servers, partitions=s.kafka.topic_partitions,
+    return ConsentPublisher(client_conf(CONSENT, s), partitions=s.kafka.topic_partitions,
                             replication_factor=s.kafka.replication_factor)
 
 
@@ -280,9 +293,8 @@ def _parse_day(text: str | None) -> int | None:
 @click.option("--start", default=None, help="first day in force, YYYY-MM-DD UTC (default: now)")
 @click.option("--scope", default="", help="comma-separated alert categories (empty: all)")
 def consent_grant(bank_id: str, uscc: str, purpose: str, days: int, start: str | None, scope: str) -> None:
-    """Publish a new consent to consent.grants and create the bank's alert topic if needed."""
+    """Publish a new consent to consent.grants (as the consent service)."""
     from streams.core.consent import new_grant
-    from streams.kafka.admin import ensure_topics
 
     now = int(time.time() * 1000)
     start_ms = _parse_day(start)
@@ -290,9 +302,6 @@ def consent_grant(bank_id: str, uscc: str, purpose: str, days: int, start: str |
     g = new_grant(bank_id, uscc.strip().upper(), purpose, expiry, [c.strip() for c in scope.split(",") if c.strip()],
                   start_ms=start_ms, now_ms=now)
     _publisher().publish([g])
-    s = get_settings()
-    ensure_topics(s.kafka.bootstrap_servers, {f"alerts.{bank_id}": {}}, partitions=s.kafka.topic_partitions,
-                  replication_factor=s.kafka.replication_factor)
     console.print(f"granted consent {g.consent_id} ({bank_id} ← {g.uscc}, {_ms(g.start_ms)} – {_ms(g.expiry_ms)}, "
                   f"scope {','.join(g.scope) or 'all'})")
 
@@ -322,8 +331,10 @@ def consent_revoke(bank_id: str | None, uscc: str | None, consent_id: str | None
         known = [g for g in with_registry(lambda reg: reg.grants_of(uscc)) if wanted(g)]
     else:
         raise ConfigError("name --bank and --uscc, or --consent")
-    s = get_settings()
-    found = scan_grants(s.kafka.bootstrap_servers, wanted)
+    from streams.core.access import CONSENT
+    from streams.kafka.security import client_conf
+
+    found = scan_grants(client_conf(CONSENT), wanted)
     for g in known:
         found[g.consent_id] = merge_grant(found.get(g.consent_id), g)
     publisher = _publisher()
@@ -410,7 +421,7 @@ def watchlist_list(bank_id: str) -> None:
 
 @main.group()
 def bank() -> None:
-    """Per-bank alert settings: rules, held-back (throttled) alerts."""
+    """Banks: onboarding (Kafka login, ACLs, client bundle), alert rules, held-back (throttled) alerts."""
 
 
 @bank.command("rules")
@@ -459,6 +470,82 @@ def bank_throttled(bank_id: str, limit: int) -> None:
     t = Table("held back at", "uscc", "category", "severity", "reasons", "alert")
     for r in rows:
         t.add_row(_ms(int(r["throttled_ts_ms"])), r["uscc"], r["category"], r["severity"], r["reason_codes"], r["alert_id"])
+    console.print(t)
+
+
+@bank.command("onboard")
+@click.argument("bank_id")
+@click.option("--out", "out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="folder of the client bundle (default $YURONG_HOME/banks/BANK_ID)")
+@click.option("--rotate", is_flag=True, help="issue a new password even if the bank has one")
+def bank_onboard(bank_id: str, out: Path | None, rotate: bool) -> None:
+    """Give BANK_ID its Kafka login, ACLs (its own alerts.BANK_ID and matches.BANK_ID) and topics,
+    and write its client bundle (as operator). Idempotent: again, it re-applies and keeps the password."""
+    from streams.cli.bundle import existing_password, write_bundle
+    from streams.core.access import OPERATOR, check_bank
+    from streams.kafka.banks import onboard_bank
+    from streams.kafka.security import client_conf, new_password
+
+    s = get_settings()
+    check_bank(bank_id)
+    folder = out or s.paths.home / "banks" / bank_id
+    password = None if rotate else existing_password(folder)
+    password = password or new_password()
+    created, deleted = onboard_bank(client_conf(OPERATOR, s), bank_id, password, partitions=s.kafka.topic_partitions,
+                                    replication_factor=s.kafka.replication_factor)
+    files = write_bundle(folder, bank_id, s.kafka.bootstrap_servers, password, s.kafka.ca_location or s.kafka_secrets_dir / "ca.crt")
+    console.print(f"{bank_id} onboarded ({created} ACLs added, {deleted} removed); client bundle in {folder}: "
+                  + ", ".join(p.name for p in files))
+
+
+@bank.command("offboard")
+@click.argument("bank_id")
+def bank_offboard(bank_id: str) -> None:
+    """Remove BANK_ID's Kafka login and every ACL naming it (as operator); its bundle stops working."""
+    from streams.core.access import OPERATOR
+    from streams.kafka.banks import offboard_bank
+    from streams.kafka.security import client_conf
+
+    had, deleted = offboard_bank(client_conf(OPERATOR), bank_id)
+    console.print(f"{bank_id} offboarded: login {'deleted' if had else 'absent'}, {deleted} ACLs removed")
+
+
+@bank.command("list")
+def bank_list() -> None:
+    """Banks with a Kafka login or ACLs, and what they may do."""
+    from streams.core.access import OPERATOR
+    from streams.kafka.banks import list_banks
+    from streams.kafka.security import client_conf
+
+    t = Table("bank", "login", "access")
+    for b in list_banks(client_conf(OPERATOR)):
+        t.add_row(b.bank_id, "yes" if b.has_login else "no", "\n".join(b.grants) or "-")
+    console.print(t)
+
+
+# --- security -----------------------------------------------------------------------------------------
+
+@main.group()
+def security() -> None:
+    """Kafka principals and their ACLs (DESIGN §8, streams/core/access.py)."""
+
+
+@security.command("apply")
+def security_apply() -> None:
+    """Create the platform's principals (passwords under YURONG_KAFKA_SECRETS_DIR) and make each
+    one's ACLs exactly the matrix — as the super user admin (or YURONG_KAFKA_USERNAME). Idempotent."""
+    from confluent_kafka.admin import AdminClient
+
+    from streams.core.access import ADMIN, platform_rules
+    from streams.core.catalogue import catalogue
+    from streams.kafka.security import apply_matrix, client_conf
+
+    s = get_settings()
+    matrix = platform_rules(catalogue().departments, s.worker.debezium_prefixes)
+    changes = apply_matrix(AdminClient(client_conf(ADMIN, s)), matrix, s)
+    t = Table("principal", "rules", "ACLs added", "ACLs removed")
+    for principal, (created, deleted) in changes.items():
+        t.add_row(principal, str(len(matrix[principal])), str(created), str(deleted))
     console.print(t)
 
 

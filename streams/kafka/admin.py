@@ -1,38 +1,71 @@
-"""Create topics idempotently with the right configs (confluent-kafka AdminClient)."""
+"""Declare topics with their configs, and read them back (confluent-kafka clients).
+
+Every function takes ``kafka``: the librdkafka settings of the calling principal
+(``streams.kafka.security.client_conf``), whose ACLs decide what it may declare and read.
+"""
 
 from __future__ import annotations
 
+import logging
 import time
-import uuid
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource, NewTopic, ResourceType
+
+log = logging.getLogger(__name__)
+
+KafkaConf = Mapping[str, str]
 
 
 def ensure_topics(
-    bootstrap: str,
+    kafka: KafkaConf,
     topics: Mapping[str, Mapping[str, str]],
     partitions: int = 4,
     replication_factor: int = 1,
 ) -> None:
-    """Create each topic (name → config) unless it exists. Existing topics are left as they are."""
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    """Declare each topic (name → config): create it if missing; on an existing topic, set every
+    given config that differs (e.g. a raw-PII topic's retention, corrected at each start-up, not
+    only at creation). Partition counts of existing topics are left as they are."""
+    admin = AdminClient(dict(kafka))
     existing = set(admin.list_topics(timeout=15).topics)
     new = [
         NewTopic(name, num_partitions=partitions, replication_factor=replication_factor, config=dict(cfg))
         for name, cfg in topics.items()
         if name not in existing
     ]
-    if not new:
-        return
-    for fut in admin.create_topics(new, operation_timeout=15).values():
+    for fut in (admin.create_topics(new, operation_timeout=15).values() if new else ()):
         try:
             fut.result()
         except KafkaException as exc:
             if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
                 raise
+    enforce_configs(admin, {name: cfg for name, cfg in topics.items() if name in existing and cfg})
+
+
+def enforce_configs(admin: AdminClient, topics: Mapping[str, Mapping[str, str]]) -> list[str]:
+    """Set the given configs on existing topics where they differ; returns "topic key=value"
+    for each change made (logged at WARNING: someone or something had changed it)."""
+    if not topics:
+        return []
+    described = admin.describe_configs([ConfigResource(ResourceType.TOPIC, name) for name in topics])
+    fixes: dict[str, dict[str, str]] = {}
+    for resource, fut in described.items():
+        current = fut.result()
+        want = topics[resource.name]
+        diff = {k: v for k, v in want.items() if k not in current or current[k].value != v}
+        if diff:
+            fixes[resource.name] = diff
+    if not fixes:
+        return []
+    resources = [ConfigResource(ResourceType.TOPIC, name, incremental_configs=[
+        ConfigEntry(k, v, incremental_operation=AlterConfigOpType.SET) for k, v in cfg.items()]) for name, cfg in fixes.items()]
+    for fut in admin.incremental_alter_configs(resources).values():
+        fut.result()
+    changed = [f"{name} {k}={v}" for name, cfg in fixes.items() for k, v in cfg.items()]
+    log.warning("corrected topic configs: %s", ", ".join(changed))
+    return changed
 
 
 def pipeline_topics(dept_topics: list[str], retention_ms: int | None = None) -> dict[str, dict[str, str]]:
@@ -100,14 +133,14 @@ def commit_sync(consumer, offsets: list[TopicPartition] | None = None, timeout_s
             time.sleep(0.2)
 
 
-def read_to_end(bootstrap: str, topic: str, on_record: Callable[[bytes | None, bytes | None], None],
-                timeout_s: float = 30.0, group_id: str | None = None) -> None:
+def read_to_end(kafka: KafkaConf, topic: str, on_record: Callable[[bytes | None, bytes | None], None],
+                group_id: str, timeout_s: float = 30.0) -> None:
     """Read every partition of ``topic`` from its start to its end as of now, calling
     ``on_record(key, value)`` per record in offset order within a partition (``value`` None: a
     tombstone). A missing or empty topic reads nothing; ``KafkaException`` if the end is not
-    reached within ``timeout_s`` or the broker reports an error."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group_id or f"yurong-read-{uuid.uuid4().hex}",
-                         "enable.auto.commit": False})
+    reached within ``timeout_s`` or the broker reports an error. ``group_id`` must be one of the
+    principal's groups (it commits nothing: positions are assigned)."""
+    consumer = Consumer({**kafka, "group.id": group_id, "enable.auto.commit": False})
     try:
         md = consumer.list_topics(timeout=15).topics.get(topic)
         if md is None:
@@ -140,7 +173,8 @@ def read_to_end(bootstrap: str, topic: str, on_record: Callable[[bytes | None, b
         consumer.close()
 
 
-def read_compacted(bootstrap: str, topic: str, decode: Callable[[bytes], Any], timeout_s: float = 30.0) -> dict[str, Any]:
+def read_compacted(kafka: KafkaConf, topic: str, decode: Callable[[bytes], Any], group_id: str,
+                   timeout_s: float = 30.0) -> dict[str, Any]:
     """Latest decoded value per key of a compacted topic, read to its end on every partition (a
     tombstone forgets the key; a keyless record is nobody's state). A missing or empty topic gives
     ``{}``. The topics read here are created with one partition, but one auto-created by a producer
@@ -156,5 +190,5 @@ def read_compacted(bootstrap: str, topic: str, decode: Callable[[bytes], Any], t
         else:
             latest.pop(key.decode(), None)
 
-    read_to_end(bootstrap, topic, keep_latest, timeout_s, group_id=f"yurong-read-{topic}")
+    read_to_end(kafka, topic, keep_latest, group_id, timeout_s)
     return latest

@@ -15,7 +15,8 @@ from streams.codecs.serde import schema_store
 from streams.core.consent import ConsentGrant, merge_grant
 from streams.core.masking import assert_no_pii
 from streams.errors import ConfigError, YurongError
-from streams.kafka.admin import ensure_topics, read_to_end
+from streams.core.access import CONSENT_GROUP_PREFIX
+from streams.kafka.admin import KafkaConf, ensure_topics, read_to_end
 
 CONSENT_TOPIC = "consent.grants"
 
@@ -27,13 +28,13 @@ class ConsentPublisher:
     topic if needed. Connects on construction, so a caller can take the time of a revocation
     right before ``publish`` and the record reaches the worker milliseconds later."""
 
-    def __init__(self, bootstrap: str, partitions: int = 4, replication_factor: int = 1) -> None:
+    def __init__(self, kafka: KafkaConf, partitions: int = 4, replication_factor: int = 1) -> None:
         self._schemas = schema_store()
-        ensure_topics(bootstrap, {CONSENT_TOPIC: CONSENT_TOPIC_CONFIG}, partitions=partitions,
+        ensure_topics(kafka, {CONSENT_TOPIC: CONSENT_TOPIC_CONFIG}, partitions=partitions,
                       replication_factor=replication_factor)
         # acks=all; no idempotent producer: its set-up costs ~0.5 s per CLI call, and a duplicate
         # from a retry is harmless here (versions merge idempotently, in any order: merge_grant)
-        self._producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 0})
+        self._producer = Producer({**kafka, "acks": "all", "linger.ms": 0})
         self._producer.list_topics(CONSENT_TOPIC, timeout=15)  # connected, metadata known
 
     def publish(self, grants: Iterable[ConsentGrant], timeout_s: float = 30.0) -> int:
@@ -55,17 +56,17 @@ class ConsentPublisher:
         return len(values)
 
 
-def publish_grants(bootstrap: str, grants: Iterable[ConsentGrant], partitions: int = 4, replication_factor: int = 1,
+def publish_grants(kafka: KafkaConf, grants: Iterable[ConsentGrant], partitions: int = 4, replication_factor: int = 1,
                    timeout_s: float = 30.0) -> int:
     """Publish consent versions to ``consent.grants`` and wait for Kafka's acks (acks=all);
     ``YurongError`` if any is not acknowledged. Returns the number published."""
     grants = list(grants)
     if not grants:
         return 0
-    return ConsentPublisher(bootstrap, partitions, replication_factor).publish(grants, timeout_s)
+    return ConsentPublisher(kafka, partitions, replication_factor).publish(grants, timeout_s)
 
 
-def scan_grants(bootstrap: str, keep, timeout_s: float = 120.0) -> dict[str, ConsentGrant]:
+def scan_grants(kafka: KafkaConf, keep, timeout_s: float = 120.0) -> dict[str, ConsentGrant]:
     """Read ``consent.grants`` (the system of record) to its current end and return the merged
     state (``merge_grant``) of every consent for which ``keep(grant)`` is true — what a
     revocation must cover even if the worker has not applied everything to Redis yet."""
@@ -87,7 +88,7 @@ def scan_grants(bootstrap: str, keep, timeout_s: float = 120.0) -> dict[str, Con
                 pass  # a refused version, as the worker refuses it
 
     try:
-        read_to_end(bootstrap, CONSENT_TOPIC, merge, timeout_s)
+        read_to_end(kafka, CONSENT_TOPIC, merge, f"{CONSENT_GROUP_PREFIX}.scan", timeout_s)
     except KafkaException as exc:
         raise YurongError(f"could not read {CONSENT_TOPIC} to its end: {exc}") from None
     return out

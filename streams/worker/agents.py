@@ -42,7 +42,10 @@ from streams.core.masking import assert_no_pii
 from streams.core.profile import DecodedProfiles, merge_event
 from streams.core.scorecard import DEFAULT_SCORECARD, Scorecard
 from streams.errors import DecodeError, RecordError
+from streams.core.access import WORKER
+from streams.kafka.admin import ensure_topics
 from streams.kafka.dlq import dlq_headers
+from streams.kafka.security import client_conf
 from streams.settings import get_settings
 from streams.worker.app import app
 from streams.worker.consent_store import ConsentRegistry
@@ -72,6 +75,14 @@ _pseudonymizer = load_pseudonymizer(_settings)
 _scorecard = Scorecard.load(_settings.risk.scorecard) if _settings.risk.scorecard else DEFAULT_SCORECARD
 _decoded = DecodedProfiles(lambda b: _schemas.decode(b, "enterprise/profile")[1])
 _registry: ConsentRegistry | None = None
+_declared_alert_topics: set[str] = set()
+
+
+def _declare(topic: str) -> None:
+    """Create ``topic`` unless it exists (auto-creation is off; the worker owns ``alerts.``)."""
+    ensure_topics(client_conf(WORKER, _settings), {topic: {}}, partitions=_settings.kafka.topic_partitions,
+                  replication_factor=_settings.kafka.replication_factor)
+    _declared_alert_topics.add(topic)
 # Every record the agents publish, the profile table's changelog included, goes through
 # librdkafka: ``output(app)`` (streams/kafka/producer.py, made on first use), flushed before every
 # offset commit.
@@ -285,6 +296,8 @@ async def deliver(reg: ConsentRegistry, msg, change: dict, bank_id: str, consent
         await dead_letter(msg, exc)
         return
     topic = alerts_topic_name(bank_id)
+    if topic not in _declared_alert_topics:  # onboarding declares it; a consent may name a bank first
+        await retrying(f"declare {topic}", partial(asyncio.to_thread, _declare, topic))
     await retrying(f"publish to {topic}", lambda: output(app).produce_acked(topic, change["uscc"].encode(), value))
     await retrying("dedup mark", lambda: reg.mark_delivered(alert_id))
     ALERTS.labels(bank_id, change["category"], change["severity"]).inc()

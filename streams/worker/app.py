@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import faust
 
+from streams.core.access import WORKER
+from streams.kafka.security import kafka_login
 from streams.settings import get_settings
 from streams.worker.faust_fixes import acks, check_version, fetching, liveness
 from streams.worker.faust_fixes.quiet_worker import Worker
@@ -16,9 +18,16 @@ acks.install()  # Faust never commits past a record no agent handled (faust_fixe
 # larger fetches, and records handed to the agents without four tasks each (faust_fixes/fetching.py)
 fetching.install(_s.worker.fetch_min_bytes, _s.worker.fetch_max_wait_ms)
 
+_login = kafka_login(WORKER, _s)
 app = faust.App(
     _s.worker.app_id,
     broker=[f"kafka://{h.strip()}" for h in _s.kafka.bootstrap_servers.split(",")],
+    # SASL_SSL with SCRAM-SHA-512 as the worker principal (DESIGN §8), verifying the broker's certificate
+    broker_credentials=faust.SASLCredentials(username=_login.username, password=_login.password.get_secret_value(),
+                                             mechanism="SCRAM-SHA-512", ssl_context=_login.ssl_context()),
+    # a topic created after the worker subscribed (a department's first connector run) is in its
+    # metadata within seconds, not after aiokafka's default of five minutes
+    consumer_metadata_max_age_ms=_s.worker.metadata_max_age_ms,
     store=_s.worker.store,
     autodiscover=["streams.worker.agents"],
     datadir=str(_s.paths.home / "faust" / _s.worker.app_id),

@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import faust
 
+from streams.core.access import WORKER
 from streams.kafka.producer import OutputProducer
+from streams.kafka.security import client_conf
 from streams.settings import get_settings
 
 
@@ -73,6 +75,6 @@ def output(app) -> OutputProducer:
     """The worker's one :class:`OutputProducer`, made on first use and attached to ``app``'s commits."""
     global _output
     if _output is None:
-        _output = OutputProducer({"bootstrap.servers": get_settings().kafka.bootstrap_servers})
+        _output = OutputProducer(client_conf(WORKER, get_settings()))
         attach(app, _output)
     return _output
