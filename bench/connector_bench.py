@@ -85,7 +85,7 @@ YURONG_MARIADB_TOPIC = "dept.hrss.social_insurance"
 # --- Kafka ------------------------------------------------------------------------------------------
 
 def watermarks(bootstrap: str, topic: str) -> dict[int, tuple[int, int]]:
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-wm-{uuid.uuid4().hex}"})
+    c = Consumer({**bootstrap, "group.id": f"bench-wm-{uuid.uuid4().hex}"})
     try:
         md = c.list_topics(topic, timeout=15).topics[topic]
         if md.error is not None:
@@ -122,7 +122,7 @@ class Tally:
         todo = {p: h for p, h in hi.items() if h > self.pos.get(p, 0)}
         if not todo:
             return self.count
-        c = Consumer({"bootstrap.servers": self.bootstrap, "group.id": f"bench-{uuid.uuid4().hex}",
+        c = Consumer({**self.bootstrap, "group.id": f"bench-{uuid.uuid4().hex}",
                       "enable.auto.commit": False, "fetch.max.bytes": 52428800})
         try:
             c.assign([TopicPartition(self.topic, p, self.pos.get(p, 0)) for p in todo])
@@ -159,7 +159,7 @@ class Tally:
 
 
 def delete_topics(bootstrap: str, names: list[str]) -> None:
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = AdminClient(dict(bootstrap))
     existing = set(admin.list_topics(timeout=15).topics)
     names = [n for n in names if n in existing]
     for f in admin.delete_topics(names, operation_timeout=30).values() if names else []:

@@ -158,7 +158,7 @@ def partitions_of(admin: AdminClient, topic: str) -> list[int]:
 
 
 def watermarks(bootstrap: str, topic: str) -> dict[int, tuple[int, int]]:
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-wm-{uuid.uuid4().hex}"})
+    c = Consumer({**bootstrap, "group.id": f"bench-wm-{uuid.uuid4().hex}"})
     try:
         parts = c.list_topics(topic, timeout=15).topics[topic].partitions
         return {p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=15) for p in sorted(parts)}
@@ -167,7 +167,7 @@ def watermarks(bootstrap: str, topic: str) -> dict[int, tuple[int, int]]:
 
 
 def delete_topics(bootstrap: str, names: list[str]) -> None:
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = AdminClient(dict(bootstrap))
     existing = set(admin.list_topics(timeout=15).topics)
     todo = [n for n in names if n in existing]
     if not todo:
@@ -310,7 +310,7 @@ def consume_range(bootstrap: str, ranges: dict[int, tuple[int, int]], handle=Non
     """Read exactly the offsets ``ranges`` of the registration topic; ``handle(msg)`` per message.
     ``per_s`` counts from ``assign()`` to the last message (connection and first fetch included);
     ``per_s_after_first`` from the first message received (librdkafka has prefetched by then)."""
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-raw-{uuid.uuid4().hex}",
+    c = Consumer({**bootstrap, "group.id": f"bench-raw-{uuid.uuid4().hex}",
                   "enable.auto.commit": False, "enable.partition.eof": False})
     todo = {p: hi for p, (lo, hi) in ranges.items() if hi > lo}
     assigned = time.perf_counter()
@@ -389,8 +389,8 @@ def kafka_round_trip(run: Run, samples: int) -> dict:
     topic = f"bench.rtt.{run.tag}"
     run.own_topics.append(topic)
     ensure_topics(run.bootstrap, {topic: {}}, partitions=1)
-    producer = Producer({"bootstrap.servers": run.bootstrap})
-    c = Consumer({"bootstrap.servers": run.bootstrap, "group.id": f"bench-rtt-{run.tag}", "enable.auto.commit": False})
+    producer = Producer(dict(run.bootstrap))
+    c = Consumer({**run.bootstrap, "group.id": f"bench-rtt-{run.tag}", "enable.auto.commit": False})
     c.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])
     rtts: list[float] = []
     try:
@@ -421,7 +421,7 @@ class AlertCollector(threading.Thread):
 
     def __init__(self, bootstrap: str, topic: str, partitions: list[int], tag: str) -> None:
         super().__init__(daemon=True)
-        self.c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-alerts-{tag}", "enable.auto.commit": False})
+        self.c = Consumer({**bootstrap, "group.id": f"bench-alerts-{tag}", "enable.auto.commit": False})
         self.c.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
         self.received: list[tuple[bytes, bytes, float]] = []
         self.stop_event = threading.Event()
@@ -439,7 +439,7 @@ def alert_latency(run: Run) -> dict:
     k = min(len(run.usccs), max(1, run.args.alert_enterprises))
     rng = random.Random(run.tag)
     watched = rng.sample(run.usccs, k)
-    admin = AdminClient({"bootstrap.servers": run.bootstrap})
+    admin = AdminClient(dict(run.bootstrap))
     existing = set(admin.list_topics(timeout=15).topics)
     bank = next(b for b in (f"b{rng.randint(1000, 9999)}" for _ in range(1000)) if f"alerts.{b}" not in existing)
     topic = f"alerts.{bank}"
@@ -711,7 +711,7 @@ def main() -> None:
             try:
                 delete_topics(run.bootstrap, getattr(run, "own_topics", []))
                 groups = [run.app_id, run.sink_group, f"bench-alerts-{run.tag}", f"bench-rtt-{run.tag}"]
-                admin = AdminClient({"bootstrap.servers": run.bootstrap})  # kept alive until the futures resolve
+                admin = AdminClient(dict(run.bootstrap))  # kept alive until the futures resolve
                 for fut in admin.delete_consumer_groups(groups, request_timeout=15).values():
                     try:
                         fut.result(timeout=30)

@@ -81,7 +81,7 @@ def now_ms() -> float:
 
 
 def end_offsets(bootstrap: str, topics: list[str]) -> dict[tuple[str, int], int]:
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-wm-{uuid.uuid4().hex}"})
+    c = Consumer({**bootstrap, "group.id": f"bench-wm-{uuid.uuid4().hex}"})
     try:
         md = c.list_topics(timeout=15).topics
         return {(t, p): watermark_offsets(c, TopicPartition(t, p))[1] for t in topics if t in md for p in md[t].partitions}
@@ -222,7 +222,7 @@ def load_city(run: RunEnv) -> dict[tuple[str, int], tuple[int, int]]:
 
 def read_ranges(bootstrap: str, ranges: dict[tuple[str, int], tuple[int, int]], handle=None) -> dict:
     """Read exactly ``ranges``; ``handle(msg)`` per message; rate from the first message."""
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-raw-{uuid.uuid4().hex}", "enable.auto.commit": False})
+    c = Consumer({**bootstrap, "group.id": f"bench-raw-{uuid.uuid4().hex}", "enable.auto.commit": False})
     todo = {tp: hi for tp, (lo, hi) in ranges.items()}
     c.assign([TopicPartition(t, p, lo) for (t, p), (lo, _) in ranges.items()])
     count, first = 0, None
@@ -349,7 +349,7 @@ class Collector(threading.Thread):
 
     def __init__(self, bootstrap: str, topics: list[str]) -> None:
         super().__init__(daemon=True)
-        self.c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-c-{uuid.uuid4().hex}",
+        self.c = Consumer({**bootstrap, "group.id": f"bench-c-{uuid.uuid4().hex}",
                            "enable.auto.commit": False, "auto.offset.reset": "latest"})
         self.c.subscribe(topics)
         self.got: list[tuple[object, float]] = []
@@ -433,7 +433,7 @@ def sustained(run: RunEnv, captured: list[tuple[str, bytes, bytes]], core: PureC
     input_reader.start()
     alert_reader.start()
     time.sleep(3)  # both readers joined their groups before the first record
-    producer = Producer({"bootstrap.servers": run.bootstrap, "linger.ms": 5, "acks": "all"})
+    producer = Producer({**run.bootstrap, "linger.ms": 5, "acks": "all"})
     sent, flips = 0, {}
     samples = []
     spies = profile_workers(run, "sustained")

@@ -22,8 +22,8 @@ from connectors.offsets import OffsetStore, connect_topic, read_offsets
 from connectors.runner import HEARTBEAT_SCHEMA, ConnectorRunner, producer_config
 from connectors.sources import location_of, make_source
 from streams.codecs.serde import SchemaStore
-from streams.core.catalogue import Catalogue, Department
 from streams.core.access import OPERATOR, OPERATOR_GROUP_PREFIX, connector_principal
+from streams.core.catalogue import Catalogue, Department
 from streams.kafka.admin import read_compacted, watermark_offsets
 from streams.kafka.security import client_conf
 from streams.settings import Settings

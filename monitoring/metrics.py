@@ -38,7 +38,7 @@ CONNECTOR_LAG_TRANSACTIONS = Gauge("yurong_connector_lag_transactions",
                                    "Binlog transactions after the acknowledged GTID (MariaDB/MySQL sources)", ["source"])
 CONNECTOR_SNAPSHOT_ROWS = Counter("yurong_connector_snapshot_rows_total", "Rows read by initial snapshots", ["source", "table"])
 CONNECTOR_HEARTBEAT = Gauge("yurong_connector_heartbeat_timestamp_seconds",
-                            "When the connector last wrote its heartbeat to connect.heartbeats (unix time)", ["source"])
+                            "When the connector last wrote its heartbeat to connect.<dept>.heartbeats (unix time)", ["source"])
 CONNECTOR_SNAPSHOT_PROGRESS = Gauge("yurong_connector_snapshot_progress_ratio",
                                     "Share of the running snapshot already sent (0..1; 1 when none runs)", ["source"])
 

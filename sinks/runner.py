@@ -25,8 +25,7 @@ from sinks.clickhouse import ClickHouseWriter
 from sinks.rows import alert_row, change_row, dlq_row, event_row, profile_row
 from streams.codecs.serde import SchemaStore
 from streams.errors import SinkError
-from streams.kafka.admin import commit_sync
-from streams.kafka.admin import KafkaConf
+from streams.kafka.admin import KafkaConf, commit_sync
 from streams.kafka.dlq import dlq_headers, dlq_topic
 
 log = logging.getLogger(__name__)

@@ -1,8 +1,9 @@
 """Typed settings, one class per concern, read once from ``YURONG_*`` variables (and ``.env``).
 
 Defaults give the local embedded stack started by ``yurong stack up`` (see scripts/stack.sh):
-Kafka (SASL_SSL) on 127.0.0.1:19092 with credentials under ``$YURONG_HOME/secrets/kafka``, Redis on 16379, the market department's PostgreSQL on 15432 and an
-embedded chDB under ``$YURONG_HOME/chdb``. Secrets are ``SecretStr`` and never printed.
+Kafka (SASL_SSL) on 127.0.0.1:19092 with credentials under ``$YURONG_HOME/secrets/kafka``, Redis
+on 16379, the market department's PostgreSQL on 15432 and an embedded chDB under
+``$YURONG_HOME/chdb``. Secrets are ``SecretStr`` and never printed.
 """
 
 from __future__ import annotations

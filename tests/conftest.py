@@ -8,24 +8,38 @@ with a message saying how to start the stack.
 from __future__ import annotations
 
 import os
+import shutil
 import socket
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
+import certifi
 import psycopg2
 import pytest
 import redis
 from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
+from streams.core.access import ADMIN
 from streams.kafka.admin import ensure_topics, watermark_offsets
+from streams.kafka.security import client_conf
 from streams.settings import get_settings
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 TEST_KEY = "yurong-test-pseudonymisation-key-0123456789abcdef"
 
 os.environ.setdefault("YURONG_MASKING_HMAC_KEY", TEST_KEY)
+if "YURONG_KAFKA_SECRETS_DIR" not in os.environ:
+    # No stack (e.g. `make unit`): importing the worker's Faust app builds its Kafka login, which
+    # needs a password file and a CA; these throwaway ones let the unit tests import it. With the
+    # stack, scripts/stack.sh env points at the real ones.
+    _secrets = Path(tempfile.mkdtemp(prefix="yurong-unit-secrets-"))
+    (_secrets / "worker.password").write_text("unit-tests-only\n")
+    shutil.copyfile(certifi.where(), _secrets / "ca.crt")
+    os.environ["YURONG_KAFKA_SECRETS_DIR"] = str(_secrets)
 
 
 def _unavailable(what: str) -> None:
@@ -50,12 +64,20 @@ def settings():
 
 
 @pytest.fixture(scope="session")
-def kafka_bootstrap(settings) -> str:
+def kafka_admin(settings) -> dict:
+    """Client settings of the super user ``admin``: tests set up and observe with them, while the
+    components under test log in as their own principals (streams/core/access.py)."""
     bootstrap = settings.kafka.bootstrap_servers
     if not _port_open(bootstrap.split(",")[0]):
         _unavailable(f"Kafka at {bootstrap}")
-    AdminClient({"bootstrap.servers": bootstrap}).list_topics(timeout=15)
-    return bootstrap
+    conf = client_conf(ADMIN, settings)
+    AdminClient(conf).list_topics(timeout=15)
+    return conf
+
+
+def as_principal(principal: str) -> dict:
+    """Client settings of one of the platform's principals (its password file from the stack)."""
+    return client_conf(principal, get_settings())
 
 
 @pytest.fixture(scope="session")
@@ -139,9 +161,9 @@ class TopicReader:
     reads everything from the beginning.
     """
 
-    def __init__(self, bootstrap: str, topics: list[str], from_end: bool = True) -> None:
+    def __init__(self, bootstrap: dict, topics: list[str], from_end: bool = True) -> None:
         self.consumer = Consumer({
-            "bootstrap.servers": bootstrap, "group.id": f"test-reader-{uuid.uuid4().hex}",
+            **bootstrap, "group.id": f"test-reader-{uuid.uuid4().hex}",
             "auto.offset.reset": "earliest", "enable.auto.commit": False,
             "topic.metadata.refresh.interval.ms": 1000,
         })
@@ -176,11 +198,11 @@ class TopicReader:
 
 
 @pytest.fixture
-def topic_reader(kafka_bootstrap) -> Iterator[Callable[[list[str]], TopicReader]]:
+def topic_reader(kafka_admin) -> Iterator[Callable[[list[str]], TopicReader]]:
     readers: list[TopicReader] = []
 
     def make(topics: list[str], from_end: bool = True) -> TopicReader:
-        r = TopicReader(kafka_bootstrap, topics, from_end)
+        r = TopicReader(kafka_admin, topics, from_end)
         readers.append(r)
         return r
 
@@ -189,8 +211,8 @@ def topic_reader(kafka_bootstrap) -> Iterator[Callable[[list[str]], TopicReader]
         r.close()
 
 
-def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"offsets-{uuid.uuid4().hex}"})
+def end_offsets(bootstrap: dict, topic: str) -> dict[int, int]:
+    c = Consumer({**bootstrap, "group.id": f"offsets-{uuid.uuid4().hex}"})
     md = c.list_topics(topic, timeout=10).topics[topic]
     out = {p: watermark_offsets(c, TopicPartition(topic, p))[1] for p in md.partitions}
     c.close()
@@ -201,3 +223,45 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+class TemporaryPrincipals:
+    """SCRAM users with the ACLs of given rules, made by the super user for one test and removed
+    after it (user, ACLs): e.g. a throwaway department's connector, or a bank."""
+
+    def __init__(self, admin_conf: dict) -> None:
+        self.admin = AdminClient(dict(admin_conf))
+        self.bootstrap = admin_conf["bootstrap.servers"]
+        self.ca = admin_conf["ssl.ca.location"]
+        self.made: list[str] = []
+
+    def add(self, principal: str, rules) -> dict:
+        """Create ``principal`` with exactly ``rules``; returns its client settings."""
+        from streams.kafka.security import KafkaLogin, new_password, set_password, sync_acls
+
+        password = new_password()
+        set_password(self.admin, principal, password)
+        sync_acls(self.admin, principal, rules)
+        self.made.append(principal)
+        from pydantic import SecretStr
+
+        return KafkaLogin(self.bootstrap, principal, SecretStr(password), Path(self.ca)).conf()
+
+    def remove_all(self) -> None:
+        from streams.kafka.security import delete_user, sync_acls
+
+        for principal in self.made:
+            sync_acls(self.admin, principal, [])
+            delete_user(self.admin, principal)
+
+
+@pytest.fixture
+def principals(kafka_admin) -> Iterator[TemporaryPrincipals]:
+    made = TemporaryPrincipals(kafka_admin)
+    yield made
+    made.remove_all()
+
+
+def letters(text: str) -> str:
+    """``text`` with digits mapped to letters: a unique suffix fit for a department name."""
+    return text.translate(str.maketrans("0123456789", "ghijklmnop"))

@@ -36,9 +36,11 @@ from connectors.runner import ConnectorRunner, producer_config
 from connectors.sources import source_class
 from streams.cli.demo import pipeline
 from streams.codecs.serde import schema_store
+from streams.core.access import connector_principal
 from streams.core.catalogue import Department, catalogue
 from streams.errors import DecodeError
 from streams.kafka.admin import commit_sync, watermark_offsets
+from streams.kafka.security import client_conf
 from streams.settings import SourceSettings
 from streams.worker.consent_store import ConsentRegistry
 from tests.conftest import IN_CI, TEST_KEY, TopicReader, free_port, wait_for
@@ -50,15 +52,17 @@ class RunningConnector:
     """One department's connector (source + ``ConnectorRunner``) in a background thread, in
     this process; ``stop()`` stops it cleanly, ``error`` holds what it died of."""
 
-    def __init__(self, dept: Department | str, location: str, bootstrap: str,
+    def __init__(self, dept: Department | str, location: str, kafka: dict,
                  settings: SourceSettings | None = None, resnapshot: bool = False) -> None:
         department = catalogue().department(dept) if isinstance(dept, str) else dept
         schemas = schema_store()
-        producer = Producer(producer_config(bootstrap))
-        self.offsets = OffsetStore(bootstrap, schemas, producer)
+        # the cluster of ``kafka``, logged in as the department's own principal, as `yurong connect` does
+        kafka = {**client_conf(connector_principal(department.dept)), "bootstrap.servers": kafka["bootstrap.servers"]}
+        producer = Producer(producer_config(kafka))
+        self.offsets = OffsetStore(kafka, department.dept, schemas, producer)
         self.source: Source = source_class(department.kind)(
             department, location, self.offsets, schemas, settings or SourceSettings(), resnapshot=resnapshot)
-        self.runner = ConnectorRunner(self.source, department, producer, schemas, bootstrap, flush_interval_s=0.1)
+        self.runner = ConnectorRunner(self.source, department, producer, schemas, kafka, flush_interval_s=0.1)
         self.error: BaseException | None = None
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
@@ -82,9 +86,9 @@ class ConnectorProcess:
     ``YURONG_SOURCE_DSNS`` (JSON) or ``YURONG_SOURCE_DROP_DIR``. Output goes to ``log``
     (appended over restarts)."""
 
-    def __init__(self, dept: str, bootstrap: str, log: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(self, dept: str, kafka: dict, log: Path, env: dict[str, str] | None = None) -> None:
         self.dept = dept
-        self.env = {**os.environ, "YURONG_KAFKA_BOOTSTRAP_SERVERS": bootstrap, "YURONG_MASKING_HMAC_KEY": TEST_KEY,
+        self.env = {**os.environ, "YURONG_KAFKA_BOOTSTRAP_SERVERS": kafka["bootstrap.servers"], "YURONG_MASKING_HMAC_KEY": TEST_KEY,
                     "YURONG_METRICS_CONNECTOR_PORT": str(free_port()), "YURONG_SOURCE_FLUSH_INTERVAL_S": "0.05",
                     **(env or {})}
         self.log = log
@@ -174,9 +178,9 @@ class IsolatedPipeline:
     def names(label: str, tag: str) -> tuple[str, str, str]:
         """``(Faust app id, sink consumer group, Redis key prefix)`` of a pipeline: known before
         it starts, e.g. to position its consumer groups."""
-        return f"yurong-{label}-{tag}", f"yurong-{label}-sink-{tag}", f"{label}{tag}:"
+        return f"yurong-worker-{label}-{tag}", f"yurong-sink-{label}-{tag}", f"{label}{tag}:"
 
-    def __init__(self, home: Path, dsn: str, bootstrap: str, redis_url: str, tag: str, key: str,
+    def __init__(self, home: Path, dsn: str, kafka: dict, redis_url: str, tag: str, key: str,
                  extra_env: dict[str, str] | None = None, label: str = "e2e") -> None:
         self.home = home
         self.logs = home / "logs"
@@ -186,7 +190,7 @@ class IsolatedPipeline:
         self.env = {
             **os.environ,
             "YURONG_HOME": str(home / "home"),
-            "YURONG_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+            "YURONG_KAFKA_BOOTSTRAP_SERVERS": kafka["bootstrap.servers"],
             "YURONG_REDIS_URL": redis_url,
             "YURONG_REDIS_KEY_PREFIX": self.prefix,
             "YURONG_SOURCE_MARKET_DSN": dsn,
@@ -249,10 +253,10 @@ class IsolatedPipeline:
         return asyncio.run(go())
 
 
-def commit_at_end(bootstrap: str, group: str, topics: list[str]) -> int:
+def commit_at_end(bootstrap: dict, group: str, topics: list[str]) -> int:
     """Commit ``group`` at the current end of ``topics``: a new group then starts there instead
     of replaying the history other runs left on the shared topics. Returns records skipped."""
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
+    c = Consumer({**bootstrap, "group.id": group, "enable.auto.commit": False})
     skipped, offsets = 0, []
     try:
         md = c.list_topics(timeout=15).topics
@@ -270,10 +274,10 @@ def commit_at_end(bootstrap: str, group: str, topics: list[str]) -> int:
     return skipped
 
 
-def skip_history(bootstrap: str, app_id: str, sink_group: str) -> dict[str, int]:
+def skip_history(bootstrap: dict, app_id: str, sink_group: str) -> dict[str, int]:
     """Position a new pipeline's worker and sink groups at the end of the shared topics, so it
     processes its own records only. Returns the records skipped per component."""
-    md = AdminClient({"bootstrap.servers": bootstrap}).list_topics(timeout=15).topics
+    md = AdminClient(dict(bootstrap)).list_topics(timeout=15).topics
     worker_topics = [*sorted(catalogue().by_topic()), "enterprise.events", "risk.changes", "consent.grants"]
     sink_topics = ["enterprise.events", "enterprise.profiles", "risk.changes",
                    *(t for t in md if re.fullmatch(r"alerts\.b[0-9]{4}", t) or t.startswith("dlq."))]

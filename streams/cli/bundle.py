@@ -15,23 +15,45 @@ from pathlib import Path
 
 from pydantic import SecretStr
 
-from streams.kafka.security import KafkaLogin, write_secret
-from streams.settings import REPO_ROOT
+from streams.core.access import OPERATOR, check_bank
+from streams.kafka.banks import onboard_bank
+from streams.kafka.security import KafkaLogin, client_conf, new_password, write_secret
+from streams.settings import REPO_ROOT, Settings, get_settings
 
 TEMPLATES = Path(__file__).resolve().parent / "bank_bundle"
 PASSWORD_KEY = "sasl.password"
 
 
+def read_bundle_conf(folder: Path) -> dict[str, str]:
+    """A bundle's ``librdkafka.conf`` as client settings (what a bank's Python consumer loads)."""
+    conf = {}
+    for line in (folder / "librdkafka.conf").read_text().splitlines():
+        key, sep, value = line.partition("=")
+        if sep and not key.lstrip().startswith("#"):
+            conf[key.strip()] = value.strip()
+    return conf
+
+
 def existing_password(folder: Path) -> str | None:
     """The password a bundle written earlier holds, if any (re-onboarding keeps it)."""
-    conf = folder / "librdkafka.conf"
-    if not conf.exists():
+    if not (folder / "librdkafka.conf").exists():
         return None
-    for line in conf.read_text().splitlines():
-        key, _, value = line.partition("=")
-        if key.strip() == PASSWORD_KEY and value.strip():
-            return value.strip()
-    return None
+    return read_bundle_conf(folder).get(PASSWORD_KEY) or None
+
+
+def onboard(bank_id: str, out: Path | None = None, rotate: bool = False,
+            settings: Settings | None = None) -> tuple[Path, tuple[int, int], list[Path]]:
+    """Onboard ``bank_id`` as ``operator`` (login, ACLs, topics: ``streams.kafka.banks``) and write
+    its bundle to ``out`` (default ``$YURONG_HOME/banks/<bank_id>``). The password of an earlier
+    bundle there is kept unless ``rotate``. Returns (folder, (ACLs created, deleted), files)."""
+    s = settings or get_settings()
+    check_bank(bank_id)
+    folder = out or s.paths.home / "banks" / bank_id
+    password = (None if rotate else existing_password(folder)) or new_password()
+    changes = onboard_bank(client_conf(OPERATOR, s), bank_id, password, partitions=s.kafka.topic_partitions,
+                           replication_factor=s.kafka.replication_factor)
+    files = write_bundle(folder, bank_id, s.kafka.bootstrap_servers, password, s.kafka.ca_location or s.kafka_secrets_dir / "ca.crt")
+    return folder, changes, files
 
 
 def write_bundle(folder: Path, bank_id: str, bootstrap: str, password: str, ca_file: Path) -> list[Path]:

@@ -175,8 +175,8 @@ def _connect_status() -> None:
 def worker(faust_args: tuple[str, ...]) -> None:
     """Run the Faust worker (extra arguments go to `faust worker`, e.g. -l debug)."""
     from monitoring.metrics import serve
-    from streams.core.catalogue import catalogue
     from streams.core.access import WORKER
+    from streams.core.catalogue import catalogue
     from streams.kafka.admin import ensure_topics, pipeline_topics
     from streams.kafka.security import client_conf
     from streams.worker.faust_fixes import check_version
@@ -292,15 +292,20 @@ def _parse_day(text: str | None) -> int | None:
 @click.option("--days", default=365, show_default=True, help="validity in days (from the start)")
 @click.option("--start", default=None, help="first day in force, YYYY-MM-DD UTC (default: now)")
 @click.option("--scope", default="", help="comma-separated alert categories (empty: all)")
-def consent_grant(bank_id: str, uscc: str, purpose: str, days: int, start: str | None, scope: str) -> None:
-    """Publish a new consent to consent.grants (as the consent service)."""
+@click.option("--evidence", required=True, help="reference to the enterprise's signed authorisation (授权书), "
+              "e.g. a document id or sha256:<hash> of the scan — never personal data")
+def consent_grant(bank_id: str, uscc: str, purpose: str, days: int, start: str | None, scope: str, evidence: str) -> None:
+    """Publish a new consent to consent.grants as the consent service; the record names the
+    Kafka principal that recorded it and the evidence of authorisation."""
+    from streams.core.access import CONSENT
     from streams.core.consent import new_grant
+    from streams.kafka.security import kafka_login
 
     now = int(time.time() * 1000)
     start_ms = _parse_day(start)
     expiry = (start_ms if start_ms is not None else now) + days * 86_400_000
     g = new_grant(bank_id, uscc.strip().upper(), purpose, expiry, [c.strip() for c in scope.split(",") if c.strip()],
-                  start_ms=start_ms, now_ms=now)
+                  start_ms=start_ms, now_ms=now, recorded_by=kafka_login(CONSENT).username, evidence_ref=evidence)
     _publisher().publish([g])
     console.print(f"granted consent {g.consent_id} ({bank_id} ← {g.uscc}, {_ms(g.start_ms)} – {_ms(g.expiry_ms)}, "
                   f"scope {','.join(g.scope) or 'all'})")
@@ -332,14 +337,15 @@ def consent_revoke(bank_id: str | None, uscc: str | None, consent_id: str | None
     else:
         raise ConfigError("name --bank and --uscc, or --consent")
     from streams.core.access import CONSENT
-    from streams.kafka.security import client_conf
+    from streams.kafka.security import client_conf, kafka_login
 
     found = scan_grants(client_conf(CONSENT), wanted)
     for g in known:
         found[g.consent_id] = merge_grant(found.get(g.consent_id), g)
     publisher = _publisher()
     now = int(time.time() * 1000)  # after the look-up: the revocation applies from the moment it is published
-    todo = [r for g in found.values() for r in revocations([g], g.bank_id, now)]
+    who = kafka_login(CONSENT).username
+    todo = [r for g in found.values() for r in revocations([g], g.bank_id, now, recorded_by=who)]
     if not todo:
         raise ConfigError("nothing to revoke: no active or scheduled consent matches")
     publisher.publish(todo)
@@ -481,19 +487,9 @@ def bank_throttled(bank_id: str, limit: int) -> None:
 def bank_onboard(bank_id: str, out: Path | None, rotate: bool) -> None:
     """Give BANK_ID its Kafka login, ACLs (its own alerts.BANK_ID and matches.BANK_ID) and topics,
     and write its client bundle (as operator). Idempotent: again, it re-applies and keeps the password."""
-    from streams.cli.bundle import existing_password, write_bundle
-    from streams.core.access import OPERATOR, check_bank
-    from streams.kafka.banks import onboard_bank
-    from streams.kafka.security import client_conf, new_password
+    from streams.cli.bundle import onboard
 
-    s = get_settings()
-    check_bank(bank_id)
-    folder = out or s.paths.home / "banks" / bank_id
-    password = None if rotate else existing_password(folder)
-    password = password or new_password()
-    created, deleted = onboard_bank(client_conf(OPERATOR, s), bank_id, password, partitions=s.kafka.topic_partitions,
-                                    replication_factor=s.kafka.replication_factor)
-    files = write_bundle(folder, bank_id, s.kafka.bootstrap_servers, password, s.kafka.ca_location or s.kafka_secrets_dir / "ca.crt")
+    folder, (created, deleted), files = onboard(bank_id, out, rotate)
     console.print(f"{bank_id} onboarded ({created} ACLs added, {deleted} removed); client bundle in {folder}: "
                   + ", ".join(p.name for p in files))
 

@@ -76,9 +76,12 @@ def pipeline(env: dict[str, str], log_dir: Path, components=("connect market", "
 
 def run_demo(console: Console, enterprises: int, seconds: int, rate: float) -> None:
     from connectors.simulator.market import MarketSimulator
+    from streams.cli.bundle import onboard, read_bundle_conf
     from streams.cli.common import run_sql, with_registry
+    from streams.core.access import CONSENT
     from streams.core.consent import new_grant
     from streams.kafka.consent_log import publish_grants
+    from streams.kafka.security import kafka_login
     from streams.worker.consent_store import ConsentRegistry
 
     s = get_settings()
@@ -115,22 +118,27 @@ def run_demo(console: Console, enterprises: int, seconds: int, rate: float) -> N
         return [code for code in portfolio
                 if not any(g.bank_id == CONSENTED_BANK and g.is_active(now) for g in await reg.grants_of(code))]
 
-    # Consents go where they always go: onto consent.grants, which the worker applies to Redis.
+    # Both banks are onboarded as a bank would be: a Kafka login of its own that reads only its own
+    # alerts.<bank_id>, and a client bundle ($YURONG_HOME/banks/<bank_id>) the demo reads alerts with.
+    bundles = {bank: onboard(bank, settings=s)[0] for bank in (CONSENTED_BANK, UNCONSENTED_BANK)}
+    # Consents go where they always go: onto consent.grants (written by the consent service only),
+    # which the worker applies to Redis. Each names who recorded it and the signed authorisation.
+    consent = kafka_login(CONSENT, s)
     expiry = int((time.time() + 365 * 86400) * 1000)
-    publish_grants(s.kafka.bootstrap_servers,
-                   [new_grant(CONSENTED_BANK, code, "post-loan monitoring (贷后监测)", expiry) for code in with_registry(setup)],
+    publish_grants(consent.conf(),
+                   [new_grant(CONSENTED_BANK, code, "post-loan monitoring (贷后监测)", expiry, recorded_by=consent.username,
+                              evidence_ref=f"auth-letter:demo/{code}") for code in with_registry(setup)],
                    partitions=s.kafka.topic_partitions)
-    from streams.kafka.admin import ensure_topics
-
-    ensure_topics(s.kafka.bootstrap_servers, {f"alerts.{CONSENTED_BANK}": {}, f"alerts.{UNCONSENTED_BANK}": {}},
-                  partitions=s.kafka.topic_partitions)
 
     console.print("4/6 starting connector, worker and sink (logs in "
                   f"{s.paths.home / 'logs'}/{{connect,worker,sink}}.log)")
     schemas = schema_store()
-    consumer = Consumer({"bootstrap.servers": s.kafka.bootstrap_servers, "group.id": f"yurong-demo-{time.time_ns()}",
-                         "auto.offset.reset": "latest", "enable.auto.commit": False})
-    consumer.subscribe([f"alerts.{CONSENTED_BANK}", f"alerts.{UNCONSENTED_BANK}"])
+    consumers = []
+    for bank, folder in bundles.items():  # each bank reads its own topic with its own login
+        c = Consumer({**read_bundle_conf(folder), "group.id": f"{bank}.demo-{time.time_ns()}", "auto.offset.reset": "latest",
+                      "enable.auto.commit": False})
+        c.subscribe([f"alerts.{bank}"])
+        consumers.append(c)
     received = {CONSENTED_BANK: 0, UNCONSENTED_BANK: 0}
     latencies: list[float] = []
     with pipeline(env, s.paths.home / "logs") as procs:
@@ -146,17 +154,19 @@ def run_demo(console: Console, enterprises: int, seconds: int, rate: float) -> N
                 if time.monotonic() >= next_tick:
                     sim.step(max(1, int(rate)))
                     next_tick += 1.0
-                msg = consumer.poll(0.2)
-                if msg is None or msg.error() or msg.value() is None:
-                    continue
-                _, alert = schemas.decode(msg.value(), "risk/alert")
-                received[alert["bank_id"]] += 1
-                latency = (alert["published_ts_ms"] - alert["event_ts_ms"]) / 1000
-                latencies.append(latency)
-                if table.row_count < 25:
-                    table.add_row(alert["bank_id"], alert["uscc"], alert["category"], alert["severity"],
-                                  ",".join(alert["reason_codes"][:2]), f"{latency:.2f}s")
-        consumer.close()
+                for consumer in consumers:
+                    msg = consumer.poll(0.1)
+                    if msg is None or msg.error() or msg.value() is None:
+                        continue
+                    _, alert = schemas.decode(msg.value(), "risk/alert")
+                    received[alert["bank_id"]] += 1
+                    latency = (alert["published_ts_ms"] - alert["event_ts_ms"]) / 1000
+                    latencies.append(latency)
+                    if table.row_count < 25:
+                        table.add_row(alert["bank_id"], alert["uscc"], alert["category"], alert["severity"],
+                                      ",".join(alert["reason_codes"][:2]), f"{latency:.2f}s")
+        for consumer in consumers:
+            consumer.close()
         console.print("6/6 analyst queries on ClickHouse while the pipeline runs (yurong sql):")
         for query in ANALYST_QUERIES:
             console.print(f"[dim]{query}[/dim]")

@@ -16,7 +16,7 @@ from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, C
 
 log = logging.getLogger(__name__)
 
-KafkaConf = Mapping[str, str]
+KafkaConf = Mapping[str, Any]  # librdkafka settings: bootstrap servers and the login (security.client_conf)
 
 
 def ensure_topics(

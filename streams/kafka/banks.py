@@ -16,7 +16,7 @@ from confluent_kafka.admin import AclBindingFilter, AclOperation, AclPermissionT
 
 from streams.core.access import bank_rules, check_bank, is_bank
 from streams.kafka.admin import KafkaConf, ensure_topics
-from streams.kafka.security import delete_user, scram_users, set_password, sync_acls
+from streams.kafka.security import ANY_NAME, delete_user, scram_users, set_password, sync_acls
 
 
 def bank_topics(bank_id: str) -> list[str]:
@@ -59,7 +59,8 @@ def list_banks(operator: KafkaConf) -> list[BankAccess]:
     """Every bank with a login or an ACL, and what its ACLs allow."""
     admin = AdminClient(dict(operator))
     users = {u for u in scram_users(admin) if is_bank(u)}
-    flt = AclBindingFilter(ResourceType.ANY, None, ResourcePatternType.ANY, None, None, AclOperation.ANY, AclPermissionType.ANY)
+    flt = AclBindingFilter(ResourceType.ANY, ANY_NAME, ResourcePatternType.ANY, ANY_NAME, ANY_NAME, AclOperation.ANY,
+                           AclPermissionType.ANY)
     grants: dict[str, list[str]] = defaultdict(list)
     for b in admin.describe_acls(flt, request_timeout=15).result():
         who = b.principal.removeprefix("User:")

@@ -12,10 +12,10 @@ from collections.abc import Iterable
 from confluent_kafka import KafkaException, Producer
 
 from streams.codecs.serde import schema_store
+from streams.core.access import CONSENT_GROUP_PREFIX
 from streams.core.consent import ConsentGrant, merge_grant
 from streams.core.masking import assert_no_pii
 from streams.errors import ConfigError, YurongError
-from streams.core.access import CONSENT_GROUP_PREFIX
 from streams.kafka.admin import KafkaConf, ensure_topics, read_to_end
 
 CONSENT_TOPIC = "consent.grants"

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+from collections.abc import Mapping
 
 from confluent_kafka import KafkaError, KafkaException, Producer
 
@@ -30,7 +31,7 @@ class OutputProducer:
     """Produce from the event loop; ``flush()`` before a commit; ``produce_acked()`` to wait for
     one record's acknowledgement (an alert is recorded as delivered only after it)."""
 
-    def __init__(self, config: dict[str, object]) -> None:
+    def __init__(self, config: Mapping[str, object]) -> None:
         self._p = Producer({"enable.idempotence": True, "acks": "all", "partitioner": "murmur2_random",
                             "linger.ms": 5, **config})
         self._next = 0  # sequence number of the next record

@@ -20,8 +20,8 @@ import ssl
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from confluent_kafka import KafkaException
 from confluent_kafka.admin import (
     AclBinding,
     AclBindingFilter,
@@ -42,6 +42,7 @@ from streams.errors import ConfigError
 from streams.settings import Settings, get_settings
 
 SCRAM_ITERATIONS = 8192
+ANY_NAME: Any = None  # "match any" in an AclBindingFilter (confluent-kafka's stubs type these as str)
 _RESOURCE = {Resource.TOPIC: ResourceType.TOPIC, Resource.GROUP: ResourceType.GROUP, Resource.CLUSTER: ResourceType.BROKER}
 _PATTERN = {Pattern.LITERAL: ResourcePatternType.LITERAL, Pattern.PREFIXED: ResourcePatternType.PREFIXED}
 
@@ -55,7 +56,7 @@ class KafkaLogin:
     password: SecretStr
     ca_location: Path
 
-    def conf(self) -> dict[str, str]:
+    def conf(self) -> dict[str, Any]:
         """librdkafka settings (confluent-kafka's Producer, Consumer, AdminClient)."""
         return {
             "bootstrap.servers": self.bootstrap,
@@ -107,7 +108,7 @@ def kafka_login(principal: str, settings: Settings | None = None) -> KafkaLogin:
     return KafkaLogin(s.kafka.bootstrap_servers, username, password, ca)
 
 
-def client_conf(principal: str, settings: Settings | None = None) -> dict[str, str]:
+def client_conf(principal: str, settings: Settings | None = None) -> dict[str, Any]:
     """librdkafka settings for a client of ``principal`` (see ``kafka_login``)."""
     return kafka_login(principal, settings).conf()
 
@@ -123,13 +124,16 @@ def _bindings(principal: str, rules: Iterable[Rule]) -> set[AclBinding]:
     return out
 
 
-def _result(futures: Mapping | Iterable) -> None:
-    for fut in (futures.values() if isinstance(futures, Mapping) else futures):
+def _result(futures: Any) -> None:
+    """Wait for an Admin API call: a future, a list of futures or a dict of them."""
+    if isinstance(futures, Mapping):
+        futures = futures.values()
+    for fut in (futures if isinstance(futures, Iterable) else [futures]):
         fut.result()
 
 
 def acls_of(admin: AdminClient, principal: str) -> set[AclBinding]:
-    flt = AclBindingFilter(ResourceType.ANY, None, ResourcePatternType.ANY, f"User:{principal}", None,
+    flt = AclBindingFilter(ResourceType.ANY, ANY_NAME, ResourcePatternType.ANY, f"User:{principal}", ANY_NAME,
                            AclOperation.ANY, AclPermissionType.ANY)
     return set(admin.describe_acls(flt, request_timeout=15).result())
 
@@ -148,11 +152,9 @@ def sync_acls(admin: AdminClient, principal: str, rules: Iterable[Rule]) -> tupl
 
 
 def scram_users(admin: AdminClient) -> set[str]:
-    try:
-        found = admin.describe_user_scram_credentials(request_timeout=15).result()
-    except KafkaException:
-        return set()
-    return set(found)
+    """Every SCRAM user of the cluster."""
+    every: Any = admin.describe_user_scram_credentials(request_timeout=15)  # no users named: one future, a dict
+    return set(every.result())
 
 
 def set_password(admin: AdminClient, username: str, password: str) -> None:

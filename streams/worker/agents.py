@@ -35,6 +35,7 @@ from streams.codecs.avro_registry import (
 )
 from streams.codecs.debezium import DebeziumConverter
 from streams.codecs.serde import schema_store
+from streams.core.access import WORKER
 from streams.core.catalogue import catalogue
 from streams.core.consent import ConsentGrant, filtered_by
 from streams.core.ingest import Provenance, to_enterprise_event
@@ -42,7 +43,6 @@ from streams.core.masking import assert_no_pii
 from streams.core.profile import DecodedProfiles, merge_event
 from streams.core.scorecard import DEFAULT_SCORECARD, Scorecard
 from streams.errors import DecodeError, RecordError
-from streams.core.access import WORKER
 from streams.kafka.admin import ensure_topics
 from streams.kafka.dlq import dlq_headers
 from streams.kafka.security import client_conf

@@ -33,7 +33,7 @@ def e2e_db(pg_admin_dsn, unique):
 
 
 def test_rows_become_profiles_and_only_consented_banks_get_alerts(
-    e2e_db, kafka_bootstrap, redis_url, unique, tmp_path, topic_reader
+    e2e_db, kafka_admin, redis_url, unique, tmp_path, topic_reader
 ):
     schemas = schema_store()
     sim = MarketSimulator(e2e_db, seed=int(unique[:6], 16), distress_share=0.0)
@@ -42,7 +42,7 @@ def test_rows_become_profiles_and_only_consented_banks_get_alerts(
     a, b, c, d = usccs[:4]
     rng = random.Random(unique)
     consented, unconsented = f"b{rng.randint(1000, 4999)}", f"b{rng.randint(5000, 9999)}"
-    p = IsolatedPipeline(tmp_path, e2e_db, kafka_bootstrap, redis_url, unique, TEST_KEY,
+    p = IsolatedPipeline(tmp_path, e2e_db, kafka_admin, redis_url, unique, TEST_KEY,
                          {"YURONG_CLICKHOUSE_BATCH_SECONDS": "0.3", "YURONG_SOURCE_FLUSH_INTERVAL_S": "0.1"})
 
     async def setup(reg: ConsentRegistry):
@@ -52,10 +52,10 @@ def test_rows_become_profiles_and_only_consented_banks_get_alerts(
         await reg.watch(unconsented, [a, b, c])
     p.registry(setup)
     alert_topics = [f"alerts.{consented}", f"alerts.{unconsented}"]
-    ensure_topics(kafka_bootstrap, {t: {} for t in alert_topics})
+    ensure_topics(kafka_admin, {t: {} for t in alert_topics})
     alerts = topic_reader(alert_topics)
 
-    skip_history(kafka_bootstrap, p.app_id, p.sink_group)  # other runs' records are not this test's
+    skip_history(kafka_admin, p.app_id, p.sink_group)  # other runs' records are not this test's
     with p.running():
         # 1. the snapshot becomes 200 profiles in ClickHouse
         wait_for(lambda: (rows := p.sql("SELECT count() FROM enterprise_profile FINAL WHERE has({u:Array(String)}, uscc)",
@@ -65,7 +65,7 @@ def test_rows_become_profiles_and_only_consented_banks_get_alerts(
         # 2. bad input first, then good changes: bytes that are not Avro, and a valid Avro
         # record of the wrong schema, straight onto a department topic ...
         garbage_key, mismatch_key = f"garbage-{unique}".encode(), f"mismatch-{unique}".encode()
-        producer = Producer({"bootstrap.servers": kafka_bootstrap})
+        producer = Producer(dict(kafka_admin))
         producer.produce("dept.market.enterprise_registration", key=garbage_key, value=b"\x00not avro at all")
         producer.produce("dept.market.enterprise_registration", key=mismatch_key,
                          value=schemas.encode("connect/source_offset", {"source": "x", "ts_ms": 1}))

@@ -42,7 +42,7 @@ class Backlog:
 
     def __init__(self, bootstrap: str, unique: str) -> None:
         self.schemas = schema_store()
-        self.producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", "enable.idempotence": True,
+        self.producer = Producer({**bootstrap, "acks": "all", "enable.idempotence": True,
                                   "linger.ms": 20})
         rng = random.Random(f"rebalance-{unique}")
         self.codes = sorted({make_uscc(rng, "500103") for _ in range(2_000)})
@@ -77,12 +77,12 @@ def ingested(env: dict[str, str]) -> float:
     return sum(float(line[len(key):]) for line in text.splitlines() if line.startswith(key))
 
 
-def test_workers_joining_and_leaving_mid_backlog_lose_no_record(tmp_path, kafka_bootstrap, redis_url, unique, topic_reader):
-    p = IsolatedPipeline(tmp_path / "a", "postgresql://unused@127.0.0.1:1/none", kafka_bootstrap, redis_url, unique,
+def test_workers_joining_and_leaving_mid_backlog_lose_no_record(tmp_path, kafka_admin, redis_url, unique, topic_reader):
+    p = IsolatedPipeline(tmp_path / "a", "postgresql://unused@127.0.0.1:1/none", kafka_admin, redis_url, unique,
                          TEST_KEY, FAST_GROUP, label="rebalance")
-    skip_history(kafka_bootstrap, p.app_id, p.sink_group)
+    skip_history(kafka_admin, p.app_id, p.sink_group)
     reader = topic_reader(["enterprise.events", f"dlq.{REGISTRATION}"])
-    backlog = Backlog(kafka_bootstrap, unique)
+    backlog = Backlog(kafka_admin, unique)
     backlog.produce(BACKLOG)
     out: set[tuple[int, int]] = set()
 

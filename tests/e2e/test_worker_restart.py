@@ -26,23 +26,23 @@ def restart_db(pg_admin_dsn, unique):
     drop_database(pg_admin_dsn, name)
 
 
-def test_profiles_survive_a_worker_restart(restart_db, kafka_bootstrap, redis_url, unique, tmp_path, topic_reader):
+def test_profiles_survive_a_worker_restart(restart_db, kafka_admin, redis_url, unique, tmp_path, topic_reader):
     schemas = schema_store()
     sim = MarketSimulator(restart_db, seed=int(unique[:6], 16), distress_share=0.0)
     sim.create_schema()
     usccs = sim.seed_enterprises(30)
     target = usccs[0]
     bank = f"b{random.Random(unique).randint(1000, 9999)}"
-    p = IsolatedPipeline(tmp_path, restart_db, kafka_bootstrap, redis_url, unique, TEST_KEY,
+    p = IsolatedPipeline(tmp_path, restart_db, kafka_admin, redis_url, unique, TEST_KEY,
                          {"YURONG_CLICKHOUSE_BATCH_SECONDS": "0.3", "YURONG_SOURCE_FLUSH_INTERVAL_S": "0.1"})
 
     async def setup(reg: ConsentRegistry):
         await reg.grant(bank, target, "post-loan monitoring", expiry_ms=4_102_444_800_000)
         await reg.watch(bank, [target])
     p.registry(setup)
-    ensure_topics(kafka_bootstrap, {f"alerts.{bank}": {}})
+    ensure_topics(kafka_admin, {f"alerts.{bank}": {}})
     alerts = topic_reader([f"alerts.{bank}"])
-    skip_history(kafka_bootstrap, p.app_id, p.sink_group)
+    skip_history(kafka_admin, p.app_id, p.sink_group)
 
     def set_status(status: str) -> None:
         with psycopg2.connect(restart_db) as pg, pg.cursor() as cur:

@@ -58,11 +58,11 @@ def _drop_city(cat, dsns: dict[str, str], pg_admin_dsn: str) -> None:
             drop_database(pg_admin_dsn, dsn.rsplit("/", 1)[1])
 
 
-def test_every_dataset_reaches_kafka_from_its_kind_of_source(city_settings, kafka_bootstrap, unique, monkeypatch,
+def test_every_dataset_reaches_kafka_from_its_kind_of_source(city_settings, kafka_admin, unique, monkeypatch,
                                                              topic_reader):
     cat = catalogue()
     monkeypatch.setenv("YURONG_SOURCE_POLL_INTERVAL_S", "0.3")
-    monkeypatch.setenv("YURONG_KAFKA_BOOTSTRAP_SERVERS", kafka_bootstrap)
+    monkeypatch.setenv("YURONG_KAFKA_BOOTSTRAP_SERVERS", kafka_admin)
     settings = Settings()
     dsns = {dept: dsn.get_secret_value() for dept, dsn in settings.source.dsns.items()}
     datasets = {ds.topic: ds for ds in cat.by_topic().values()}

@@ -120,7 +120,7 @@ SUBSCRIBED = [re.compile(p) if p.startswith("^") else re.compile(re.escape(p) + 
 def current_ends(bootstrap: str) -> list[TopicPartition]:
     """End offsets of every topic the sink subscribes to, right now. A topic that is still being
     created elsewhere is left out: the sink reads it from the start, which is harmless."""
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"ends-{uuid.uuid4().hex}"})
+    c = Consumer({**bootstrap, "group.id": f"ends-{uuid.uuid4().hex}"})
     out = []
     for t, md in sorted(c.list_topics(timeout=15).topics.items()):
         if md.error is not None or not any(p.match(t) for p in SUBSCRIBED):
@@ -135,13 +135,13 @@ def current_ends(bootstrap: str) -> list[TopicPartition]:
 
 def start_group_at(bootstrap: str, group: str, positions: list[TopicPartition]) -> None:
     """Commit ``positions`` for the (not yet running) group: the sink starts reading there."""
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
+    c = Consumer({**bootstrap, "group.id": group, "enable.auto.commit": False})
     commit_sync(c, [TopicPartition(tp.topic, tp.partition, tp.offset) for tp in positions])
     c.close()
 
 
 def committed(bootstrap: str, group: str, where: list[tuple[str, int, int]]) -> dict[tuple[str, int], int]:
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
+    c = Consumer({**bootstrap, "group.id": group, "enable.auto.commit": False})
     parts = sorted({(t, p) for t, p, _ in where})
     out = {(tp.topic, tp.partition): tp.offset for tp in c.committed([TopicPartition(t, p) for t, p in parts], timeout=10)}
     c.close()
@@ -243,9 +243,9 @@ def ids(unique) -> Ids:
 
 
 @pytest.fixture
-def bank(kafka_bootstrap, unique) -> str:
+def bank(kafka_admin, unique) -> str:
     bank_id = f"b9{random.Random(unique).randint(0, 999):03d}"
-    ensure_topics(kafka_bootstrap, {f"alerts.{bank_id}": {}})
+    ensure_topics(kafka_admin, {f"alerts.{bank_id}": {}})
     return bank_id
 
 
@@ -272,12 +272,12 @@ def all_landed(store: Store, ids: Ids) -> bool:
 
 # --- tests --------------------------------------------------------------------------------------
 
-def test_every_record_kind_lands_in_its_table_with_its_values(kafka_bootstrap, store, ids, bank, unique):
+def test_every_record_kind_lands_in_its_table_with_its_values(kafka_admin, store, ids, bank, unique):
     group = f"test-sink-{unique}"
-    start_group_at(kafka_bootstrap, group, current_ends(kafka_bootstrap))
-    where, changes = produce_every_kind(kafka_bootstrap, ids, bank)
+    start_group_at(kafka_admin, group, current_ends(kafka_admin))
+    where, changes = produce_every_kind(kafka_admin, ids, bank)
     writer = store.open()
-    sink = RunningSink(kafka_bootstrap, group, writer)
+    sink = RunningSink(kafka_admin, group, writer)
     try:
         wait_for(lambda: all_landed(store, ids), 30, "rows of every kind for the test's USCCs")
     finally:
@@ -321,17 +321,17 @@ def test_every_record_kind_lands_in_its_table_with_its_values(kafka_bootstrap, s
     assert (a[4], a[5], a[6]) == (f"alerts.{bank}", *alert_at)  # the audit names the delivery's Kafka position
     assert ms(a[7]) == T0 + 1100
 
-    assert covers(committed(kafka_bootstrap, group, where), where), "the sink committed past what it wrote"
+    assert covers(committed(kafka_admin, group, where), where), "the sink committed past what it wrote"
 
 
 def test_replay_by_another_group_changes_nothing_and_the_highest_version_wins(
-        kafka_bootstrap, store, ids, bank, unique):
-    start = current_ends(kafka_bootstrap)
+        kafka_admin, store, ids, bank, unique):
+    start = current_ends(kafka_admin)
     first, second = f"test-sink-{unique}-a", f"test-sink-{unique}-b"
-    start_group_at(kafka_bootstrap, first, start)
-    where, _ = produce_every_kind(kafka_bootstrap, ids, bank)
+    start_group_at(kafka_admin, first, start)
+    where, _ = produce_every_kind(kafka_admin, ids, bank)
     # an update of the first enterprise, then a late duplicate of its older record
-    again = Produced(kafka_bootstrap)
+    again = Produced(kafka_admin)
     again.avro("enterprise.profiles", "enterprise/profile", profile(ids.profiles[0], version=5000, status="suspended", score=480))
     again.flush()
     again.avro("enterprise.profiles", "enterprise/profile", profile(ids.profiles[0], version=1000))
@@ -349,9 +349,9 @@ def test_replay_by_another_group_changes_nothing_and_the_highest_version_wins(
         return {t: store.query(q, u=ids.of(t)) for t, q in snapshot_sql.items()}
 
     writer = store.open()
-    sink = RunningSink(kafka_bootstrap, first, writer)
+    sink = RunningSink(kafka_admin, first, writer)
     try:
-        wait_for(lambda: covers(committed(kafka_bootstrap, first, where), where), 30, "the first sink to commit")
+        wait_for(lambda: covers(committed(kafka_admin, first, where), where), 30, "the first sink to commit")
     finally:
         sink.stop()
     before = snapshot()
@@ -359,11 +359,11 @@ def test_replay_by_another_group_changes_nothing_and_the_highest_version_wins(
     assert before["enterprise_profile"][0] == (ids.profiles[0], "suspended", 480, 5000)
 
     store.close()  # the second run opens the same path after the first let go of it
-    start_group_at(kafka_bootstrap, second, start)  # replays exactly what the first group read
+    start_group_at(kafka_admin, second, start)  # replays exactly what the first group read
     writer = store.open()
-    sink = RunningSink(kafka_bootstrap, second, writer)
+    sink = RunningSink(kafka_admin, second, writer)
     try:
-        wait_for(lambda: covers(committed(kafka_bootstrap, second, where), where), 30, "the replaying sink to commit")
+        wait_for(lambda: covers(committed(kafka_admin, second, where), where), 30, "the replaying sink to commit")
     finally:
         sink.stop()
     assert snapshot() == before
@@ -396,22 +396,22 @@ class FlakyWriter(ClickHouseWriter):
 
 
 def test_offsets_are_committed_only_after_the_write_and_a_failed_batch_is_retried_not_skipped(
-        kafka_bootstrap, store, usccs, unique):
+        kafka_admin, store, usccs, unique):
     group = f"test-sink-{unique}"
-    start_group_at(kafka_bootstrap, group, current_ends(kafka_bootstrap))
-    out = Produced(kafka_bootstrap)
+    start_group_at(kafka_admin, group, current_ends(kafka_admin))
+    out = Produced(kafka_admin)
     for i, u in enumerate(usccs):
         out.avro("enterprise.profiles", "enterprise/profile", profile(u, version=2000 + i))
         out.avro("risk.changes", "risk/change", change(u, 2000 + i))
     where = out.flush()
 
-    FlakyWriter.bootstrap, FlakyWriter.group, FlakyWriter.usccs, FlakyWriter.where = kafka_bootstrap, group, usccs, where
+    FlakyWriter.bootstrap, FlakyWriter.group, FlakyWriter.usccs, FlakyWriter.where = kafka_admin, group, usccs, where
     writer = store.open(FlakyWriter)
-    sink = RunningSink(kafka_bootstrap, group, writer)
+    sink = RunningSink(kafka_admin, group, writer)
     try:
         wait_for(lambda: store.count("enterprise_profile", usccs) == 3 and store.count("risk_change", usccs) == 3,
                  30, "the retried batch to be written")
-        wait_for(lambda: covers(committed(kafka_bootstrap, group, where), where), 30, "the commit after the write")
+        wait_for(lambda: covers(committed(kafka_admin, group, where), where), 30, "the commit after the write")
     finally:
         sink.stop()
     assert len(writer.calls) >= 3, f"the failing inserts were not retried: {writer.calls}"
@@ -422,13 +422,13 @@ def test_offsets_are_committed_only_after_the_write_and_a_failed_batch_is_retrie
 
 
 def test_undecodable_records_are_dead_lettered_and_the_stream_keeps_flowing(
-        kafka_bootstrap, store, usccs, unique, topic_reader):
+        kafka_admin, store, usccs, unique, topic_reader):
     group = f"test-sink-{unique}"
-    start_group_at(kafka_bootstrap, group, current_ends(kafka_bootstrap))
+    start_group_at(kafka_admin, group, current_ends(kafka_admin))
     key = f"bad-{unique}".encode()
     garbage = b"\x00\x01 not avro at all " + unique.encode()
     wrong_schema = schema_store().encode("enterprise/event", event(usccs[0], 3000))  # valid Avro, wrong topic
-    out = Produced(kafka_bootstrap)
+    out = Produced(kafka_admin)
     out.send("enterprise.profiles", key, garbage)
     out.producer.flush(30)
     out.send("enterprise.profiles", key, wrong_schema)
@@ -438,7 +438,7 @@ def test_undecodable_records_are_dead_lettered_and_the_stream_keeps_flowing(
 
     reader = topic_reader(["dlq.enterprise.profiles"])
     writer = store.open()
-    sink = RunningSink(kafka_bootstrap, group, writer)
+    sink = RunningSink(kafka_admin, group, writer)
 
     def dead_letters() -> dict[int, object]:
         reader.poll()
@@ -469,4 +469,4 @@ def test_undecodable_records_are_dead_lettered_and_the_stream_keeps_flowing(
     assert set(rows) == {(g_at[2], "decode", "DecodeError", len(garbage), "sink"),
                          (w_at[2], "schema_mismatch", "SchemaMismatchError", len(wrong_schema), "sink")}
     assert store.count("enterprise_profile", [usccs[0]]) == 0  # the event record did not become a profile
-    assert covers(committed(kafka_bootstrap, group, [ok_at]), [ok_at])
+    assert covers(committed(kafka_admin, group, [ok_at]), [ok_at])

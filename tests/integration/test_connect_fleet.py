@@ -17,11 +17,11 @@ from tests.conftest import wait_for
 pytestmark = pytest.mark.integration
 
 
-def test_fleet_runs_the_catalogue_and_status_reports_it(department_db, kafka_bootstrap, monkeypatch):
+def test_fleet_runs_the_catalogue_and_status_reports_it(department_db, kafka_admin, monkeypatch):
     MarketSimulator(department_db, seed=5).create_schema()
     MarketSimulator(department_db, seed=5).seed_enterprises(30)
     monkeypatch.setenv("YURONG_SOURCE_MARKET_DSN", department_db)
-    monkeypatch.setenv("YURONG_KAFKA_BOOTSTRAP_SERVERS", kafka_bootstrap)
+    monkeypatch.setenv("YURONG_KAFKA_BOOTSTRAP_SERVERS", kafka_admin)
     settings = Settings()
     only_market = Catalogue({"market": catalogue().department("market")})
     fleet = Fleet(only_market, settings, schema_store())

@@ -40,11 +40,11 @@ def market_db(department_db):
     return department_db, department_db.rsplit("/", 1)[1], sim
 
 
-def test_kill_mid_snapshot_then_restart_loses_no_row(market_db, kafka_bootstrap, topic_reader, tmp_path):
+def test_kill_mid_snapshot_then_restart_loses_no_row(market_db, kafka_admin, topic_reader, tmp_path):
     dsn, db, sim = market_db
     usccs = set(sim.seed_enterprises(100_000))  # a snapshot of several seconds
     events = Envelopes(topic_reader([REG]), lambda env: env["source"]["db"] == db)
-    conn = market_connector(dsn, kafka_bootstrap, tmp_path / "connect.log")
+    conn = market_connector(dsn, kafka_admin, tmp_path / "connect.log")
     conn.start()
     try:
         # kill as soon as the connector has produced part of the snapshot
@@ -61,14 +61,14 @@ def test_kill_mid_snapshot_then_restart_loses_no_row(market_db, kafka_bootstrap,
         conn.stop()
 
 
-def test_kill_mid_stream_then_restart_loses_no_committed_change(market_db, kafka_bootstrap, topic_reader, tmp_path):
+def test_kill_mid_stream_then_restart_loses_no_committed_change(market_db, kafka_admin, topic_reader, tmp_path):
     dsn, db, sim = market_db
     usccs = sim.seed_enterprises(20)
     with psycopg2.connect(dsn) as pg, pg.cursor() as cur:
         cur.execute("SELECT id FROM abnormal_operation")
         seeded = {str(r[0]) for r in cur.fetchall()}  # listings the snapshot carries
     events = Envelopes(topic_reader([LISTINGS]), lambda env: env["source"]["db"] == db)
-    conn = market_connector(dsn, kafka_bootstrap, tmp_path / "connect.log")
+    conn = market_connector(dsn, kafka_admin, tmp_path / "connect.log")
     conn.start()
     committed: list[int] = []
     stop_writing = threading.Event()

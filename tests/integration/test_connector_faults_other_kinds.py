@@ -22,8 +22,9 @@ import pymysql
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
-from connectors.filedrop import FILE_SCHEMA, FILES_TOPIC
+from connectors.filedrop import FILE_SCHEMA
 from connectors.mysql import parse_dsn
+from connectors.offsets import connect_topic
 from connectors.simulator.file_depts import COLUMNS, drop_file
 from connectors.simulator.identities import make_uscc, pick_district
 from connectors.simulator.mysql_depts import DDL as MYSQL_DDL
@@ -229,11 +230,11 @@ def final_state_problems(last: dict, final: dict, version: Callable[[dict], obje
     return problems
 
 
-def test_mysql_kill_mid_snapshot_under_commits_then_restart(hrss_db, kafka_bootstrap, topic_reader, tmp_path):
+def test_mysql_kill_mid_snapshot_under_commits_then_restart(hrss_db, kafka_admin, topic_reader, tmp_path):
     dsn, db = hrss_db
     seeded = seed_social_insurance(dsn, 3500, seed=41)  # 42,000 rows: a snapshot of a few seconds
     events = Envelopes(topic_reader([SOCIAL_INSURANCE]), lambda env: env["source"]["db"] == db)
-    conn = hrss_connector(dsn, kafka_bootstrap, tmp_path / "connect.log")
+    conn = hrss_connector(dsn, kafka_admin, tmp_path / "connect.log")
     changes = SocialInsuranceChanges(dsn, seeded, deletes=False, seed=42)
     writer = Writer(changes)
     conn.start()
@@ -273,11 +274,11 @@ def test_mysql_kill_mid_snapshot_under_commits_then_restart(hrss_db, kafka_boots
         conn.stop()
 
 
-def test_mysql_kill_mid_stream_under_commits_then_restart(hrss_db, kafka_bootstrap, topic_reader, tmp_path):
+def test_mysql_kill_mid_stream_under_commits_then_restart(hrss_db, kafka_admin, topic_reader, tmp_path):
     dsn, db = hrss_db
     seeded = seed_social_insurance(dsn, 20, seed=43)
     events = Envelopes(topic_reader([SOCIAL_INSURANCE]), lambda env: env["source"]["db"] == db)
-    conn = hrss_connector(dsn, kafka_bootstrap, tmp_path / "connect.log")
+    conn = hrss_connector(dsn, kafka_admin, tmp_path / "connect.log")
     changes = SocialInsuranceChanges(dsn, seeded, deletes=True, seed=44)
     writer = Writer(changes)
     conn.start()
@@ -372,13 +373,13 @@ class GasChanges:
         self.pg.close()
 
 
-def test_polling_kill_mid_stream_under_inserts_and_updates_then_restart(gas_db, kafka_bootstrap, topic_reader, tmp_path):
+def test_polling_kill_mid_stream_under_inserts_and_updates_then_restart(gas_db, kafka_admin, topic_reader, tmp_path):
     dsn, db = gas_db
     changes = GasChanges(dsn, seed=51)
     for _ in range(100):
         changes.insert()  # what the snapshot reads
     events = Envelopes(topic_reader([GAS]), lambda env: env["source"]["db"] == db)
-    conn = ConnectorProcess("gas", kafka_bootstrap, tmp_path / "connect.log",
+    conn = ConnectorProcess("gas", kafka_admin, tmp_path / "connect.log",
                             {"YURONG_SOURCE_DSNS": json.dumps({"gas": dsn}), "YURONG_SOURCE_POLL_INTERVAL_S": "0.1"})
     writer = Writer(changes, pause=0.005)
     conn.start()
@@ -427,16 +428,17 @@ def water_rows(n: int, first: int, pool: list[str]) -> list[dict]:
             for i in range(n)]
 
 
-def processed_file_records(bootstrap: str, source: str) -> list[dict]:
-    """Every ``connect.files`` record of ``source`` (one per file a connector finished)."""
+def processed_file_records(bootstrap: dict, source: str) -> list[dict]:
+    """Every ``connect.<dept>.files`` record of ``source`` (``<dept>@<folder>``, one per file a connector finished)."""
     schemas = schema_store()
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "test-files-reader", "enable.auto.commit": False})
+    files_topic = connect_topic(source.split("@")[0], "files")
+    consumer = Consumer({**bootstrap, "group.id": "test-files-reader", "enable.auto.commit": False})
     out = []
     try:
-        low, high = watermark_offsets(consumer, TopicPartition(FILES_TOPIC, 0))
+        low, high = watermark_offsets(consumer, TopicPartition(files_topic, 0))
         if high <= low:
             return out
-        consumer.assign([TopicPartition(FILES_TOPIC, 0, low)])
+        consumer.assign([TopicPartition(files_topic, 0, low)])
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             msg = consumer.poll(1.0)
@@ -446,12 +448,12 @@ def processed_file_records(bootstrap: str, source: str) -> list[dict]:
                 out.append(schemas.decode(msg.value(), FILE_SCHEMA)[1])
             if msg.offset() >= high - 1:
                 return out
-        raise AssertionError(f"could not read {FILES_TOPIC} to offset {high}")
+        raise AssertionError(f"could not read {files_topic} to offset {high}")
     finally:
         consumer.close()
 
 
-def test_filedrop_kill_mid_file_and_between_files_then_restart(kafka_bootstrap, topic_reader, tmp_path, unique):
+def test_filedrop_kill_mid_file_and_between_files_then_restart(kafka_admin, topic_reader, tmp_path, unique):
     root = tmp_path / "drops"
     folder = root / "water"  # the connector reads <drop dir>/<dept>
     source = f"water@{folder.resolve()}"
@@ -477,7 +479,7 @@ def test_filedrop_kill_mid_file_and_between_files_then_restart(kafka_bootstrap, 
     def done() -> set[str]:
         return {p.name for p in (folder / "done").glob(f"{stem}-*.csv")}
 
-    conn = ConnectorProcess("water", kafka_bootstrap, tmp_path / "connect.log",
+    conn = ConnectorProcess("water", kafka_admin, tmp_path / "connect.log",
                             {"YURONG_SOURCE_DROP_DIR": str(root), "YURONG_SOURCE_POLL_INTERVAL_S": "0.1"})
     conn.start()
     try:
@@ -529,8 +531,8 @@ def test_filedrop_kill_mid_file_and_between_files_then_restart(kafka_bootstrap, 
         assert "has the content of a file processed before" in conn.log_since_start()
         assert not list((folder / "rejected").iterdir())
 
-        # exactly once per content: one connect.files record per file, none for the copies
-        records = processed_file_records(kafka_bootstrap, source)
+        # exactly once per content: one connect.<dept>.files record per file, none for the copies
+        records = processed_file_records(kafka_admin, source)
         by_sha = Counter(r["sha256"] for r in records)
         assert sorted(r["file"] for r in records) == sorted(p.name for p in files.values())
         assert all(n == 1 for n in by_sha.values()), f"a content recorded twice: {by_sha}"

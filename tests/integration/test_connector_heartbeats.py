@@ -8,7 +8,8 @@ import psycopg2
 import pytest
 
 from connectors.fleet import _snapshot_state
-from connectors.runner import HEARTBEAT_SCHEMA, HEARTBEATS_TOPIC
+from connectors.offsets import connect_topic
+from connectors.runner import HEARTBEAT_SCHEMA
 from connectors.simulator.market import MarketSimulator
 from streams.codecs.positions import parse_lsn
 from streams.codecs.serde import schema_store
@@ -22,7 +23,7 @@ pytestmark = pytest.mark.integration
 ROWS = 300
 
 
-def test_heartbeats_carry_snapshot_progress_then_the_moving_position(department_db, kafka_bootstrap, topic_reader):
+def test_heartbeats_carry_snapshot_progress_then_the_moving_position(department_db, kafka_admin, topic_reader):
     dsn = department_db
     db = dsn.rsplit("/", 1)[1]
     sim = MarketSimulator(dsn, seed=31)
@@ -33,8 +34,9 @@ def test_heartbeats_carry_snapshot_progress_then_the_moving_position(department_
                     " + (SELECT count(*) FROM equity_pledge)")
         rows = cur.fetchone()[0]
     pg.close()
-    ensure_topics(kafka_bootstrap, {HEARTBEATS_TOPIC: {"cleanup.policy": "compact"}}, partitions=1)
-    reader = topic_reader([HEARTBEATS_TOPIC])
+    heartbeats = connect_topic("market", "heartbeats")
+    ensure_topics(kafka_admin, {heartbeats: {"cleanup.policy": "compact"}}, partitions=1)
+    reader = topic_reader([heartbeats])
     schemas = schema_store()
 
     def beats() -> list[dict]:
@@ -42,7 +44,7 @@ def test_heartbeats_carry_snapshot_progress_then_the_moving_position(department_
         decoded = (schemas.decode(m.value(), HEARTBEAT_SCHEMA)[1] for m in reader.messages if m.value())
         return [b for b in decoded if b["source"] == f"market@{db}"]
 
-    conn = RunningConnector("market", dsn, kafka_bootstrap, SourceSettings(status_interval_s=1.0))
+    conn = RunningConnector("market", dsn, kafka_admin, SourceSettings(status_interval_s=1.0))
     conn.runner.heartbeat_interval_s = 0.3
     try:
         wait_for(lambda: len([b for b in beats() if not b["snapshotting"]]) >= 3, 60,

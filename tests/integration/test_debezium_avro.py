@@ -220,7 +220,7 @@ def _comparable(records: list[tuple]) -> list[tuple]:
     return sorted(rows)
 
 
-def test_debezium_avro_converter_decodes_to_the_json_converters_envelopes(department_db, pg_admin_dsn, kafka_bootstrap):
+def test_debezium_avro_converter_decodes_to_the_json_converters_envelopes(department_db, pg_admin_dsn, kafka_admin):
     need_tools("java", "mvn", "curl")
     started = time.monotonic()
     dsn = department_db
@@ -236,11 +236,11 @@ def test_debezium_avro_converter_decodes_to_the_json_converters_envelopes(depart
     dept = catalogue().department("market")
     conv = DebeziumConverter(dept)
     json_topics, avro_topics = list(topic_datasets(dept, "dbzjson")), list(topic_datasets(dept, "dbzavro"))
-    ensure_topics(kafka_bootstrap, {t: {} for t in json_topics + avro_topics}, partitions=4)
-    json_reader, avro_reader = TailReader(kafka_bootstrap, json_topics), TailReader(kafka_bootstrap, avro_topics)
+    ensure_topics(kafka_admin, {t: {} for t in json_topics + avro_topics}, partitions=4)
+    json_reader, avro_reader = TailReader(kafka_admin, json_topics), TailReader(kafka_admin, avro_topics)
 
     registry = Registry(f"test-{db}")
-    connect = Connect(db, kafka_bootstrap, urlsplit(pg_admin_dsn).port or 5432, registry)
+    connect = Connect(db, kafka_admin, urlsplit(pg_admin_dsn).port or 5432, registry)
     try:
         t_registry = registry.run()
         schemas = SchemaRegistry(registry.url)

@@ -19,18 +19,18 @@ from tests.unit.test_debezium_envelope import REG_SCHEMA, REG_UPDATE, record
 pytestmark = pytest.mark.integration
 
 
-def test_worker_ingests_a_departments_own_debezium_topic(kafka_bootstrap, redis_url, unique, tmp_path, topic_reader):
+def test_worker_ingests_a_departments_own_debezium_topic(kafka_admin, redis_url, unique, tmp_path, topic_reader):
     prefix = f"dbz{unique}"
     topic = f"{prefix}.public.enterprise_registration"
     app_id = f"yurong-dbz-{unique}"
-    commit_at_end(kafka_bootstrap, app_id, ["enterprise.events", "risk.changes", "dept.market.enterprise_registration",
+    commit_at_end(kafka_admin, app_id, ["enterprise.events", "risk.changes", "dept.market.enterprise_registration",
                                             "dept.market.abnormal_operation"])
-    env = {**os.environ, "YURONG_HOME": str(tmp_path / "home"), "YURONG_KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
+    env = {**os.environ, "YURONG_HOME": str(tmp_path / "home"), "YURONG_KAFKA_BOOTSTRAP_SERVERS": kafka_admin,
            "YURONG_REDIS_URL": redis_url, "YURONG_MASKING_HMAC_KEY": TEST_KEY, "YURONG_WORKER_APP_ID": app_id,
            "YURONG_WORKER_WEB_PORT": str(free_port()), "YURONG_METRICS_WORKER_PORT": str(free_port()),
            "YURONG_WORKER_DEBEZIUM_PREFIXES": json.dumps({prefix: "market"})}
     events = topic_reader(["enterprise.events"])
-    producer = Producer({"bootstrap.servers": kafka_bootstrap})
+    producer = Producer(dict(kafka_admin))
     producer.produce(topic, key=b'{"uscc":"91500108MAHUXQEEXM"}', value=record(REG_SCHEMA, REG_UPDATE))
     producer.produce(topic, key=b'{"uscc":"91500108MAHUXQEEXM"}', value=None)  # Debezium's tombstone
     assert producer.flush(10) == 0

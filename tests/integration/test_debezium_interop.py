@@ -61,7 +61,7 @@ class TailReader:
     """Reads topics from their current end on (the shared topics hold every earlier test's records)."""
 
     def __init__(self, bootstrap: str, topics: list[str]) -> None:
-        self.consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"test-tail-{uuid.uuid4().hex}",
+        self.consumer = Consumer({**bootstrap, "group.id": f"test-tail-{uuid.uuid4().hex}",
                                   "enable.auto.commit": False})
         assignment = []
         for topic in topics:
@@ -173,7 +173,7 @@ def _has_sentinel(sentinel: str) -> Callable[[list[tuple]], bool]:
     return has
 
 
-def test_debezium_and_our_connector_give_the_same_profiles(department_db, pg_admin_dsn, kafka_bootstrap):
+def test_debezium_and_our_connector_give_the_same_profiles(department_db, pg_admin_dsn, kafka_admin):
     need_tools("java", "mvn")
     started = time.monotonic()
     dsn = department_db
@@ -190,15 +190,15 @@ def test_debezium_and_our_connector_give_the_same_profiles(department_db, pg_adm
     dbz_topics = list(topic_datasets(dept))
     # Created up front: a consumer subscribed to a topic that appears later waits for a rebalance
     # (tens of seconds); Debezium would otherwise auto-create them on its first record.
-    ensure_topics(kafka_bootstrap, {t: {} for t in dbz_topics}, partitions=4)
-    ours_reader = TailReader(kafka_bootstrap, OUR_TOPICS)
-    dbz_reader = TailReader(kafka_bootstrap, dbz_topics)
+    ensure_topics(kafka_admin, {t: {} for t in dbz_topics}, partitions=4)
+    ours_reader = TailReader(kafka_admin, OUR_TOPICS)
+    dbz_reader = TailReader(kafka_admin, dbz_topics)
 
-    dbz = Debezium(db, kafka_bootstrap, urlsplit(pg_admin_dsn).port or 5432)
+    dbz = Debezium(db, kafka_admin, urlsplit(pg_admin_dsn).port or 5432)
     ours = None
     try:
         dbz.run()
-        ours = RunningConnector(dsn, kafka_bootstrap)
+        ours = RunningConnector(dsn, kafka_admin)
         t_up = time.monotonic() - started
         streams = StreamPair({"ours": (ours_reader, lambda: _our_envelopes(ours_reader, db)),
                               "debezium": (dbz_reader, lambda: _debezium_envelopes(dbz_reader, conv, db))}, dbz.log_tail)

@@ -192,7 +192,7 @@ def _changes(sim: MySqlDepartmentsSimulator, usccs: list[str]) -> str:
     return usccs[-1]
 
 
-def test_debezium_mariadb_and_our_connector_give_the_same_state(hrss_db, mysql_admin_dsn, kafka_bootstrap):  # noqa: F811
+def test_debezium_mariadb_and_our_connector_give_the_same_state(hrss_db, mysql_admin_dsn, kafka_admin):  # noqa: F811
     need_tools("java", "mvn")
     started = time.monotonic()
     sim = hrss_db
@@ -204,18 +204,18 @@ def test_debezium_mariadb_and_our_connector_give_the_same_state(hrss_db, mysql_a
 
     dept = catalogue().department(DEPT)
     conv = DebeziumConverter(dept)
-    dbz = MariaDbDebezium(db, kafka_bootstrap, parse_dsn(mysql_admin_dsn)[0]["port"])
+    dbz = MariaDbDebezium(db, kafka_admin, parse_dsn(mysql_admin_dsn)[0]["port"])
     dbz_topics = list(topic_datasets(dept, dbz.prefix, db))
     assert dbz_topics == [f"{dbz.prefix}.{db}.social_insurance"]
     # Created up front, so the reader can start at their (empty) end before Debezium writes.
-    ensure_topics(kafka_bootstrap, {t: {} for t in dbz_topics}, partitions=4)
-    ours_reader = TailReader(kafka_bootstrap, [OUR_TOPIC])
-    dbz_reader = TailReader(kafka_bootstrap, dbz_topics)
+    ensure_topics(kafka_admin, {t: {} for t in dbz_topics}, partitions=4)
+    ours_reader = TailReader(kafka_admin, [OUR_TOPIC])
+    dbz_reader = TailReader(kafka_admin, dbz_topics)
 
     ours = None
     try:
         dbz.run()
-        ours = RunningConnector(dsn, kafka_bootstrap)
+        ours = RunningConnector(dsn, kafka_admin)
         t_up = time.monotonic() - started
         streams = StreamPair({"ours": (ours_reader, lambda: _our_envelopes(ours_reader, db)),
                               "debezium": (dbz_reader, lambda: _debezium_envelopes(dbz_reader, conv, db))}, dbz.log_tail)
@@ -235,7 +235,7 @@ def test_debezium_mariadb_and_our_connector_give_the_same_state(hrss_db, mysql_a
         t_stream = time.monotonic() - started
         # Debezium wrote its BEGIN/END records to <prefix>.transaction; the worker's Debezium topics
         # (streams.worker.topics: topic_datasets of the department) are the dataset topics only
-        admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+        admin = AdminClient(dict(kafka_admin))
         wait_for(lambda: dbz.transaction_topic in admin.list_topics(timeout=10).topics, 30,
                  f"Debezium's transaction topic {dbz.transaction_topic}")
         assert dbz.transaction_topic not in topic_datasets(dept, dbz.prefix, db)
@@ -247,7 +247,7 @@ def test_debezium_mariadb_and_our_connector_give_the_same_state(hrss_db, mysql_a
         ours_reader.close()
         dbz_reader.close()
         shutil.rmtree(dbz.home, ignore_errors=True)
-        admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+        admin = AdminClient(dict(kafka_admin))
         cleanup = dbz_topics + [dbz.history_topic, dbz.transaction_topic]
         for f in admin.delete_topics(cleanup, operation_timeout=30).values():
             try:

@@ -77,7 +77,7 @@ def _done(folder) -> set[str]:
     return {p.name for p in (folder / "done").iterdir() if not p.name.endswith(".manifest.json")} if (folder / "done").exists() else set()
 
 
-def test_csv_and_xlsx_once_duplicates_skipped_mismatch_rejected_bad_rows_dead_lettered(drops, kafka_bootstrap, topic_reader):
+def test_csv_and_xlsx_once_duplicates_skipped_mismatch_rejected_bad_rows_dead_lettered(drops, kafka_admin, topic_reader):
     sim, folder = drops
     ents = enterprises(80, 3)
     files = [p for p in sim.seed(ents, today=dt.date(2026, 3, 1)) if p.parent == folder]
@@ -87,7 +87,7 @@ def test_csv_and_xlsx_once_duplicates_skipped_mismatch_rejected_bad_rows_dead_le
     assert patent_csv.read_bytes().startswith(b"\xef\xbb\xbf")  # Chinese CSV with BOM
     expected = {p.name: json.loads((folder / (p.name + ".manifest.json")).read_text())["rows"] for p in files}
     reader = topic_reader(TOPICS)
-    conn = RunningConnector(folder, kafka_bootstrap)
+    conn = RunningConnector(folder, kafka_admin)
     try:
         total = sum(expected.values())
         wait_for(lambda: reader.poll() is not None and len(ours(reader, folder.name)) >= total, 60, f"{total} rows of {list(expected)}")
@@ -145,12 +145,12 @@ def test_csv_and_xlsx_once_duplicates_skipped_mismatch_rejected_bad_rows_dead_le
     assert conn.error is None
 
 
-def test_restart_does_not_reprocess(drops, kafka_bootstrap, topic_reader):
+def test_restart_does_not_reprocess(drops, kafka_admin, topic_reader):
     sim, folder = drops
     files = [p for p in sim.seed(enterprises(40, 4), today=dt.date(2026, 5, 1)) if p.parent == folder]
     total = sum(json.loads((folder / (p.name + ".manifest.json")).read_text())["rows"] for p in files)
     reader = topic_reader(TOPICS)
-    first = RunningConnector(folder, kafka_bootstrap)
+    first = RunningConnector(folder, kafka_admin)
     wait_for(lambda: reader.poll() is not None and len(ours(reader, folder.name)) >= total
              and len(_done(folder)) == len(files), 60, "the first files")
     first.stop()
@@ -163,7 +163,7 @@ def test_restart_does_not_reprocess(drops, kafka_bootstrap, topic_reader):
     new = sim.step(30, today=dt.date(2026, 6, 2))
     new_ip = [p for p in new if p.parent == folder]
     new_rows = sum(json.loads((folder / (p.name + ".manifest.json")).read_text())["rows"] for p in new_ip)
-    second = RunningConnector(folder, kafka_bootstrap)
+    second = RunningConnector(folder, kafka_admin)
     try:
         wait_for(lambda: len(_done(folder)) == 2 * len(files) + len(new_ip), 30, "every file in done/")
         reader.poll(1.0)

@@ -7,11 +7,9 @@ import random
 
 import pymysql
 import pytest
-from confluent_kafka import Producer
 
 from connectors.mysql import Gtid, parse_dsn
-from connectors.offsets import OffsetStore
-from connectors.runner import producer_config
+from connectors.offsets import read_offsets
 from connectors.simulator.identities import make_uscc, pick_district
 from connectors.simulator.market import Enterprise
 from connectors.simulator.mysql_depts import DEPARTMENTS, MySqlDepartmentsSimulator
@@ -103,18 +101,18 @@ def execute(dsn: str, *statements: tuple[str, tuple]) -> None:
         conn.close()
 
 
-def offset_record(bootstrap: str, name: str) -> dict | None:
-    schemas = schema_store()
-    return OffsetStore(bootstrap, schemas, Producer(producer_config(bootstrap))).load(name)
+def offset_record(kafka: dict, name: str) -> dict | None:
+    """The offset record of source ``name`` (``<dept>@<db>``), read from its department's topic."""
+    return read_offsets(kafka, name.split("@")[0], schema_store(), "test-offsets").get(name)
 
 
-def test_snapshot_then_stream_with_before_images_tombstones_and_gtids(mysql_depts, kafka_bootstrap, topic_reader):
+def test_snapshot_then_stream_with_before_images_tombstones_and_gtids(mysql_depts, kafka_admin, topic_reader):
     sim = mysql_depts
     ents = enterprises(10)
     counts = sim.seed(ents, today=TODAY)
     dsn, db = sim.dsn("hrss"), sim.databases["hrss"]
     reader = topic_reader([TOPIC])
-    conn = RunningConnector(dsn, kafka_bootstrap)
+    conn = RunningConnector(dsn, kafka_admin)
     try:
         wait_for(lambda: reader.poll() is not None and len(ours(reader, db)) >= counts["social_insurance"], 60,
                  f"the snapshot of {counts['social_insurance']} social insurance rows")
@@ -161,13 +159,13 @@ def test_snapshot_then_stream_with_before_images_tombstones_and_gtids(mysql_dept
         key = f"{target}|2026-05".encode()
         assert any(m.value() is None and m.key() == key for m in reader.messages), "a delete is followed by a tombstone"
 
-        # the GTID of the delete is recorded in connect.offsets once Kafka has it
-        wait_for(lambda: (offset_record(kafka_bootstrap, conn.source.name) or {}).get("seq", 0) >= gtids[2].seq, 30,
+        # the GTID of the delete is recorded in connect.<dept>.offsets once Kafka has it
+        wait_for(lambda: (offset_record(kafka_admin, conn.source.name) or {}).get("seq", 0) >= gtids[2].seq, 30,
                  "connect.offsets to record the delete's GTID")
     finally:
         conn.stop()
     assert conn.error is None
-    saved = offset_record(kafka_bootstrap, conn.source.name)
+    saved = offset_record(kafka_admin, conn.source.name)
     assert saved["snapshot_completed"] and Gtid.parse(saved["position"].split(",")[0]).seq >= gtids[2].seq
 
 
@@ -186,7 +184,7 @@ def _merged(envelopes: list[dict]) -> tuple[dict[str, dict], list[str]]:
     return profiles, skipped
 
 
-def test_rows_changed_more_than_once_in_one_transaction_end_in_their_final_state(mysql_depts, kafka_bootstrap, topic_reader):
+def test_rows_changed_more_than_once_in_one_transaction_end_in_their_final_state(mysql_depts, kafka_admin, topic_reader):
     """One transaction updates row A twice and inserts, updates and deletes row B; a second one
     inserts row C with a multi-row upsert that updates C twice within one row event. Every change
     has its own position and a seq above the one before it, so the merge keeps all of them and every
@@ -197,7 +195,7 @@ def test_rows_changed_more_than_once_in_one_transaction_end_in_their_final_state
     dsn, db = sim.dsn("hrss"), sim.databases["hrss"]
     a, b, c = (e.uscc for e in ents)
     reader = topic_reader([TOPIC])
-    conn = RunningConnector(dsn, kafka_bootstrap)
+    conn = RunningConnector(dsn, kafka_admin)
     try:
         wait_for(lambda: reader.poll() is not None and len(ours(reader, db)) >= counts["social_insurance"]
                  and conn.source.snapshot_completed(), 60, "the snapshot")
@@ -248,13 +246,13 @@ def test_rows_changed_more_than_once_in_one_transaction_end_in_their_final_state
         check.close()
 
 
-def test_restart_resumes_from_the_saved_gtid_without_resnapshot(mysql_depts, kafka_bootstrap, topic_reader):
+def test_restart_resumes_from_the_saved_gtid_without_resnapshot(mysql_depts, kafka_admin, topic_reader):
     sim = mysql_depts
     ents = enterprises(5, seed=9)
     sim.seed(ents, today=TODAY)
     dsn, db = sim.dsn("hrss"), sim.databases["hrss"]
     reader = topic_reader([TOPIC])
-    first = RunningConnector(dsn, kafka_bootstrap)
+    first = RunningConnector(dsn, kafka_admin)
     wait_for(lambda: reader.poll() is not None and len(ours(reader, db)) >= 60 and first.source.snapshot_completed(),
              60, "the snapshot")
     execute(dsn, ("UPDATE social_insurance SET agency = 'before the stop' WHERE uscc = %s AND period = '2026-04'",
@@ -273,7 +271,7 @@ def test_restart_resumes_from_the_saved_gtid_without_resnapshot(mysql_depts, kaf
         execute(dsn, ("INSERT INTO social_insurance (uscc, period, insured_headcount, payment_status)"
                       " VALUES (%s, '2026-05', 9, 'paid')", (e.uscc,)))
     expected = 1 + 25
-    second = RunningConnector(dsn, kafka_bootstrap)
+    second = RunningConnector(dsn, kafka_admin)
     try:
         def streamed():
             reader.poll()
@@ -292,13 +290,13 @@ def test_restart_resumes_from_the_saved_gtid_without_resnapshot(mysql_depts, kaf
     assert second.error is None
 
 
-def test_add_column_mid_stream_keeps_columns_mapped_by_name(mysql_depts, kafka_bootstrap, topic_reader):
+def test_add_column_mid_stream_keeps_columns_mapped_by_name(mysql_depts, kafka_admin, topic_reader):
     sim = mysql_depts
     ents = enterprises(2, seed=21)
     sim.seed(ents, today=TODAY)
     dsn, db = sim.dsn("hrss"), sim.databases["hrss"]
     reader = topic_reader([TOPIC])
-    conn = RunningConnector(dsn, kafka_bootstrap)
+    conn = RunningConnector(dsn, kafka_admin)
     try:
         wait_for(lambda: reader.poll() is not None and len(ours(reader, db)) >= 24 and conn.source.snapshot_completed(),
                  60, "the snapshot")
@@ -330,14 +328,14 @@ def test_add_column_mid_stream_keeps_columns_mapped_by_name(mysql_depts, kafka_b
     assert conn.error is None
 
 
-def test_simulator_step_streams_every_department(mysql_depts, kafka_bootstrap, topic_reader):
+def test_simulator_step_streams_every_department(mysql_depts, kafka_admin, topic_reader):
     """The four simulated departments go through their connectors; each row converts to its schema."""
     sim = mysql_depts
     ents = enterprises(40, seed=33)
     counts = sim.seed(ents, today=TODAY)
     topics = [ds.topic for d in DEPARTMENTS for ds in catalogue().department(d).datasets.values()]
     reader = topic_reader(topics)
-    conns = [RunningConnector(sim.dsn(d), kafka_bootstrap, dept=d) for d in DEPARTMENTS]
+    conns = [RunningConnector(sim.dsn(d), kafka_admin, dept=d) for d in DEPARTMENTS]
     try:
         total = sum(counts.values())
         dbs = set(sim.databases.values())

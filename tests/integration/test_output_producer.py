@@ -20,15 +20,15 @@ from tests.conftest import wait_for
 pytestmark = pytest.mark.integration
 
 
-def test_flush_waits_for_every_record_and_partitions_like_faust(kafka_bootstrap, unique, topic_reader):
+def test_flush_waits_for_every_record_and_partitions_like_faust(kafka_admin, unique, topic_reader):
     topic = f"test.output.{unique}"
-    ensure_topics(kafka_bootstrap, {topic: {}}, partitions=4)
+    ensure_topics(kafka_admin, {topic: {}}, partitions=4)
     reader = topic_reader([topic])
     rng = random.Random(unique)
     keys = [f"91500{rng.randrange(10**12):013d}".encode() for _ in range(400)]
 
     async def run() -> None:
-        out = OutputProducer({"bootstrap.servers": kafka_bootstrap})
+        out = OutputProducer(dict(kafka_admin))
         for i, key in enumerate(keys):
             out.produce(topic, key, str(i).encode(), [("n", str(i).encode())])
         await out.flush()
@@ -45,11 +45,11 @@ def test_flush_waits_for_every_record_and_partitions_like_faust(kafka_bootstrap,
         assert dict(m.headers()) == {"n": m.value()}
 
 
-def test_a_record_kafka_refuses_fails_the_flush_unless_its_caller_awaits_it(kafka_bootstrap, unique):
+def test_a_record_kafka_refuses_fails_the_flush_unless_its_caller_awaits_it(kafka_admin, unique):
     async def run() -> None:
-        out = OutputProducer({"bootstrap.servers": kafka_bootstrap, "message.max.bytes": 2_000_000})
+        out = OutputProducer({**kafka_admin, "message.max.bytes": 2_000_000})
         topic = f"test.output.big.{unique}"
-        ensure_topics(kafka_bootstrap, {topic: {"max.message.bytes": "1000"}})
+        ensure_topics(kafka_admin, {topic: {"max.message.bytes": "1000"}})
         out.produce(topic, b"k", b"x" * 5000)  # the broker refuses it: larger than the topic allows
         with pytest.raises(KafkaException):
             await out.flush()
@@ -61,13 +61,13 @@ def test_a_record_kafka_refuses_fails_the_flush_unless_its_caller_awaits_it(kafk
     asyncio.run(run())
 
 
-def test_produce_acked_waits_for_the_broker(kafka_bootstrap, unique, topic_reader):
+def test_produce_acked_waits_for_the_broker(kafka_admin, unique, topic_reader):
     topic = f"test.output.acked.{unique}"
-    ensure_topics(kafka_bootstrap, {topic: {}})
+    ensure_topics(kafka_admin, {topic: {}})
     reader = topic_reader([topic])
 
     async def run() -> None:
-        out = OutputProducer({"bootstrap.servers": kafka_bootstrap})
+        out = OutputProducer(dict(kafka_admin))
         await out.produce_acked(topic, b"k", b"alert")
 
     asyncio.run(run())

@@ -82,14 +82,14 @@ def _count(dsn: str, table: str) -> int:
     return n
 
 
-def test_snapshot_then_incremental_changes_including_equal_updated_at(polled, kafka_bootstrap, topic_reader):
+def test_snapshot_then_incremental_changes_including_equal_updated_at(polled, kafka_admin, topic_reader):
     sim = polled
     counts = sim.seed(enterprises(60, 1), today=dt.date(2026, 3, 15))
     assert counts["gas_usage"] > 0
     db = sim.databases["gas"]
     dsn = sim.dsn("gas")
     reader = topic_reader([TOPICS["gas"]])
-    conn = RunningConnector("gas", dsn, kafka_bootstrap, chunk=2)
+    conn = RunningConnector("gas", dsn, kafka_admin, chunk=2)
     try:
         total = _count(dsn, "gas_usage")
         wait_for(lambda: reader.poll() is not None and len(ours(reader, "gas", db)) >= total, 60, f"the snapshot of {total} bills")
@@ -129,7 +129,7 @@ def test_snapshot_then_incremental_changes_including_equal_updated_at(polled, ka
         assert upd[0]["source"]["seq"] > inserts[0]["source"]["seq"]
         assert upd[0]["source"]["position"].endswith(f"|{snap[0]['after']['id']}")
 
-        # the cursor in connect.offsets reaches the update once Kafka acknowledged it
+        # the cursor in connect.<dept>.offsets reaches the update once Kafka acknowledged it
         def saved_cursor():
             rec = conn.offsets.load(conn.source.name)
             return rec and rec["snapshot_completed"] and json.loads(rec["position"]).get("public.gas_usage")
@@ -139,7 +139,7 @@ def test_snapshot_then_incremental_changes_including_equal_updated_at(polled, ka
     assert conn.error is None
 
 
-def test_restart_resumes_from_the_saved_cursor(polled, kafka_bootstrap, topic_reader):
+def test_restart_resumes_from_the_saved_cursor(polled, kafka_admin, topic_reader):
     sim = polled
     sim.seed(enterprises(40, 2), today=dt.date(2026, 1, 20))
     db = sim.databases["emergency"]
@@ -148,7 +148,7 @@ def test_restart_resumes_from_the_saved_cursor(polled, kafka_bootstrap, topic_re
     # make sure there is something to snapshot even if the draw gave no penalties
     sim.step(5, today=dt.date(2026, 1, 21))
     total = _count(dsn, "safety_penalty")
-    first = RunningConnector("emergency", dsn, kafka_bootstrap)
+    first = RunningConnector("emergency", dsn, kafka_admin)
     wait_for(lambda: reader.poll() is not None and len(ours(reader, "emergency", db)) >= total
              and first.source.snapshot_completed(), 60, "the snapshot")
     first.stop()
@@ -170,7 +170,7 @@ def test_restart_resumes_from_the_saved_cursor(polled, kafka_bootstrap, topic_re
         cur.execute("UPDATE safety_penalty SET status = 'paid', updated_at = now() WHERE id = %s RETURNING id", (new_ids[0],))
     snapshot_rows = len(ours(reader, "emergency", db))
 
-    second = RunningConnector("emergency", dsn, kafka_bootstrap)
+    second = RunningConnector("emergency", dsn, kafka_admin)
     try:
         def streamed():
             reader.poll()

@@ -53,12 +53,12 @@ def _db(dsn: str) -> str:
     return dsn.rsplit("/", 1)[1]
 
 
-def test_snapshot_then_stream_with_before_images_and_tombstones(market_db, kafka_bootstrap, topic_reader):
+def test_snapshot_then_stream_with_before_images_and_tombstones(market_db, kafka_admin, topic_reader):
     dsn, sim = market_db
     db = _db(dsn)
     usccs = sim.seed_enterprises(120)
     reader = topic_reader(TOPICS)
-    conn = RunningConnector(dsn, kafka_bootstrap)
+    conn = RunningConnector(dsn, kafka_admin)
     try:
         wait_for(lambda: reader.poll() is not None and
                  sum(1 for e in ours(reader, db) if e["source"]["table"] == "enterprise_registration") >= 120,
@@ -103,12 +103,12 @@ def test_snapshot_then_stream_with_before_images_and_tombstones(market_db, kafka
     assert conn.error is None
 
 
-def test_restart_resumes_without_resnapshot_and_loses_nothing(market_db, kafka_bootstrap, topic_reader):
+def test_restart_resumes_without_resnapshot_and_loses_nothing(market_db, kafka_admin, topic_reader):
     dsn, sim = market_db
     db = _db(dsn)
     usccs = sim.seed_enterprises(50)
     reader = topic_reader(TOPICS)
-    first = RunningConnector(dsn, kafka_bootstrap)
+    first = RunningConnector(dsn, kafka_admin)
     wait_for(lambda: reader.poll() is not None and len(ours(reader, db)) >= 50, 60, "the snapshot")
     first.stop()
     assert first.error is None
@@ -123,7 +123,7 @@ def test_restart_resumes_without_resnapshot_and_loses_nothing(market_db, kafka_b
                         "VALUES (%s, 'annual_report_missing', '2026-06-30')", (code,))
             pg.commit()
     expected = 40
-    second = RunningConnector(dsn, kafka_bootstrap)
+    second = RunningConnector(dsn, kafka_admin)
     try:
         def streamed():
             reader.poll()
@@ -141,23 +141,23 @@ def test_restart_resumes_without_resnapshot_and_loses_nothing(market_db, kafka_b
     assert second.error is None
 
 
-def test_lost_slot_is_reported_with_the_recovery(market_db, kafka_bootstrap, topic_reader):
+def test_lost_slot_is_reported_with_the_recovery(market_db, kafka_admin, topic_reader):
     dsn, sim = market_db
     db = _db(dsn)
     sim.seed_enterprises(5)
     reader = topic_reader(TOPICS)
-    conn = RunningConnector(dsn, kafka_bootstrap)
+    conn = RunningConnector(dsn, kafka_admin)
     wait_for(lambda: reader.poll() is not None and len(ours(reader, db)) >= 5 and conn.source.snapshot_completed(), 60, "the snapshot")
     conn.stop()
     with psycopg2.connect(dsn) as pg, pg.cursor() as cur:
         cur.execute("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE database = %s", (db,))
 
-    again = RunningConnector(dsn, kafka_bootstrap)
+    again = RunningConnector(dsn, kafka_admin)
     again.thread.join(30)
     assert isinstance(again.error, SourceError)
     assert "--resnapshot" in str(again.error) and "is gone" in str(again.error)
 
-    recovered = RunningConnector(dsn, kafka_bootstrap, resnapshot=True)
+    recovered = RunningConnector(dsn, kafka_admin, resnapshot=True)
     try:
         wait_for(lambda: reader.poll() is not None and sum(1 for e in ours(reader, db) if e["op"] == "r") >= 10, 60,
                  "the re-snapshot")
@@ -166,14 +166,14 @@ def test_lost_slot_is_reported_with_the_recovery(market_db, kafka_bootstrap, top
     assert recovered.error is None
 
 
-def test_added_column_and_idle_tables_keep_the_slot_moving(market_db, kafka_bootstrap, topic_reader):
+def test_added_column_and_idle_tables_keep_the_slot_moving(market_db, kafka_admin, topic_reader):
     """ALTER TABLE ADD COLUMN mid-stream keeps columns mapped by name; writes to tables outside
     the publication still advance the slot (no WAL retained for an idle source)."""
     dsn, sim = market_db
     db = _db(dsn)
     usccs = sim.seed_enterprises(5)
     reader = topic_reader(TOPICS)
-    conn = RunningConnector(dsn, kafka_bootstrap)
+    conn = RunningConnector(dsn, kafka_admin)
     try:
         wait_for(lambda: reader.poll() is not None and conn.source.snapshot_completed(), 60, "the snapshot")
         with psycopg2.connect(dsn) as pg, pg.cursor() as cur:

@@ -86,7 +86,7 @@ def test_create_is_idempotent_and_uses_the_template(departments):
 
 
 @pytest.mark.parametrize("dept", ["tax", "court", "environment"])
-def test_snapshot_and_stream_reach_kafka_and_pass_ingest(departments, dept, kafka_bootstrap, topic_reader):
+def test_snapshot_and_stream_reach_kafka_and_pass_ingest(departments, dept, kafka_admin, topic_reader):
     departments.create()
     counts = departments.seed(_enterprises(50, seed=3), today=TODAY)
     department = catalogue().department(dept)
@@ -95,7 +95,7 @@ def test_snapshot_and_stream_reach_kafka_and_pass_ingest(departments, dept, kafk
     dsn, db = departments.dsn(dept), departments.database(dept)
 
     reader = topic_reader([ds.topic for ds in department.datasets.values()])
-    conn = RunningConnector(dept, dsn, kafka_bootstrap)
+    conn = RunningConnector(dept, dsn, kafka_admin)
     try:
         def snapshot_counts() -> dict[str, int]:
             reader.poll()

@@ -52,14 +52,14 @@ def registrations(reader, db: str) -> list[dict]:
     return out
 
 
-def test_incremental_snapshot_while_streaming_keeps_the_newest_state(department_db, kafka_bootstrap, topic_reader):
+def test_incremental_snapshot_while_streaming_keeps_the_newest_state(department_db, kafka_admin, topic_reader):
     dsn = department_db
     db = dsn.rsplit("/", 1)[1]
     sim = MarketSimulator(dsn, seed=23)
     sim.create_schema()
     usccs = sim.seed_enterprises(ROWS)
     reader = topic_reader([REG])
-    conn = RunningConnector(dsn, kafka_bootstrap)
+    conn = RunningConnector(dsn, kafka_admin)
     try:
         wait_for(lambda: reader.poll() is not None and conn.source.snapshot_completed()
                  and len(registrations(reader, db)) >= ROWS, 90, "the initial snapshot")
@@ -161,7 +161,7 @@ def test_incremental_snapshot_while_streaming_keeps_the_newest_state(department_
     assert conn.error is None
 
 
-def test_incremental_snapshot_goes_on_after_a_restart(department_db, kafka_bootstrap, topic_reader):
+def test_incremental_snapshot_goes_on_after_a_restart(department_db, kafka_admin, topic_reader):
     """Stopped halfway, the connector saved the last key in Kafka; restarted, it reads on from
     there (not from the first row) and ends with every row snapshotted."""
     dsn = department_db
@@ -171,7 +171,7 @@ def test_incremental_snapshot_goes_on_after_a_restart(department_db, kafka_boots
     usccs = sim.seed_enterprises(ROWS)
     reader = topic_reader([REG])
 
-    first = RunningConnector(dsn, kafka_bootstrap)
+    first = RunningConnector(dsn, kafka_admin)
     try:
         wait_for(lambda: reader.poll() is not None and first.source.snapshot_completed()
                  and len(registrations(reader, db)) >= ROWS, 90, "the initial snapshot")
@@ -200,7 +200,7 @@ def test_incremental_snapshot_goes_on_after_a_restart(department_db, kafka_boots
     before_restart = {e["after"]["uscc"] for e in registrations(reader, db)[initial:] if e["op"] == "r"}
     assert len(before_restart) == 4 * CHUNK and max(before_restart) == resume_after
 
-    second = RunningConnector(dsn, kafka_bootstrap)
+    second = RunningConnector(dsn, kafka_admin)
     try:
         wait_for(lambda: reader.poll() is not None and second.source.snapshot_completed()
                  and not second.source._inc_queue and second.source._window is None, 90,

@@ -122,12 +122,12 @@ def market_key(env: dict) -> RowKey:
     return table, row["uscc"] if table == "enterprise_registration" else row["id"]
 
 
-def test_postgres_restarted_snapshot_deletes_the_rows_gone_since_the_kill(market_db, kafka_bootstrap, topic_reader,  # noqa: F811
+def test_postgres_restarted_snapshot_deletes_the_rows_gone_since_the_kill(market_db, kafka_admin, topic_reader,  # noqa: F811
                                                                          tmp_path):
     dsn, db, sim = market_db
     sim.seed_enterprises(100_000)  # a snapshot of several seconds
     events = Envelopes(topic_reader(MARKET_TOPICS), lambda env: env["source"]["db"] == db)
-    conn = market_connector(dsn, kafka_bootstrap, tmp_path / "connect.log")
+    conn = market_connector(dsn, kafka_admin, tmp_path / "connect.log")
 
     def execute(query: str | sql.Composable, params: tuple) -> None:
         with psycopg2.connect(dsn) as pg, pg.cursor() as cur:
@@ -171,12 +171,12 @@ def social_insurance_key(env: dict) -> RowKey:
     return env["source"]["table"], (row["uscc"], row["period"])
 
 
-def test_mariadb_restarted_snapshot_deletes_the_rows_gone_since_the_kill(hrss_db, kafka_bootstrap, topic_reader,  # noqa: F811
+def test_mariadb_restarted_snapshot_deletes_the_rows_gone_since_the_kill(hrss_db, kafka_admin, topic_reader,  # noqa: F811
                                                                         tmp_path):
     dsn, db = hrss_db
     seed_social_insurance(dsn, 3500, seed=61)  # 42,000 rows: a snapshot of a few seconds
     events = Envelopes(topic_reader([SOCIAL_INSURANCE]), lambda env: env["source"]["db"] == db)
-    conn = hrss_connector(dsn, kafka_bootstrap, tmp_path / "connect.log")
+    conn = hrss_connector(dsn, kafka_admin, tmp_path / "connect.log")
 
     def execute(query: str, params: tuple) -> None:
         my = mysql_conn(dsn)

@@ -3,9 +3,10 @@
 
 The local broker is one node, so a replication factor above the broker count must make topic
 creation fail with INVALID_REPLICATION_FACTOR, while the setting's 1 creates every topic with one
-replica (read back through the AdminClient). Every topic here has a fresh name: the shared
-``connect.offsets``, ``connect.heartbeats`` and ``connect.files`` are renamed for the test, and the
-department's dataset topics get a unique prefix, so no topic left by earlier runs hides a refusal.
+replica (read back through the AdminClient). Every topic here has a fresh name: the
+department is a throwaway copy with a unique name (its own connector principal and ACLs), so its
+``connect.<dept>.*``, dataset and dead-letter topics are new and no topic left by earlier runs
+hides a refusal.
 """
 
 from __future__ import annotations
@@ -20,33 +21,24 @@ from confluent_kafka.admin import AdminClient
 
 from connectors.filedrop import FileDropSource
 from connectors.fleet import build_runner
-from connectors.offsets import OffsetStore
+from connectors.offsets import OffsetStore, connect_topic
 from connectors.runner import producer_config
 from streams.codecs.serde import schema_store
-from streams.core.catalogue import Dataset, Department, catalogue
+from streams.core.access import connector_principal, connector_rules
+from streams.core.catalogue import Department, catalogue
 from streams.kafka.admin import ensure_topics
 from streams.kafka.dlq import dlq_topic
+from streams.kafka.security import client_conf
 from streams.settings import Settings
-from tests.conftest import wait_for
+from tests.conftest import letters, wait_for
 
 pytestmark = pytest.mark.integration
 
 
-@dataclasses.dataclass(frozen=True)
-class _PrefixedDataset(Dataset):
-    """A catalogue dataset whose topic carries a test prefix (schema, table and key unchanged)."""
-
-    prefix: str = ""
-
-    @property
-    def topic(self) -> str:
-        return f"{self.prefix}.{super().topic}"
-
-
-def _prefixed(dept: Department, prefix: str) -> Department:
-    datasets: dict[str, Dataset] = {name: _PrefixedDataset(**{f.name: getattr(ds, f.name) for f in dataclasses.fields(ds)}, prefix=prefix)
-                for name, ds in dept.datasets.items()}
-    return dataclasses.replace(dept, datasets=datasets)
+def _renamed(dept: Department, name: str) -> Department:
+    """``dept`` as a throwaway department ``name``: its dataset topics are ``dept.<name>.…``."""
+    datasets = {k: dataclasses.replace(ds, dept=name) for k, ds in dept.datasets.items()}
+    return dataclasses.replace(dept, dept=name, datasets=datasets)
 
 
 def _settings_with(monkeypatch: pytest.MonkeyPatch, replication_factor: int) -> Settings:
@@ -58,8 +50,8 @@ def _settings_with(monkeypatch: pytest.MonkeyPatch, replication_factor: int) -> 
 
 
 @pytest.fixture
-def admin(kafka_bootstrap) -> AdminClient:
-    return AdminClient({"bootstrap.servers": kafka_bootstrap})
+def admin(kafka_admin) -> AdminClient:
+    return AdminClient(dict(kafka_admin))
 
 
 @pytest.fixture
@@ -69,15 +61,15 @@ def beyond_brokers(admin) -> int:
 
 
 @pytest.fixture
-def fixed_topics(monkeypatch, unique, admin) -> Iterator[dict[str, str]]:
-    """Fresh names for the connectors' fixed topics; every topic named with ``t<unique>.`` is deleted afterwards."""
-    names = {"offsets": f"t{unique}.connect.offsets", "heartbeats": f"t{unique}.connect.heartbeats",
-             "files": f"t{unique}.connect.files"}
-    monkeypatch.setattr("connectors.offsets.OFFSETS_TOPIC", names["offsets"])
-    monkeypatch.setattr("connectors.runner.HEARTBEATS_TOPIC", names["heartbeats"])
-    monkeypatch.setattr("connectors.filedrop.FILES_TOPIC", names["files"])
-    yield names
-    mine = [t for t in admin.list_topics(timeout=15).topics if f"t{unique}." in t]  # dlq.t<unique>.… too
+def temp_dept(unique, admin, principals, monkeypatch) -> Iterator[str]:
+    """A throwaway department name whose connector principal exists with the connector's ACLs
+    (its password in YURONG_KAFKA_PASSWORD, as a deployment would set it); its topics are deleted
+    afterwards."""
+    name = f"t{letters(unique)}"
+    conf = principals.add(connector_principal(name), connector_rules(name))
+    monkeypatch.setenv("YURONG_KAFKA_PASSWORD", conf["sasl.password"])
+    yield name
+    mine = [t for t in admin.list_topics(timeout=15).topics if f".{name}." in t]
     if mine:
         for fut in admin.delete_topics(mine, operation_timeout=15).values():
             fut.result()
@@ -104,21 +96,22 @@ def _assert_refused(exc: pytest.ExceptionInfo[KafkaException]) -> None:
 
 
 def test_build_runner_creates_every_topic_with_the_configured_replication_factor(
-        kafka_bootstrap, monkeypatch, admin, beyond_brokers, fixed_topics, unique):
-    dept = _prefixed(catalogue().department("market"), f"t{unique}")  # postgres: its source connects only at start()
+        kafka_admin, monkeypatch, admin, beyond_brokers, temp_dept):
+    dept = _renamed(catalogue().department("market"), temp_dept)  # postgres: its source connects only at start()
     dataset_topics = sorted(ds.topic for ds in dept.datasets.values())
-    topics = [fixed_topics["offsets"], fixed_topics["heartbeats"], *dataset_topics, *map(dlq_topic, dataset_topics)]
+    offsets_topic, heartbeats_topic = connect_topic(temp_dept, "offsets"), connect_topic(temp_dept, "heartbeats")
+    topics = [offsets_topic, heartbeats_topic, *dataset_topics, *map(dlq_topic, dataset_topics)]
     schemas = schema_store()
     too_many = _settings_with(monkeypatch, beyond_brokers)
 
-    # the offset store (connect.offsets) asks for the configured factor: refused
+    # the offset store (connect.<dept>.offsets) asks for the configured factor: refused
     with pytest.raises(KafkaException) as refused:
         build_runner(dept, too_many, schemas)
     _assert_refused(refused)
-    assert _replication_factors(admin, [fixed_topics["offsets"]]) == {fixed_topics["offsets"]: None}
+    assert _replication_factors(admin, [offsets_topic]) == {offsets_topic: None}
 
-    # connect.offsets there already: the runner's own topics (dataset, dead-letter, heartbeats) are refused
-    ensure_topics(kafka_bootstrap, {fixed_topics["offsets"]: {"cleanup.policy": "compact"}}, partitions=1)
+    # the offsets topic there already: the runner's own topics (dataset, dead-letter, heartbeats) are refused
+    ensure_topics(kafka_admin, {offsets_topic: {"cleanup.policy": "compact"}}, partitions=1)
     with pytest.raises(KafkaException) as refused:
         build_runner(dept, too_many, schemas)
     _assert_refused(refused)
@@ -126,27 +119,29 @@ def test_build_runner_creates_every_topic_with_the_configured_replication_factor
 
     # the configured 1: every topic is created, with one replica
     runner = build_runner(dept, _settings_with(monkeypatch, 1), schemas)
-    assert runner.heartbeat_interval_s, "heartbeats on, so connect.heartbeats is created"
+    assert runner.heartbeat_interval_s, "heartbeats on, so connect.<dept>.heartbeats is created"
     assert _created(admin, topics) == dict.fromkeys(topics, {1})
 
 
 def test_file_drop_source_creates_connect_files_with_the_offset_stores_replication_factor(
-        kafka_bootstrap, settings, admin, beyond_brokers, fixed_topics, tmp_path: Path):
-    dept = catalogue().department("water")
+        kafka_admin, settings, admin, beyond_brokers, temp_dept, tmp_path: Path):
+    dept = _renamed(catalogue().department("water"), temp_dept)
     assert dept.kind == "file"
     schemas = schema_store()
-    # connect.offsets exists, so only connect.files is left to create
-    ensure_topics(kafka_bootstrap, {fixed_topics["offsets"]: {"cleanup.policy": "compact"}}, partitions=1)
+    kafka = client_conf(connector_principal(temp_dept), Settings())
+    files_topic = connect_topic(temp_dept, "files")
+    # the offsets topic exists, so only connect.<dept>.files is left to create
+    ensure_topics(kafka_admin, {connect_topic(temp_dept, "offsets"): {"cleanup.policy": "compact"}}, partitions=1)
 
-    offsets = OffsetStore(kafka_bootstrap, schemas, Producer(producer_config(kafka_bootstrap)), replication_factor=beyond_brokers)
+    offsets = OffsetStore(kafka, temp_dept, schemas, Producer(producer_config(kafka)), replication_factor=beyond_brokers)
     source = FileDropSource(dept, tmp_path / "refused", offsets, schemas, settings.source)
     with pytest.raises(KafkaException) as refused:
         source.start()
     _assert_refused(refused)
-    assert _replication_factors(admin, [fixed_topics["files"]]) == {fixed_topics["files"]: None}
+    assert _replication_factors(admin, [files_topic]) == {files_topic: None}
 
-    offsets = OffsetStore(kafka_bootstrap, schemas, Producer(producer_config(kafka_bootstrap)), replication_factor=1)
+    offsets = OffsetStore(kafka, temp_dept, schemas, Producer(producer_config(kafka)), replication_factor=1)
     source = FileDropSource(dept, tmp_path / "created", offsets, schemas, settings.source)
     source.start()
     source.stop()
-    assert _created(admin, [fixed_topics["files"]]) == {fixed_topics["files"]: {1}}
+    assert _created(admin, [files_topic]) == {files_topic: {1}}

@@ -4,6 +4,7 @@ loads no database driver or ClickHouse client."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -20,7 +21,8 @@ def _loaded_after(modules: tuple[str, ...], roots: tuple[str, ...]) -> list[str]
     """Top-level packages of ``roots`` loaded by importing ``modules`` in a fresh interpreter."""
     code = ("import sys\n" + "".join(f"import {m}\n" for m in modules)
             + f"print(' '.join(sorted({{m.split('.')[0] for m in sys.modules}} & {set(roots)!r})))\n")
-    env = {"PATH": "/usr/bin:/bin", "YURONG_MASKING_HMAC_KEY": TEST_KEY}
+    env = {"PATH": "/usr/bin:/bin", "YURONG_MASKING_HMAC_KEY": TEST_KEY,
+           "YURONG_KAFKA_SECRETS_DIR": os.environ["YURONG_KAFKA_SECRETS_DIR"]}  # the worker's app logs in on import
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     return done.stdout.split()
