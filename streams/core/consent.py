@@ -7,6 +7,13 @@ categories, minimum severity, score-band drop) filter it. Consent versions merge
 order-independently (:func:`merge_grant`: newest wins, a revocation is final). Bank ids are
 fixed-width (``b0001``) so Kafka prefix ACLs on ``alerts.<bank_id>`` cannot overlap.
 
+Integrity (MLPS level 3): every version records who recorded it (``recorded_by``, the Kafka
+principal of the publishing service; for a revocation, the revoker's) and the enterprise's
+evidence of authorisation (``evidence_ref``, a reference to the signed 授权书, never personal
+data). :meth:`ConsentGrant.from_record` refuses a version without them (ConfigError), so the
+worker dead-letters it and applies nothing; :func:`new_grant` and :func:`revocations` only make
+versions it accepts.
+
 Where the rule runs: the worker's route agent (``streams/worker/agents.py``) reads the state
 from Redis (``streams/worker/consent_store.py``) and applies these functions to every alert.
 The system of record of consents is the topic ``consent.grants``
@@ -26,6 +33,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from streams.core.identifiers import uscc_problem
+from streams.core.masking import find_pii_in_text
 from streams.core.scorecard import LEVEL_NAMES, SEVERITY_RANK
 from streams.errors import ConfigError
 
@@ -47,6 +55,44 @@ def check_uscc(code: str) -> str:
     return code
 
 
+RECORDED_BY = re.compile(r"[A-Za-z0-9._-]{1,64}")  # a SCRAM user name, as core.access names principals
+EVIDENCE_REF_MAX = 256
+
+
+# The checks below never echo the value: it may be exactly what must not be repeated (personal
+# data), and their message ends up in a dead-letter header.
+
+def check_recorded_by(principal: Any) -> str:
+    """``principal`` if it is a plausible Kafka user name (who recorded a consent version), else ConfigError."""
+    if not isinstance(principal, str) or not principal.strip():
+        raise ConfigError("recorded_by is missing: every consent version names the Kafka principal "
+                          "(SCRAM user) that recorded it")
+    if not RECORDED_BY.fullmatch(principal):
+        raise ConfigError("recorded_by is not a Kafka user name (1-64 characters of A-Z a-z 0-9 . _ -)")
+    hit = find_pii_in_text(principal)
+    if hit:
+        raise ConfigError(f"recorded_by carries a raw {hit}: it names a service principal, never a person")
+    return principal
+
+
+def check_evidence_ref(ref: Any) -> str:
+    """``ref`` if it is a usable reference to the enterprise's signed authorisation letter (授权书):
+    non-blank, at most 256 printable characters without surrounding blanks, no raw ID, phone or
+    bank-card number (the last-line PII detector of ``core.masking``); else ConfigError."""
+    if not isinstance(ref, str) or not ref.strip():
+        raise ConfigError("evidence_ref is missing: every consent version references the enterprise's "
+                          "signed authorisation letter (授权书), e.g. auth-letter:2026/00017 or sha256:<hex>")
+    if len(ref) > EVIDENCE_REF_MAX:
+        raise ConfigError(f"evidence_ref is {len(ref)} characters long; a reference has at most {EVIDENCE_REF_MAX}")
+    if not ref.isprintable() or ref != ref.strip():
+        raise ConfigError("evidence_ref must be printable text without control characters or surrounding blanks")
+    hit = find_pii_in_text(ref)
+    if hit:
+        raise ConfigError(f"evidence_ref carries a raw {hit} (personal data): reference the authorisation "
+                          "letter by document id or digest")
+    return ref
+
+
 @dataclass(frozen=True)
 class ConsentGrant:
     """An enterprise's authorisation for one bank to receive its risk alerts (授权)."""
@@ -60,6 +106,10 @@ class ConsentGrant:
     scope: tuple[str, ...] = field(default_factory=tuple)  # alert categories; empty = all
     revoked_ms: int = 0
     ts_ms: int = 0  # when this version was written (consent.grants ordering); 0 = unknown
+    # who recorded this version (Kafka principal) and the evidence of authorisation (授权书 reference):
+    # required by from_record / new_grant / revocations; "" only in state written before they existed
+    recorded_by: str = field(kw_only=True)
+    evidence_ref: str = field(kw_only=True)
 
     def is_active(self, now_ms: int) -> bool:
         return self.start_ms <= now_ms < self.expiry_ms and not (self.revoked_ms and self.revoked_ms <= now_ms)
@@ -84,6 +134,8 @@ class ConsentGrant:
             scope=tuple(s for s in h.get("scope", "").split(",") if s),
             revoked_ms=int(h.get("revoked_ms") or 0),
             ts_ms=int(h.get("ts_ms") or 0),
+            recorded_by=h.get("recorded_by", ""),  # a hash written before the field: "" (not refused here)
+            evidence_ref=h.get("evidence_ref", ""),
         )
 
     def to_record(self) -> dict[str, Any]:
@@ -92,17 +144,31 @@ class ConsentGrant:
 
     @classmethod
     def from_record(cls, r: Mapping[str, Any]) -> ConsentGrant:
-        """From a ``consent/grant`` record, validating bank id and USCC (ConfigError)."""
+        """From a ``consent/grant`` record, validating bank id, USCC, ``recorded_by`` and
+        ``evidence_ref`` (ConfigError naming the field). A record without who recorded it or
+        without the evidence of authorisation — missing, empty as in records written before the
+        fields existed, or invalid — is refused: the worker dead-letters it and applies nothing."""
+        try:
+            recorded_by = check_recorded_by(r.get("recorded_by"))
+            evidence_ref = check_evidence_ref(r.get("evidence_ref"))
+        except ConfigError as exc:
+            raise ConfigError(f"consent {r.get('consent_id')!r}: {exc}") from None
         return cls(
             consent_id=r["consent_id"], bank_id=check_bank_id(r["bank_id"]), uscc=check_uscc(r["uscc"]),
             purpose=r["purpose"], start_ms=int(r["start_ms"]), expiry_ms=int(r["expiry_ms"]),
             scope=tuple(r.get("scope") or ()), revoked_ms=int(r.get("revoked_ms") or 0), ts_ms=int(r["ts_ms"]),
+            recorded_by=recorded_by, evidence_ref=evidence_ref,
         )
 
 
 def new_grant(bank_id: str, uscc: str, purpose: str, expiry_ms: int, scope: Iterable[str] = (),
-              start_ms: int | None = None, now_ms: int | None = None) -> ConsentGrant:
-    """A new consent with a fresh id, validated (bank id, USCC, scope categories, dates)."""
+              start_ms: int | None = None, now_ms: int | None = None, *,
+              recorded_by: str, evidence_ref: str) -> ConsentGrant:
+    """A new consent with a fresh id, validated (bank id, USCC, scope categories, dates, who
+    records it — the publishing service's Kafka principal — and the reference to the
+    enterprise's signed authorisation letter, as :meth:`ConsentGrant.from_record` checks them)."""
+    check_recorded_by(recorded_by)
+    check_evidence_ref(evidence_ref)
     now_ms = int(time.time() * 1000) if now_ms is None else now_ms
     scope = tuple(scope)
     unknown = sorted(set(scope) - set(ALERT_CATEGORIES))
@@ -112,14 +178,29 @@ def new_grant(bank_id: str, uscc: str, purpose: str, expiry_ms: int, scope: Iter
     if expiry_ms <= start:
         raise ConfigError("a consent must expire after it starts")
     return ConsentGrant(consent_id=uuid.uuid4().hex, bank_id=check_bank_id(bank_id), uscc=check_uscc(uscc),
-                        purpose=purpose, start_ms=start, expiry_ms=expiry_ms, scope=scope, ts_ms=now_ms)
+                        purpose=purpose, start_ms=start, expiry_ms=expiry_ms, scope=scope, ts_ms=now_ms,
+                        recorded_by=recorded_by, evidence_ref=evidence_ref)
 
 
-def revocations(grants: Iterable[ConsentGrant], bank_id: str, now_ms: int) -> list[ConsentGrant]:
+def revocations(grants: Iterable[ConsentGrant], bank_id: str, now_ms: int, *, recorded_by: str) -> list[ConsentGrant]:
     """New versions of every consent of ``grants`` for ``bank_id`` that is in force or scheduled
-    to start (not revoked, not expired), revoked from ``now_ms``."""
-    return [replace(g, revoked_ms=now_ms, ts_ms=max(now_ms, g.ts_ms + 1)) for g in grants
-            if g.bank_id == bank_id and not g.revoked_ms and now_ms < g.expiry_ms]
+    to start (not revoked, not expired), revoked from ``now_ms``.
+
+    A revocation is a new version of the same consent: it keeps the grant's ``evidence_ref`` and
+    is recorded by the revoker (``recorded_by``, its Kafka principal). A consent without valid
+    evidence (state written before the field existed) is refused (ConfigError) rather than turned
+    into a revocation ``from_record`` would refuse — the worker would dead-letter it and the
+    consent would stay in force."""
+    check_recorded_by(recorded_by)
+    out = []
+    for g in grants:
+        if g.bank_id == bank_id and not g.revoked_ms and now_ms < g.expiry_ms:
+            try:
+                check_evidence_ref(g.evidence_ref)
+            except ConfigError as exc:
+                raise ConfigError(f"consent {g.consent_id} cannot be revoked by a valid version: {exc}") from None
+            out.append(replace(g, revoked_ms=now_ms, ts_ms=max(now_ms, g.ts_ms + 1), recorded_by=recorded_by))
+    return out
 
 
 def _version_key(g: ConsentGrant) -> tuple:
@@ -137,6 +218,12 @@ def merge_grant(stored: ConsentGrant | None, incoming: ConsentGrant) -> ConsentG
     the order records arrive in (commutative, associative, idempotent): a replayed older
     record never undoes a newer revocation. A version that changes the consent's bank or
     enterprise is refused (ConfigError).
+
+    ``recorded_by`` and ``evidence_ref`` are part of each version's content, like ``purpose``:
+    the newest version's values win (and take part in the tie-break). So when a revocation
+    carried by an older version is kept under a newer version, the state's ``recorded_by`` is the
+    newer version's recorder, not the revoker's: who revoked is on that version in
+    ``consent.grants`` (until compaction keeps only the newest version of the key).
     """
     if stored is None:
         return incoming

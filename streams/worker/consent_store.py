@@ -75,8 +75,14 @@ class ConsentRegistry:
         expiry_ms: int,
         scope: Iterable[str] = (),
         start_ms: int | None = None,
+        *,
+        recorded_by: str,
+        evidence_ref: str,
     ) -> ConsentGrant:
-        g = new_grant(bank_id, uscc, purpose, expiry_ms, scope, start_ms)
+        """Write a new consent straight to Redis (``new_grant``: who records it, the evidence of
+        authorisation and the rest validated as for a ``consent.grants`` record)."""
+        g = new_grant(bank_id, uscc, purpose, expiry_ms, scope, start_ms,
+                      recorded_by=recorded_by, evidence_ref=evidence_ref)
         async with self._r.pipeline(transaction=True) as pipe:
             pipe.hset(f"{self._p}consent:{g.consent_id}", mapping=g.to_redis())
             pipe.sadd(f"{self._p}consents:uscc:{uscc}", g.consent_id)
@@ -84,12 +90,12 @@ class ConsentRegistry:
             await pipe.execute()
         return g
 
-    async def revoke(self, bank_id: str, uscc: str, now_ms: int | None = None) -> list[str]:
+    async def revoke(self, bank_id: str, uscc: str, now_ms: int | None = None, *, recorded_by: str) -> list[str]:
         """Revoke every consent of ``uscc`` for ``bank_id`` that is in force or scheduled to start
-        (not yet revoked, not expired); return their ids."""
+        (not yet revoked, not expired), as ``recorded_by`` (the revoker's principal); return their ids."""
         now_ms = int(time.time() * 1000) if now_ms is None else now_ms
         revoked = []
-        for g in revocations(await self.grants_of(uscc), bank_id, now_ms):
+        for g in revocations(await self.grants_of(uscc), bank_id, now_ms, recorded_by=recorded_by):
             await self.apply(g)
             revoked.append(g.consent_id)
         return revoked

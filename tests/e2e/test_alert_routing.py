@@ -193,9 +193,9 @@ def test_no_alert_without_active_consent_and_every_permitted_one_exactly_once(wo
         start, expiry = {"expired": (now - 2 * DAY, now - DAY), "not_started": (now + DAY, now + 2 * DAY)}.get(
             s, (now - DAY, now + DAY))
         g = new_grant(b, u, "post-loan monitoring", expiry, ["tax"] if s == "scope_tax_only" else [], start_ms=start,
-                      now_ms=now)
+                      now_ms=now, recorded_by="consent", evidence_ref=f"auth-letter:{b}/2026/00017")
         if s == "revoked":
-            [r] = revocations([g], b, now)
+            [r] = revocations([g], b, now, recorded_by="consent")
             versions += [r, g]
             expected[g.consent_id] = r
         else:
@@ -277,9 +277,11 @@ def test_revocation_and_expiry_stop_alerts_within_one_second(worker_pipeline, ka
     keep, revoke, expire = banks(f"revoke-{unique}", 3)
     (u,) = usccs(f"revoke-{unique}", 1)
     now = now_ms()
-    grants = {b: new_grant(b, u, "post-loan monitoring", now + DAY, now_ms=now) for b in (keep, revoke)}
+    grants = {b: new_grant(b, u, "post-loan monitoring", now + DAY, now_ms=now, recorded_by="consent",
+                        evidence_ref=f"auth-letter:{b}/2026/00017") for b in (keep, revoke)}
     expiry_ms = now + 60_000  # made to expire during the flow below (replaced once the flow runs)
-    grants[expire] = new_grant(expire, u, "post-loan monitoring", expiry_ms, now_ms=now)
+    grants[expire] = new_grant(expire, u, "post-loan monitoring", expiry_ms, now_ms=now, recorded_by="consent",
+                               evidence_ref=f"auth-letter:{expire}/2026/00018")
     publish_grants(kafka_bootstrap, list(grants.values()))
 
     async def setup(reg: ConsentRegistry):

@@ -214,8 +214,10 @@ class NoSkipRun:
         # the router reads them for every change, and would rightly send nothing for a change it
         # routes before the consent_sync agent re-applied a consent. The consents are published on
         # consent.grants too (the system of record); one more only while Redis is down (``late_grant``).
-        self.grants = [new_grant(self.bank, u, "post-loan monitoring", now_ms() + DAY_MS) for u in self.codes[:-1]]
-        self.late_grant = new_grant(self.bank, self.codes[-1], "post-loan monitoring", now_ms() + DAY_MS)
+        self.grants = [new_grant(self.bank, u, "post-loan monitoring", now_ms() + DAY_MS, recorded_by="consent",
+                                 evidence_ref=f"auth-letter:{self.bank}/2026/00017") for u in self.codes[:-1]]
+        self.late_grant = new_grant(self.bank, self.codes[-1], "post-loan monitoring", now_ms() + DAY_MS, recorded_by="consent",
+                                    evidence_ref=f"auth-letter:{self.bank}/2026/late")
 
         async def setup(reg: ConsentRegistry) -> None:
             await reg.watch(self.bank, self.codes)
@@ -424,7 +426,7 @@ def test_records_that_raise_are_dead_lettered_and_a_redis_outage_loses_nothing(r
     own = redis.Redis(port=run.own.port)
     own.config_set("maxmemory-policy", "noeviction")
     own.config_set("maxmemory", "1")
-    revoked = revocations([run.grants[1]], run.bank, now_ms())[0]
+    revoked = revocations([run.grants[1]], run.bank, now_ms(), recorded_by="consent")[0]
     run.ledger.produce("revoked-while-oom", "consent.grants", revoked.consent_id,
                        run.schemas.encode("consent/grant", revoked.to_record()))
     run.ledger.flush()

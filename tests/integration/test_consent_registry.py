@@ -278,7 +278,8 @@ def test_apply_keeps_the_newest_version_and_a_revocation_is_final(with_registry,
 
     async def body(reg: ConsentRegistry):
         now = now_ms()
-        g = new_grant(b, u, "post-loan monitoring", now + DAY, now_ms=now)
+        g = new_grant(b, u, "post-loan monitoring", now + DAY, now_ms=now, recorded_by="consent",
+                      evidence_ref="auth-letter:2026/00017")
         revoked = replace(g, revoked_ms=now + 5, ts_ms=now + 5)
         assert await reg.apply(g) is True
         assert await reg.recipients(u, "tax", now + 1) == {}  # not watched yet
@@ -305,7 +306,7 @@ def test_concurrent_replays_in_any_order_end_in_the_same_state(with_registry, un
     """Versions applied concurrently (several workers, a rebalance replay) race on the same hash:
     the optimistic transaction makes the stored state the order-independent merge of them all."""
     (u,), (b,) = usccs_for(unique, 1), banks_for(unique, 1)
-    base = new_grant(b, u, "p", 10_000, start_ms=0, now_ms=0)
+    base = new_grant(b, u, "p", 10_000, start_ms=0, now_ms=0, recorded_by="consent", evidence_ref="auth-letter:2026/00018")
     versions = data.draw(st.lists(st.builds(
         lambda ts, rev, exp: replace(base, ts_ms=ts, revoked_ms=rev, expiry_ms=exp),
         st.integers(0, 40), st.one_of(st.just(0), st.integers(1, 9_000)), st.integers(5_000, 20_000)), min_size=1, max_size=10))
@@ -426,10 +427,12 @@ def test_throttle_is_per_bank_enterprise_and_category_and_records_what_it_holds_
 def test_published_grants_are_read_back_from_the_topic(kafka_bootstrap, unique):
     (u,), (b,) = usccs_for(unique, 1), banks_for(unique, 1)
     now = now_ms()
-    g1 = new_grant(b, u, "post-loan monitoring", now + DAY, scope=["tax"], now_ms=now)
-    g2 = new_grant(b, u, "credit approval", now + DAY, now_ms=now)
+    g1 = new_grant(b, u, "post-loan monitoring", now + DAY, scope=["tax"], now_ms=now, recorded_by="consent",
+                   evidence_ref="auth-letter:2026/00019")
+    g2 = new_grant(b, u, "credit approval", now + DAY, now_ms=now, recorded_by="consent",
+                   evidence_ref="sha256:9f2c4e6a8b0d1f3e5a7c9b1d3f5e7a9c0b2d4f6e8a1c3e5b7d9f0a2c4e6b8d0f")
     assert publish_grants(kafka_bootstrap, [g1, g2]) == 2
-    [r1] = revocations([g1], b, now + 10)
+    [r1] = revocations([g1], b, now + 10, recorded_by="consent")
     assert publish_grants(kafka_bootstrap, [r1]) == 1
     found = scan_grants(kafka_bootstrap, lambda g: g.uscc == u)
     assert found == {g1.consent_id: r1, g2.consent_id: g2}

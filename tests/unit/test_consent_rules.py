@@ -12,6 +12,8 @@ from streams.core.consent import (
     BankRules,
     ConsentGrant,
     check_bank_id,
+    check_evidence_ref,
+    check_recorded_by,
     check_uscc,
     filtered_by,
     levels_dropped,
@@ -27,6 +29,7 @@ from streams.errors import ConfigError
 
 PROPERTY = settings(max_examples=200, deadline=None)
 USCC = "91110000600037341L"
+EVIDENCE = "auth-letter:2026/00017"  # the signed authorisation letter (授权书) in the document store
 CATEGORIES = ("registration", "judicial", "penalty", "tax", "social_insurance", "utilities", "collateral", "customs_ip",
               "score_band", "positive")
 
@@ -35,6 +38,7 @@ def grant(bank="b0001", start=1_000, expiry=2_000, scope=(), revoked=0, cid=None
     return ConsentGrant(
         consent_id=cid or f"c-{bank}-{start}", bank_id=bank, uscc=USCC, purpose="credit_monitoring",
         start_ms=start, expiry_ms=expiry, scope=tuple(scope), revoked_ms=revoked,
+        recorded_by="consent", evidence_ref=EVIDENCE,
     )
 
 
@@ -115,12 +119,21 @@ def test_no_bank_receives_an_alert_without_an_active_covering_consent(grants, wa
 @given(
     grants_strategy,
     st.text(min_size=1, max_size=20).filter(lambda s: "\x00" not in s),
+    st.from_regex(r"[A-Za-z0-9._-]{1,64}", fullmatch=True),
+    st.text(min_size=1, max_size=256).filter(lambda s: "\x00" not in s),
 )
-def test_grant_survives_redis_round_trip(g, purpose):
-    g = ConsentGrant(**{**g.__dict__, "purpose": purpose})
+def test_grant_survives_redis_round_trip(g, purpose, recorded_by, evidence_ref):
+    g = ConsentGrant(**{**g.__dict__, "purpose": purpose, "recorded_by": recorded_by, "evidence_ref": evidence_ref})
     stored = g.to_redis()
     assert all(isinstance(v, str) for v in stored.values())
     assert ConsentGrant.from_redis(stored) == g
+
+
+def test_a_redis_hash_written_before_the_fields_existed_still_reads():
+    """from_redis is not where a version is refused (from_record is): old hashes read with ""."""
+    g = grant()
+    old = {k: v for k, v in g.to_redis().items() if k not in ("recorded_by", "evidence_ref")}
+    assert ConsentGrant.from_redis(old) == ConsentGrant(**{**g.__dict__, "recorded_by": "", "evidence_ref": ""})
 
 
 @pytest.mark.parametrize("bank_id", ["b0001", "b9999"])
@@ -155,9 +168,10 @@ def test_check_uscc_explains_the_problem():
 
 # ---------------------------------------------------------------- consent.grants versions
 
-def version(ts, revoked=0, expiry=2_000, purpose="p", scope=()) -> ConsentGrant:
+def version(ts, revoked=0, expiry=2_000, purpose="p", scope=(), recorded_by="consent", evidence_ref=EVIDENCE) -> ConsentGrant:
     return ConsentGrant(consent_id="c1", bank_id="b0001", uscc=USCC, purpose=purpose, start_ms=1_000,
-                        expiry_ms=expiry, scope=tuple(scope), revoked_ms=revoked, ts_ms=ts)
+                        expiry_ms=expiry, scope=tuple(scope), revoked_ms=revoked, ts_ms=ts,
+                        recorded_by=recorded_by, evidence_ref=evidence_ref)
 
 
 def fold(versions) -> ConsentGrant | None:
@@ -191,9 +205,12 @@ def test_a_version_may_not_move_a_consent_to_another_bank_or_enterprise():
         merge_grant(version(ts=1), ConsentGrant(**{**version(ts=2).__dict__, "uscc": "91500103MA5U7AB12X"}))
 
 
+principals = st.sampled_from(["consent", "ops.alice", "consent-2"])
+evidence_refs = st.sampled_from([EVIDENCE, "auth-letter:2026/00018", "sha256:" + "ab" * 32])
 versions_strategy = st.lists(
     st.builds(version, st.integers(0, 50), st.one_of(st.just(0), st.integers(1_000, 3_000)), st.integers(1_001, 5_000),
-              st.sampled_from(["p", "q"]), st.lists(st.sampled_from(CATEGORIES), max_size=2, unique=True)),
+              st.sampled_from(["p", "q"]), st.lists(st.sampled_from(CATEGORIES), max_size=2, unique=True),
+              principals, evidence_refs),
     min_size=1, max_size=8,
 )
 
@@ -209,6 +226,29 @@ def test_the_stored_state_does_not_depend_on_the_order_records_arrive_in(version
     assert state.ts_ms == max(v.ts_ms for v in versions)
     revocations_seen = [v.revoked_ms for v in versions if v.revoked_ms]
     assert state.revoked_ms == (min(revocations_seen) if revocations_seen else 0)
+    # who recorded it and the evidence are the newest version's, like the rest of its content
+    newest = [v for v in versions if v.ts_ms == state.ts_ms]
+    assert (state.recorded_by, state.evidence_ref) in {(v.recorded_by, v.evidence_ref) for v in newest}
+
+
+@PROPERTY
+@given(a=versions_strategy.map(lambda vs: vs[0]), b=versions_strategy.map(lambda vs: vs[0]),
+       c=versions_strategy.map(lambda vs: vs[0]))
+def test_merge_grant_is_commutative_associative_and_idempotent(a, b, c):
+    assert merge_grant(a, b) == merge_grant(b, a)
+    assert merge_grant(merge_grant(a, b), c) == merge_grant(a, merge_grant(b, c))
+    assert merge_grant(a, a) == a
+    merged = merge_grant(a, b)
+    assert merge_grant(merged, a) == merged == merge_grant(merged, b)  # a replay changes nothing
+
+
+def test_the_newest_version_brings_its_recorder_and_evidence():
+    granted = version(ts=10, recorded_by="consent", evidence_ref=EVIDENCE)
+    renewed = version(ts=20, expiry=9_000, recorded_by="consent-2", evidence_ref="auth-letter:2027/00003")
+    assert merge_grant(granted, renewed) == renewed == merge_grant(renewed, granted)
+    # same instant, different evidence: a total order decides, whatever the arrival order
+    twin = version(ts=20, expiry=9_000, recorded_by="consent-2", evidence_ref="auth-letter:2027/00004")
+    assert merge_grant(renewed, twin) == merge_grant(twin, renewed) in (renewed, twin)
 
 
 def test_revocations_cover_active_and_scheduled_consents_of_the_bank_only():
@@ -219,17 +259,48 @@ def test_revocations_cover_active_and_scheduled_consents_of_the_bank_only():
         grant("b0001", revoked=1_300, cid="revoked-before"),
         grant("b0002", cid="other-bank"),
     ]
-    out = revocations(grants, "b0001", now_ms=1_500)
+    out = revocations(grants, "b0001", now_ms=1_500, recorded_by="consent")
     assert [g.consent_id for g in out] == ["active", "scheduled"]
     assert all(g.revoked_ms == 1_500 and not g.is_active(1_500) and not g.is_active(3_500) for g in out)
     # the revocation is a newer version even when the clock that granted it ran ahead
     ahead = [ConsentGrant(**{**grants[0].__dict__, "ts_ms": 9_999})]
-    assert revocations(ahead, "b0001", now_ms=1_500)[0].ts_ms == 10_000
+    assert revocations(ahead, "b0001", now_ms=1_500, recorded_by="consent")[0].ts_ms == 10_000
+
+
+def test_a_revocation_keeps_the_evidence_and_is_recorded_by_the_revoker(schemas):
+    g = new_grant("b0001", USCC, "p", expiry_ms=5_000, now_ms=1_000, recorded_by="consent", evidence_ref=EVIDENCE)
+    [r] = revocations([g], "b0001", now_ms=1_500, recorded_by="ops.alice")
+    assert (r.evidence_ref, r.recorded_by, r.revoked_ms) == (EVIDENCE, "ops.alice", 1_500)
+    assert r == ConsentGrant(**{**g.__dict__, "revoked_ms": 1_500, "ts_ms": 1_500, "recorded_by": "ops.alice"})
+    # what the worker receives: accepted by from_record, as it was made
+    _, record = schemas.decode(schemas.encode("consent/grant", r.to_record()), "consent/grant")
+    assert ConsentGrant.from_record(record) == r
+    assert merge_grant(g, r) == r == merge_grant(r, g)
+
+
+@pytest.mark.parametrize("revoker", ["", "ops alice", "ops@bank", "x" * 65, "13812345678"])
+def test_a_revocation_needs_a_valid_revoker(revoker):
+    g = grant()
+    with pytest.raises(ConfigError, match="recorded_by"):
+        revocations([g], "b0001", now_ms=1_500, recorded_by=revoker)
+    with pytest.raises(ConfigError, match="recorded_by"):
+        revocations([], "b0001", now_ms=1_500, recorded_by=revoker)  # refused even with nothing to revoke
+
+
+def test_a_consent_without_evidence_is_not_turned_into_a_revocation_the_worker_would_refuse():
+    """State written before evidence_ref existed (Redis hashes: from_redis reads ""): a revocation
+    of it would be dead-lettered and leave the consent in force, so it is refused loudly here."""
+    legacy = ConsentGrant.from_redis({k: v for k, v in grant(cid="old").to_redis().items()
+                                      if k not in ("recorded_by", "evidence_ref")})
+    assert (legacy.recorded_by, legacy.evidence_ref) == ("", "")
+    with pytest.raises(ConfigError, match="consent old .*evidence_ref is missing"):
+        revocations([legacy], "b0001", now_ms=1_500, recorded_by="consent")
+    assert revocations([legacy], "b0002", now_ms=1_500, recorded_by="consent") == []  # not this bank's
 
 
 def test_grant_record_round_trip_through_avro(schemas):
     g = ConsentGrant(consent_id="c9", bank_id="b0007", uscc=USCC, purpose="贷后监测", start_ms=1, expiry_ms=2,
-                     scope=("judicial", "tax"), revoked_ms=0, ts_ms=3)
+                     scope=("judicial", "tax"), revoked_ms=0, ts_ms=3, recorded_by="consent", evidence_ref=EVIDENCE)
     _, record = schemas.decode(schemas.encode("consent/grant", g.to_record()), "consent/grant")
     assert ConsentGrant.from_record(record) == g
     with pytest.raises(ConfigError, match="b0001"):
@@ -238,13 +309,150 @@ def test_grant_record_round_trip_through_avro(schemas):
         ConsentGrant.from_record({**record, "uscc": USCC[:17] + "A"})
 
 
+def _record(**changes) -> dict:
+    g = ConsentGrant(consent_id="c9", bank_id="b0007", uscc=USCC, purpose="贷后监测", start_ms=1, expiry_ms=2,
+                     scope=(), revoked_ms=0, ts_ms=3, recorded_by="consent", evidence_ref=EVIDENCE)
+    return {**g.to_record(), **changes}
+
+
+def test_a_record_written_before_the_fields_existed_decodes_and_is_refused(schemas):
+    """Old producers (grant.v1, in history/) still decode — with "" for both fields — and the
+    worker dead-letters them: from_record refuses a version without who recorded it."""
+    import io
+
+    import fastavro
+
+    from streams.codecs.serde import MAGIC
+
+    [old] = schemas.history("consent/grant")
+    v1 = {k: v for k, v in _record().items() if k not in ("recorded_by", "evidence_ref")}
+    buf = io.BytesIO(MAGIC + old.fingerprint)
+    buf.seek(0, io.SEEK_END)
+    fastavro.schemaless_writer(buf, old.parsed, v1)
+    _, record = schemas.decode(buf.getvalue(), "consent/grant")
+    assert (record["recorded_by"], record["evidence_ref"]) == ("", "")
+    with pytest.raises(ConfigError, match="'c9': recorded_by is missing"):
+        ConsentGrant.from_record(record)
+    with pytest.raises(ConfigError, match="evidence_ref is missing"):
+        ConsentGrant.from_record({**record, "recorded_by": "consent"})
+
+
+@pytest.mark.parametrize("field", ["recorded_by", "evidence_ref"])
+@pytest.mark.parametrize("value", [None, "", "   "])
+def test_from_record_refuses_a_version_without_recorder_or_evidence(field, value):
+    record = _record() if value is None else _record(**{field: value})
+    if value is None:
+        del record[field]
+    with pytest.raises(ConfigError, match=f"{field} is missing") as exc:
+        ConsentGrant.from_record(record)
+    assert "'c9'" in str(exc.value)  # names the consent
+
+
+@pytest.mark.parametrize("recorded_by", [
+    "ops alice",  # blank
+    "ops@bank",  # not a SCRAM user name of ours
+    "User:consent",  # the ACL principal form, not the user name
+    "consent\n",  # a trailing newline would pass a $-anchored check
+    "x" * 65,
+    "张三",
+    "ｃｏｎｓｅｎｔ",  # full-width letters
+    "cons\u200bent",  # zero-width space
+])
+def test_from_record_refuses_an_invalid_recorded_by(recorded_by):
+    with pytest.raises(ConfigError, match="'c9': recorded_by is not a Kafka user name"):
+        ConsentGrant.from_record(_record(recorded_by=recorded_by))
+    with pytest.raises(ConfigError, match="recorded_by is not a Kafka user name"):
+        check_recorded_by(recorded_by)
+
+
+def test_from_record_refuses_a_recorded_by_that_is_no_text():
+    with pytest.raises(ConfigError, match="recorded_by is missing"):
+        ConsentGrant.from_record(_record(recorded_by=7))
+
+
+def test_from_record_refuses_a_recorded_by_that_is_a_phone_number():
+    with pytest.raises(ConfigError, match="recorded_by carries a raw phone") as exc:
+        ConsentGrant.from_record(_record(recorded_by="13812345678"))
+    assert "13812345678" not in str(exc.value)
+
+
+@pytest.mark.parametrize("recorded_by", ["consent", "ops.alice", "svc_consent-2", "x" * 64])
+def test_plausible_user_names_are_accepted(recorded_by):
+    assert ConsentGrant.from_record(_record(recorded_by=recorded_by)).recorded_by == recorded_by
+
+
+@pytest.mark.parametrize("ref, pii", [
+    ("auth-letter:110101199003071233", "id_number"),  # the legal representative's ID card number
+    ("授权书-110101 19900307 1233", "id_number"),  # written in groups
+    ("auth-letter:2026/00017 signed by 13812345678", "phone"),
+    ("auth-letter:+86 138-1234-5678", "phone"),
+    ("授权书/１３８１２３４５６７８", "phone"),  # full-width digits
+    ("auth-letter:6222021234567894", "bank_account"),  # a Luhn-valid card number
+])
+def test_from_record_refuses_an_evidence_ref_carrying_personal_data(ref, pii):
+    with pytest.raises(ConfigError, match=f"evidence_ref carries a raw {pii}") as exc:
+        ConsentGrant.from_record(_record(evidence_ref=ref))
+    assert ref not in str(exc.value) and "1234" not in str(exc.value)  # the value is never echoed (DLQ headers)
+
+
+@pytest.mark.parametrize("ref, message", [
+    ("x" * 257, "at most 256"),
+    ("auth-letter:1\n", "printable"),
+    ("auth-letter:\x001", "printable"),
+    ("auth-letter:\u200b1", "printable"),  # zero-width space
+    (" auth-letter:1", "surrounding blanks"),
+    (17, "missing"),
+])
+def test_from_record_refuses_a_malformed_evidence_ref(ref, message):
+    with pytest.raises(ConfigError, match=message):
+        ConsentGrant.from_record(_record(evidence_ref=ref))
+
+
+@pytest.mark.parametrize("ref", [
+    EVIDENCE, "sha256:" + "0f" * 32, "https://docs.example.cn/授权书/2026/00017.pdf", "授权书 渝融-2026-00017", "x" * 256,
+    "auth-letter:91500000202805720T/2026",  # the enterprise's USCC is no personal data
+])
+def test_document_references_are_accepted(ref):
+    assert check_evidence_ref(ref) == ref
+    assert ConsentGrant.from_record(_record(evidence_ref=ref)).evidence_ref == ref
+
+
 def test_new_grant_validates_scope_and_dates():
-    g = new_grant("b0001", USCC, "p", expiry_ms=5_000, scope=["tax"], now_ms=1_000)
+    g = new_grant("b0001", USCC, "p", expiry_ms=5_000, scope=["tax"], now_ms=1_000, recorded_by="consent",
+                  evidence_ref=EVIDENCE)
     assert (g.start_ms, g.ts_ms, g.scope, g.revoked_ms) == (1_000, 1_000, ("tax",), 0) and len(g.consent_id) == 32
+    assert (g.recorded_by, g.evidence_ref) == ("consent", EVIDENCE)
     with pytest.raises(ConfigError, match="unknown alert categories"):
-        new_grant("b0001", USCC, "p", expiry_ms=5_000, scope=["taxes"], now_ms=1_000)
+        new_grant("b0001", USCC, "p", expiry_ms=5_000, scope=["taxes"], now_ms=1_000, recorded_by="consent",
+                  evidence_ref=EVIDENCE)
     with pytest.raises(ConfigError, match="expire after it starts"):
-        new_grant("b0001", USCC, "p", expiry_ms=1_000, now_ms=1_000)
+        new_grant("b0001", USCC, "p", expiry_ms=1_000, now_ms=1_000, recorded_by="consent", evidence_ref=EVIDENCE)
+
+
+def test_new_grant_requires_who_records_it_and_the_evidence():
+    with pytest.raises(TypeError, match="recorded_by"):
+        new_grant("b0001", USCC, "p", expiry_ms=5_000, now_ms=1_000, evidence_ref=EVIDENCE)  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match="evidence_ref"):
+        new_grant("b0001", USCC, "p", expiry_ms=5_000, now_ms=1_000, recorded_by="consent")  # type: ignore[call-arg]
+    with pytest.raises(TypeError):  # keyword-only: never taken by position
+        new_grant("b0001", USCC, "p", 5_000, (), None, 1_000, "consent", EVIDENCE)  # type: ignore[misc]
+    for recorded_by, evidence_ref, message in [
+        ("", EVIDENCE, "recorded_by is missing"),
+        ("ops@bank", EVIDENCE, "recorded_by is not a Kafka user name"),
+        ("consent", "", "evidence_ref is missing"),
+        ("consent", "auth-letter:110101199003071233", "evidence_ref carries a raw id_number"),
+        ("consent", "授权书 13812345678", "evidence_ref carries a raw phone"),
+    ]:
+        with pytest.raises(ConfigError, match=message):
+            new_grant("b0001", USCC, "p", expiry_ms=5_000, now_ms=1_000, recorded_by=recorded_by,
+                      evidence_ref=evidence_ref)
+
+
+def test_what_new_grant_makes_the_worker_accepts(schemas):
+    g = new_grant("b0001", USCC, "post-loan monitoring (贷后监测)", expiry_ms=5_000, now_ms=1_000,
+                  recorded_by="consent", evidence_ref="sha256:" + "0f" * 32)
+    _, record = schemas.decode(schemas.encode("consent/grant", g.to_record()), "consent/grant")
+    assert ConsentGrant.from_record(record) == g
 
 
 # ---------------------------------------------------------------- per-bank rules

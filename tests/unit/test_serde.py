@@ -296,6 +296,7 @@ RECORDS = {
         "consent_id": "3f6c1a9e0b7d4e21a5c8f0d2b4e6a8c0", "bank_id": "b0001", "uscc": "91110000600037341L",
         "purpose": "post-loan monitoring (贷后监测)", "scope": ["judicial", "tax"], "start_ms": 1_709_294_400_000,
         "expiry_ms": 1_740_830_400_000, "revoked_ms": 0, "ts_ms": 1_709_294_400_123,
+        "recorded_by": "consent", "evidence_ref": "auth-letter:2024/00017",
     },
     "risk/alert": {
         **CHANGE, "alert_id": "b0001/" + CHANGE["change_id"], "bank_id": "b0001", "consent_id": "c1",
