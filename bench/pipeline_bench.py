@@ -61,7 +61,7 @@ from streams.core.masking import Pseudonymizer
 from streams.core.profile import merge_event
 from streams.kafka.admin import ensure_topics
 from streams.settings import get_settings
-from streams.worker.consent_store import ConsentRegistry
+from streams.worker.consent_store import REDIS_ADMIN, ConsentRegistry, redis_login
 from tests.conftest import drop_database, make_database
 from tests.harness import IsolatedPipeline, PipelineDied, skip_history
 
@@ -190,7 +190,7 @@ class Run:
         s = get_settings()
         self.bootstrap = s.kafka.bootstrap_servers
         self.admin_dsn = s.source.dsn("market", "postgres")
-        self.redis_url = s.redis.url.get_secret_value()
+        self.redis_url = redis_login(REDIS_ADMIN, s).authenticated_url()  # set up and observe as the admin
         self.db = f"market_bench{self.tag}"
         self.app_id, self.sink_group, self.prefix = IsolatedPipeline.names("bench", self.tag)
         self.key = secrets.token_hex(32)
@@ -570,7 +570,7 @@ def machine_facts() -> dict:
             cur.execute("SHOW server_version")
             versions["postgresql"] = cur.fetchone()[0]
         pg.close()
-        versions["redis"] = redis.from_url(s.redis.url.get_secret_value()).info("server")["redis_version"]
+        versions["redis"] = redis.from_url(redis_login(REDIS_ADMIN, s).authenticated_url()).info("server")["redis_version"]
     except Exception:  # noqa: BLE001 — versions are informative only
         pass
     return {

@@ -67,7 +67,7 @@ from streams.core.profile import DecodedProfiles, merge_event
 from streams.errors import RecordError
 from streams.kafka.admin import ensure_topics, pipeline_topics, watermark_offsets
 from streams.settings import Settings
-from streams.worker.consent_store import ConsentRegistry
+from streams.worker.consent_store import REDIS_ADMIN, ConsentRegistry, redis_login, without_credentials
 from tests.conftest import drop_database, free_port
 from tests.harness import commit_at_end
 
@@ -121,10 +121,10 @@ class RunEnv:
         self.tmp = Path(tempfile.mkdtemp(prefix=f"yurong-riskbench-{self.tag}-"))
         base = Settings()
         self.bootstrap = base.kafka.bootstrap_servers
-        self.redis_url = base.redis.url.get_secret_value()
+        self.redis_url = redis_login(REDIS_ADMIN, base).authenticated_url()  # set up and observe as the admin
         self.dsns = {d.dept: base.source.dsn(d.dept, d.kind).rsplit("/", 1)[0] + f"/{d.dept}_rb{self.tag}"
                      for d in catalogue().departments.values() if d.kind != "file"}
-        self.app_id, self.prefix = f"yurong-riskbench-{self.tag}", f"riskbench{self.tag}:"
+        self.app_id, self.prefix = f"yurong-riskbench-{self.tag}", f"yurong-test:riskbench{self.tag}:"
         self.key = secrets.token_hex(32)
         os.environ.update({
             "YURONG_SOURCE_DSNS": json.dumps(self.dsns), "YURONG_SOURCE_DROP_DIR": str(self.tmp / "drops"),
@@ -141,7 +141,8 @@ class RunEnv:
         port = free_port()
         self.metric_ports.append(port)
         return {**os.environ, "YURONG_HOME": str(self.tmp / f"home{len(self.metric_ports)}"),
-                "YURONG_KAFKA_BOOTSTRAP_SERVERS": self.bootstrap, "YURONG_REDIS_URL": self.redis_url,
+                "YURONG_KAFKA_BOOTSTRAP_SERVERS": self.bootstrap,
+                "YURONG_REDIS_URL": without_credentials(self.redis_url),  # the worker logs in as its own user
                 "YURONG_REDIS_KEY_PREFIX": self.prefix, "YURONG_MASKING_HMAC_KEY": self.key,
                 "YURONG_WORKER_APP_ID": self.app_id, "YURONG_WORKER_WEB_PORT": str(free_port()),
                 "YURONG_METRICS_WORKER_PORT": str(port)}

@@ -19,8 +19,13 @@
 #
 # Layout of $YURONG_HOME:
 #   run/{kafka,redis,postgres,mariadb}.pid   logs/{kafka,kafka.out,redis,postgres,mariadb}.log
-#   kafka/{libs,config,data}  redis/  pg/{data,run}  mariadb/{my.cnf,data,run}
+#   kafka/{libs,config,data}  redis/{redis.conf,users.acl}  pg/{data,run}  mariadb/{my.cnf,data,run}
 #   secrets/ (0700)  kafka/{ca.crt,ca.key,broker.pem,admin.password,admin.properties}
+#                    redis/{admin,worker,cli}.password
+#
+# Redis runs with ACL users (DESIGN §8): `default` is off; `worker` and `cli` may run only the
+# commands the code runs for them, on keys yurong:* and yurong-test:*; `admin` (everything) is the
+# stack's own. See redis_secrets below.
 #
 # Kafka runs secured (DESIGN §8): TLS with a local CA generated here, SCRAM-SHA-512 logins,
 # KRaft's StandardAuthorizer with no access without an ACL, no topic auto-creation, and one super
@@ -160,6 +165,7 @@ set_paths() {
     REDIS_DIR="$YURONG_HOME/redis"
     REDIS_PID="$RUN_DIR/redis.pid"
     REDIS_LOG="$LOG_DIR/redis.log"
+    REDIS_SECRETS="$YURONG_HOME/secrets/redis"
     PG_HOME="$YURONG_HOME/pg"
     PG_DATA="$PG_HOME/data"
     PG_RUN="$PG_HOME/run"
@@ -418,20 +424,89 @@ kafka_status() {
 }
 
 # ------------------------------------------------------------------ redis ---
+# Redis runs with ACL users (DESIGN §8), made once per YURONG_HOME: each user's password in
+# secrets/redis/<user>.password (0600), the users in redis/users.acl (0600, SHA-256 hashes only;
+# rewritten and re-loaded on every `up`, so a running server gets changed rules too).
+#   default  off: nothing without a login
+#   admin    everything: the stack's own checks and shutdown, the setup and observation of tests
+#            and benches
+#   worker   the commands ConsentRegistry runs for the worker (streams/worker/consent_store.py)
+#   cli      the commands it runs for the CLI (yurong consent|watchlist|bank, the demo)
+# worker and cli reach only keys under yurong: (the key prefix, YURONG_REDIS_KEY_PREFIX) and
+# yurong-test: (the isolated prefixes of tests and benches), no pub/sub channel, and no command
+# outside their lists (no KEYS, FLUSH*, CONFIG, INFO, FUNCTION, MONITOR, ACL, ...).
+REDIS_USERS=(admin worker cli)
+REDIS_KEYS=('~yurong:*' '~yurong-test:*')
+# both: MULTI EXEC DISCARD WATCH UNWATCH (the registry's transactions), PING and SELECT (connection)
+REDIS_BASE_CMDS=(+multi +exec +discard +watch +unwatch +ping +select)
+# worker: consents and their sets (apply, forget, recipients, rules_of), alert de-duplication
+# markers (EXISTS, SET), the throttle (EVALSHA, SCRIPT LOAD after a Redis restart, and what its Lua
+# script calls: EXISTS ZSCORE ZREMRANGEBYSCORE ZCARD ZADD PEXPIRE SET XADD)
+REDIS_WORKER_CMDS=(+hgetall +hset +sadd +srem +smembers +sismember +del +exists +set +evalsha +script\|load
+    +zscore +zremrangebyscore +zcard +zadd +pexpire +xadd)
+# cli: consents (grant_by_id, grants_of; SCAN for all_grants), watchlists, bank rules, held-back alerts
+REDIS_CLI_CMDS=(+hgetall +hset +sadd +srem +smembers +del +scan +xrevrange)
 
 redis_running() { pid_matches "$(read_pid "$REDIS_PID")" 'redis-server'; }
 
+# redis-cli as the admin user; the password travels in the environment (REDISCLI_AUTH), never on
+# a command line that ps shows.
+redis_admin_cli() {
+    local pw=""
+    [[ -s "$REDIS_SECRETS/admin.password" ]] && pw="$(tr -d '[:space:]' <"$REDIS_SECRETS/admin.password")"
+    REDISCLI_AUTH="$pw" redis-cli --user admin -h 127.0.0.1 -p "$REDIS_PORT" "$@"
+}
+
+# True if the admin is logged in (redis-cli goes on as `default` when AUTH fails, so ask who we are).
+redis_admin_ok() { [[ "$(redis_admin_cli acl whoami 2>/dev/null)" == admin ]]; }
+
+redis_hash() { tr -d '[:space:]' <"$REDIS_SECRETS/$1.password" | sha256sum | cut -d' ' -f1; }
+
+# The users' passwords (made once) and the ACL file with their rules (rewritten every time).
+redis_secrets() {
+    mkdir -p "$REDIS_SECRETS"
+    chmod 700 "$YURONG_HOME/secrets" "$REDIS_SECRETS"
+    command -v openssl >/dev/null || apt_install openssl
+    local user f
+    for user in "${REDIS_USERS[@]}"; do
+        f="$REDIS_SECRETS/$user.password"
+        if [[ ! -s "$f" ]]; then
+            (umask 077 && openssl rand -hex 24 >"$f") || die "redis: openssl could not make the $user password"
+        fi
+        chmod 600 "$f"
+    done
+    # CLIENT SETINFO (Redis >= 7.2) is what redis-py sends after logging in; 7.0 does not know it.
+    local base=("${REDIS_BASE_CMDS[@]}") ver
+    ver="$(redis-server --version | sed -n 's/.* v=\([0-9]*\)\.\([0-9]*\)\..*/\1 \2/p')"
+    if [[ -n "$ver" ]] && ((${ver% *} > 7 || (${ver% *} == 7 && ${ver#* } >= 2))); then base+=(+client\|setinfo); fi
+    (umask 077 && cat >"$REDIS_DIR/users.acl" <<EOF
+user default off resetpass resetkeys resetchannels -@all
+user admin on #$(redis_hash admin) ~* &* +@all
+user worker on #$(redis_hash worker) resetchannels ${REDIS_KEYS[*]} -@all ${base[*]} ${REDIS_WORKER_CMDS[*]}
+user cli on #$(redis_hash cli) resetchannels ${REDIS_KEYS[*]} -@all ${base[*]} ${REDIS_CLI_CMDS[*]}
+EOF
+    )
+    chmod 600 "$REDIS_DIR/users.acl"
+}
+
 redis_start() {
-    if redis_running; then
-        log "redis: already running (pid $(read_pid "$REDIS_PID"))"
-        return 0
-    fi
-    rm -f "$REDIS_PID"
-    if port_open "$REDIS_PORT"; then die "redis: port $REDIS_PORT is already in use by another process"; fi
     if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null; then
         apt_install redis-server
     fi
     mkdir -p "$REDIS_DIR"
+    if redis_running; then
+        if redis_admin_ok; then
+            redis_secrets
+            [[ "$(redis_admin_cli acl load 2>&1)" == OK ]] || die "redis: ACL LOAD of $REDIS_DIR/users.acl failed"
+            log "redis: already running (pid $(read_pid "$REDIS_PID")); ACL users re-loaded"
+            return 0
+        fi
+        log "redis: running without its ACL users (started by an older scripts/stack.sh); restarting it"
+        redis_stop
+    fi
+    rm -f "$REDIS_PID"
+    if port_open "$REDIS_PORT"; then die "redis: port $REDIS_PORT is already in use by another process"; fi
+    redis_secrets
     cat >"$REDIS_DIR/redis.conf" <<EOF
 # Generated by scripts/stack.sh — edits are overwritten on every 'up'.
 bind 127.0.0.1
@@ -444,6 +519,8 @@ dir $REDIS_DIR
 appendonly yes
 appendfilename "appendonly.aof"
 save 3600 1 300 100 60 10000
+# the ACL users (redis_secrets): nothing without a login
+aclfile $REDIS_DIR/users.acl
 EOF
     log "redis: starting on 127.0.0.1:$REDIS_PORT"
     local log_at
@@ -451,14 +528,14 @@ EOF
     redis-server "$REDIS_DIR/redis.conf" || { show_logs "$log_at"; die "redis: redis-server failed to start"; }
     local i
     for ((i = 0; i < 150; i++)); do
-        if [[ "$(redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping 2>/dev/null)" == PONG ]]; then
-            log "redis: up (pid $(read_pid "$REDIS_PID"), 127.0.0.1:$REDIS_PORT)"
+        if redis_admin_ok; then
+            log "redis: up (pid $(read_pid "$REDIS_PID"), 127.0.0.1:$REDIS_PORT, ACL users ${REDIS_USERS[*]})"
             return 0
         fi
         sleep 0.2
     done
     show_logs "$log_at"
-    die "redis: no PONG on 127.0.0.1:$REDIS_PORT within 30s"
+    die "redis: the admin could not log in on 127.0.0.1:$REDIS_PORT within 30s"
 }
 
 redis_stop() {
@@ -470,7 +547,12 @@ redis_stop() {
         return 0
     fi
     log "redis: stopping (pid $pid)"
-    redis-cli -h 127.0.0.1 -p "$REDIS_PORT" shutdown >/dev/null 2>&1 || kill -TERM "$pid" 2>/dev/null || true
+    # SHUTDOWN as the admin; a server started without the ACL users gets SIGTERM (it saves too)
+    if redis_admin_ok; then
+        redis_admin_cli shutdown >/dev/null 2>&1 || kill -TERM "$pid" 2>/dev/null || true
+    else
+        kill -TERM "$pid" 2>/dev/null || true
+    fi
     if ! wait_pid_gone "$pid" "$STOP_TIMEOUT"; then
         log "redis: still alive after ${STOP_TIMEOUT}s, sending KILL"
         kill -KILL "$pid" 2>/dev/null || true
@@ -913,6 +995,7 @@ export YURONG_MYSQL_PORT=$MYSQL_PORT
 export YURONG_KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:$KAFKA_PORT
 export YURONG_KAFKA_SECRETS_DIR=$YURONG_HOME/secrets/kafka
 export YURONG_REDIS_URL=redis://127.0.0.1:$REDIS_PORT/0
+export YURONG_REDIS_SECRETS_DIR=$YURONG_HOME/secrets/redis
 export YURONG_SOURCE_MARKET_DSN=postgresql://$PG_USER:$PG_PASSWORD@127.0.0.1:$PG_PORT/$PG_DB
 export YURONG_SOURCE_MYSQL_TEMPLATE='mysql://$MYSQL_USER:$MYSQL_PASSWORD@127.0.0.1:$MYSQL_PORT/{db}'
 export YURONG_SOURCE_POSTGRES_TEMPLATE='postgresql://$PG_USER:$PG_PASSWORD@127.0.0.1:$PG_PORT/{db}'

@@ -73,11 +73,23 @@ class ClickHouseSettings(BaseSettings):
 
 
 class RedisSettings(BaseSettings):
-    """Consent and watchlist registry, alert de-duplication."""
+    """Consent and watchlist registry, alert de-duplication.
+
+    Every component logs in as its own Redis ACL user (``worker``, ``cli``; DESIGN §8) unless
+    ``username`` names another; its password is ``password`` or else the file
+    ``<secrets_dir>/<user>.password`` that ``scripts/stack.sh up`` writes. ``url`` says where Redis
+    is (scheme, host, port, database); the components do not use credentials written into it.
+    """
 
     model_config = _config("YURONG_REDIS_")
-    url: SecretStr = SecretStr("redis://127.0.0.1:16379/0")
-    key_prefix: str = "yurong:"
+    url: SecretStr = Field(default=SecretStr("redis://127.0.0.1:16379/0"),
+                           description="redis:// or rediss:// URL: host, port and database, no credentials")
+    username: str = Field(default="", description="ACL user; empty: the component's own (worker, cli)")
+    password: SecretStr | None = Field(default=None, description="the user's password; empty: read <secrets_dir>/<user>.password")
+    secrets_dir: Path | None = Field(default=None, description="folder of the users' password files; "
+                                                               "default $YURONG_HOME/secrets/redis")
+    key_prefix: str = Field(default="yurong:", description="prefix of every key; the ACL users reach only yurong:* "
+                            "(and, on the local stack, the tests' yurong-test:*)")
 
 
 class MaskingSettings(BaseSettings):
@@ -198,6 +210,10 @@ class Settings:
     @property
     def kafka_secrets_dir(self) -> Path:
         return self.kafka.secrets_dir or self.paths.home / "secrets" / "kafka"
+
+    @property
+    def redis_secrets_dir(self) -> Path:
+        return self.redis.secrets_dir or self.paths.home / "secrets" / "redis"
 
     @property
     def drop_dir(self) -> Path:

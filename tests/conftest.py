@@ -92,9 +92,21 @@ def pg_admin_dsn(settings) -> str:
 
 @pytest.fixture(scope="session")
 def redis_url(settings) -> str:
-    url = settings.redis.url.get_secret_value()
+    """The stack's Redis as the ACL user ``admin`` (credentials in the URL): tests set up and
+    observe with it, while the components under test log in as their own users (``worker``,
+    ``cli``): ``IsolatedPipeline`` hands its children the URL without the credentials."""
+    from streams.errors import ConfigError
+    from streams.worker.consent_store import REDIS_ADMIN, redis_login
+
+    try:
+        url = redis_login(REDIS_ADMIN, settings).authenticated_url()
+    except ConfigError as exc:
+        _unavailable(f"Redis ({exc})")
     try:
         redis.from_url(url, socket_connect_timeout=2).ping()
+    except redis.exceptions.AuthenticationError:
+        _unavailable("Redis with its ACL users (one started by an older scripts/stack.sh has none; `scripts/stack.sh up` "
+                     "restarts it)")
     except redis.exceptions.ConnectionError:
         _unavailable("Redis")
     return url

@@ -41,8 +41,8 @@ from streams.core.catalogue import Department, catalogue
 from streams.errors import DecodeError
 from streams.kafka.admin import commit_sync, watermark_offsets
 from streams.kafka.security import client_conf
-from streams.settings import SourceSettings
-from streams.worker.consent_store import ConsentRegistry
+from streams.settings import SourceSettings, get_settings
+from streams.worker.consent_store import REDIS_ADMIN, ConsentRegistry, RedisLogin, redis_login, without_credentials
 from tests.conftest import IN_CI, TEST_KEY, TopicReader, free_port, wait_for
 
 REPO = Path(__file__).resolve().parents[1]
@@ -177,8 +177,9 @@ class IsolatedPipeline:
     @staticmethod
     def names(label: str, tag: str) -> tuple[str, str, str]:
         """``(Faust app id, sink consumer group, Redis key prefix)`` of a pipeline: known before
-        it starts, e.g. to position its consumer groups."""
-        return f"yurong-worker-{label}-{tag}", f"yurong-sink-{label}-{tag}", f"{label}{tag}:"
+        it starts, e.g. to position its consumer groups. The prefix is under ``yurong-test:``, the
+        tests' key space that the stack's Redis ACL users may reach besides ``yurong:``."""
+        return f"yurong-worker-{label}-{tag}", f"yurong-sink-{label}-{tag}", f"yurong-test:{label}{tag}:"
 
     def __init__(self, home: Path, dsn: str, kafka: dict, redis_url: str, tag: str, key: str,
                  extra_env: dict[str, str] | None = None, label: str = "e2e") -> None:
@@ -191,7 +192,8 @@ class IsolatedPipeline:
             **os.environ,
             "YURONG_HOME": str(home / "home"),
             "YURONG_KAFKA_BOOTSTRAP_SERVERS": kafka["bootstrap.servers"],
-            "YURONG_REDIS_URL": redis_url,
+            # no credentials: the components log in as their own ACL users (``redis_url`` may be the admin's)
+            "YURONG_REDIS_URL": without_credentials(redis_url),
             "YURONG_REDIS_KEY_PREFIX": self.prefix,
             "YURONG_SOURCE_MARKET_DSN": dsn,
             "YURONG_MASKING_HMAC_KEY": key,
@@ -283,6 +285,18 @@ def skip_history(bootstrap: dict, app_id: str, sink_group: str) -> dict[str, int
                    *(t for t in md if re.fullmatch(r"alerts\.b[0-9]{4}", t) or t.startswith("dlq."))]
     return {"worker": commit_at_end(bootstrap, app_id, worker_topics),
             "sink": commit_at_end(bootstrap, sink_group, sink_topics)}
+
+
+# --- a test's own redis-server with the stack's ACL users (tests/e2e/test_no_skip.py) -----------
+
+def stack_redis_acl() -> Path:
+    """The stack's Redis ACL file (scripts/stack.sh): ``--aclfile`` of a test's own redis-server."""
+    return get_settings().paths.home / "redis" / "users.acl"
+
+
+def redis_admin_url(url: str) -> str:
+    """``url`` logged in as the stack's Redis ``admin`` (whose users a test's own redis-server has too)."""
+    return RedisLogin(without_credentials(url), REDIS_ADMIN, redis_login(REDIS_ADMIN).password).authenticated_url()
 
 
 # --- Kafka Connect / Debezium (tests/integration/test_debezium_*.py) ---------------------------

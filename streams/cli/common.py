@@ -13,7 +13,7 @@ from rich.console import Console
 
 from streams.errors import YurongError
 from streams.settings import get_settings
-from streams.worker.consent_store import ConsentRegistry
+from streams.worker.consent_store import REDIS_CLI, ConsentRegistry
 
 console = Console()
 err_console = Console(stderr=True)
@@ -24,9 +24,8 @@ def setup_logging(level: str) -> None:
 
 
 def registry() -> ConsentRegistry:
-    """The consent/watchlist registry of the settings' Redis."""
-    s = get_settings()
-    return ConsentRegistry.from_url(s.redis.url.get_secret_value(), s.redis.key_prefix)
+    """The consent/watchlist registry of the settings' Redis, logged in as the CLI's own ACL user."""
+    return ConsentRegistry.for_component(REDIS_CLI, get_settings())
 
 
 def with_registry(coro_fn):

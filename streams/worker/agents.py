@@ -48,7 +48,7 @@ from streams.kafka.dlq import dlq_headers
 from streams.kafka.security import client_conf
 from streams.settings import get_settings
 from streams.worker.app import app
-from streams.worker.consent_store import ConsentRegistry
+from streams.worker.consent_store import REDIS_WORKER, ConsentRegistry
 from streams.worker.faust_fixes.output import output
 from streams.worker.secrets import load_pseudonymizer
 from streams.worker.topics import (
@@ -91,7 +91,7 @@ def _declare(topic: str) -> None:
 def registry() -> ConsentRegistry:
     global _registry
     if _registry is None:
-        _registry = ConsentRegistry.from_url(_settings.redis.url.get_secret_value(), _settings.redis.key_prefix)
+        _registry = ConsentRegistry.for_component(REDIS_WORKER, _settings)  # the worker's own Redis ACL user
     return _registry
 
 

@@ -21,15 +21,25 @@ Redis layout (prefix from settings, default ``yurong:``)::
     alert:throttled:<alert_id>   string the alert was held back (sticky on replay, with TTL)
     throttled:<bank_id>          stream held-back alerts of a bank (capped, with TTL): the record
                                         behind ``yurong bank throttled``
+
+Logins (DESIGN §8): each component is a Redis ACL user of its own, ``worker`` or ``cli``
+(``ConsentRegistry.for_component``), allowed only the commands this module runs for it and only
+keys under the prefix (scripts/stack.sh writes the rules, docker-compose.yml likewise). A command
+added here must be added to those rules: tests/integration/test_redis_acl.py runs every method as
+the user that calls it.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
+from pydantic import SecretStr
 from redis.commands.core import AsyncScript
 from redis.exceptions import WatchError
 
@@ -43,10 +53,72 @@ from streams.core.consent import (
     recipients,
     revocations,
 )
+from streams.errors import ConfigError
+from streams.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+# The Redis ACL users (DESIGN §8): their rules and passwords come from scripts/stack.sh (local
+# stack) or docker-compose.yml. The admin is the stack's own and the tests'; no component is it.
+REDIS_ADMIN = "admin"
+REDIS_WORKER = "worker"
+REDIS_CLI = "cli"
 
 DEDUP_TTL_S = 7 * 24 * 3600
 THROTTLE_RECORD_TTL_S = 30 * 24 * 3600
 THROTTLE_RECORD_MAXLEN = 10_000  # per bank (approximate trim)
+
+
+def without_credentials(url: str) -> str:
+    """``url`` without a user or password (scheme, host, port, database and options kept)."""
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+
+
+@dataclass(frozen=True)
+class RedisLogin:
+    """One ACL user's way into Redis: where (a URL without credentials), who, and the password."""
+
+    url: str
+    username: str
+    password: SecretStr
+
+    def client(self) -> aioredis.Redis:
+        return aioredis.from_url(self.url, username=self.username, password=self.password.get_secret_value(),
+                                 decode_responses=True)
+
+    def authenticated_url(self) -> str:
+        """The URL with user and password in it (percent-encoded), for what takes only a URL: the
+        tests' and benches' admin connections. A secret: never log it."""
+        parts = urlsplit(self.url)
+        user, password = quote(self.username, safe=""), quote(self.password.get_secret_value(), safe="")
+        return urlunsplit(parts._replace(netloc=f"{user}:{password}@{parts.netloc}"))
+
+
+def redis_login(user: str, settings: Settings | None = None) -> RedisLogin:
+    """The login of Redis ACL user ``user`` (``YURONG_REDIS_USERNAME`` overrides it): the settings'
+    URL without credentials, and ``YURONG_REDIS_PASSWORD`` or else ``<secrets_dir>/<user>.password``."""
+    s = settings or get_settings()
+    username = s.redis.username or user
+    url = s.redis.url.get_secret_value()
+    if urlsplit(url).netloc.rpartition("@")[0]:
+        log.warning("YURONG_REDIS_URL carries credentials; they are not used: this process logs in to Redis as "
+                    "ACL user %r (YURONG_REDIS_USERNAME / YURONG_REDIS_PASSWORD)", username)
+        url = without_credentials(url)
+    if s.redis.password is not None:
+        password = s.redis.password
+    else:
+        path = s.redis_secrets_dir / f"{username}.password"
+        try:
+            password = SecretStr(path.read_text().strip())
+        except FileNotFoundError:
+            raise ConfigError(f"no Redis password for ACL user {username!r}: set YURONG_REDIS_PASSWORD, or run "
+                              f"`scripts/stack.sh up` for the local stack (it writes {path})") from None
+        except OSError as exc:
+            raise ConfigError(f"cannot read the Redis password of ACL user {username!r} from {path}: {exc.strerror}") from None
+        if not password.get_secret_value():
+            raise ConfigError(f"the Redis password file of ACL user {username!r} is empty: {path}")
+    return RedisLogin(url, username, password)
 
 
 class ConsentRegistry:
@@ -61,7 +133,17 @@ class ConsentRegistry:
 
     @classmethod
     def from_url(cls, url: str, prefix: str = "yurong:") -> ConsentRegistry:
+        """A registry on ``url`` as it stands, credentials included (tests, benches)."""
         return cls(aioredis.from_url(url, decode_responses=True), prefix)
+
+    @classmethod
+    def for_component(cls, component: str, settings: Settings | None = None) -> ConsentRegistry:
+        """The registry of the settings' Redis and key prefix, logged in as ``component``'s own ACL
+        user (``REDIS_WORKER``, ``REDIS_CLI``; see ``redis_login``)."""
+        s = settings or get_settings()
+        login = redis_login(component, s)
+        log.debug("consent registry: Redis ACL user %r, key prefix %r", login.username, s.redis.key_prefix)
+        return cls(login.client(), s.redis.key_prefix)
 
     async def close(self) -> None:
         await self._r.aclose()

@@ -54,7 +54,7 @@ from streams.kafka.consent_log import publish_grants
 from streams.kafka.dlq import parse_dlq_headers
 from streams.worker.consent_store import ConsentRegistry
 from tests.conftest import IN_CI, TEST_KEY, free_port, wait_for
-from tests.harness import IsolatedPipeline, commit_at_end, skip_history
+from tests.harness import IsolatedPipeline, commit_at_end, redis_admin_url, skip_history, stack_redis_acl
 
 pytestmark = pytest.mark.e2e
 
@@ -81,14 +81,15 @@ class OwnRedis:
             msg = "redis-server is not installed (scripts/stack.sh installs it)"
             pytest.fail(msg) if IN_CI else pytest.skip(msg)
         self.cmd = [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(folder), "--save", "",
-                    "--appendonly", "yes", "--appendfsync", "always", "--logfile", str(folder / "redis.log")]
-        self.folder, self.port, self.url = folder, port, f"redis://127.0.0.1:{port}/0"
+                    "--appendonly", "yes", "--appendfsync", "always", "--logfile", str(folder / "redis.log"),
+                    "--aclfile", str(stack_redis_acl())]  # the stack's ACL users: the worker logs in as its own
+        self.folder, self.port, self.url = folder, port, redis_admin_url(f"redis://127.0.0.1:{port}/0")
         self.proc: subprocess.Popen | None = None
         folder.mkdir(parents=True, exist_ok=True)
 
     def up(self) -> bool:
         try:
-            return redis.Redis(port=self.port, socket_connect_timeout=0.5).ping()
+            return redis.from_url(self.url, socket_connect_timeout=0.5).ping()
         except redis.exceptions.ConnectionError:
             return False
 
@@ -423,7 +424,7 @@ def test_records_that_raise_are_dead_lettered_and_a_redis_outage_loses_nothing(r
              lambda: "the consent published while Redis was down, applied\n" + run.diagnose())
 
     # --- Redis refuses writes (maxmemory reached: OOM): the consent version waits, no dead letter --
-    own = redis.Redis(port=run.own.port)
+    own = redis.from_url(run.own.url)
     own.config_set("maxmemory-policy", "noeviction")
     own.config_set("maxmemory", "1")
     revoked = revocations([run.grants[1]], run.bank, now_ms(), recorded_by="consent")[0]
