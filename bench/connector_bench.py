@@ -72,6 +72,8 @@ from connectors.simulator.identities import make_uscc, pick_district
 from connectors.simulator.market import Enterprise, MarketSimulator
 from connectors.simulator.mysql_depts import DEPARTMENTS as MYSQL_DEPARTMENTS
 from connectors.simulator.mysql_depts import MySqlDepartmentsSimulator
+from streams.core.access import ADMIN
+from streams.kafka.security import client_conf
 from streams.settings import get_settings
 from tests.conftest import drop_database, free_port, make_database
 
@@ -84,7 +86,7 @@ YURONG_MARIADB_TOPIC = "dept.hrss.social_insurance"
 
 # --- Kafka ------------------------------------------------------------------------------------------
 
-def watermarks(bootstrap: str, topic: str) -> dict[int, tuple[int, int]]:
+def watermarks(bootstrap: dict, topic: str) -> dict[int, tuple[int, int]]:
     c = Consumer({**bootstrap, "group.id": f"bench-wm-{uuid.uuid4().hex}"})
     try:
         md = c.list_topics(topic, timeout=15).topics[topic]
@@ -95,7 +97,7 @@ def watermarks(bootstrap: str, topic: str) -> dict[int, tuple[int, int]]:
         c.close()
 
 
-def ends(bootstrap: str, topic: str) -> dict[int, int]:
+def ends(bootstrap: dict, topic: str) -> dict[int, int]:
     return {p: hi for p, (_, hi) in watermarks(bootstrap, topic).items()}
 
 
@@ -103,7 +105,7 @@ class Tally:
     """Records of one topic from ``start`` offsets on, read incrementally after the fact: count of
     non-null values (with a key in ``keys``, if given) and their first/last Kafka timestamp."""
 
-    def __init__(self, bootstrap: str, topic: str, start: dict[int, int], keys: set[bytes] | None = None) -> None:
+    def __init__(self, bootstrap: dict, topic: str, start: dict[int, int], keys: set[bytes] | None = None) -> None:
         self.bootstrap, self.topic, self.keys = bootstrap, topic, keys
         self.pos = dict(start)
         self.count = 0
@@ -158,7 +160,7 @@ class Tally:
         raise TimeoutError(f"{self.topic}: {self.count}/{n} records after {timeout:.0f} s")
 
 
-def delete_topics(bootstrap: str, names: list[str]) -> None:
+def delete_topics(bootstrap: dict, names: list[str]) -> None:
     admin = AdminClient(dict(bootstrap))
     existing = set(admin.list_topics(timeout=15).topics)
     names = [n for n in names if n in existing]
@@ -234,7 +236,7 @@ def machine_busy_s() -> float:
 
 
 def measure(name: str, start, stop, alive, topic: str, keys: set[bytes] | None, args, n_rows: int, update,
-            bootstrap: str, pid_of) -> dict:
+            bootstrap: dict, pid_of) -> dict:
     """Snapshot of ``n_rows`` rows, then ``args.updates`` row updates by ``update()`` (which returns
     the wall time in ms just before its first commit), for one connector process."""
     snap = Tally(bootstrap, topic, ends(bootstrap, topic), keys)
@@ -403,7 +405,7 @@ class Debezium:
         shutil.rmtree(self.s.paths.home / "debezium" / self.name, ignore_errors=True)
 
 
-def run_postgres(args, s, bootstrap: str, home: Path) -> dict:
+def run_postgres(args, s, bootstrap: dict, home: Path) -> dict:
     admin_dsn = s.source.dsn("market", "postgres")
     tag = secrets.token_hex(3)
     db = f"market_cb{tag}"
@@ -430,7 +432,8 @@ def run_postgres(args, s, bootstrap: str, home: Path) -> dict:
         keys = {u.encode() for u in usccs}
 
         # yurong: own process, like Debezium's JVM
-        yurong = Yurong("market", {**os.environ, "YURONG_HOME": str(home / "home-pg"), "YURONG_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+        yurong = Yurong("market", {**os.environ, "YURONG_HOME": str(home / "home-pg"),
+                                   "YURONG_KAFKA_BOOTSTRAP_SERVERS": bootstrap["bootstrap.servers"],
                                    "YURONG_SOURCE_MARKET_DSN": dsn, "YURONG_METRICS_CONNECTOR_PORT": str(free_port())}, home)
         if args.only != "debezium":
             res["yurong"] = measure("yurong (PostgreSQL)", yurong.start, yurong.stop, yurong.alive, YURONG_TOPIC, keys, args,
@@ -453,7 +456,7 @@ def run_postgres(args, s, bootstrap: str, home: Path) -> dict:
         dbz.remove_state()
 
 
-def run_mariadb(args, s, bootstrap: str, home: Path) -> dict:
+def run_mariadb(args, s, bootstrap: dict, home: Path) -> dict:
     admin_dsn = s.source.dsn("hrss", "mysql")
     template = admin_dsn.rsplit("/", 1)[0] + "/{db}"
     tag = secrets.token_hex(3)
@@ -484,7 +487,8 @@ def run_mariadb(args, s, bootstrap: str, home: Path) -> dict:
                       f"(and the other department databases) in {res['seed_s']} s")
         keys = {f"{u}|{p}".encode() for u, p in keys_list}  # yurong's record key: the row key joined by '|'
 
-        yurong = Yurong("hrss", {**os.environ, "YURONG_HOME": str(home / "home-mariadb"), "YURONG_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+        yurong = Yurong("hrss", {**os.environ, "YURONG_HOME": str(home / "home-mariadb"),
+                                 "YURONG_KAFKA_BOOTSTRAP_SERVERS": bootstrap["bootstrap.servers"],
                                  "YURONG_SOURCE_DSNS": json.dumps({"hrss": sim.dsn("hrss")}),
                                  "YURONG_METRICS_CONNECTOR_PORT": str(free_port())}, home)
         if args.only != "debezium":
@@ -539,7 +543,7 @@ def main() -> None:
     args = ap.parse_args()
 
     s = get_settings()
-    bootstrap = s.kafka.bootstrap_servers
+    bootstrap = client_conf(ADMIN, s)  # the bench sets up and observes as the super user
     home = Path(tempfile.mkdtemp(prefix="yurong-connbench-"))
     res: dict = {"date": dt.date.today().isoformat(), "command": " ".join(["python -m bench.connector_bench", *sys.argv[1:]]),
                  "load_average_at_start": [round(x, 2) for x in os.getloadavg()]}

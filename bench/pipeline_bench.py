@@ -55,11 +55,13 @@ from rich.table import Table
 
 from connectors.simulator.market import MarketSimulator
 from streams.codecs.serde import schema_store
+from streams.core.access import ADMIN
 from streams.core.catalogue import catalogue
 from streams.core.ingest import Provenance, to_enterprise_event
 from streams.core.masking import Pseudonymizer
 from streams.core.profile import merge_event
 from streams.kafka.admin import ensure_topics
+from streams.kafka.security import client_conf
 from streams.settings import get_settings
 from streams.worker.consent_store import REDIS_ADMIN, ConsentRegistry, redis_login
 from tests.conftest import drop_database, make_database
@@ -157,7 +159,7 @@ def partitions_of(admin: AdminClient, topic: str) -> list[int]:
     return sorted(md.partitions)
 
 
-def watermarks(bootstrap: str, topic: str) -> dict[int, tuple[int, int]]:
+def watermarks(bootstrap: dict, topic: str) -> dict[int, tuple[int, int]]:
     c = Consumer({**bootstrap, "group.id": f"bench-wm-{uuid.uuid4().hex}"})
     try:
         parts = c.list_topics(topic, timeout=15).topics[topic].partitions
@@ -166,7 +168,7 @@ def watermarks(bootstrap: str, topic: str) -> dict[int, tuple[int, int]]:
         c.close()
 
 
-def delete_topics(bootstrap: str, names: list[str]) -> None:
+def delete_topics(bootstrap: dict, names: list[str]) -> None:
     admin = AdminClient(dict(bootstrap))
     existing = set(admin.list_topics(timeout=15).topics)
     todo = [n for n in names if n in existing]
@@ -188,7 +190,7 @@ class Run:
 
     def __post_init__(self) -> None:
         s = get_settings()
-        self.bootstrap = s.kafka.bootstrap_servers
+        self.bootstrap = client_conf(ADMIN, s)  # the bench sets up and observes as the super user
         self.admin_dsn = s.source.dsn("market", "postgres")
         self.redis_url = redis_login(REDIS_ADMIN, s).authenticated_url()  # set up and observe as the admin
         self.db = f"market_bench{self.tag}"
@@ -306,7 +308,7 @@ def throughput(run: Run, wm_before: dict[int, tuple[int, int]]) -> dict:
 
 # --- phase 2: consume baselines on this run's offsets -----------------------------------------------
 
-def consume_range(bootstrap: str, ranges: dict[int, tuple[int, int]], handle=None) -> dict:
+def consume_range(bootstrap: dict, ranges: dict[int, tuple[int, int]], handle=None) -> dict:
     """Read exactly the offsets ``ranges`` of the registration topic; ``handle(msg)`` per message.
     ``per_s`` counts from ``assign()`` to the last message (connection and first fetch included);
     ``per_s_after_first`` from the first message received (librdkafka has prefetched by then)."""
@@ -419,7 +421,7 @@ def kafka_round_trip(run: Run, samples: int) -> dict:
 class AlertCollector(threading.Thread):
     """Reads ``alerts.<bank>`` and stamps each record with its arrival time (decode happens later)."""
 
-    def __init__(self, bootstrap: str, topic: str, partitions: list[int], tag: str) -> None:
+    def __init__(self, bootstrap: dict, topic: str, partitions: list[int], tag: str) -> None:
         super().__init__(daemon=True)
         self.c = Consumer({**bootstrap, "group.id": f"bench-alerts-{tag}", "enable.auto.commit": False})
         self.c.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
@@ -449,7 +451,8 @@ def alert_latency(run: Run) -> dict:
     async def setup(reg: ConsentRegistry) -> None:
         expiry = int(now_ms()) + 24 * 3600 * 1000
         for u in watched:
-            await reg.grant(bank, u, "benchmark (post-loan monitoring)", expiry_ms=expiry)
+            await reg.grant(bank, u, "benchmark (post-loan monitoring)", expiry_ms=expiry,
+                            recorded_by="consent", evidence_ref="auth-letter:bench/0001")
         await reg.watch(bank, watched)
     run.registry(setup)
 

@@ -60,12 +60,14 @@ from connectors.fleet import Fleet
 from connectors.mysql import parse_dsn
 from connectors.simulator.city import CitySimulator
 from streams.codecs.serde import schema_store
+from streams.core.access import ADMIN
 from streams.core.catalogue import catalogue
 from streams.core.ingest import Provenance, to_enterprise_event
 from streams.core.masking import Pseudonymizer
 from streams.core.profile import DecodedProfiles, merge_event
 from streams.errors import RecordError
 from streams.kafka.admin import ensure_topics, pipeline_topics, watermark_offsets
+from streams.kafka.security import client_conf
 from streams.settings import Settings
 from streams.worker.consent_store import REDIS_ADMIN, ConsentRegistry, redis_login, without_credentials
 from tests.conftest import drop_database, free_port
@@ -80,7 +82,7 @@ def now_ms() -> float:
     return time.time() * 1000
 
 
-def end_offsets(bootstrap: str, topics: list[str]) -> dict[tuple[str, int], int]:
+def end_offsets(bootstrap: dict, topics: list[str]) -> dict[tuple[str, int], int]:
     c = Consumer({**bootstrap, "group.id": f"bench-wm-{uuid.uuid4().hex}"})
     try:
         md = c.list_topics(timeout=15).topics
@@ -120,7 +122,7 @@ class RunEnv:
         self.tag = uuid.uuid4().hex[:8]
         self.tmp = Path(tempfile.mkdtemp(prefix=f"yurong-riskbench-{self.tag}-"))
         base = Settings()
-        self.bootstrap = base.kafka.bootstrap_servers
+        self.bootstrap = client_conf(ADMIN, base)  # the bench sets up and observes as the super user
         self.redis_url = redis_login(REDIS_ADMIN, base).authenticated_url()  # set up and observe as the admin
         self.dsns = {d.dept: base.source.dsn(d.dept, d.kind).rsplit("/", 1)[0] + f"/{d.dept}_rb{self.tag}"
                      for d in catalogue().departments.values() if d.kind != "file"}
@@ -141,7 +143,7 @@ class RunEnv:
         port = free_port()
         self.metric_ports.append(port)
         return {**os.environ, "YURONG_HOME": str(self.tmp / f"home{len(self.metric_ports)}"),
-                "YURONG_KAFKA_BOOTSTRAP_SERVERS": self.bootstrap,
+                "YURONG_KAFKA_BOOTSTRAP_SERVERS": self.bootstrap["bootstrap.servers"],
                 "YURONG_REDIS_URL": without_credentials(self.redis_url),  # the worker logs in as its own user
                 "YURONG_REDIS_KEY_PREFIX": self.prefix, "YURONG_MASKING_HMAC_KEY": self.key,
                 "YURONG_WORKER_APP_ID": self.app_id, "YURONG_WORKER_WEB_PORT": str(free_port()),
@@ -221,7 +223,7 @@ def load_city(run: RunEnv) -> dict[tuple[str, int], tuple[int, int]]:
     return {tp: (before.get(tp, 0), hi) for tp, hi in after.items() if hi > before.get(tp, 0)}
 
 
-def read_ranges(bootstrap: str, ranges: dict[tuple[str, int], tuple[int, int]], handle=None) -> dict:
+def read_ranges(bootstrap: dict, ranges: dict[tuple[str, int], tuple[int, int]], handle=None) -> dict:
     """Read exactly ``ranges``; ``handle(msg)`` per message; rate from the first message."""
     c = Consumer({**bootstrap, "group.id": f"bench-raw-{uuid.uuid4().hex}", "enable.auto.commit": False})
     todo = {tp: hi for tp, (lo, hi) in ranges.items()}
@@ -348,7 +350,7 @@ def profile_workers(run: RunEnv, phase: str) -> list[subprocess.Popen]:
 class Collector(threading.Thread):
     """Stamps every record of ``topics`` with its arrival time."""
 
-    def __init__(self, bootstrap: str, topics: list[str]) -> None:
+    def __init__(self, bootstrap: dict, topics: list[str]) -> None:
         super().__init__(daemon=True)
         self.c = Consumer({**bootstrap, "group.id": f"bench-c-{uuid.uuid4().hex}",
                            "enable.auto.commit": False, "auto.offset.reset": "latest"})
@@ -389,7 +391,8 @@ def sustained(run: RunEnv, captured: list[tuple[str, bytes, bytes]], core: PureC
         reg = ConsentRegistry.from_url(run.redis_url, run.prefix)
         try:
             for u in watched:
-                await reg.grant(run.bank, u, "credit monitoring", int((time.time() + 86400) * 1000))
+                await reg.grant(run.bank, u, "credit monitoring", int((time.time() + 86400) * 1000),
+                                recorded_by="consent", evidence_ref="auth-letter:bench/0001")
             await reg.watch(run.bank, watched)
         finally:
             await reg.close()

@@ -72,6 +72,13 @@ def kafka_admin(settings) -> dict:
         _unavailable(f"Kafka at {bootstrap}")
     conf = client_conf(ADMIN, settings)
     AdminClient(conf).list_topics(timeout=15)
+    # A stack where the platform ran: its topics declared by their owners (auto-creation is off).
+    # Tests that produce to a topic before any component started find it there.
+    from streams.core.catalogue import catalogue
+    from streams.kafka.admin import pipeline_topics
+
+    ensure_topics(conf, pipeline_topics(sorted(catalogue().by_topic()), settings.kafka.dept_retention_ms),
+                  partitions=settings.kafka.topic_partitions)
     return conf
 
 
@@ -246,6 +253,7 @@ class TemporaryPrincipals:
         self.bootstrap = admin_conf["bootstrap.servers"]
         self.ca = admin_conf["ssl.ca.location"]
         self.made: list[str] = []
+        self.added: list = []
 
     def add(self, principal: str, rules) -> dict:
         """Create ``principal`` with exactly ``rules``; returns its client settings."""
@@ -259,12 +267,29 @@ class TemporaryPrincipals:
 
         return KafkaLogin(self.bootstrap, principal, SecretStr(password), Path(self.ca)).conf()
 
+    def allow(self, principal: str, rules) -> None:
+        """Add ``rules`` to an existing principal (e.g. the worker reading a test's Debezium
+        prefix) for this test; removed afterwards, the principal's other ACLs untouched."""
+        from streams.kafka.security import _bindings
+
+        bindings = list(_bindings(principal, rules))
+        for fut in self.admin.create_acls(bindings, request_timeout=15).values():
+            fut.result()
+        self.added.extend(bindings)
+
     def remove_all(self) -> None:
+        from confluent_kafka.admin import AclBindingFilter
+
         from streams.kafka.security import delete_user, sync_acls
 
         for principal in self.made:
             sync_acls(self.admin, principal, [])
             delete_user(self.admin, principal)
+        if self.added:
+            filters = [AclBindingFilter(b.restype, b.name, b.resource_pattern_type, b.principal, b.host, b.operation,
+                                        b.permission_type) for b in self.added]
+            for fut in self.admin.delete_acls(filters, request_timeout=15).values():
+                fut.result()
 
 
 @pytest.fixture
@@ -272,6 +297,16 @@ def principals(kafka_admin) -> Iterator[TemporaryPrincipals]:
     made = TemporaryPrincipals(kafka_admin)
     yield made
     made.remove_all()
+
+
+def java_client_props(conf: dict, prefixes=("",)) -> str:
+    """The login of librdkafka settings ``conf`` as Java client properties, once per key prefix
+    (e.g. ``producer.`` for Kafka Connect's connector producers)."""
+    jaas = ("org.apache.kafka.common.security.scram.ScramLoginModule required "
+            f'username="{conf["sasl.username"]}" password="{conf["sasl.password"]}";')
+    props = {"security.protocol": "SASL_SSL", "sasl.mechanism": "SCRAM-SHA-512", "sasl.jaas.config": jaas,
+             "ssl.truststore.type": "PEM", "ssl.truststore.location": conf["ssl.ca.location"]}
+    return "".join(f"{p}{k}={v}\n" for p in prefixes for k, v in props.items())
 
 
 def letters(text: str) -> str:

@@ -88,9 +88,9 @@ def risk_change(change_id: str, uscc: str, category: str, severity: str, before:
 class Changes:
     """Produces risk changes and remembers the last offset per partition (for ``processed``)."""
 
-    def __init__(self, bootstrap: str) -> None:
+    def __init__(self, bootstrap: dict) -> None:
         self.schemas = schema_store()
-        self.producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "acks": "all",
+        self.producer = Producer({**bootstrap, "enable.idempotence": True, "acks": "all",
                                   "linger.ms": 2})
         self.last: dict[int, int] = {}
 
@@ -107,9 +107,9 @@ class Changes:
         assert self.producer.flush(30) == 0
 
 
-def processed(bootstrap: str, group: str, last: dict[int, int]) -> bool:
+def processed(bootstrap: dict, group: str, last: dict[int, int]) -> bool:
     """True once ``group`` committed past every offset in ``last`` (Faust commits after handling)."""
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
+    c = Consumer({**bootstrap, "group.id": group, "enable.auto.commit": False})
     try:
         committed = c.committed([TopicPartition("risk.changes", p) for p in last], timeout=10)
     finally:
@@ -120,10 +120,10 @@ def processed(bootstrap: str, group: str, last: dict[int, int]) -> bool:
 class AlertReader:
     """Alerts on the banks' topics about our enterprises (the topics are shared)."""
 
-    def __init__(self, bootstrap: str, bank_ids: list[str], ours: set[str]) -> None:
+    def __init__(self, bootstrap: dict, bank_ids: list[str], ours: set[str]) -> None:
         self.schemas = schema_store()
         self.ours = ours
-        self.consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"test-alerts-{time.time_ns()}",
+        self.consumer = Consumer({**bootstrap, "group.id": f"test-alerts-{time.time_ns()}",
                                   "auto.offset.reset": "earliest", "enable.auto.commit": False})
         self.consumer.subscribe([f"alerts.{b}" for b in bank_ids])
         self.alerts: list[dict] = []
@@ -143,17 +143,17 @@ class AlertReader:
 
 
 @pytest.fixture
-def worker_pipeline(tmp_path, kafka_bootstrap, redis_url, unique, request):
+def worker_pipeline(tmp_path, kafka_admin, redis_url, unique, request):
     """A worker-only isolated pipeline, positioned at the end of the shared topics; the test
     passes its extra environment with ``@pytest.mark.parametrize(..., indirect=True)`` or uses
     the default (throttle of ``THROTTLE_MAX`` per hour)."""
     env = getattr(request, "param", None) or {"YURONG_ALERTS_THROTTLE_MAX": str(THROTTLE_MAX),
                                               "YURONG_ALERTS_THROTTLE_WINDOW_S": "3600"}
-    p = IsolatedPipeline(tmp_path, "postgresql://unused@127.0.0.1:1/none", kafka_bootstrap, redis_url, unique, TEST_KEY,
+    p = IsolatedPipeline(tmp_path, "postgresql://unused@127.0.0.1:1/none", kafka_admin, redis_url, unique, TEST_KEY,
                          env, label="route")
-    ensure_topics(kafka_bootstrap, {"consent.grants": {"cleanup.policy": "compact"}})
-    skip_history(kafka_bootstrap, p.app_id, p.sink_group)
-    commit_at_end(kafka_bootstrap, p.app_id, ["consent.grants"])  # other runs' consents are not this test's
+    ensure_topics(kafka_admin, {"consent.grants": {"cleanup.policy": "compact"}})
+    skip_history(kafka_admin, p.app_id, p.sink_group)
+    commit_at_end(kafka_admin, p.app_id, ["consent.grants"])  # other runs' consents are not this test's
     with pipeline(p.env, p.logs, ("worker",)) as procs:
         p.procs = procs
         yield p
@@ -171,7 +171,7 @@ def wait_synced(p: IsolatedPipeline, expected: dict[str, object], timeout: float
     wait_for(done, timeout, lambda: "the worker to apply the consents from consent.grants\n" + p.logs_tail())
 
 
-def test_no_alert_without_active_consent_and_every_permitted_one_exactly_once(worker_pipeline, kafka_bootstrap, unique):
+def test_no_alert_without_active_consent_and_every_permitted_one_exactly_once(worker_pipeline, kafka_admin, unique):
     p = worker_pipeline
     bank_ids, codes = banks(f"routing-{unique}", 4), usccs(f"routing-{unique}", 12)
     rules = {
@@ -201,7 +201,7 @@ def test_no_alert_without_active_consent_and_every_permitted_one_exactly_once(wo
         else:
             versions.append(g)
             expected[g.consent_id] = g
-    assert publish_grants(kafka_bootstrap, versions) == len(versions)
+    assert publish_grants(kafka_admin, versions) == len(versions)
 
     async def setup(reg: ConsentRegistry):
         for b in bank_ids:
@@ -209,14 +209,14 @@ def test_no_alert_without_active_consent_and_every_permitted_one_exactly_once(wo
             if rules[b]:
                 await reg.set_rules(b, rules[b])
     p.registry(setup)
-    ensure_topics(kafka_bootstrap, {f"alerts.{b}": {} for b in bank_ids})
-    reader = AlertReader(kafka_bootstrap, bank_ids, set(codes))
+    ensure_topics(kafka_admin, {f"alerts.{b}": {} for b in bank_ids})
+    reader = AlertReader(kafka_admin, bank_ids, set(codes))
     wait_synced(p, expected)
 
     # the changes: six kinds per enterprise; three more judicial ones for the first three
     # enterprises (past the throttle); then a replay of the first eight changes
     sent: list[dict] = []
-    changes = Changes(kafka_bootstrap)
+    changes = Changes(kafka_admin)
     for j, u in enumerate(codes):
         for k, (category, severity, before, after) in enumerate(KINDS + [KINDS[0]] * (3 if j < 3 else 0)):
             c = risk_change(f"route-{unique}-{j}-{k}/R{k}", u, category, severity, before, after)
@@ -241,7 +241,7 @@ def test_no_alert_without_active_consent_and_every_permitted_one_exactly_once(wo
                 (want if per_window[(b, c["uscc"], c["category"])] <= THROTTLE_MAX else held).add(f"{b}/{c['change_id']}")
     assert len(want) >= 20 and len(held) >= 2, (len(want), len(held))
 
-    wait_for(lambda: processed(kafka_bootstrap, p.app_id, changes.last) and len(reader.poll()) >= len(want), 90,
+    wait_for(lambda: processed(kafka_admin, p.app_id, changes.last) and len(reader.poll()) >= len(want), 90,
              lambda: f"{len(want)} alerts (got {len(reader.alerts)})\n" + p.logs_tail())
     reader.poll(1.0)  # anything late would show up now
     reader.close()
@@ -268,7 +268,7 @@ def test_no_alert_without_active_consent_and_every_permitted_one_exactly_once(wo
 
 
 @pytest.mark.parametrize("worker_pipeline", [{"YURONG_ALERTS_THROTTLE_MAX": "0"}], indirect=True)
-def test_revocation_and_expiry_stop_alerts_within_one_second(worker_pipeline, kafka_bootstrap, unique):
+def test_revocation_and_expiry_stop_alerts_within_one_second(worker_pipeline, kafka_admin, unique):
     """Changes keep flowing (~25/s) about one enterprise watched by three banks: the first keeps
     its consent, the second's is revoked with ``yurong consent revoke``, the third's expires
     mid-stream. No alert to the second or third whose detection time is more than 1 s after
@@ -282,18 +282,18 @@ def test_revocation_and_expiry_stop_alerts_within_one_second(worker_pipeline, ka
     expiry_ms = now + 60_000  # made to expire during the flow below (replaced once the flow runs)
     grants[expire] = new_grant(expire, u, "post-loan monitoring", expiry_ms, now_ms=now, recorded_by="consent",
                                evidence_ref=f"auth-letter:{expire}/2026/00018")
-    publish_grants(kafka_bootstrap, list(grants.values()))
+    publish_grants(kafka_admin, list(grants.values()))
 
     async def setup(reg: ConsentRegistry):
         for b in grants:
             await reg.watch(b, [u])
     p.registry(setup)
-    ensure_topics(kafka_bootstrap, {f"alerts.{b}": {} for b in grants})
-    reader = AlertReader(kafka_bootstrap, list(grants), {u})
+    ensure_topics(kafka_admin, {f"alerts.{b}": {} for b in grants})
+    reader = AlertReader(kafka_admin, list(grants), {u})
     wait_synced(p, {g.consent_id: g for g in grants.values()})
 
     stop = threading.Event()
-    changes = Changes(kafka_bootstrap)
+    changes = Changes(kafka_admin)
     kinds = [k for k in KINDS if k[0] != "score_band"]
 
     def flow():
@@ -314,7 +314,7 @@ def test_revocation_and_expiry_stop_alerts_within_one_second(worker_pipeline, ka
         # the third consent expires 1.5 s from now (a new version of it on consent.grants)
         expiry_ms = now_ms() + 1_500
         expiring = replace(grants[expire], expiry_ms=expiry_ms, ts_ms=now_ms())
-        publish_grants(kafka_bootstrap, [expiring])
+        publish_grants(kafka_admin, [expiring])
         # the enterprise revokes the second bank's consent through the CLI; a watcher sees the
         # moment the worker has applied it to Redis (where the router looks for every alert)
         key = f"{p.prefix}consent:{grants[revoke].consent_id}"
@@ -344,7 +344,7 @@ def test_revocation_and_expiry_stop_alerts_within_one_second(worker_pipeline, ka
     finally:
         stop.set()
         thread.join(30)
-    wait_for(lambda: processed(kafka_bootstrap, p.app_id, changes.last), 60, "the worker to route every change")
+    wait_for(lambda: processed(kafka_admin, p.app_id, changes.last), 60, "the worker to route every change")
     reader.poll(1.0)
     reader.close()
 

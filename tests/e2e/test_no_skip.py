@@ -150,11 +150,11 @@ class Worker:
 class Ledger:
     """What the test produced and where each record ended up."""
 
-    def __init__(self, bootstrap: str) -> None:
+    def __init__(self, bootstrap: dict) -> None:
         self.schemas = schema_store()
         # murmur2 is the Java client's and aiokafka's partitioner: the worker re-keys by USCC with it,
         # so a record this test writes to enterprise.events lands where the worker's events of that USCC do
-        self.producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", "enable.idempotence": True,
+        self.producer = Producer({**bootstrap, "acks": "all", "enable.idempotence": True,
                                   "partitioner": "murmur2_random", "linger.ms": 2})
         self.produced: dict[str, tuple[str, int, int]] = {}  # label → (topic, partition, offset)
 
@@ -183,9 +183,9 @@ def change_envelope(uscc: str, op: str, before: dict | None, after: dict | None,
                        "snapshot": "false", "tx_id": seq}}
 
 
-def committed(bootstrap: str, group: str, tps: set[tuple[str, int]]) -> dict[tuple[str, int], int]:
+def committed(bootstrap: dict, group: str, tps: set[tuple[str, int]]) -> dict[tuple[str, int], int]:
     """The group's committed offset per (topic, partition); negative where it has none."""
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
+    c = Consumer({**bootstrap, "group.id": group, "enable.auto.commit": False})
     try:
         out = c.committed([TopicPartition(t, p) for t, p in sorted(tps)], timeout=15)
     finally:
@@ -197,7 +197,7 @@ class NoSkipRun:
     """One worker, one Redis of its own, one bank watching eight enterprises; what was produced
     and what came out, and the accounting between them."""
 
-    def __init__(self, tmp_path: Path, bootstrap: str, unique: str, topic_reader) -> None:
+    def __init__(self, tmp_path: Path, bootstrap: dict, unique: str, topic_reader) -> None:
         self.bootstrap = bootstrap
         self.schemas = schema_store()
         self.own = OwnRedis(tmp_path / "redis", free_port())
@@ -380,8 +380,8 @@ class NoSkipRun:
 
 
 @pytest.fixture
-def run(tmp_path, kafka_bootstrap, unique, topic_reader):
-    r = NoSkipRun(tmp_path, kafka_bootstrap, unique, topic_reader)
+def run(tmp_path, kafka_admin, unique, topic_reader):
+    r = NoSkipRun(tmp_path, kafka_admin, unique, topic_reader)
     yield r
     r.close()
 

@@ -47,7 +47,8 @@ def test_rows_become_profiles_and_only_consented_banks_get_alerts(
 
     async def setup(reg: ConsentRegistry):
         for code in (a, b):
-            await reg.grant(consented, code, "post-loan monitoring", expiry_ms=4_102_444_800_000)
+            await reg.grant(consented, code, "post-loan monitoring", expiry_ms=4_102_444_800_000,
+                            recorded_by="consent", evidence_ref="auth-letter:test/0001")
         await reg.watch(consented, [a, b, c])
         await reg.watch(unconsented, [a, b, c])
     p.registry(setup)
@@ -136,7 +137,7 @@ def test_rows_become_profiles_and_only_consented_banks_get_alerts(
                                " AND error_message LIKE {m:String}", m=f"%{bad[:4]}%"), 30, "the dead letter in dlq_event")
 
         # revocation stops alerts: revoke B, change B again, see the change land, no alert
-        p.registry(lambda reg: reg.revoke(consented, b))
+        p.registry(lambda reg: reg.revoke(consented, b, recorded_by="consent"))
         with psycopg2.connect(e2e_db) as pg, pg.cursor() as cur:
             cur.execute("UPDATE enterprise_registration SET status = 'suspended' WHERE uscc = %s", (b,))
         wait_for(lambda: p.sql("SELECT count() FROM risk_change FINAL WHERE uscc = {u:String}", u=b) == [[2]], 60,

@@ -37,7 +37,8 @@ def test_profiles_survive_a_worker_restart(restart_db, kafka_admin, redis_url, u
                          {"YURONG_CLICKHOUSE_BATCH_SECONDS": "0.3", "YURONG_SOURCE_FLUSH_INTERVAL_S": "0.1"})
 
     async def setup(reg: ConsentRegistry):
-        await reg.grant(bank, target, "post-loan monitoring", expiry_ms=4_102_444_800_000)
+        await reg.grant(bank, target, "post-loan monitoring", expiry_ms=4_102_444_800_000,
+                            recorded_by="consent", evidence_ref="auth-letter:test/0001")
         await reg.watch(bank, [target])
     p.registry(setup)
     ensure_topics(kafka_admin, {f"alerts.{bank}": {}})

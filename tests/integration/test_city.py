@@ -62,7 +62,7 @@ def test_every_dataset_reaches_kafka_from_its_kind_of_source(city_settings, kafk
                                                              topic_reader):
     cat = catalogue()
     monkeypatch.setenv("YURONG_SOURCE_POLL_INTERVAL_S", "0.3")
-    monkeypatch.setenv("YURONG_KAFKA_BOOTSTRAP_SERVERS", kafka_admin)
+    monkeypatch.setenv("YURONG_KAFKA_BOOTSTRAP_SERVERS", kafka_admin["bootstrap.servers"])
     settings = Settings()
     dsns = {dept: dsn.get_secret_value() for dept, dsn in settings.source.dsns.items()}
     datasets = {ds.topic: ds for ds in cat.by_topic().values()}

@@ -21,7 +21,7 @@ def test_fleet_runs_the_catalogue_and_status_reports_it(department_db, kafka_adm
     MarketSimulator(department_db, seed=5).create_schema()
     MarketSimulator(department_db, seed=5).seed_enterprises(30)
     monkeypatch.setenv("YURONG_SOURCE_MARKET_DSN", department_db)
-    monkeypatch.setenv("YURONG_KAFKA_BOOTSTRAP_SERVERS", kafka_admin)
+    monkeypatch.setenv("YURONG_KAFKA_BOOTSTRAP_SERVERS", kafka_admin["bootstrap.servers"])
     settings = Settings()
     only_market = Catalogue({"market": catalogue().department("market")})
     fleet = Fleet(only_market, settings, schema_store())

@@ -22,6 +22,7 @@ from streams.errors import ConfigError
 from streams.kafka.consent_log import publish_grants, scan_grants
 from streams.worker.consent_store import DEDUP_TTL_S, THROTTLE_RECORD_TTL_S, ConsentRegistry
 
+RECORDED = {"recorded_by": "consent", "evidence_ref": "auth-letter:test/0001"}  # who recorded a grant, and its 授权书
 pytestmark = pytest.mark.integration
 
 CATEGORIES = ("registration", "judicial", "penalty", "tax", "social_insurance", "utilities", "collateral",
@@ -81,9 +82,9 @@ def test_grant_list_and_revoke(with_registry, unique):
 
     async def body(reg: ConsentRegistry):
         now = now_ms()
-        g1 = await reg.grant(b1, u1, "post-loan monitoring", now + 30 * DAY, scope=["judicial", "tax"])
-        g2 = await reg.grant(b2, u1, "credit approval", now + DAY)
-        g3 = await reg.grant(b1, u2, "post-loan monitoring", now + DAY)
+        g1 = await reg.grant(b1, u1, "post-loan monitoring", now + 30 * DAY, scope=["judicial", "tax"], **RECORDED)
+        g2 = await reg.grant(b2, u1, "credit approval", now + DAY, **RECORDED)
+        g3 = await reg.grant(b1, u2, "post-loan monitoring", now + DAY, **RECORDED)
         assert (g1.bank_id, g1.uscc, g1.scope, g1.revoked_ms) == (b1, u1, ("judicial", "tax"), 0)
         assert g1.start_ms <= now_ms() and g1.is_active(now_ms())
 
@@ -96,8 +97,8 @@ def test_grant_list_and_revoke(with_registry, unique):
         assert stored == g1  # every field survives the round trip through Redis
 
         revoked_at = now_ms()
-        assert await reg.revoke(b1, u1, now_ms=revoked_at) == [g1.consent_id]
-        assert await reg.revoke(b1, u1) == []  # nothing active left to revoke
+        assert await reg.revoke(b1, u1, now_ms=revoked_at, recorded_by=RECORDED["recorded_by"]) == [g1.consent_id]
+        assert await reg.revoke(b1, u1, recorded_by=RECORDED["recorded_by"]) == []  # nothing active left to revoke
         after = {g.consent_id: g for g in await reg.grants_of(u1)}
         assert after[g1.consent_id].revoked_ms == revoked_at and not after[g1.consent_id].is_active(revoked_at)
         assert after[g2.consent_id].revoked_ms == 0  # another bank's consent is untouched
@@ -111,11 +112,11 @@ def test_recipients_need_consent_and_watchlist_and_scope_and_time(with_registry,
 
     async def body(reg: ConsentRegistry):
         now = now_ms()
-        g_all = await reg.grant(b_all, u, "p", now + DAY)
-        g_scoped = await reg.grant(b_scoped, u, "p", now + DAY, scope=["judicial"])
-        await reg.grant(b_unwatched, u, "p", now + DAY)
-        g_future = await reg.grant(b_future, u, "p", now + 2 * DAY, start_ms=now + DAY)
-        await reg.grant(b_expired, u, "p", now - DAY, start_ms=now - 2 * DAY)
+        g_all = await reg.grant(b_all, u, "p", now + DAY, **RECORDED)
+        g_scoped = await reg.grant(b_scoped, u, "p", now + DAY, scope=["judicial"], **RECORDED)
+        await reg.grant(b_unwatched, u, "p", now + DAY, **RECORDED)
+        g_future = await reg.grant(b_future, u, "p", now + 2 * DAY, start_ms=now + DAY, **RECORDED)
+        await reg.grant(b_expired, u, "p", now - DAY, start_ms=now - 2 * DAY, **RECORDED)
         for b in (b_all, b_scoped, b_future, b_expired, b_none):
             assert await reg.watch(b, [u]) == 1
         assert await reg.watch(b_all, [u]) == 0  # already on the list
@@ -138,15 +139,15 @@ def test_a_revocation_takes_effect_on_the_very_next_alert(with_registry, unique)
     (u,), (b1, b2) = usccs_for(unique, 1), banks_for(unique, 2)
 
     async def body(reg: ConsentRegistry):
-        g1 = await reg.grant(b1, u, "p", now_ms() + DAY)
-        g2 = await reg.grant(b2, u, "p", now_ms() + DAY)
+        g1 = await reg.grant(b1, u, "p", now_ms() + DAY, **RECORDED)
+        g2 = await reg.grant(b2, u, "p", now_ms() + DAY, **RECORDED)
         await reg.watch(b1, [u])
         await reg.watch(b2, [u])
         assert await reg.recipients(u, "penalty", now_ms()) == {b1: g1.consent_id, b2: g2.consent_id}
-        assert await reg.revoke(b1, u) == [g1.consent_id]
+        assert await reg.revoke(b1, u, recorded_by=RECORDED["recorded_by"]) == [g1.consent_id]
         assert await reg.recipients(u, "penalty", now_ms()) == {b2: g2.consent_id}
         # a new consent after the revocation authorises again
-        g3 = await reg.grant(b1, u, "p", now_ms() + DAY)
+        g3 = await reg.grant(b1, u, "p", now_ms() + DAY, **RECORDED)
         assert await reg.recipients(u, "penalty", now_ms()) == {b1: g3.consent_id, b2: g2.consent_id}
 
     with_registry(body)
@@ -159,9 +160,9 @@ def test_revoking_before_a_scheduled_consent_starts_withdraws_it_too(with_regist
 
     async def body(reg: ConsentRegistry):
         now = now_ms()
-        g = await reg.grant(b, u, "p", now + 30 * DAY, start_ms=now + DAY)
+        g = await reg.grant(b, u, "p", now + 30 * DAY, start_ms=now + DAY, **RECORDED)
         await reg.watch(b, [u])
-        assert await reg.revoke(b, u, now_ms=now) == [g.consent_id]
+        assert await reg.revoke(b, u, now_ms=now, recorded_by=RECORDED["recorded_by"]) == [g.consent_id]
         assert await reg.recipients(u, "judicial", now + 2 * DAY) == {}
 
     with_registry(body)
@@ -189,7 +190,7 @@ def test_a_bad_bank_id_is_refused_with_a_clear_message(with_registry, unique, ba
     (u,) = usccs_for(unique, 1)
 
     async def body(reg: ConsentRegistry):
-        for attempt in (lambda: reg.grant(bank_id, u, "p", now_ms() + DAY), lambda: reg.watch(bank_id, [u]),
+        for attempt in (lambda: reg.grant(bank_id, u, "p", now_ms() + DAY, **RECORDED), lambda: reg.watch(bank_id, [u]),
                         lambda: reg.watchlist(bank_id)):
             with pytest.raises(ConfigError, match=r"must be 'b' \+ 4 digits"):
                 await attempt()
@@ -210,7 +211,7 @@ def test_a_bad_uscc_is_refused_with_a_clear_message(with_registry, unique, mutat
 
     async def body(reg: ConsentRegistry):
         with pytest.raises(ConfigError, match=message) as err:
-            await reg.grant(b, bad, "p", now_ms() + DAY)
+            await reg.grant(b, bad, "p", now_ms() + DAY, **RECORDED)
         assert bad in str(err.value)
         with pytest.raises(ConfigError, match=message):
             await reg.watch(b, [good, bad])  # one bad code refuses the whole import
@@ -237,10 +238,10 @@ def test_recipients_match_an_independent_model_over_a_bank_by_enterprise_matrix(
                     start, expiry = {"active": (now - DAY, now + DAY), "expired": (now - 2 * DAY, now - DAY),
                                      "future": (now + DAY, now + 2 * DAY), "revoked": (now - DAY, now + DAY)}[kind]
                     scope = tuple(rng.sample(CATEGORIES, rng.randint(1, 3))) if rng.random() < 0.4 else ()
-                    g = await reg.grant(b, u, "post-loan monitoring", expiry, scope=scope, start_ms=start)
+                    g = await reg.grant(b, u, "post-loan monitoring", expiry, scope=scope, start_ms=start, **RECORDED)
                     grants.append([g.consent_id, scope, start, expiry, kind == "revoked"])
                 if any(r for *_, r in grants):
-                    revoked = await reg.revoke(b, u, now_ms=now - 1)
+                    revoked = await reg.revoke(b, u, now_ms=now - 1, recorded_by=RECORDED["recorded_by"])
                     # revoke withdraws every consent that is active at that moment for the pair
                     for g in grants:
                         if g[2] <= now - 1 < g[3]:
@@ -424,19 +425,19 @@ def test_throttle_is_per_bank_enterprise_and_category_and_records_what_it_holds_
 
 # ---------------------------------------------------------------- consent.grants on Kafka
 
-def test_published_grants_are_read_back_from_the_topic(kafka_bootstrap, unique):
+def test_published_grants_are_read_back_from_the_topic(kafka_admin, unique):
     (u,), (b,) = usccs_for(unique, 1), banks_for(unique, 1)
     now = now_ms()
     g1 = new_grant(b, u, "post-loan monitoring", now + DAY, scope=["tax"], now_ms=now, recorded_by="consent",
                    evidence_ref="auth-letter:2026/00019")
     g2 = new_grant(b, u, "credit approval", now + DAY, now_ms=now, recorded_by="consent",
                    evidence_ref="sha256:9f2c4e6a8b0d1f3e5a7c9b1d3f5e7a9c0b2d4f6e8a1c3e5b7d9f0a2c4e6b8d0f")
-    assert publish_grants(kafka_bootstrap, [g1, g2]) == 2
-    [r1] = revocations([g1], b, now + 10, recorded_by="consent")
-    assert publish_grants(kafka_bootstrap, [r1]) == 1
-    found = scan_grants(kafka_bootstrap, lambda g: g.uscc == u)
+    assert publish_grants(kafka_admin, [g1, g2]) == 2
+    [r1] = revocations([g1], b, now + 10, recorded_by=RECORDED["recorded_by"])
+    assert publish_grants(kafka_admin, [r1]) == 1
+    found = scan_grants(kafka_admin, lambda g: g.uscc == u)
     assert found == {g1.consent_id: r1, g2.consent_id: g2}
-    md = AdminClient({"bootstrap.servers": kafka_bootstrap})
+    md = AdminClient(dict(kafka_admin))
     [cfg] = md.describe_configs([ConfigResource("topic", "consent.grants")]).values()
     assert cfg.result()["cleanup.policy"].value == "compact"
 
@@ -493,20 +494,26 @@ def test_cli_bank_rules(cli, with_registry, unique):
     assert with_registry(lambda reg: reg.rules(b)) is None
 
 
-def test_cli_grant_and_revoke_go_through_consent_grants(cli, kafka_bootstrap, unique):
+def test_cli_grant_and_revoke_go_through_consent_grants(cli, kafka_admin, unique):
     """Nothing applies the records to Redis here (no worker): revoke finds the grant on the
     topic itself, the system of record."""
     (u,), (b,) = usccs_for(unique, 1), banks_for(unique, 1)
-    out = cli("consent", "grant", "--bank", b, "--uscc", u, "--scope", "judicial,tax", "--days", "30")
+    assert "Missing option '--evidence'" in cli("consent", "grant", "--bank", b, "--uscc", u).output
+    out = cli("consent", "grant", "--bank", b, "--uscc", u, "--scope", "judicial,tax", "--days", "30",
+              "--evidence", f"auth-letter:test/{unique}")
     assert out.exit_code == 0, out.output
-    [g] = scan_grants(kafka_bootstrap, lambda g: g.uscc == u).values()
+    [g] = scan_grants(kafka_admin, lambda g: g.uscc == u).values()
     assert (g.bank_id, g.scope, g.revoked_ms) == (b, ("judicial", "tax"), 0) and g.consent_id in out.output
+    # recorded by the consent service's authenticated principal, with the enterprise's evidence
+    assert (g.recorded_by, g.evidence_ref) == ("consent", f"auth-letter:test/{unique}")
     assert g.expiry_ms - g.start_ms == 30 * DAY
 
     out = cli("consent", "revoke", "--bank", b, "--uscc", u)
     assert out.exit_code == 0 and "revoked 1 consent(s)" in out.output, out.output
-    [r] = scan_grants(kafka_bootstrap, lambda g: g.uscc == u).values()
+    [r] = scan_grants(kafka_admin, lambda g: g.uscc == u).values()
     assert r.consent_id == g.consent_id and r.revoked_ms >= g.ts_ms and r.ts_ms > g.ts_ms
+    assert (r.recorded_by, r.evidence_ref) == ("consent", g.evidence_ref)
     again = cli("consent", "revoke", "--bank", b, "--uscc", u)
     assert again.exit_code == 2 and "nothing to revoke" in again.output
-    assert "unknown alert categories" in cli("consent", "grant", "--bank", b, "--uscc", u, "--scope", "taxes").output
+    assert "unknown alert categories" in cli("consent", "grant", "--bank", b, "--uscc", u, "--scope", "taxes",
+                                            "--evidence", "auth-letter:x").output

@@ -39,7 +39,7 @@ from streams.codecs.avro_registry import (
 from streams.codecs.debezium import DebeziumConverter, topic_datasets
 from streams.core.catalogue import catalogue
 from streams.kafka.admin import ensure_topics
-from tests.conftest import free_port, wait_for
+from tests.conftest import free_port, java_client_props, wait_for
 from tests.harness import REPO, StreamPair, file_tail, need_tools, run_script, yurong_home
 from tests.integration.test_debezium_interop import TailReader, _changes, _drop_slot, _has_sentinel, _profiles
 
@@ -104,17 +104,19 @@ snapshot.mode=initial
 decimal.handling.mode=double
 time.precision.mode=adaptive
 tombstones.on.delete=true
+topic.creation.default.partitions=1
+topic.creation.default.replication.factor=1
 {extra}""")
         return path
 
     def start(self) -> None:
-        env = {**os.environ, "YURONG_KAFKA_PORT": self.bootstrap.split(",")[0].rpartition(":")[2]}
+        env = {**os.environ, "YURONG_KAFKA_PORT": self.bootstrap["bootstrap.servers"].split(",")[0].rpartition(":")[2]}
         run_script(DEBEZIUM, "install", env, 900)  # the Debezium + Connect jars
         libs = yurong_home() / "debezium" / "libs"
         self.dir.mkdir(parents=True, exist_ok=True)
         worker = self.dir / "worker.properties"
-        worker.write_text(f"""bootstrap.servers={self.bootstrap}
-key.converter=org.apache.kafka.connect.json.JsonConverter
+        worker.write_text(f"""bootstrap.servers={self.bootstrap["bootstrap.servers"]}
+{java_client_props(self.bootstrap, ("", "producer.", "consumer.", "admin."))}key.converter=org.apache.kafka.connect.json.JsonConverter
 value.converter=org.apache.kafka.connect.json.JsonConverter
 key.converter.schemas.enable=true
 value.converter.schemas.enable=true

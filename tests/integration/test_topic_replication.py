@@ -25,7 +25,7 @@ from connectors.offsets import OffsetStore, connect_topic
 from connectors.runner import producer_config
 from streams.codecs.serde import schema_store
 from streams.core.access import connector_principal, connector_rules
-from streams.core.catalogue import Department, catalogue
+from streams.core.catalogue import Dataset, Department, catalogue
 from streams.kafka.admin import ensure_topics
 from streams.kafka.dlq import dlq_topic
 from streams.kafka.security import client_conf
@@ -35,9 +35,23 @@ from tests.conftest import letters, wait_for
 pytestmark = pytest.mark.integration
 
 
+@dataclasses.dataclass(frozen=True)
+class _RenamedDataset(Dataset):
+    """A catalogue dataset published under another department's name (schema, table and key unchanged)."""
+
+    topic_dept: str = ""
+
+    @property
+    def topic(self) -> str:
+        return f"dept.{self.topic_dept}.{self.name}"
+
+
 def _renamed(dept: Department, name: str) -> Department:
-    """``dept`` as a throwaway department ``name``: its dataset topics are ``dept.<name>.…``."""
-    datasets = {k: dataclasses.replace(ds, dept=name) for k, ds in dept.datasets.items()}
+    """``dept`` as a throwaway department ``name``: its principal is ``connector-<name>`` and its
+    topics are ``dept.<name>.…`` and ``connect.<name>.…``."""
+    datasets: dict[str, Dataset] = {
+        k: _RenamedDataset(**{f.name: getattr(ds, f.name) for f in dataclasses.fields(ds)}, topic_dept=name)
+        for k, ds in dept.datasets.items()}
     return dataclasses.replace(dept, dept=name, datasets=datasets)
 
 
