@@ -427,7 +427,11 @@ kafka_status() {
 # Redis runs with ACL users (DESIGN §8), made once per YURONG_HOME: each user's password in
 # secrets/redis/<user>.password (0600), the users in redis/users.acl (0600, SHA-256 hashes only;
 # rewritten and re-loaded on every `up`, so a running server gets changed rules too).
-#   default  off: nothing without a login
+#   default  off and without a password: nobody logs in as it, a connection must AUTH as one of
+#            the users below. It keeps all rights because Redis replays the append-only file as
+#            `default` and re-checks each MULTI/EXEC against its rights (redis/redis#14541, Redis
+#            7.x): without them every transaction in the AOF (consents, watchlists, the throttle's
+#            script effects) would be dropped at the next start.
 #   admin    everything: the stack's own checks and shutdown, the setup and observation of tests
 #            and benches
 #   worker   the commands ConsentRegistry runs for the worker (streams/worker/consent_store.py)
@@ -480,7 +484,7 @@ redis_secrets() {
     ver="$(redis-server --version | sed -n 's/.* v=\([0-9]*\)\.\([0-9]*\)\..*/\1 \2/p')"
     if [[ -n "$ver" ]] && ((${ver% *} > 7 || (${ver% *} == 7 && ${ver#* } >= 2))); then base+=(+client\|setinfo); fi
     (umask 077 && cat >"$REDIS_DIR/users.acl" <<EOF
-user default off resetpass resetkeys resetchannels -@all
+user default off resetpass ~* &* +@all
 user admin on #$(redis_hash admin) ~* &* +@all
 user worker on #$(redis_hash worker) resetchannels ${REDIS_KEYS[*]} -@all ${base[*]} ${REDIS_WORKER_CMDS[*]}
 user cli on #$(redis_hash cli) resetchannels ${REDIS_KEYS[*]} -@all ${base[*]} ${REDIS_CLI_CMDS[*]}

@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import random
+import shutil
+import signal
+import subprocess
 import time
 from collections.abc import Awaitable, Callable, Iterator
 
@@ -31,6 +34,8 @@ from streams.worker.consent_store import (
     redis_login,
     without_credentials,
 )
+from tests.conftest import free_port, wait_for
+from tests.harness import redis_admin_url, stack_redis_acl
 
 pytestmark = pytest.mark.integration
 
@@ -127,7 +132,8 @@ def test_the_components_log_in_as_their_own_users(redis_url, settings):
     assert admin.execute_command("ACL", "WHOAMI") == "admin"
     # the ACL file as loaded: nothing for the default user, the key patterns of worker and cli
     rules = {line.split()[1]: line for line in admin.acl_list()}
-    assert rules["default"].startswith("user default off")
+    assert rules["default"].startswith("user default off") and "nopass" not in rules["default"]
+    assert "#" not in rules["default"], "the default user has no password"
     for user in (REDIS_WORKER, REDIS_CLI):
         assert " ~yurong:* ~yurong-test:* " in rules[user] and "resetchannels -@all " in rules[user], rules[user]
 
@@ -257,3 +263,56 @@ def test_the_yurong_cli_logs_in_as_cli(prefix, redis_url, unique, monkeypatch):
         assert isinstance(out.exception, redis.exceptions.NoPermissionError), out.output
     finally:
         get_settings.cache_clear()
+
+
+# ---------------------------------------------------------------- persistence
+
+
+def test_the_users_transactions_survive_a_crash(tmp_path, redis_url, prefix):
+    """A redis-server with the stack's ACL file and an fsynced append-only file, killed and
+    started again: what the worker wrote in MULTI/EXEC (a consent, the throttle's script effects)
+    is replayed. Redis re-checks a replayed EXEC against the rights of ``default`` (redis/redis#14541),
+    so a ``default`` without rights would drop every transaction here."""
+    binary = shutil.which("redis-server")
+    assert binary, "redis-server (scripts/stack.sh installs it)"
+    port, folder = free_port(), tmp_path / "redis"
+    folder.mkdir()
+    cmd = [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(folder), "--save", "", "--appendonly", "yes",
+           "--appendfsync", "always", "--logfile", str(folder / "redis.log"), "--aclfile", str(stack_redis_acl())]
+    url = f"redis://127.0.0.1:{port}/0"
+    admin = redis.from_url(redis_admin_url(url), socket_connect_timeout=0.5)
+
+    def up() -> bool:
+        try:
+            return bool(admin.ping())
+        except redis.exceptions.ConnectionError:
+            return False
+
+    worker = redis_login(REDIS_WORKER)
+    (bank,), (code,) = banks_for(prefix, 1), usccs_for(prefix, 1)
+    change = {"change_id": "c1", "uscc": code, "category": "tax", "severity": "low"}
+
+    async def write():
+        reg = ConsentRegistry(RedisLogin(url, worker.username, worker.password).client(), prefix)
+        try:
+            g = await reg.grant(bank, code, "post-loan monitoring", now_ms() + DAY, **RECORDED)
+            assert await reg.admit("a0", bank, change, now_ms(), max_alerts=0, window_ms=60_000) == 0
+            return g
+        finally:
+            await reg.close()
+
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    try:
+        wait_for(up, 30, "the test's redis-server")
+        g = asyncio.run(write())
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        wait_for(up, 30, "the test's redis-server after the crash")
+        assert admin.hgetall(f"{prefix}consent:{g.consent_id}"), (folder / "redis.log").read_text()
+        assert admin.smembers(f"{prefix}consents:uscc:{code}") == {g.consent_id.encode()}
+        assert admin.xlen(f"{prefix}throttled:{bank}") == 1
+        assert "NOPERM" not in (folder / "redis.log").read_text()
+    finally:
+        proc.kill()
+        proc.wait(10)
