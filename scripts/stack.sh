@@ -16,6 +16,8 @@
 #   YURONG_PG_PORT                [15432]
 #   YURONG_MYSQL_PORT             [13306]   MariaDB (binlog ROW, FULL row metadata)
 #   YURONG_KAFKA_HEAP             [-Xmx1g -Xms256m]
+#   YURONG_STACK_SERVICES         [kafka redis postgres mariadb]  the services up/down/status manage
+#                                 (e.g. "kafka" for a second, empty broker beside a running stack)
 #
 # Layout of $YURONG_HOME:
 #   run/{kafka,redis,postgres,mariadb}.pid   logs/{kafka,kafka.out,redis,postgres,mariadb}.log
@@ -50,6 +52,7 @@ REDIS_PORT="${YURONG_REDIS_PORT:-16379}"
 PG_PORT="${YURONG_PG_PORT:-15432}"
 MYSQL_PORT="${YURONG_MYSQL_PORT:-13306}"
 KAFKA_HEAP="${YURONG_KAFKA_HEAP:--Xmx1g -Xms256m}"
+STACK_SERVICES=" ${YURONG_STACK_SERVICES:-kafka redis postgres mariadb} "
 
 PG_USER=yurong
 PG_PASSWORD=yurong
@@ -944,18 +947,19 @@ record_ports() {
     for v in "${PORTS_FILE_VARS[@]}"; do printf '%s=%s\n' "$v" "${!v}"; done >"$RUN_DIR/ports.env"
 }
 
+want() { [[ "$STACK_SERVICES" == *" $1 "* ]]; }
+
 cmd_up() {
     local t0=$SECONDS
     ensure_dirs
     set_paths
     if kafka_running || redis_running || pg_running || my_running; then load_recorded_ports; fi
     record_ports
-    kafka_start      # the JVM boots while redis and postgres start
-    redis_start
-    pg_start
-    my_start
-    kafka_wait
-    security_apply
+    if want kafka; then kafka_start; fi      # the JVM boots while redis and postgres start
+    if want redis; then redis_start; fi
+    if want postgres; then pg_start; fi
+    if want mariadb; then my_start; fi
+    if want kafka; then kafka_wait; security_apply; fi
     log "stack up in $((SECONDS - t0))s — YURONG_HOME=$YURONG_HOME"
 }
 
@@ -963,10 +967,10 @@ cmd_down() {
     set_paths
     [[ -d "$YURONG_HOME" ]] || { log "nothing to stop ($YURONG_HOME does not exist)"; return 0; }
     load_recorded_ports
-    kafka_stop
-    redis_stop
-    pg_stop
-    my_stop
+    if want kafka; then kafka_stop; fi
+    if want redis; then redis_stop; fi
+    if want postgres; then pg_stop; fi
+    if want mariadb; then my_stop; fi
     rm -f "$RUN_DIR/ports.env"
     log "stack down"
 }

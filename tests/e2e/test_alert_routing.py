@@ -28,7 +28,7 @@ from dataclasses import replace
 
 import pytest
 import redis
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from connectors.simulator.identities import make_uscc
 from streams.cli.demo import pipeline
@@ -365,3 +365,69 @@ def test_revocation_and_expiry_stop_alerts_within_one_second(worker_pipeline, ka
           f"{last_published:+d} ms after it; expiry: last alert published {expired_published:+d} ms after it; "
           f"{len(by_bank[keep])} alerts to the bank that kept its consent")
     assert last_published < 1_000 and expired_published < 1_000
+
+
+def test_a_forged_consent_changes_nothing(worker_pipeline, kafka_admin, unique, topic_reader):
+    """Two forgeries of the attack in DESIGN §8, against the real worker: a principal other than the
+    consent service (the bank itself, the worker) cannot write consent.grants at all; a version the
+    consent service did write but without who recorded it and the evidence of authorisation is
+    dead-lettered and applied to nothing. No alert reaches the bank; a genuine grant afterwards
+    lets the next change through, so the test sees the path work."""
+    from streams.core.access import CONSENT, WORKER, bank_rules
+    from streams.errors import YurongError
+    from streams.kafka.dlq import parse_dlq_headers
+    from tests.conftest import TemporaryPrincipals, as_principal
+
+    p = worker_pipeline
+    [b], [u] = banks(f"forged-{unique}", 1), usccs(f"forged-{unique}", 1)
+    temp = TemporaryPrincipals(kafka_admin)
+    bank_conf = temp.add(b, bank_rules(b))
+    try:
+        real = new_grant(b, u, "post-loan monitoring", now_ms() + DAY, recorded_by="consent",
+                         evidence_ref=f"auth-letter:{b}/2026/00018")
+        schemas = schema_store()
+        for forger in (bank_conf, as_principal(WORKER)):  # the record itself, straight onto the topic
+            refused: list = []
+            producer = Producer({**forger, "message.timeout.ms": 15000})
+            producer.produce("consent.grants", key=real.consent_id.encode(), value=schemas.encode("consent/grant", real.to_record()),
+                             on_delivery=lambda err, _m, out=refused: out.append(err))
+            producer.flush(20)
+            assert refused and refused[0] is not None and refused[0].code() == KafkaError.TOPIC_AUTHORIZATION_FAILED, refused
+            with pytest.raises((YurongError, KafkaException), match="(?i)authori[sz]ation"):  # and through the publisher
+                publish_grants(forger, [real])
+
+        # the consent service's own login, but a version without its recorder and evidence
+        dlq = topic_reader(["dlq.consent.grants"])
+        unproven = {**real.to_record(), "consent_id": f"forged-{unique}", "recorded_by": "", "evidence_ref": ""}
+        producer = Producer(as_principal(CONSENT))
+        producer.produce("consent.grants", key=unproven["consent_id"].encode(), value=schemas.encode("consent/grant", unproven))
+        assert producer.flush(30) == 0
+        p.registry(lambda reg: reg.watch(b, [u]))
+        ensure_topics(kafka_admin, {f"alerts.{b}": {}})
+        reader = AlertReader(kafka_admin, [b], {u})
+
+        def dead_lettered():
+            p.check_alive()
+            return [m for m in dlq.poll() if m.key() == unproven["consent_id"].encode()]
+        [letter] = wait_for(dead_lettered, 60, lambda: "the unproven consent in dlq.consent.grants\n" + p.logs_tail())
+        error = parse_dlq_headers(letter.headers())["error.message"]
+        assert "recorded_by" in error or "evidence_ref" in error, error
+        assert p.registry(lambda reg: reg.grants_of(u)) == []
+
+        changes = Changes(kafka_admin)
+        changes.send(risk_change(f"forged-{unique}/R1", u, "judicial", "high", "B", "B"))
+        changes.flush()
+        wait_for(lambda: processed(kafka_admin, p.app_id, changes.last), 60, lambda: "the change handled\n" + p.logs_tail())
+        reader.poll(1.0)
+        assert reader.alerts == [], "an alert reached a bank under a forged consent"
+
+        # the genuine grant, from the consent service: the next change reaches the bank
+        assert publish_grants(as_principal(CONSENT), [real]) == 1
+        wait_synced(p, {real.consent_id: real})
+        changes.send(risk_change(f"forged-{unique}/R2", u, "judicial", "high", "B", "B"))
+        changes.flush()
+        wait_for(lambda: reader.poll(), 60, lambda: "the alert under the genuine consent\n" + p.logs_tail())
+        assert [a["change_id"] for a in reader.alerts] == [f"forged-{unique}/R2"]
+        reader.close()
+    finally:
+        temp.remove_all()
