@@ -177,7 +177,7 @@ def worker(faust_args: tuple[str, ...]) -> None:
     from monitoring.metrics import serve
     from streams.core.access import WORKER
     from streams.core.catalogue import catalogue
-    from streams.kafka.admin import ensure_topics, pipeline_topics
+    from streams.kafka.admin import ensure_topics, worker_topics
     from streams.kafka.security import client_conf
     from streams.worker.faust_fixes import check_version
     from streams.worker.secrets import load_pseudonymizer
@@ -189,16 +189,13 @@ def worker(faust_args: tuple[str, ...]) -> None:
         from streams.core.scorecard import Scorecard
 
         Scorecard.load(s.risk.scorecard)  # a broken card is a start-up error, not a crash per event
-    # The worker declares what it owns (DESIGN §8): its outputs and every dead-letter topic, with the
-    # raw-PII retention enforced on the departments' (Debezium-fed ones included) at each start.
-    # dept.* belong to the connectors and consent.grants to the consent service.
-    raw = {"retention.ms": str(s.kafka.dept_retention_ms)}
-    topics = {name: cfg for name, cfg in pipeline_topics(sorted(catalogue().by_topic()), s.kafka.dept_retention_ms).items()
-              if not name.startswith("dept.") and name != "consent.grants"}
+    # The worker declares what it owns, with the raw-PII retention enforced at each start on every
+    # department's dead letters, Debezium-fed ones included (kafka.admin.worker_topics).
     from streams.codecs.debezium import topic_datasets
 
-    for prefix, dept_name in s.worker.debezium_prefixes.items():  # dead letters of Debezium-fed departments
-        topics.update({f"dlq.{t}": dict(raw) for t in topic_datasets(catalogue().department(dept_name), prefix)})
+    debezium_dlqs = [f"dlq.{t}" for prefix, dept_name in s.worker.debezium_prefixes.items()
+                     for t in topic_datasets(catalogue().department(dept_name), prefix)]
+    topics = worker_topics(sorted(catalogue().by_topic()), s.kafka.dept_retention_ms, debezium_dlqs)
     from streams.worker.topics import profiles
 
     # The profile table's changelog exists, with the partitions of enterprise.events, before Faust

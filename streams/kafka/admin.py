@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
@@ -81,6 +81,17 @@ def pipeline_topics(dept_topics: list[str], retention_ms: int | None = None) -> 
         "consent.grants": {"cleanup.policy": "compact"},  # consents: the system of record
     })
     topics.update({dlq_topic(t): dict(raw) if t in dept_topics else {} for t in list(topics)})
+    return topics
+
+
+def worker_topics(dept_topics: list[str], retention_ms: int, raw_dlqs: Iterable[str] = ()) -> dict[str, dict[str, str]]:
+    """What the worker declares at start-up (DESIGN §8): its outputs and every dead-letter topic,
+    the departments' (and ``raw_dlqs``: those of Debezium-fed departments) with the raw-PII
+    retention. ``dept.*`` belong to the connectors, ``consent.grants`` to the consent service."""
+    raw = {"retention.ms": str(retention_ms)}
+    topics = {name: cfg for name, cfg in pipeline_topics(dept_topics, retention_ms).items()
+              if not name.startswith("dept.") and name != "consent.grants"}
+    topics.update({name: dict(raw) for name in raw_dlqs})
     return topics
 
 
