@@ -3,7 +3,10 @@
 - every PromQL expression in the Grafana dashboard and the Prometheus rules names only metrics
   that monitoring/metrics.py defines (or recording rules / Prometheus built-ins);
 - the Prometheus rules pass their promtool unit tests (required when ``CI`` is set);
-- docker-compose.yml parses and configures the app services only through ``YURONG_*`` variables.
+- docker-compose.yml parses and configures the app services only through ``YURONG_*`` variables;
+  its Kafka is secured like the local stack's (no PLAINTEXT listener in the configuration
+  scripts/compose/kafka-start.sh writes, each app with its own password, the CA's key in one volume
+  that no app mounts). tests/integration/test_compose_kafka.py runs those scripts for real.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ RULES = PROM_DIR / "rules.yml"
 RULES_TEST = PROM_DIR / "rules_test.yml"
 PROM_CONFIG = PROM_DIR / "prometheus.yml"
 COMPOSE = REPO / "docker-compose.yml"
+COMPOSE_SCRIPTS = REPO / "scripts" / "compose"
 
 # Series Prometheus itself produces, which rules and dashboards may use.
 BUILTIN_SERIES = {"up", "ALERTS", "ALERTS_FOR_STATE", "scrape_duration_seconds", "scrape_samples_scraped"}
@@ -41,6 +45,18 @@ PROMQL_KEYWORDS = {
 
 # Environment variables an app service may set besides YURONG_* (runtime plumbing, no config).
 ALLOWED_APP_ENV = {"TZ", "PYTHONUNBUFFERED", "PYTHONDONTWRITEBYTECODE"}
+
+# One-shot set-up jobs built from the yurong image: not app services (kafka-security runs as the
+# Kafka super user and holds the principals' passwords; tested on their own below).
+SETUP_SERVICES = {"kafka-security"}
+
+# The Kafka principal each app service logs in as (streams/core/access.py), by its command, and
+# the .env variable holding that principal's password.
+KAFKA_LOGINS = {
+    ("yurong", "connect", "market"): ("connector-market", "KAFKA_CONNECTOR_MARKET_PASSWORD"),
+    ("yurong", "worker"): ("worker", "KAFKA_WORKER_PASSWORD"),
+    ("yurong", "sink"): ("sink", "KAFKA_SINK_PASSWORD"),
+}
 
 
 # ---------------------------------------------------------------- helpers
@@ -143,7 +159,43 @@ def env_dict(environment) -> dict[str, str]:
 
 
 def app_services(compose: dict) -> dict[str, dict]:
-    return {name: svc for name, svc in compose["services"].items() if "build" in svc}
+    return {name: svc for name, svc in compose["services"].items() if "build" in svc and name not in SETUP_SERVICES}
+
+
+def kafka_clients(compose: dict) -> dict[str, dict]:
+    """The app services that talk to Kafka (they wait for it)."""
+    return {name: svc for name, svc in app_services(compose).items() if "kafka" in (svc.get("depends_on") or {})}
+
+
+_INTERPOLATION = re.compile(r"\$\{(\w+)(?:(:?[-?])([^}]*))?\}")
+
+
+def interpolate(value: str, env: dict[str, str]) -> str:
+    """Compose's ``${VAR}``, ``${VAR:-default}`` and ``${VAR:?message}`` against ``env``."""
+    def one(m: re.Match) -> str:
+        name, op, arg = m.group(1), m.group(2), m.group(3)
+        if env.get(name):
+            return env[name]
+        if op and op.endswith("?"):
+            raise AssertionError(f"{name} is required: {arg}")
+        return arg or ""
+    return _INTERPOLATION.sub(one, value).replace("$$", "$")
+
+
+def mounts(svc: dict) -> list[tuple[str, str, bool]]:
+    """(source, target, read-only) of a service's volumes, short or long syntax."""
+    out = []
+    for v in svc.get("volumes") or []:
+        if isinstance(v, dict):
+            out.append((str(v.get("source", "")), v["target"], bool(v.get("read_only"))))
+        else:
+            parts = v.split(":")
+            out.append((parts[0], parts[1], len(parts) > 2 and "ro" in parts[2].split(",")))
+    return out
+
+
+def required_vars(value: str) -> set[str]:
+    return set(re.findall(r"\$\{(\w+)", value))
 
 
 # ---------------------------------------------------------------- metrics registry
@@ -289,8 +341,8 @@ def test_compose_parses_and_has_the_services():
     compose = load_compose()
     services = compose["services"]
     for name in (
-        "kafka", "clickhouse", "redis", "market-db", "connector-market", "worker", "sink",
-        "simulator", "prometheus", "grafana",
+        "kafka-certs", "kafka", "kafka-security", "clickhouse", "redis", "market-db", "connector-market", "worker",
+        "sink", "simulator", "prometheus", "grafana",
     ):
         assert name in services, name
     assert services["simulator"].get("profiles") == ["demo"]
@@ -360,3 +412,182 @@ def test_env_example_has_placeholders_only():
     assert required <= set(values), f".env.example misses {sorted(required - set(values))}"
     for key in required:
         assert "CHANGE-ME" in values[key], f"{key} in .env.example must be a CHANGE-ME placeholder"
+
+
+# ---------------------------------------------------------------- docker compose: Kafka secured
+
+
+def kafka_start_config(tmp_path: Path) -> tuple[dict[str, str], dict[str, str], subprocess.CompletedProcess]:
+    """Run scripts/compose/kafka-start.sh --config-only with the kafka service's environment
+    (placeholder secrets); returns server.properties and admin.properties as dicts, and the run."""
+    svc = load_compose()["services"]["kafka"]
+    secrets = {"KAFKA_ADMIN_PASSWORD": "unit-admin-pw", "KAFKA_KEYSTORE_PASSWORD": "unit-keystore-pw"}
+    env = {k: interpolate(v, secrets) for k, v in env_dict(svc["environment"]).items()}
+    env.update(PATH=os.environ.get("PATH", "/usr/bin:/bin"), KAFKA_CONF_DIR=str(tmp_path / "conf"))
+    done = subprocess.run(["sh", str(COMPOSE_SCRIPTS / "kafka-start.sh"), "--config-only"], env=env,
+                          capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+
+    def props(path: Path) -> dict[str, str]:
+        assert path.stat().st_mode & 0o777 == 0o600, f"{path.name} holds the admin password: mode 0600"
+        lines = [ln for ln in path.read_text().splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+        return dict(ln.split("=", 1) for ln in lines)
+
+    for secret in secrets.values():
+        assert secret not in done.stdout + done.stderr
+    return props(tmp_path / "conf" / "server.properties"), props(tmp_path / "conf" / "admin.properties"), done
+
+
+def test_compose_kafka_config_has_no_plaintext(tmp_path):
+    server, admin, _ = kafka_start_config(tmp_path)
+    text = "\n".join(f"{k}={v}" for k, v in server.items())
+    assert "PLAINTEXT" not in text.upper(), "no PLAINTEXT (nor SASL_PLAINTEXT) listener"
+    protocols = dict(pair.split(":", 1) for pair in server["listener.security.protocol.map"].split(","))
+    assert set(protocols.values()) == {"SASL_SSL"}
+    for key in ("listeners", "advertised.listeners"):
+        names = {item.split("://", 1)[0] for item in server[key].split(",")}
+        assert names <= set(protocols), f"{key} names a listener without a protocol: {names - set(protocols)}"
+    assert {item.split("://", 1)[0] for item in server["listeners"].split(",")} == {"SASL_SSL", "HOST", "CONTROLLER"}
+    advertised = dict(item.split("://", 1) for item in server["advertised.listeners"].split(","))
+    assert advertised["SASL_SSL"] == "kafka:9092" and advertised["HOST"] == "127.0.0.1:29092"
+    assert server["inter.broker.listener.name"] == "SASL_SSL"
+    # the local stack's rules (scripts/stack.sh kafka_write_config)
+    assert server["authorizer.class.name"] == "org.apache.kafka.metadata.authorizer.StandardAuthorizer"
+    assert server["allow.everyone.if.no.acl.found"] == "false"
+    assert server["super.users"] == "User:admin"
+    assert server["auto.create.topics.enable"] == "false"
+    assert server["listener.name.sasl_ssl.sasl.enabled.mechanisms"] == "SCRAM-SHA-512"
+    assert server["listener.name.host.sasl.enabled.mechanisms"] == "SCRAM-SHA-512"
+    assert server["listener.name.controller.sasl.enabled.mechanisms"] == "PLAIN"
+    assert server["sasl.mechanism.controller.protocol"] == "PLAIN"
+    assert server["ssl.keystore.type"] == "PKCS12" and server["ssl.truststore.type"] == "PEM"
+    assert server["ssl.keystore.location"] == "/secrets/broker.p12"
+    assert server["ssl.truststore.location"] == "/secrets/ca.crt"
+    assert admin["security.protocol"] == "SASL_SSL" and admin["sasl.mechanism"] == "SCRAM-SHA-512"
+    assert 'username="admin"' in admin["sasl.jaas.config"]
+
+
+def test_compose_kafka_service_runs_the_start_script():
+    services = load_compose()["services"]
+    kafka, certs = services["kafka"], services["kafka-certs"]
+    assert kafka["command"] == ["sh", "/opt/yurong/compose/kafka-start.sh"]
+    assert certs["command"] == ["sh", "/opt/yurong/compose/kafka-certs.sh"]
+    assert certs["restart"] == "no"
+    assert kafka["depends_on"]["kafka-certs"]["condition"] == "service_completed_successfully"
+    for svc in (kafka, certs):
+        assert ("./scripts/compose", "/opt/yurong/compose", True) in mounts(svc)
+        assert not [v for v in env_dict(svc["environment"]).values() if "PLAINTEXT" in v.upper()]
+    # the health check logs in as admin with the client settings the start script writes
+    env = env_dict(kafka["environment"])
+    check = kafka["healthcheck"]["test"][1]
+    assert "kafka-broker-api-versions.sh --bootstrap-server kafka:9092" in check
+    assert f"--command-config {env['KAFKA_CONF_DIR']}/admin.properties" in check
+    # the keystore password is the one kafka-certs protected the store with
+    assert env["KAFKA_KEYSTORE_PASSWORD"] == env_dict(certs["environment"])["KAFKA_KEYSTORE_PASSWORD"]
+
+
+def test_compose_every_kafka_client_has_its_own_password():
+    compose = load_compose()
+    services = compose["services"]
+    clients = kafka_clients(compose)
+    assert set(clients) == {"connector-market", "worker", "sink"}
+    seen: dict[str, str] = {}
+    for name, svc in clients.items():
+        principal, var = KAFKA_LOGINS[tuple(svc["command"])]
+        env = env_dict(svc["environment"])
+        assert env.get("YURONG_KAFKA_USERNAME", "") == "", f"{name} logs in as its own principal {principal}"
+        assert required_vars(env["YURONG_KAFKA_PASSWORD"]) == {var}, f"{name}: YURONG_KAFKA_PASSWORD must come from {var}"
+        assert env["YURONG_KAFKA_PASSWORD"].startswith(f"${{{var}:?"), f"{name}: {var} must be required"
+        others = {v for value in env.values() for v in required_vars(value)
+                  if v.startswith("KAFKA_") and v.endswith("_PASSWORD")} - {var}
+        assert not others, f"{name} gets other principals' passwords: {others}"
+        assert var not in seen, f"{name} and {seen.get(var)} share {var}"
+        seen[var] = name
+        assert svc["depends_on"]["kafka-security"]["condition"] == "service_completed_successfully", name
+    # the simulator writes to its database only: no Kafka login
+    assert "YURONG_KAFKA_PASSWORD" not in env_dict(services["simulator"]["environment"])
+    # nobody but the broker and the one-shot that applies the ACLs gets the super user's password
+    for name, svc in services.items():
+        text = yaml.safe_dump(svc)
+        if name not in {"kafka", "kafka-security"}:
+            assert "KAFKA_ADMIN_PASSWORD" not in text, f"{name} gets the Kafka admin password"
+
+
+def test_compose_kafka_security_service():
+    compose = load_compose()
+    services = compose["services"]
+    sec = services["kafka-security"]
+    assert sec["restart"] == "no"
+    assert sec["image"] == services["worker"]["image"], "kafka-security runs the yurong image"
+    assert sec["command"] == ["sh", "/opt/yurong/compose/kafka-security.sh"]
+    assert sec["depends_on"]["kafka"]["condition"] == "service_healthy"
+    env = env_dict(sec["environment"])
+    assert env["YURONG_KAFKA_USERNAME"] == "admin"
+    assert required_vars(env["YURONG_KAFKA_PASSWORD"]) == {"KAFKA_ADMIN_PASSWORD"}
+    assert env["YURONG_KAFKA_BOOTSTRAP_SERVERS"] == "kafka:9092"
+    # the principals' passwords land in a tmpfs, never in a volume
+    tmpfs = [t.split(":", 1)[0] for t in sec["tmpfs"]]
+    assert any(env["YURONG_KAFKA_SECRETS_DIR"].startswith(t.rstrip("/") + "/") for t in tmpfs), tmpfs
+    # it gets the password of every principal an app logs in as, under the name the script reads
+    script = (COMPOSE_SCRIPTS / "kafka-security.sh").read_text()
+    written = dict(re.findall(r"([a-z-]+)=(KAFKA_\w+_PASSWORD)", script))
+    for principal, var in KAFKA_LOGINS.values():
+        assert written.get(principal) == var, f"kafka-security.sh does not write {principal}'s password from {var}"
+    for var in written.values():
+        assert required_vars(env[var]) == {var}, f"kafka-security: {var}"
+    assert {"consent", "operator"} <= set(written)
+
+
+def test_compose_apps_mount_the_ca_certificate_only():
+    compose = load_compose()
+    services = compose["services"]
+    certs_env = env_dict(services["kafka-certs"]["environment"])
+    by_target = {target: source for source, target, _ in mounts(services["kafka-certs"])}
+    key_volume, ca_volume = by_target[certs_env["KAFKA_SECRETS_DIR"]], by_target[certs_env["KAFKA_CA_DIR"]]
+    assert key_volume != ca_volume
+    assert {key_volume, ca_volume} <= set(compose["volumes"])
+    # the volume with the CA's key and the broker's key store: kafka-certs writes it, kafka reads it
+    holders = {name for name, svc in services.items() for source, _, _ in mounts(svc) if source == key_volume}
+    assert holders == {"kafka-certs", "kafka"}
+    assert (key_volume, "/secrets", True) in mounts(services["kafka"])
+    # every Kafka client (and kafka-security) mounts the CA certificate's volume read-only where
+    # YURONG_KAFKA_CA_LOCATION points
+    for name, svc in {**kafka_clients(compose), "kafka-security": services["kafka-security"]}.items():
+        ca = env_dict(svc["environment"])["YURONG_KAFKA_CA_LOCATION"]
+        assert (ca_volume, str(Path(ca).parent), True) in mounts(svc), f"{name} must mount {ca_volume} read-only"
+    for name, svc in app_services(compose).items():
+        assert key_volume not in {source for source, _, _ in mounts(svc)}, f"{name} mounts the CA key's volume"
+
+
+def test_compose_scripts_are_posix_sh():
+    for script in sorted(COMPOSE_SCRIPTS.glob("*.sh")):
+        assert script.read_text().startswith("#!/bin/sh\n"), f"{script.name}: the images' sh (busybox, dash) runs it"
+        done = subprocess.run(["sh", "-n", str(script)], capture_output=True, text=True, timeout=30)
+        assert done.returncode == 0, f"{script.name}: {done.stderr}"
+        if shutil.which("shellcheck"):
+            done = subprocess.run(["shellcheck", "-s", "sh", str(script)], capture_output=True, text=True, timeout=60)
+            assert done.returncode == 0, done.stdout
+
+
+def stack_kafka_config() -> dict[str, str]:
+    """The broker settings scripts/stack.sh ``kafka_write_config`` writes (variables unexpanded)."""
+    text = (REPO / "scripts" / "stack.sh").read_text(encoding="utf-8")
+    body = re.search(r"^kafka_write_config\(\) \{.*?<<EOF\n(.*?)^EOF$", text, re.S | re.M)
+    assert body, "kafka_write_config's server.properties in scripts/stack.sh"
+    lines = [ln for ln in body.group(1).splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+    return dict(ln.split("=", 1) for ln in lines)
+
+
+def test_compose_kafka_is_secured_like_the_local_stack(tmp_path):
+    stack = stack_kafka_config()
+    compose, _, _ = kafka_start_config(tmp_path)
+    assert "authorizer.class.name" in stack and "super.users" in stack
+    # by design: a PKCS12 store (keytool, no openssl in the image) and the published HOST listener
+    different = {"ssl.keystore.type", "listener.security.protocol.map"}
+    for key, value in stack.items():
+        assert key in compose, f"compose's broker lacks {key}"
+        if "$" not in value and key not in different:
+            assert compose[key] == value, f"{key}: compose {compose[key]!r}, local stack {value!r}"
+    stack_map = dict(p.split(":", 1) for p in stack["listener.security.protocol.map"].split(","))
+    compose_map = dict(p.split(":", 1) for p in compose["listener.security.protocol.map"].split(","))
+    assert stack_map.items() <= compose_map.items()
