@@ -388,14 +388,14 @@ kafka_wait() {
             timeout 30 java -Dlog4j2.configurationFile="$KAFKA_SRC/tools-log4j2.properties" \
                 -cp "$KAFKA_LIBS/*" org.apache.kafka.tools.TopicCommand \
                 --bootstrap-server "127.0.0.1:$KAFKA_PORT" --command-config "$YURONG_HOME/secrets/kafka/admin.properties" \
-                --list >/dev/null 2>&1; then
+                --list >/dev/null 2>"$LOG_DIR/kafka-wait.err"; then
             log "kafka: up (pid $(read_pid "$KAFKA_PID"), 127.0.0.1:$KAFKA_PORT)"
             return 0
         fi
         sleep 1
     done
-    show_logs "${KAFKA_LOG_OFFSETS[@]}"
-    die "kafka: broker did not answer on 127.0.0.1:$KAFKA_PORT within ${KAFKA_START_TIMEOUT}s (still running, pid $(read_pid "$KAFKA_PID"); see $KAFKA_LOG)"
+    show_logs "${KAFKA_LOG_OFFSETS[@]}" "$LOG_DIR/kafka-wait.err@0"
+    die "kafka: broker did not answer the admin on 127.0.0.1:$KAFKA_PORT within ${KAFKA_START_TIMEOUT}s (still running, pid $(read_pid "$KAFKA_PID"); see $KAFKA_LOG)"
 }
 
 kafka_stop() {
