@@ -344,6 +344,10 @@ kafka_format() {
 kafka_start() {
     KAFKA_STARTED=""
     KAFKA_LOG_OFFSETS=("$KAFKA_OUT@$(file_size "$KAFKA_OUT")" "$KAFKA_LOG@$(file_size "$KAFKA_LOG")")
+    if kafka_running && [[ ! -f "$KAFKA_HOME/data/.scram-admin" || ! -s "$YURONG_HOME/secrets/kafka/admin.password" ]]; then
+        log "kafka: running without TLS and logins (started by an older scripts/stack.sh); restarting it secured"
+        kafka_stop
+    fi
     if kafka_running; then
         if port_open "$KAFKA_PORT"; then
             log "kafka: already running (pid $(read_pid "$KAFKA_PID"))"

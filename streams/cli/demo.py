@@ -1,9 +1,11 @@
 """``yurong demo``: the whole platform on the local stack, end to end, in about a minute.
 
-Starts the stack, seeds the market-supervision database, runs connector, worker and sink as
-child processes (logs in ``$YURONG_HOME/logs``), grants bank ``b0001`` consent for a portfolio
-of enterprises (some on a distress path) while bank ``b0002`` watches the same portfolio
-without consent, makes live changes, shows the alerts as they arrive and runs an analyst query.
+Starts the stack (Kafka secured: every component logs in as its own principal), seeds the
+market-supervision database, runs connector, worker and sink as child processes (logs in
+``$YURONG_HOME/logs``), onboards banks ``b0001`` and ``b0002`` (a login each, client bundles in
+``$YURONG_HOME/banks``), grants ``b0001`` consent for a portfolio of enterprises (some on a
+distress path) while ``b0002`` watches the same portfolio without consent, makes live changes,
+shows the alerts as each bank reads them with its own bundle, and runs an analyst query.
 """
 
 from __future__ import annotations
@@ -121,6 +123,8 @@ def run_demo(console: Console, enterprises: int, seconds: int, rate: float) -> N
     # Both banks are onboarded as a bank would be: a Kafka login of its own that reads only its own
     # alerts.<bank_id>, and a client bundle ($YURONG_HOME/banks/<bank_id>) the demo reads alerts with.
     bundles = {bank: onboard(bank, settings=s)[0] for bank in (CONSENTED_BANK, UNCONSENTED_BANK)}
+    console.print(f"   both banks onboarded: a Kafka login that reads only its own alerts.<bank>, client bundles in "
+                  f"{s.paths.home / 'banks'}")
     # Consents go where they always go: onto consent.grants (written by the consent service only),
     # which the worker applies to Redis. Each names who recorded it and the signed authorisation.
     consent = kafka_login(CONSENT, s)
