@@ -59,19 +59,17 @@ def test_connect_worker_and_sink_started_together_on_an_empty_broker_merge_at_on
     sim = MarketSimulator(market_db, seed=int(unique[:6], 16), distress_share=0.0)
     sim.create_schema()
     usccs = sim.seed_enterprises(50)
-    from streams.kafka.security import client_conf
-    from streams.settings import Settings
+    from pydantic import SecretStr
+
+    from streams.kafka.security import KafkaLogin
 
     env = {**fresh_kafka, "YURONG_CLICKHOUSE_BATCH_SECONDS": "0.3", "YURONG_SOURCE_FLUSH_INTERVAL_S": "0.1",
            "YURONG_SOURCE_DROP_DIR": str(tmp_path / "drops")}
     p = IsolatedPipeline(tmp_path, market_db, {"bootstrap.servers": fresh_kafka["YURONG_KAFKA_BOOTSTRAP_SERVERS"]},
                          redis_url, unique, TEST_KEY, env, label="fresh")
-    os.environ.update(fresh_kafka)  # this process's view of the fresh broker, to list its topics
-    try:
-        admin_conf = client_conf("admin", Settings())
-    finally:
-        for k in fresh_kafka:
-            os.environ.pop(k)
+    secrets = Path(fresh_kafka["YURONG_KAFKA_SECRETS_DIR"])
+    admin_conf = KafkaLogin(fresh_kafka["YURONG_KAFKA_BOOTSTRAP_SERVERS"], "admin",
+                            SecretStr((secrets / "admin.password").read_text().strip()), secrets / "ca.crt").conf()
     from confluent_kafka.admin import AdminClient
 
     before = set(AdminClient(admin_conf).list_topics(timeout=15).topics)
