@@ -145,12 +145,18 @@ class ConsentGrant:
     @classmethod
     def from_record(cls, r: Mapping[str, Any]) -> ConsentGrant:
         """From a ``consent/grant`` record, validating bank id, USCC, ``recorded_by`` and
-        ``evidence_ref`` (ConfigError naming the field). A record without who recorded it or
-        without the evidence of authorisation — missing, empty as in records written before the
-        fields existed, or invalid — is refused: the worker dead-letters it and applies nothing."""
+        ``evidence_ref`` (ConfigError naming the field). A record without who recorded it, or a
+        version that grants (not revoked) without the evidence of authorisation — missing, empty
+        as in records written before the fields existed, or invalid — is refused: the worker
+        dead-letters it and applies nothing. A revocation needs no evidence (it only takes access
+        away, and must stay possible for a consent recorded before evidence was required), but
+        any evidence it carries must be valid."""
+        revoked = bool(r.get("revoked_ms"))
         try:
             recorded_by = check_recorded_by(r.get("recorded_by"))
-            evidence_ref = check_evidence_ref(r.get("evidence_ref"))
+            evidence_ref = r.get("evidence_ref") or ""
+            if not revoked or evidence_ref:
+                evidence_ref = check_evidence_ref(evidence_ref)
         except ConfigError as exc:
             raise ConfigError(f"consent {r.get('consent_id')!r}: {exc}") from None
         return cls(
@@ -186,19 +192,13 @@ def revocations(grants: Iterable[ConsentGrant], bank_id: str, now_ms: int, *, re
     """New versions of every consent of ``grants`` for ``bank_id`` that is in force or scheduled
     to start (not revoked, not expired), revoked from ``now_ms``.
 
-    A revocation is a new version of the same consent: it keeps the grant's ``evidence_ref`` and
-    is recorded by the revoker (``recorded_by``, its Kafka principal). A consent without valid
-    evidence (state written before the field existed) is refused (ConfigError) rather than turned
-    into a revocation ``from_record`` would refuse — the worker would dead-letter it and the
-    consent would stay in force."""
+    A revocation is a new version of the same consent: it keeps the grant's ``evidence_ref`` (empty
+    for a consent recorded before evidence was required: a revocation needs none, see
+    ``ConsentGrant.from_record``) and is recorded by the revoker (``recorded_by``, its Kafka principal)."""
     check_recorded_by(recorded_by)
     out = []
     for g in grants:
         if g.bank_id == bank_id and not g.revoked_ms and now_ms < g.expiry_ms:
-            try:
-                check_evidence_ref(g.evidence_ref)
-            except ConfigError as exc:
-                raise ConfigError(f"consent {g.consent_id} cannot be revoked by a valid version: {exc}") from None
             out.append(replace(g, revoked_ms=now_ms, ts_ms=max(now_ms, g.ts_ms + 1), recorded_by=recorded_by))
     return out
 

@@ -287,15 +287,23 @@ def test_a_revocation_needs_a_valid_revoker(revoker):
         revocations([], "b0001", now_ms=1_500, recorded_by=revoker)  # refused even with nothing to revoke
 
 
-def test_a_consent_without_evidence_is_not_turned_into_a_revocation_the_worker_would_refuse():
-    """State written before evidence_ref existed (Redis hashes: from_redis reads ""): a revocation
-    of it would be dead-lettered and leave the consent in force, so it is refused loudly here."""
+def test_a_consent_recorded_before_evidence_was_required_can_still_be_revoked():
+    """State written before evidence_ref existed (Redis hashes: from_redis reads ""). Taking access
+    away must stay possible: its revocation carries no evidence, names the revoker, and the worker
+    accepts it (from_record), while a *granting* version without evidence is refused."""
     legacy = ConsentGrant.from_redis({k: v for k, v in grant(cid="old").to_redis().items()
                                       if k not in ("recorded_by", "evidence_ref")})
     assert (legacy.recorded_by, legacy.evidence_ref) == ("", "")
-    with pytest.raises(ConfigError, match="consent old .*evidence_ref is missing"):
-        revocations([legacy], "b0001", now_ms=1_500, recorded_by="consent")
+    [r] = revocations([legacy], "b0001", now_ms=1_500, recorded_by="consent")
+    assert (r.revoked_ms, r.recorded_by, r.evidence_ref) == (1_500, "consent", "")
+    assert ConsentGrant.from_record(r.to_record()) == r
     assert revocations([legacy], "b0002", now_ms=1_500, recorded_by="consent") == []  # not this bank's
+    with pytest.raises(ConfigError, match="evidence_ref is missing"):
+        ConsentGrant.from_record({**legacy.to_record(), "recorded_by": "consent"})  # granting, no evidence
+    with pytest.raises(ConfigError, match="recorded_by"):
+        ConsentGrant.from_record(r.to_record() | {"recorded_by": ""})  # a revocation still names its recorder
+    with pytest.raises(ConfigError, match="evidence_ref"):  # evidence a revocation carries is still checked
+        ConsentGrant.from_record(r.to_record() | {"evidence_ref": " padded "})
 
 
 def test_grant_record_round_trip_through_avro(schemas):
