@@ -95,7 +95,7 @@ def alert(bank: str, c: dict) -> dict:
 class Produced:
     """Produces and remembers where Kafka put each record (topic, partition, offset)."""
 
-    def __init__(self, bootstrap: str) -> None:
+    def __init__(self, bootstrap: dict) -> None:
         self.producer = Producer(producer_config(bootstrap))
         self.where: list[tuple[str, int, int]] = []
 
@@ -117,7 +117,7 @@ class Produced:
 SUBSCRIBED = [re.compile(p) if p.startswith("^") else re.compile(re.escape(p) + "$") for p in SUBSCRIPTION]
 
 
-def current_ends(bootstrap: str) -> list[TopicPartition]:
+def current_ends(bootstrap: dict) -> list[TopicPartition]:
     """End offsets of every topic the sink subscribes to, right now. A topic that is still being
     created elsewhere is left out: the sink reads it from the start, which is harmless."""
     c = Consumer({**bootstrap, "group.id": f"ends-{uuid.uuid4().hex}"})
@@ -133,14 +133,14 @@ def current_ends(bootstrap: str) -> list[TopicPartition]:
     return out
 
 
-def start_group_at(bootstrap: str, group: str, positions: list[TopicPartition]) -> None:
+def start_group_at(bootstrap: dict, group: str, positions: list[TopicPartition]) -> None:
     """Commit ``positions`` for the (not yet running) group: the sink starts reading there."""
     c = Consumer({**bootstrap, "group.id": group, "enable.auto.commit": False})
     commit_sync(c, [TopicPartition(tp.topic, tp.partition, tp.offset) for tp in positions])
     c.close()
 
 
-def committed(bootstrap: str, group: str, where: list[tuple[str, int, int]]) -> dict[tuple[str, int], int]:
+def committed(bootstrap: dict, group: str, where: list[tuple[str, int, int]]) -> dict[tuple[str, int], int]:
     c = Consumer({**bootstrap, "group.id": group, "enable.auto.commit": False})
     parts = sorted({(t, p) for t, p, _ in where})
     out = {(tp.topic, tp.partition): tp.offset for tp in c.committed([TopicPartition(t, p) for t, p in parts], timeout=10)}
@@ -158,7 +158,7 @@ def covers(offsets: dict[tuple[str, int], int], where: list[tuple[str, int, int]
 class RunningSink:
     """A ClickHouseSink in a background thread, stopped cleanly on ``stop()``."""
 
-    def __init__(self, bootstrap: str, group: str, writer: ClickHouseWriter) -> None:
+    def __init__(self, bootstrap: dict, group: str, writer: ClickHouseWriter) -> None:
         self.sink = ClickHouseSink(Consumer(consumer_config(bootstrap, group)), Producer(producer_config(bootstrap)),
                                    writer, schema_store(), batch_size=200, batch_seconds=0.2)
         self.error: BaseException | None = None
@@ -249,7 +249,7 @@ def bank(kafka_admin, unique) -> str:
     return bank_id
 
 
-def produce_every_kind(bootstrap: str, ids: Ids, bank: str) -> tuple[list, dict]:
+def produce_every_kind(bootstrap: dict, ids: Ids, bank: str) -> tuple[list, dict]:
     out = Produced(bootstrap)
     changes = {}
     for i in range(3):

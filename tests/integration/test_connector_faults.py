@@ -19,7 +19,7 @@ REG = "dept.market.enterprise_registration"
 LISTINGS = "dept.market.abnormal_operation"
 
 
-def market_connector(dsn: str, bootstrap: str, log) -> ConnectorProcess:
+def market_connector(dsn: str, bootstrap: dict, log) -> ConnectorProcess:
     """`yurong connect market` on the test's database, as a child process."""
     return ConnectorProcess("market", bootstrap, log, {"YURONG_SOURCE_MARKET_DSN": dsn})
 

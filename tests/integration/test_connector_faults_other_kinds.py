@@ -132,7 +132,7 @@ def hrss_db(settings, unique):
     admin.close()
 
 
-def hrss_connector(dsn: str, bootstrap: str, log: Path) -> ConnectorProcess:
+def hrss_connector(dsn: str, bootstrap: dict, log: Path) -> ConnectorProcess:
     return ConnectorProcess("hrss", bootstrap, log, {"YURONG_SOURCE_DSNS": json.dumps({"hrss": dsn})})
 
 

@@ -73,7 +73,7 @@ class Registry:
 class Connect:
     """Kafka Connect standalone with a JSON and an Avro Debezium connector on one database."""
 
-    def __init__(self, db: str, bootstrap: str, pg_port: int, registry: Registry) -> None:
+    def __init__(self, db: str, bootstrap: dict, pg_port: int, registry: Registry) -> None:
         self.db = db
         self.dir = yurong_home() / "debezium" / f"avro-{db}"
         self.rest = free_port()

@@ -47,11 +47,11 @@ PROFILE_FIELDS = (
 class Debezium(DebeziumScript):
     """scripts/debezium.sh run/stop for one database, with its own instance name and REST port."""
 
-    def __init__(self, db: str, bootstrap: str, pg_port: int) -> None:
+    def __init__(self, db: str, bootstrap: dict, pg_port: int) -> None:
         super().__init__(f"test-{db}", {
             "YURONG_DEBEZIUM_DBNAME": db,
             "YURONG_DEBEZIUM_REST_PORT": str(free_port()),
-            "YURONG_KAFKA_PORT": bootstrap.split(",")[0].rpartition(":")[2],
+            "YURONG_KAFKA_PORT": bootstrap["bootstrap.servers"].split(",")[0].rpartition(":")[2],
             "YURONG_PG_PORT": str(pg_port),
         })
         self.slot = f"debezium_{db}"
@@ -60,7 +60,7 @@ class Debezium(DebeziumScript):
 class TailReader:
     """Reads topics from their current end on (the shared topics hold every earlier test's records)."""
 
-    def __init__(self, bootstrap: str, topics: list[str]) -> None:
+    def __init__(self, bootstrap: dict, topics: list[str]) -> None:
         self.consumer = Consumer({**bootstrap, "group.id": f"test-tail-{uuid.uuid4().hex}",
                                   "enable.auto.commit": False})
         assignment = []

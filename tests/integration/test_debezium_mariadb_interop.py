@@ -74,7 +74,7 @@ class MariaDbDebezium(DebeziumScript):
             "YURONG_DEBEZIUM_TOPIC_PREFIX": self.prefix,
             "YURONG_DEBEZIUM_HISTORY_TOPIC": self.history_topic,
             "YURONG_DEBEZIUM_REST_PORT": str(free_port()),
-            "YURONG_KAFKA_PORT": bootstrap.split(",")[0].rpartition(":")[2],
+            "YURONG_KAFKA_PORT": bootstrap["bootstrap.servers"].split(",")[0].rpartition(":")[2],
             "YURONG_MYSQL_PORT": str(mysql_port),
         })
 
