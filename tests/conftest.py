@@ -270,9 +270,9 @@ class TemporaryPrincipals:
     def allow(self, principal: str, rules) -> None:
         """Add ``rules`` to an existing principal (e.g. the worker reading a test's Debezium
         prefix) for this test; removed afterwards, the principal's other ACLs untouched."""
-        from streams.kafka.security import _bindings
+        from streams.kafka.security import acl_bindings
 
-        bindings = list(_bindings(principal, rules))
+        bindings = list(acl_bindings(principal, rules))
         for fut in self.admin.create_acls(bindings, request_timeout=15).values():
             fut.result()
         self.added.extend(bindings)

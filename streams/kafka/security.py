@@ -115,7 +115,8 @@ def client_conf(principal: str, settings: Settings | None = None) -> dict[str, A
 
 # --- the matrix on the broker ----------------------------------------------------------------------
 
-def _bindings(principal: str, rules: Iterable[Rule]) -> set[AclBinding]:
+def acl_bindings(principal: str, rules: Iterable[Rule]) -> set[AclBinding]:
+    """The broker's ALLOW bindings that say ``rules`` for ``principal`` (one per operation)."""
     out = set()
     for rule in rules:
         for op in rule.ops:
@@ -140,7 +141,7 @@ def acls_of(admin: AdminClient, principal: str) -> set[AclBinding]:
 
 def sync_acls(admin: AdminClient, principal: str, rules: Iterable[Rule]) -> tuple[int, int]:
     """Make ``principal``'s ACLs exactly ``rules``; returns (created, deleted)."""
-    want = _bindings(principal, rules)
+    want = acl_bindings(principal, rules)
     have = acls_of(admin, principal)
     create, delete = want - have, have - want
     if create:
