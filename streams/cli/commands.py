@@ -31,6 +31,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from streams.cli.common import console, err_console, run_sql, setup_logging, with_registry
+from streams.cli.output import csv_row, result_table
 from streams.errors import ConfigError, YurongError
 from streams.settings import REPO_ROOT, get_settings
 
@@ -554,15 +555,12 @@ def sql(query: str, param: tuple[str, ...], fmt: str) -> None:
     out = run_sql(query, params)
     if fmt == "json":
         console.print_json(json.dumps(out, ensure_ascii=False, default=str))
-    elif fmt == "csv":
+    elif fmt == "csv":  # formula-like cells neutralised (streams/cli/output.py)
         w = csv.writer(sys.stdout)
-        w.writerow(out["columns"])
-        w.writerows(out["rows"])
-    else:
-        t = Table(*out["columns"])
-        for row in out["rows"]:
-            t.add_row(*("" if v is None else str(v) for v in row))
-        console.print(t)
+        w.writerow(csv_row(out["columns"]))
+        w.writerows(csv_row(row) for row in out["rows"])
+    else:  # cells are Text: data is never read as markup
+        console.print(result_table(out["columns"], out["rows"]))
 
 
 # --- demo ----------------------------------------------------------------------------------------------

@@ -80,6 +80,7 @@ def run_demo(console: Console, enterprises: int, seconds: int, rate: float) -> N
     from connectors.simulator.market import MarketSimulator
     from streams.cli.bundle import onboard, read_bundle_conf
     from streams.cli.common import run_sql, with_registry
+    from streams.cli.output import result_table
     from streams.core.access import CONSENT
     from streams.core.consent import new_grant
     from streams.kafka.consent_log import publish_grants
@@ -175,10 +176,7 @@ def run_demo(console: Console, enterprises: int, seconds: int, rate: float) -> N
         for query in ANALYST_QUERIES:
             console.print(f"[dim]{query}[/dim]")
             out = run_sql(query)
-            t = Table(*out["columns"])
-            for row in out["rows"]:
-                t.add_row(*(str(v) for v in row))
-            console.print(t)
+            console.print(result_table(out["columns"], out["rows"]))
     latencies.sort()
     p50 = latencies[len(latencies) // 2] if latencies else float("nan")
     console.print(f"alerts received: {CONSENTED_BANK} (consented) = {received[CONSENTED_BANK]}, "
