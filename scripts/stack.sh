@@ -953,12 +953,28 @@ record_ports() {
 
 want() { [[ "$STACK_SERVICES" == *" $1 "* ]]; }
 
+# The local stack's pseudonymisation key (32 random bytes as hex, 0600), made once per
+# YURONG_HOME and exported by `env` as YURONG_MASKING_KEY_FILE, so that `yurong worker` works by
+# hand on the local stack. A deployment sets its own key; without one the worker refuses to start.
+masking_key() {
+    local key="$YURONG_HOME/secrets/pseudonym.key"
+    mkdir -p "$YURONG_HOME/secrets"
+    chmod 700 "$YURONG_HOME/secrets"
+    if [[ ! -s "$key" ]]; then
+        command -v openssl >/dev/null || apt_install openssl
+        (umask 077 && openssl rand -hex 32 >"$key") || die "could not make the pseudonymisation key $key"
+        log "masking: made the local pseudonymisation key ($key)"
+    fi
+    chmod 600 "$key"
+}
+
 cmd_up() {
     local t0=$SECONDS
     ensure_dirs
     set_paths
     if kafka_running || redis_running || pg_running || my_running; then load_recorded_ports; fi
     record_ports
+    masking_key
     if want kafka; then kafka_start; fi      # the JVM boots while redis and postgres start
     if want redis; then redis_start; fi
     if want postgres; then pg_start; fi
@@ -1006,6 +1022,7 @@ export YURONG_PG_PORT=$PG_PORT
 export YURONG_MYSQL_PORT=$MYSQL_PORT
 export YURONG_KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:$KAFKA_PORT
 export YURONG_KAFKA_SECRETS_DIR=$YURONG_HOME/secrets/kafka
+export YURONG_MASKING_KEY_FILE=$YURONG_HOME/secrets/pseudonym.key
 export YURONG_REDIS_URL=redis://127.0.0.1:$REDIS_PORT/0
 export YURONG_REDIS_SECRETS_DIR=$YURONG_HOME/secrets/redis
 export YURONG_SOURCE_MARKET_DSN=postgresql://$PG_USER:$PG_PASSWORD@127.0.0.1:$PG_PORT/$PG_DB

@@ -23,7 +23,7 @@ def load_pseudonymizer(settings: Settings) -> Pseudonymizer:
             raise ConfigError(f"cannot read the pseudonymisation key file {m.key_file}: {exc.strerror}") from None
     raise ConfigError(
         "no pseudonymisation key: set YURONG_MASKING_HMAC_KEY (≥32 bytes) or YURONG_MASKING_KEY_FILE. "
-        "`yurong demo` generates one for the local stack."
+        "On the local stack, `eval \"$(yurong stack env)\"` exports the key file `yurong stack up` made."
     )
 
 
