@@ -6,6 +6,7 @@ import datetime as dt
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from streams.core.ingest import shown
 from streams.errors import ValidationError
 
 Converter = Callable[[Any], Any]
@@ -49,6 +50,10 @@ def _unchanged(value: Any) -> Any:
     return value
 
 
+_EXPECTED: dict[Converter, str] = {int: "an integer", float: "a number", _to_bool: "a boolean", _to_date: "a date",
+                                   _to_timestamp: "a timestamp", str: "text"}
+
+
 def _converter(avro_type: Any) -> Converter:
     t = avro_type
     if isinstance(t, list):
@@ -81,8 +86,9 @@ def row_converter(value_schema: Mapping[str, Any]) -> Callable[[Mapping[str, Any
                 continue
             try:
                 out[name] = conv(v)
-            except (ValueError, TypeError) as exc:
-                raise ValidationError(f"{where}.{name}: cannot convert source value ({exc})", field=name) from exc
+            except (ValueError, TypeError) as exc:  # the exception's text quotes the value: not repeated
+                raise ValidationError(f"{where}.{name}: the source value {shown(v)} is not {_EXPECTED.get(conv, 'convertible')}",
+                                      field=name) from exc
         return out
 
     return convert

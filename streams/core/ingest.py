@@ -16,7 +16,7 @@ from typing import Any
 
 from streams.core.catalogue import Dataset
 from streams.core.identifiers import uscc_problem
-from streams.core.masking import Pseudonymizer, assert_no_pii, find_pii_in_text
+from streams.core.masking import Pseudonymizer, assert_no_pii
 from streams.errors import ValidationError
 
 OPS = ("c", "u", "d", "r")
@@ -36,18 +36,22 @@ class Provenance:
 
 
 _PERIOD = re.compile(r"\d{4}-(0[1-9]|1[0-2])")
-_SHOWN_CHARS = 24
 
 
 def shown(value: Any) -> str:
-    """``value`` as an error message may show it: a dead letter's message reaches ``dlq_event``
-    in ClickHouse, so a value that looks like a raw ID, phone or card number (a clerk's typo in
-    the wrong column) is never echoed, and long text is cut."""
+    """What an error message says of a source value: its kind and size, never its content. A dead
+    letter's message reaches ``dlq_event`` in ClickHouse, where analysts read it, and a value in
+    the wrong column may be anything (an ID number, a name, a passport number in a note). The
+    value itself stays in the dead letter's bytes on ``dlq.dept.*``, with the raw topic's retention."""
+    if value is None:
+        return "(empty)"
+    if isinstance(value, bool):
+        return "(a boolean)"
+    if isinstance(value, (int, float)):
+        return "(a number)"
     if isinstance(value, str):
-        if find_pii_in_text(value):
-            return "<value withheld: it looks like personal data>"
-        return repr(value if len(value) <= _SHOWN_CHARS else value[:_SHOWN_CHARS] + "…")
-    return repr(value)
+        return f"(text of {len(value)} characters)"
+    return f"(a {type(value).__name__})"
 
 
 def _is_number(value: Any) -> bool:
@@ -85,7 +89,7 @@ def validate_row(ds: Dataset, row: Mapping[str, Any]) -> None:
         if not _is_number(value) or not math.isfinite(value):
             raise ValidationError(f"{ds.name}.{name} {shown(value)} is not a finite number", field=name)
         if value < 0:
-            raise ValidationError(f"{ds.name}.{name} {value!r} is negative; amounts and counts must be >= 0", field=name)
+            raise ValidationError(f"{ds.name}.{name} is negative; amounts and counts must be >= 0", field=name)
     for name, (low, high) in ds.bounds.items():
         value = row.get(name)
         if value is None:
@@ -93,7 +97,7 @@ def validate_row(ds: Dataset, row: Mapping[str, Any]) -> None:
         if not _is_number(value) or not math.isfinite(value):
             raise ValidationError(f"{ds.name}.{name} {shown(value)} is not a finite number", field=name)
         if not low <= value <= high:
-            raise ValidationError(f"{ds.name}.{name} {value!r} is outside its range [{low:g}, {high:g}]"
+            raise ValidationError(f"{ds.name}.{name} is outside its range [{low:g}, {high:g}]"
                                   " (a unit mix-up? the mapping's bounds are in the field's unit)", field=name)
 
 

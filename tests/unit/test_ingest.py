@@ -137,7 +137,7 @@ def test_bad_uscc_check_digit_is_rejected_without_echoing_the_code(reg, pseudony
 @pytest.mark.parametrize(
     "overrides, field, fragment",
     [
-        ({"status": "bankrupt"}, "status", "'bankrupt' is not one of"),
+        ({"status": "bankrupt"}, "status", "(text of 8 characters) is not one of"),
         ({"name": ""}, "name", "required"),
         ({"status": None}, "status", "required"),
         ({"uscc": None}, "uscc", "required"),
