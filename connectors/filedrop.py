@@ -46,12 +46,15 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import errno
 import hashlib
 import io
 import json
 import logging
 import os
+import stat
 import time
+import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -96,11 +99,34 @@ def sha256_of(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def read_rows(name: str, data: bytes) -> list[tuple[int, dict[str, Any]]]:
-    """``[(line, {column: value})]`` of the data rows; empty cells are None, blank rows skipped."""
+def read_rows(name: str, data: bytes, max_rows: int = 2_000_000, max_bytes: int = 256 * 1024 * 1024
+              ) -> list[tuple[int, dict[str, Any]]]:
+    """``[(line, {column: value})]`` of the data rows; empty cells are None, blank rows skipped.
+    ManifestError when the file has more than ``max_rows`` data rows, or (XLSX) expands to more
+    than ``max_bytes``: limits are checked before the rows are built, so a small zip bomb costs
+    nothing."""
     if name.lower().endswith(".xlsx"):
-        return _xlsx_rows(data)
-    return _csv_rows(data)
+        return _xlsx_rows(data, max_rows, max_bytes)
+    return _csv_rows(data, max_rows)
+
+
+def read_limited(path: Path, max_bytes: int) -> bytes:
+    """The content of ``path``, refusing a symbolic link (O_NOFOLLOW: not even one swapped in
+    after the folder was listed: a link would pull another department's file into this one's
+    dead letters) and a file larger than ``max_bytes``."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise ManifestError("is a symbolic link: only regular files are read") from None
+        raise
+    with os.fdopen(fd, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+            raise ManifestError("is not a regular file")
+        if size > max_bytes:
+            raise ManifestError(f"is {size:,} bytes, more than the limit of {max_bytes:,} (YURONG_SOURCE_DROP_MAX_BYTES)")
+        return f.read(max_bytes + 1)
 
 
 def _clean(v: Any) -> Any:
@@ -110,14 +136,14 @@ def _clean(v: Any) -> Any:
     return v
 
 
-def _csv_rows(data: bytes) -> list[tuple[int, dict[str, Any]]]:
+def _csv_rows(data: bytes, max_rows: int) -> list[tuple[int, dict[str, Any]]]:
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError:
         try:
             text = data.decode("gb18030")
         except UnicodeDecodeError as exc:
-            raise ManifestError(f"not UTF-8 or GB18030 text ({exc})") from None
+            raise ManifestError(f"not UTF-8 or GB18030 text (undecodable byte at offset {exc.start})") from None
     reader = csv.reader(io.StringIO(text, newline=""))
     header = None
     out = []
@@ -131,34 +157,54 @@ def _csv_rows(data: bytes) -> list[tuple[int, dict[str, Any]]]:
         if len(fields) > len(header):
             row["_extra"] = fields[len(header):]
         out.append((reader.line_num, row))
+        if len(out) > max_rows:
+            raise ManifestError(f"more than {max_rows:,} data rows (YURONG_SOURCE_DROP_MAX_ROWS)")
     if header is None:
         raise ManifestError("the file is empty (no header row)")
     return out
 
 
-def _xlsx_rows(data: bytes) -> list[tuple[int, dict[str, Any]]]:
-    import openpyxl  # only file-drop departments with XLSX need it
+def _xlsx_rows(data: bytes, max_rows: int, max_bytes: int) -> list[tuple[int, dict[str, Any]]]:
+    import openpyxl  # only file-drop departments with XLSX need it; it parses with defusedxml (installed)
 
     try:
-        wb = openpyxl.load_workbook(io.BytesIO(data), read_only=True, data_only=True)
-    except Exception as exc:  # noqa: BLE001 — zipfile/xml errors of a broken workbook
-        raise ManifestError(f"not a readable XLSX workbook ({type(exc).__name__}: {exc})") from None
+        with zipfile.ZipFile(io.BytesIO(data)) as z:
+            expanded = sum(i.file_size for i in z.infolist())
+    except zipfile.BadZipFile:
+        raise ManifestError("not a readable XLSX workbook (not a zip archive)") from None
+    if expanded > max_bytes:
+        raise ManifestError(f"expands to {expanded:,} bytes, more than the limit of {max_bytes:,} (YURONG_SOURCE_DROP_MAX_BYTES)")
     try:
-        ws = wb.worksheets[0]
-        header = None
-        out = []
-        for line, values in enumerate(ws.iter_rows(values_only=True), start=1):
-            if header is None:
-                header = [str(h).strip() if h is not None else "" for h in values]
-                continue
-            if all(_clean(v) is None for v in values):
-                continue
-            out.append((line, {h: _clean(v) for h, v in zip(header, values, strict=False) if h}))  # rows may be ragged
-        if header is None:
-            raise ManifestError("the workbook's first sheet is empty (no header row)")
-        return out
+        wb = openpyxl.load_workbook(io.BytesIO(data), read_only=True, data_only=True)
+    except Exception as exc:  # noqa: BLE001 — zipfile/xml errors of a broken workbook; their text may quote content
+        raise ManifestError(f"not a readable XLSX workbook ({type(exc).__name__})") from None
+    try:
+        return _sheet_rows(wb, max_rows)
+    except ManifestError:
+        raise
+    except Exception as exc:  # noqa: BLE001 — XML errors while reading the sheet (defusedxml's refusals included)
+        raise ManifestError(f"not a readable XLSX workbook ({type(exc).__name__})") from None
     finally:
         wb.close()
+
+
+def _sheet_rows(wb, max_rows: int) -> list[tuple[int, dict[str, Any]]]:
+    """The data rows of the workbook's first sheet (the first row is the header)."""
+    ws = wb.worksheets[0]
+    header = None
+    out = []
+    for line, values in enumerate(ws.iter_rows(values_only=True), start=1):
+        if header is None:
+            header = [str(h).strip() if h is not None else "" for h in values]
+            continue
+        if all(_clean(v) is None for v in values):
+            continue
+        out.append((line, {h: _clean(v) for h, v in zip(header, values, strict=False) if h}))  # rows may be ragged
+        if len(out) > max_rows:
+            raise ManifestError(f"more than {max_rows:,} data rows (YURONG_SOURCE_DROP_MAX_ROWS)")
+    if header is None:
+        raise ManifestError("the workbook's first sheet is empty (no header row)")
+    return out
 
 
 class FileDropSource:
@@ -178,6 +224,7 @@ class FileDropSource:
         self._snapshot_done = False
         self._snapshot_files: set[Path] | None = None  # files of the initial load still to finish; None: not listed yet
         self._poll_interval = settings.poll_interval_s
+        self._max_bytes, self._max_rows = settings.drop_max_bytes, settings.drop_max_rows
         self._by_prefix = {ds.table: ds for ds in dept.datasets.values()}
         self._convert = {ds.name: row_converter(_value_schema(schemas.get(ds.schema_name).parsed)) for ds in dept.datasets.values()}
         self._processed: set[str] = set()
@@ -250,7 +297,7 @@ class FileDropSource:
     def _ready_files(self) -> list[Path]:
         files = []
         for p in self.folder.iterdir():
-            if not p.is_file() or p.name.startswith(".") or not p.name.lower().endswith(SUFFIXES):
+            if not (p.is_file() or p.is_symlink()) or p.name.startswith(".") or not p.name.lower().endswith(SUFFIXES):
                 continue
             if p in self._inflight_paths or not Path(str(p) + MANIFEST).exists():
                 continue
@@ -259,7 +306,12 @@ class FileDropSource:
 
     def _take(self, path: Path) -> list[ChangeEvent]:
         """Events of one file (rows, dead letters, or one quarantine notice); [] if nothing to send."""
-        data = path.read_bytes()
+        try:
+            data = read_limited(path, self._max_bytes)
+        except ManifestError as exc:  # a link or an oversized file: quarantined unread
+            sha = sha256_of(f"unread:{path.name}:{path.lstat().st_mtime_ns}".encode())
+            return self._reject(path, self._by_prefix.get(path.name.split("-", 1)[0]), sha,
+                                path.lstat().st_mtime_ns // 1_000_000, f"the file {exc}")
         sha = sha256_of(data)
         if sha in self._processed:
             log.info("%s: %s has the content of a file processed before (sha256 %s…): skipped", self.name, path.name, sha[:16])
@@ -281,7 +333,7 @@ class FileDropSource:
                 raise ManifestError(f"manifest dataset {manifest.get('dataset')!r} does not match the file name's {ds.name!r}")
             if str(manifest.get("sha256", "")).lower() != sha:
                 raise ManifestError(f"manifest sha256 {str(manifest.get('sha256'))[:16]!r}… does not match the content's {sha[:16]}…")
-            rows = read_rows(path.name, data)
+            rows = read_rows(path.name, data, self._max_rows, self._max_bytes)
             if manifest.get("rows") != len(rows):
                 raise ManifestError(f"manifest says {manifest.get('rows')!r} rows, the file has {len(rows)}")
         except ManifestError as exc:
@@ -303,7 +355,7 @@ class FileDropSource:
     def _manifest(path: Path) -> dict[str, Any]:
         mpath = Path(str(path) + MANIFEST)
         try:
-            doc = json.loads(mpath.read_text(encoding="utf-8-sig"))
+            doc = json.loads(read_limited(mpath, 1024 * 1024).decode("utf-8-sig"))
         except (OSError, ValueError) as exc:
             raise ManifestError(f"manifest {mpath.name} is not readable JSON ({exc})") from None
         if not isinstance(doc, dict):

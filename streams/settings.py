@@ -119,6 +119,9 @@ class SourceSettings(BaseSettings):
                                     description="how often the connector waits for Kafka acks and then acknowledges the LSN")
     status_interval_s: float = Field(default=10.0, gt=0, description="standby status (keepalive) interval towards PostgreSQL")
     poll_interval_s: float = Field(default=2.0, gt=0, description="how often polling and file-drop sources look for news")
+    drop_max_bytes: int = Field(default=256 * 1024 * 1024, ge=1, description="a dropped file larger than this (for "
+                                "XLSX: its uncompressed content) is rejected unread")
+    drop_max_rows: int = Field(default=2_000_000, ge=1, description="a dropped file with more data rows is rejected")
     heartbeat_interval_s: float = Field(default=5.0, ge=0, description="how often a connector writes position, lag and "
                                         "snapshot progress to connect.heartbeats, even when idle (0: never)")
 

@@ -177,3 +177,32 @@ def test_restart_does_not_reprocess(drops, kafka_admin, topic_reader):
     finally:
         second.stop()
     assert second.error is None
+
+
+def test_a_symlinked_file_is_quarantined_unread(drops, kafka_admin, topic_reader, tmp_path):
+    """The attack of issue 14: a CSV in the drop folder that is a symbolic link to another
+    department's file pulled that file's raw rows into this department's dead letters. The link is
+    now rejected without being read: its dead letter names the file and the reason only."""
+    sim, folder = drops
+    secret = tmp_path / "elsewhere" / "patent-secret.csv"
+    secret.parent.mkdir()
+    ents = enterprises(1, 11)
+    real = drop_file(secret.parent, secret.name, "patent", COLUMNS["patent"], [
+        {"application_no": "CN202620000099.1", "uscc": ents[0].uscc, "patent_type": "invention",
+         "application_date": "2026-02-01", "inventor_name": "王秘密"}])
+    link = folder / f"patent-link-{folder.name}.csv"
+    folder.mkdir(parents=True, exist_ok=True)
+    link.symlink_to(real)
+    (folder / (link.name + ".manifest.json")).write_bytes((secret.parent / (real.name + ".manifest.json")).read_bytes())
+    reader = topic_reader(TOPICS)
+    conn = RunningConnector(folder, kafka_admin)
+    try:
+        wait_for(lambda: reader.poll() is not None and dead_letters(reader, {link.name}), 30, "the link's dead letter")
+        [(raw, hdr)] = dead_letters(reader, {link.name})
+        assert "symbolic link" in hdr["error.message"] and raw["_line"] == 0
+        assert "王秘密" not in json.dumps(raw, ensure_ascii=False) and "王秘密" not in hdr["error.message"]
+        wait_for(lambda: (folder / "rejected" / link.name).is_symlink(), 20, "the link quarantined in rejected/")
+        reader.poll(1.0)
+        assert not [e for e in ours(reader, folder.name) if e["source"]["schema"] == link.name], "rows read through the link"
+    finally:
+        conn.stop()
