@@ -63,6 +63,8 @@ class ClickHouseSettings(BaseSettings):
     batch_size: int = Field(default=10_000, ge=1, description="max rows the sink writes in one insert")
     batch_seconds: float = Field(default=1.0, gt=0, description="max wait before a partial batch is written")
     query_port: int = Field(default=19123, description="local read-only SQL endpoint served by the sink (chDB only)")
+    store_wait_s: float = Field(default=120.0, ge=0, description="how long the sink waits for an embedded store another "
+                                "process holds before it gives up")
 
     def resolved_dsn(self, home: Path) -> str:
         return self.dsn or f"chdb://{home / 'chdb'}"

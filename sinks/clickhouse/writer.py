@@ -7,8 +7,12 @@ client's parameter binding; identifiers are fixed names from ``TABLES``.
 
 from __future__ import annotations
 
+import fcntl
+import logging
+import os
 import re
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -17,6 +21,8 @@ import clickhouse_connect
 from clickhouse_connect.driver.client import Client
 
 from streams.errors import ConfigError, SinkError
+
+log = logging.getLogger(__name__)
 
 SCHEMA_FILE = Path(__file__).with_name("schema.sql")
 
@@ -51,8 +57,12 @@ TABLES: dict[str, tuple[str, ...]] = {
 }
 
 
-def open_client(dsn: str, database: str) -> Client:
-    """A clickhouse-connect client for ``dsn``; the database is created if missing."""
+def open_client(dsn: str, database: str, wait_s: float = 0.0) -> Client:
+    """A clickhouse-connect client for ``dsn``; the database is created if missing. An embedded
+    store (``chdb://<folder>``) that another process holds is waited for, up to ``wait_s``, with a
+    log line every few seconds, instead of failing at once."""
+    if dsn.startswith("chdb://"):
+        _wait_for_store(Path(dsn.removeprefix("chdb://")), wait_s)
     try:
         client = clickhouse_connect.get_client(dsn=dsn)
     except Exception as exc:  # clickhouse-connect raises several types for a bad DSN or engine lock
@@ -60,6 +70,39 @@ def open_client(dsn: str, database: str) -> Client:
     client.command("CREATE DATABASE IF NOT EXISTS {db:Identifier}", parameters={"db": database})
     client.database = database
     return client
+
+
+def _store_held(folder: Path) -> bool:
+    """True while another process holds the embedded store in ``folder``: ClickHouse keeps an
+    exclusive flock on its ``status`` file for as long as it runs. (chDB cannot be opened again in
+    a process after a failed open, so the lock is probed before opening, not by trying.)"""
+    status = folder / "status"
+    try:
+        fd = os.open(status, os.O_RDONLY)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    finally:
+        os.close(fd)
+
+
+def _wait_for_store(folder: Path, wait_s: float) -> None:
+    deadline = time.monotonic() + wait_s
+    next_log = 0.0
+    while _store_held(folder):
+        if time.monotonic() >= deadline:
+            raise ConfigError(f"the ClickHouse store {folder} is held by another process (is another sink running?)")
+        if time.monotonic() >= next_log:
+            log.warning("the ClickHouse store %s is held by another process; waiting up to %.0f s more",
+                        folder, deadline - time.monotonic())
+            next_log = time.monotonic() + 5.0
+        time.sleep(0.5)
 
 
 def _redact(dsn: str) -> str:

@@ -234,7 +234,7 @@ def sink(group: str, log_level: str) -> None:
     from streams.kafka.security import client_conf
 
     s = get_settings()
-    client = open_client(s.clickhouse_dsn, s.clickhouse.database)
+    client = open_client(s.clickhouse_dsn, s.clickhouse.database, wait_s=s.clickhouse.store_wait_s)
     apply_schema(client)
     writer = ClickHouseWriter(client)
     if s.clickhouse.is_embedded:

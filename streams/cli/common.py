@@ -41,8 +41,9 @@ def with_registry(coro_fn):
 
 
 def run_sql(query: str, parameters: dict[str, str] | None = None) -> dict:
-    """Run a read-only analyst query: through the sink's endpoint when it owns the embedded
-    chDB, else directly (a stopped sink, or a ClickHouse server DSN)."""
+    """Run a read-only analyst query: with the embedded chDB, through the endpoint of the sink,
+    which owns the store (the analyst path never opens it: opening it would take its lock from a
+    sink that is starting); with a ClickHouse server DSN, directly."""
     from sinks.clickhouse import ClickHouseWriter, apply_schema, open_client  # the engine loads only when used
     from sinks.query_server import AnalystSQL
 
@@ -58,7 +59,8 @@ def run_sql(query: str, parameters: dict[str, str] | None = None) -> dict:
         except urllib.error.HTTPError as exc:
             raise YurongError(json.loads(exc.read()).get("error", str(exc))) from None
         except urllib.error.URLError:
-            pass  # no sink running: open the embedded engine ourselves
+            raise YurongError(f"no sink answers on 127.0.0.1:{s.clickhouse.query_port}: the embedded store belongs to "
+                              "the sink, which serves analysts' queries; start it with `yurong sink`") from None
     client = open_client(s.clickhouse_dsn, s.clickhouse.database)
     apply_schema(client)
     analyst = AnalystSQL(s.clickhouse_dsn, s.clickhouse.database, ClickHouseWriter(client))
