@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+from streams.core.masking import find_pii_in_text
 from streams.kafka.dlq import parse_dlq_headers
 
 
@@ -46,10 +47,21 @@ def alert_row(a: dict[str, Any], topic: str, partition: int, offset: int) -> lis
     ]
 
 
+def _clean_text(text: str) -> str:
+    """``text`` unless the last-line PII detector finds a raw ID, phone or card number in it: a
+    dead letter's headers come from any producer (an older worker, a department's own tools), and
+    ``dlq_event`` is an analyst table."""
+    hit = find_pii_in_text(text)
+    return f"<withheld: the text carried a raw {hit}>" if hit else text
+
+
 def dlq_row(topic: str, partition: int, offset: int, headers, value: bytes | None) -> list[Any]:
+    """The ``dlq_event`` row of a dead letter: its provenance and error, never its bytes (they stay
+    on the restricted ``dlq.*`` topic), the free-text headers checked for raw PII first."""
     h = parse_dlq_headers(headers)
     return [
         topic, partition, offset, h.get("topic", topic.removeprefix("dlq.")), int(h.get("partition") or -1),
-        int(h.get("offset") or -1), h.get("component", ""), h.get("error.kind", ""), h.get("error.class", ""),
-        h.get("error.field", ""), h.get("error.message", ""), len(value or b""), int(h.get("ts_ms") or 0),
+        int(h.get("offset") or -1), h.get("component", ""), h.get("error.kind", ""), _clean_text(h.get("error.class", "")),
+        _clean_text(h.get("error.field", "")), _clean_text(h.get("error.message", "")), len(value or b""),
+        int(h.get("ts_ms") or 0),
     ]
