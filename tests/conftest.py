@@ -302,11 +302,14 @@ def principals(kafka_admin) -> Iterator[TemporaryPrincipals]:
 def java_client_props(conf: dict, prefixes=("",)) -> str:
     """The login of librdkafka settings ``conf`` as Java client properties, once per key prefix
     (e.g. ``producer.`` for Kafka Connect's connector producers)."""
-    jaas = ("org.apache.kafka.common.security.scram.ScramLoginModule required "
-            f'username="{conf["sasl.username"]}" password="{conf["sasl.password"]}";')
-    props = {"security.protocol": "SASL_SSL", "sasl.mechanism": "SCRAM-SHA-512", "sasl.jaas.config": jaas,
-             "ssl.truststore.type": "PEM", "ssl.truststore.location": conf["ssl.ca.location"]}
-    return "".join(f"{p}{k}={v}\n" for p in prefixes for k, v in props.items())
+    from pydantic import SecretStr
+
+    from streams.kafka.security import KafkaLogin
+
+    login = KafkaLogin(conf["bootstrap.servers"], conf["sasl.username"], SecretStr(conf["sasl.password"]),
+                       Path(conf["ssl.ca.location"]))
+    lines = [line for line in login.java_properties().splitlines() if not line.startswith("bootstrap.servers=")]
+    return "".join(f"{p}{line}\n" for p in prefixes for line in lines)
 
 
 def letters(text: str) -> str:

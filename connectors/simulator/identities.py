@@ -71,6 +71,16 @@ def make_uscc(rng: random.Random, district: str) -> str:
             return first17 + uscc_check_digit(first17)
 
 
+def distinct_usccs(rng: random.Random, n: int, district: str) -> list[str]:
+    """``n`` different USCCs of ``district``, in the order drawn."""
+    out: list[str] = []
+    while len(out) < n:
+        code = make_uscc(rng, district)
+        if code not in out:
+            out.append(code)
+    return out
+
+
 def make_id_number(rng: random.Random, district: str, born_from: int = 1958, born_to: int = 2000) -> str:
     """A 居民身份证号 of a person born in ``district`` with a valid MOD 11-2 check digit."""
     start = dt.date(born_from, 1, 1).toordinal()

@@ -30,7 +30,7 @@ import pytest
 import redis
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
-from connectors.simulator.identities import make_uscc
+from connectors.simulator.identities import distinct_usccs
 from streams.cli.demo import pipeline
 from streams.codecs.serde import schema_store
 from streams.core.consent import BankRules, filtered_by, new_grant, revocations
@@ -61,13 +61,7 @@ def now_ms() -> int:
 
 
 def usccs(seed: str, n: int) -> list[str]:
-    rng = random.Random(seed)
-    out: list[str] = []
-    while len(out) < n:
-        code = make_uscc(rng, "500112")
-        if code not in out:
-            out.append(code)
-    return out
+    return distinct_usccs(random.Random(seed), n, "500112")
 
 
 def banks(seed: str, n: int) -> list[str]:

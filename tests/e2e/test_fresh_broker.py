@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from connectors.simulator.market import MarketSimulator
-from tests.conftest import TEST_KEY, drop_database, free_port, make_database, wait_for
+from tests.conftest import TEST_KEY, free_port, wait_for
 from tests.harness import IsolatedPipeline
 
 pytestmark = pytest.mark.e2e
@@ -46,16 +46,9 @@ def fresh_kafka(tmp_path, settings, kafka_admin) -> dict[str, str]:
         subprocess.run(["bash", str(REPO / "scripts" / "stack.sh"), "down"], env=env, capture_output=True, timeout=120)
 
 
-@pytest.fixture
-def market_db(pg_admin_dsn, unique):
-    name = f"market_fresh{unique}"
-    dsn = make_database(pg_admin_dsn, name)
-    yield dsn
-    drop_database(pg_admin_dsn, name)
-
-
 def test_connect_worker_and_sink_started_together_on_an_empty_broker_merge_at_once(
-        fresh_kafka, market_db, redis_url, unique, tmp_path):
+        fresh_kafka, department_db, redis_url, unique, tmp_path):
+    market_db = department_db
     sim = MarketSimulator(market_db, seed=int(unique[:6], 16), distress_share=0.0)
     sim.create_schema()
     usccs = sim.seed_enterprises(50)

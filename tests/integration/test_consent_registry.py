@@ -16,7 +16,7 @@ from confluent_kafka.admin import AdminClient, ConfigResource
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from connectors.simulator.identities import make_uscc
+from connectors.simulator.identities import distinct_usccs
 from streams.core.consent import BankRules, merge_grant, new_grant, revocations, throttle_model
 from streams.errors import ConfigError
 from streams.kafka.consent_log import publish_grants, scan_grants
@@ -59,13 +59,7 @@ def with_registry(redis_url, prefix) -> Callable[[Callable[[ConsentRegistry], Aw
 
 
 def usccs_for(unique: str, n: int) -> list[str]:
-    rng = random.Random(f"consent-{unique}")
-    out: list[str] = []
-    while len(out) < n:
-        code = make_uscc(rng, "500103")
-        if code not in out:
-            out.append(code)
-    return out
+    return distinct_usccs(random.Random(f"consent-{unique}"), n, "500103")
 
 
 def banks_for(unique: str, n: int) -> list[str]:

@@ -22,7 +22,7 @@ import redis
 from click.testing import CliRunner
 from pydantic import SecretStr
 
-from connectors.simulator.identities import make_uscc
+from connectors.simulator.identities import distinct_usccs
 from streams.core.consent import BankRules, new_grant
 from streams.settings import Settings, get_settings
 from streams.worker.consent_store import (
@@ -80,13 +80,7 @@ def now_ms() -> int:
 
 
 def usccs_for(unique: str, n: int) -> list[str]:
-    rng = random.Random(f"acl-{unique}")
-    out: list[str] = []
-    while len(out) < n:
-        code = make_uscc(rng, "500103")
-        if code not in out:
-            out.append(code)
-    return out
+    return distinct_usccs(random.Random(f"acl-{unique}"), n, "500103")
 
 
 def banks_for(unique: str, n: int) -> list[str]:

@@ -12,7 +12,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
@@ -53,9 +52,11 @@ def test_a_sink_waits_for_a_store_another_process_holds(tmp_path, kafka_admin, u
         sink = subprocess.Popen([sys.executable, "-m", "streams.cli", "sink", "--group", f"yurong-sink-owner-{unique}"],
                                 env=env, cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
     try:
-        wait_for(lambda: "is held by another process" in log.read_text(errors="replace"), 60,
-                 lambda: "the sink's waiting line\n" + log.read_text(errors="replace")[-2000:])
-        time.sleep(2)
+        def waiting_lines() -> int:
+            assert sink.poll() is None, "the sink exited instead of waiting\n" + log.read_text(errors="replace")[-2000:]
+            return log.read_text(errors="replace").count("is held by another process")
+        # it logs every 5 s while it waits: a second line means it is still there, still waiting
+        wait_for(lambda: waiting_lines() >= 2, 60, lambda: "the sink's waiting lines\n" + log.read_text(errors="replace")[-2000:])
         assert sink.poll() is None, "the sink exited instead of waiting\n" + log.read_text(errors="replace")[-2000:]
         holder.send_signal(signal.SIGKILL)
         holder.wait(10)

@@ -543,15 +543,9 @@ OTHER = "91500103MA5U7AB10X"
 def good_codes(n: int, seed: int = 1) -> list[str]:
     import random
 
-    from connectors.simulator.identities import make_uscc
+    from connectors.simulator.identities import distinct_usccs
 
-    rng = random.Random(seed)
-    out: list[str] = []
-    while len(out) < n:
-        code = make_uscc(rng, "500103")
-        if code not in out:
-            out.append(code)
-    return out
+    return distinct_usccs(random.Random(seed), n, "500103")
 
 
 def test_watchlist_file_with_header_reports_each_bad_line():
