@@ -18,7 +18,8 @@ from pathlib import Path
 import psycopg2
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from connectors.offsets import OffsetStore, connect_topic, read_offsets
+from connectors.offsets import SCHEMA as OFFSET_SCHEMA
+from connectors.offsets import OffsetStore, connect_topic
 from connectors.runner import HEARTBEAT_SCHEMA, ConnectorRunner, producer_config
 from connectors.sources import location_of, make_source
 from streams.codecs.serde import SchemaStore
@@ -149,12 +150,11 @@ def fleet_status(catalogue: Catalogue, settings: Settings, schemas: SchemaStore,
     """Position, lag and throughput of every department's source (read as ``operator``)."""
     kafka = client_conf(OPERATOR, settings)
     group = f"{OPERATOR_GROUP_PREFIX}.connect-status"
-    offsets: dict[str, dict] = {}
-    beats: dict[str, dict] = {}
-    for d in catalogue.departments.values():
-        offsets.update(read_offsets(kafka, d.dept, schemas, group))
-        beats.update(read_compacted(kafka, connect_topic(d.dept, "heartbeats"),
-                                    lambda value: schemas.decode(value, HEARTBEAT_SCHEMA)[1], group))
+    depts = list(catalogue.departments)  # one consumer each for every department's offsets and heartbeats
+    offsets = read_compacted(kafka, [connect_topic(d, "offsets") for d in depts],
+                             lambda value: schemas.decode(value, OFFSET_SCHEMA)[1], group)
+    beats = read_compacted(kafka, [connect_topic(d, "heartbeats") for d in depts],
+                           lambda value: schemas.decode(value, HEARTBEAT_SCHEMA)[1], group)
     consumer = Consumer({**kafka, "group.id": group})
     try:
         topics = {d.dept: [ds.topic for ds in d.datasets.values()] for d in catalogue.departments.values()}

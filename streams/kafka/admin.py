@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
@@ -144,53 +144,54 @@ def commit_sync(consumer, offsets: list[TopicPartition] | None = None, timeout_s
             time.sleep(0.2)
 
 
-def read_to_end(kafka: KafkaConf, topic: str, on_record: Callable[[bytes | None, bytes | None], None],
+def read_to_end(kafka: KafkaConf, topics: str | Sequence[str], on_record: Callable[[bytes | None, bytes | None], None],
                 group_id: str, timeout_s: float = 30.0) -> None:
-    """Read every partition of ``topic`` from its start to its end as of now, calling
-    ``on_record(key, value)`` per record in offset order within a partition (``value`` None: a
-    tombstone). A missing or empty topic reads nothing; ``KafkaException`` if the end is not
-    reached within ``timeout_s`` or the broker reports an error. ``group_id`` must be one of the
-    principal's groups (it commits nothing: positions are assigned)."""
+    """Read every partition of ``topics`` (one name or several, with one consumer) from its start
+    to its end as of now, calling ``on_record(key, value)`` per record in offset order within a
+    partition (``value`` None: a tombstone). A missing or empty topic reads nothing;
+    ``KafkaException`` if the end is not reached within ``timeout_s`` or the broker reports an
+    error. ``group_id`` must be one of the principal's groups (it commits nothing: positions are
+    assigned)."""
+    names = [topics] if isinstance(topics, str) else list(topics)
     consumer = Consumer({**kafka, "group.id": group_id, "enable.auto.commit": False})
     try:
-        md = consumer.list_topics(timeout=15).topics.get(topic)
-        if md is None:
-            return
-        ends: dict[int, int] = {}
+        known = consumer.list_topics(timeout=15).topics
+        ends: dict[tuple[str, int], int] = {}
         starts = []
-        for p in sorted(md.partitions):
-            low, high = watermark_offsets(consumer, TopicPartition(topic, p))
-            if high > low:
-                ends[p] = high
-                starts.append(TopicPartition(topic, p, low))
+        for topic in names:
+            md = known.get(topic)
+            for p in sorted(md.partitions) if md is not None else ():
+                low, high = watermark_offsets(consumer, TopicPartition(topic, p))
+                if high > low:
+                    ends[(topic, p)] = high
+                    starts.append(TopicPartition(topic, p, low))
         if not ends:
             return
         consumer.assign(starts)
         deadline = time.monotonic() + timeout_s
         while ends:
             if time.monotonic() > deadline:
-                raise KafkaException(f"could not read {topic} to its end ({ends}) within {timeout_s:.0f} s")
+                raise KafkaException(f"could not read {', '.join(names)} to the end ({ends}) within {timeout_s:.0f} s")
             for msg in consumer.consume(num_messages=5000, timeout=0.5):
                 if msg.error():
                     raise KafkaException(msg.error())
                 part, offset = msg.partition(), msg.offset()
                 assert part is not None and offset is not None  # set on every fetched record
-                if part not in ends:
+                where = (msg.topic() or "", part)
+                if where not in ends:
                     continue  # that partition's end was reached already
                 on_record(msg.key(), msg.value())
-                if offset >= ends[part] - 1:
-                    del ends[part]
+                if offset >= ends[where] - 1:
+                    del ends[where]
     finally:
         consumer.close()
 
 
-def read_compacted(kafka: KafkaConf, topic: str, decode: Callable[[bytes], Any], group_id: str,
+def read_compacted(kafka: KafkaConf, topic: str | Sequence[str], decode: Callable[[bytes], Any], group_id: str,
                    timeout_s: float = 30.0) -> dict[str, Any]:
-    """Latest decoded value per key of a compacted topic, read to its end on every partition (a
-    tombstone forgets the key; a keyless record is nobody's state). A missing or empty topic gives
-    ``{}``. The topics read here are created with one partition, but one auto-created by a producer
-    that got there first has the broker's default count: a key's records still share one
-    partition, so reading them all is enough."""
+    """Latest decoded value per key of a compacted topic (or several, whose keys do not collide),
+    read to its end on every partition (a tombstone forgets the key; a keyless record is nobody's
+    state). A missing or empty topic gives ``{}``."""
     latest: dict[str, Any] = {}
 
     def keep_latest(key: bytes | None, value: bytes | None) -> None:
