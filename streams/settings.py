@@ -197,6 +197,33 @@ class AlertSettings(BaseSettings):
         return max(1, int(self.throttle_window_s * 1000))
 
 
+class RetentionSettings(BaseSettings):
+    """How long enterprise data is kept (docs/security.md, "Data lifecycle"), in days.
+
+    The ClickHouse tables get a TTL from these at every start of the sink (``apply_schema``): a
+    changed value is applied to the stored rows too. The file-drop source purges the originals it
+    moved to ``done/`` once their modification time is older than ``drop_done_days``. Raw ``dept.*``
+    topics have their own, shorter retention (``YURONG_KAFKA_DEPT_RETENTION_MS``). Five years
+    (1826 days) is how long negative credit information may be kept (征信业管理条例, art. 16).
+    """
+
+    model_config = _config("YURONG_RETENTION_")
+    profile_days: int = Field(default=1826, ge=1, le=36_500, description="enterprise_profile and "
+                              "enterprise_profile_history: a profile version is dropped this long after the source "
+                              "time of the event that made it (last_event_ts); default 5 years")
+    event_days: int = Field(default=1826, ge=1, le=36_500, description="enterprise_event, from the source commit time "
+                            "(event_ts); default 5 years")
+    risk_change_days: int = Field(default=1826, ge=1, le=36_500, description="risk_change, from the source time of the "
+                                  "change (event_ts); default 5 years")
+    alert_delivery_days: int = Field(default=1826, ge=1, le=36_500, description="alert_delivery (what was sent to which "
+                                     "bank under which consent), from published_ts; default 5 years")
+    dlq_event_days: int = Field(default=90, ge=1, le=36_500, description="dlq_event (dead-letter metadata, no values), "
+                                "from dead_lettered_ts; default 90 days")
+    drop_done_days: int = Field(default=7, ge=1, le=36_500, description="file-drop originals in done/ (raw department "
+                                "data, PII included) are deleted this long after their modification time; default 7 "
+                                "days, like the raw dept.* topics")
+
+
 class Settings:
     """All settings, read once per process."""
 
@@ -211,6 +238,7 @@ class Settings:
         self.risk = RiskSettings()
         self.metrics = MetricsSettings()
         self.alerts = AlertSettings()
+        self.retention = RetentionSettings()
 
     @property
     def kafka_secrets_dir(self) -> Path:

@@ -50,7 +50,6 @@ CREATE TABLE IF NOT EXISTS enterprise_profile_history AS enterprise_profile
 ENGINE = ReplacingMergeTree
 PARTITION BY toYYYYMM(last_event_ts)
 ORDER BY (uscc, version)
-TTL toDateTime(last_event_ts) + INTERVAL 5 YEAR
 SETTINGS non_replicated_deduplication_window = 1000;
 
 -- The newest version of each enterprise's profile at a given time (a parameterised view).
@@ -107,7 +106,6 @@ CREATE TABLE IF NOT EXISTS enterprise_event
 ENGINE = ReplacingMergeTree
 PARTITION BY toYYYYMM(event_ts)
 ORDER BY (uscc, event_id)
-TTL toDateTime(event_ts) + INTERVAL 5 YEAR
 SETTINGS non_replicated_deduplication_window = 1000;
 
 CREATE TABLE IF NOT EXISTS risk_change
@@ -176,6 +174,17 @@ CREATE TABLE IF NOT EXISTS dlq_event
 ENGINE = ReplacingMergeTree
 ORDER BY (dlq_topic, dlq_partition, dlq_offset)
 SETTINGS non_replicated_deduplication_window = 1000;
+
+-- Retention (docs/security.md, "Data lifecycle"): every table holding enterprise data gets its TTL
+-- from YURONG_RETENTION_* (streams/settings.py RetentionSettings). The days are query parameters,
+-- bound by apply_schema, which runs an ALTER only when the stored TTL differs from the setting
+-- (a changed TTL is applied to the stored rows: materialize_ttl_after_modify).
+ALTER TABLE enterprise_profile MODIFY TTL toDateTime(last_event_ts) + toIntervalDay({profile_days:UInt32});
+ALTER TABLE enterprise_profile_history MODIFY TTL toDateTime(last_event_ts) + toIntervalDay({profile_days:UInt32});
+ALTER TABLE enterprise_event MODIFY TTL toDateTime(event_ts) + toIntervalDay({event_days:UInt32});
+ALTER TABLE risk_change MODIFY TTL toDateTime(event_ts) + toIntervalDay({risk_change_days:UInt32});
+ALTER TABLE alert_delivery MODIFY TTL toDateTime(published_ts) + toIntervalDay({alert_delivery_days:UInt32});
+ALTER TABLE dlq_event MODIFY TTL toDateTime(dead_lettered_ts) + toIntervalDay({dlq_event_days:UInt32});
 
 CREATE TABLE IF NOT EXISTS sql_audit
 (

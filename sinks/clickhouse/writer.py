@@ -21,6 +21,7 @@ import clickhouse_connect
 from clickhouse_connect.driver.client import Client
 
 from streams.errors import ConfigError, SinkError
+from streams.settings import RetentionSettings, get_settings
 
 log = logging.getLogger(__name__)
 
@@ -115,9 +116,38 @@ def schema_statements() -> list[str]:
     return [s.strip() for s in re.split(r";[ \t]*$", text, flags=re.MULTILINE) if s.strip()]
 
 
-def apply_schema(client: Client) -> None:
+# ``ALTER TABLE <table> MODIFY TTL … toIntervalDay({<setting>:UInt32})`` of schema.sql
+_TTL_STATEMENT = re.compile(r"ALTER TABLE (\w+) MODIFY TTL .*\{(\w+):UInt32\}", re.DOTALL)
+# the day count in a table's stored TTL (``system.tables.create_table_query``): the server renders a
+# bound parameter as ``toIntervalDay(_CAST(30, 'UInt32'))``, a literal as ``toIntervalDay(30)``
+_STORED_TTL_DAYS = re.compile(r"\bTTL\b.*?toIntervalDay\((?:_CAST\()?(\d+)\b", re.DOTALL)
+
+
+def stored_ttl_days(client: Client, table: str) -> int | None:
+    """The day count of ``table``'s TTL as stored, None without a TTL in days."""
+    query = client.command("SELECT create_table_query FROM system.tables WHERE database = {db:String} AND name = {t:String}",
+                           parameters={"db": client.database, "t": table})
+    found = _STORED_TTL_DAYS.search(str(query))
+    return int(found.group(1)) if found else None
+
+
+def apply_schema(client: Client, retention: RetentionSettings | None = None) -> None:
+    """Create what is missing (schema.sql), then give every table holding enterprise data its TTL
+    from ``retention`` (default: the process's ``YURONG_RETENTION_*`` settings). The days are bound
+    as query parameters (validated ints of the settings, never text); a TTL is altered only when it
+    differs from the setting, since ClickHouse then re-applies it to every stored part."""
+    days = (retention or get_settings().retention).model_dump()
     for stmt in schema_statements():
-        client.command(stmt)
+        ttl = _TTL_STATEMENT.match(stmt)
+        if ttl is None:
+            client.command(stmt)
+            continue
+        table, setting = ttl.groups()
+        wanted = int(days[setting])  # a KeyError here is a schema.sql naming no RetentionSettings field
+        current = stored_ttl_days(client, table)
+        if current != wanted:
+            log.info("retention of %s: %s → %d days", table, f"{current} days" if current is not None else "none", wanted)
+            client.command(stmt, parameters={setting: wanted})
 
 
 class ClickHouseWriter:
