@@ -40,6 +40,13 @@ moved to ``done/``. The same content dropped again, under any name, is moved to 
 without producing anything. A crash before the hash is written re-reads the whole file
 (at-least-once; positions and seqs are the same, so downstream de-duplicates). The source name is
 ``<dept>@<absolute folder>``: a different drop folder starts a fresh hash set.
+
+Retention: the originals in ``done/`` hold the department's raw data (PII included), so the source
+deletes each file there once its modification time (kept by the move) is older than
+``YURONG_RETENTION_DROP_DONE_DAYS`` (default 7 days, like the raw ``dept.*`` topics); it sweeps
+``done/`` from its own loop, at start and then every ``PURGE_EVERY_S``, and logs what it deleted.
+A purged file's content hash stays on ``connect.<dept>.files``, so the same content dropped again
+is still skipped. ``rejected/`` is left to the operator, who has to look at what was refused.
 """
 
 from __future__ import annotations
@@ -69,7 +76,7 @@ from streams.core.catalogue import Dataset, Department, _value_schema
 from streams.core.ingest import validate_row
 from streams.errors import ValidationError
 from streams.kafka.admin import ensure_topics, watermark_offsets
-from streams.settings import SourceSettings
+from streams.settings import SourceSettings, get_settings
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +84,8 @@ FILE_SCHEMA = "connect/file_offset"
 SUFFIXES = (".csv", ".xlsx")
 MANIFEST = ".manifest.json"
 CHUNK = 5000
+PURGE_EVERY_S = 60.0  # how often done/ is swept for originals past their retention
+DAY_S = 86_400
 
 
 @dataclass
@@ -211,7 +220,7 @@ class FileDropSource:
     """One department's drop folder; every catalogue dataset is a file-name prefix."""
 
     def __init__(self, dept: Department, folder: str | Path, offsets: OffsetStore, schemas, settings: SourceSettings,
-                 resnapshot: bool = False) -> None:
+                 resnapshot: bool = False, done_retention_days: int | None = None) -> None:
         self.dept = dept
         self.folder = Path(folder).resolve()
         self.name = f"{dept.dept}@{self.folder}"
@@ -233,6 +242,9 @@ class FileDropSource:
         self._chunks: Iterator[list[ChangeEvent]] | None = None
         self._token = 0
         self._next_scan = 0.0
+        self._done_retention_s = DAY_S * (get_settings().retention.drop_done_days if done_retention_days is None
+                                          else done_retention_days)
+        self._next_purge = 0.0
 
     # --- Source interface ----------------------------------------------------------------------
 
@@ -257,6 +269,9 @@ class FileDropSource:
             if chunk is not None:
                 return chunk
             self._chunks = None
+        if time.monotonic() >= self._next_purge:
+            self._next_purge = time.monotonic() + PURGE_EVERY_S
+            self.purge_done()
         if time.monotonic() < self._next_scan:
             time.sleep(max(0.0, min(timeout, self._next_scan - time.monotonic())))
             return []
@@ -375,6 +390,36 @@ class FileDropSource:
         source = self._source(ds, path.name, f"{sha[:16]}:0", mtime_ms * 1_000_000, mtime_ms)
         raw = {"_file": path.name, "_line": 0, "_sha256": sha, "_error": message}
         return [ChangeEvent(ds, "c", None, None, source, path.name, self._token, error=ValidationError(message), raw=raw)]
+
+    def purge_done(self, now: float | None = None) -> list[str]:
+        """Delete the files in ``done/`` (originals and their manifests) whose modification time is
+        older than the retention; the names deleted. A file that cannot be deleted is logged and
+        tried again at the next sweep: retention never stops the source."""
+        cutoff = (time.time() if now is None else now) - self._done_retention_s
+        done = self.folder / "done"
+        purged: list[str] = []
+        try:
+            entries = sorted(done.iterdir())
+        except OSError as exc:
+            log.error("%s: cannot list %s for the retention sweep: %s", self.name, done, exc.strerror)
+            return purged
+        for p in entries:
+            try:
+                st = p.lstat()
+                if not stat.S_ISREG(st.st_mode) or st.st_mtime >= cutoff:
+                    continue
+                p.unlink()
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                log.error("%s: retention: cannot delete %s: %s", self.name, p, exc.strerror)
+                continue
+            purged.append(p.name)
+        if purged:
+            data = [n for n in purged if not n.endswith(MANIFEST)]
+            log.info("%s: retention: deleted %d original(s) older than %g days from %s (%d file(s) with manifests): %s",
+                     self.name, len(data), self._done_retention_s / DAY_S, done, len(purged), ", ".join(data))
+        return purged
 
     # --- rows ---------------------------------------------------------------------------------------
 
