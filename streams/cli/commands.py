@@ -576,3 +576,38 @@ def demo(enterprises: int, seconds: int, rate: float) -> None:
 
     run_demo(console, enterprises=enterprises, seconds=seconds, rate=rate)
 
+
+# --- erase ---------------------------------------------------------------------------------------------
+
+@main.command()
+@click.option("--uscc", required=True, help="the enterprise's 统一社会信用代码")
+@click.option("--reason", required=True, help="why: the request's reference (kept in the audit record)")
+def erase(uscc: str, reason: str) -> None:
+    """Erase one enterprise's data on request: its ClickHouse rows, tombstones on the compacted
+    topics keyed by its USCC, its Redis watchlist and throttle entries — as the Kafka principal
+    operator, audited on audit.erasures. Consents are kept (evidence of authorisation); what is
+    not erased is printed (docs/security.md, "Data lifecycle")."""
+    from streams.cli import common
+    from streams.cli.erase import erase as erase_enterprise_everywhere
+
+    s = get_settings()
+
+    def clickhouse(code: str, why: str) -> dict[str, int]:
+        if s.clickhouse.is_embedded:  # only the sink may open the embedded store: it erases on our behalf
+            return common.erase_via_gateway(code, why)
+        from sinks.clickhouse import open_client
+        from sinks.clickhouse.erase import erase_enterprise
+
+        client = open_client(s.clickhouse_dsn, s.clickhouse.database)
+        try:
+            return erase_enterprise(client, code)
+        finally:
+            client.close()
+
+    record = erase_enterprise_everywhere(uscc, reason, clickhouse, s)
+    console.print_json(json.dumps(record, ensure_ascii=False))
+    if record["failed"]:
+        err_console.print(f"[red]erasure of {escape(record['uscc'])} incomplete:[/red] "
+                          + escape("; ".join(f"{k}: {v}" for k, v in record["failed"].items())))
+        sys.exit(2)
+    err_console.print(f"[yellow]note:[/yellow] {escape(record['not_erased'][-1])}")

@@ -11,7 +11,9 @@ are named so that a prefix ACL (KIP-290) covers exactly one owner:
 - ``sink`` reads what it stores and dead-letters what it cannot;
 - ``consent`` is the only writer of ``consent.grants``;
 - ``operator`` administers (SCRAM users and ACLs need Alter on the cluster) and declares banks'
-  topics, but holds no read or write on enterprise data;
+  topics, but holds no read on enterprise data; for ``yurong erase`` it may write (tombstones) to
+  exactly ``enterprise.profiles`` and the profile table's changelog, and writes and declares
+  ``audit.erasures``;
 - a bank ``bNNNN`` reads its own ``alerts.<bank_id>`` and ``matches.<bank_id>``, writes
   ``financing.responses``, and uses consumer groups prefixed ``<bank_id>.``.
 
@@ -82,6 +84,15 @@ WRITE = frozenset({Op.WRITE, Op.DESCRIBE})
 DECLARE = frozenset({Op.CREATE, Op.DESCRIBE, Op.DESCRIBE_CONFIGS, Op.ALTER_CONFIGS})
 GROUP = frozenset({Op.READ, Op.DESCRIBE})
 
+PROFILE_TABLE = "enterprise_profile"  # the worker's Faust table of latest profiles (streams/worker/topics.py)
+ERASURE_AUDIT_TOPIC = "audit.erasures"  # one record per `yurong erase`, declared by the operator
+
+
+def profile_changelog(worker_app_id: str = WORKER_GROUP_PREFIX) -> str:
+    """The changelog topic of the worker's profile table (Faust: ``<app id>-<table>-changelog``)."""
+    return f"{worker_app_id}-{PROFILE_TABLE}-changelog"
+
+
 _BANK = re.compile(r"b[0-9]{4}")
 _DEPT = re.compile(r"[a-z][a-z_]{1,30}")
 
@@ -147,11 +158,15 @@ def consent_rules() -> list[Rule]:
     ]
 
 
-def operator_rules() -> list[Rule]:
+def operator_rules(worker_app_id: str = WORKER_GROUP_PREFIX) -> list[Rule]:
     return [
         # SCRAM users and ACLs (Alter/Describe on the cluster): onboarding and offboarding banks
         Rule(Resource.CLUSTER, Pattern.LITERAL, "kafka-cluster", frozenset({Op.ALTER, Op.DESCRIBE, Op.DESCRIBE_CONFIGS})),
         *_topics(Pattern.PREFIXED, ["alerts.", "matches."], DECLARE),  # a bank's topics, declared at onboarding
+        # `yurong erase`: tombstones for one USCC on exactly the two compacted topics keyed by it (no
+        # read: the operator still sees no enterprise data), and the erasure's audit record
+        *_topics(Pattern.LITERAL, ["enterprise.profiles", profile_changelog(worker_app_id)], WRITE),
+        Rule(Resource.TOPIC, Pattern.LITERAL, ERASURE_AUDIT_TOPIC, WRITE | DECLARE),
         *_topics(Pattern.PREFIXED, ["connect."], READ),  # `yurong connect --status`: positions, no data
         *_topics(Pattern.PREFIXED, ["dept."], frozenset({Op.DESCRIBE})),  # ... and record counts (offsets), no data
         _group(OPERATOR_GROUP_PREFIX),
@@ -173,13 +188,14 @@ def check_bank(bank_id: str) -> str:
     return bank_id
 
 
-def platform_rules(depts: Iterable[str], debezium_prefixes: Iterable[str] = ()) -> dict[str, list[Rule]]:
+def platform_rules(depts: Iterable[str], debezium_prefixes: Iterable[str] = (),
+                   worker_app_id: str = WORKER_GROUP_PREFIX) -> dict[str, list[Rule]]:
     """Every platform principal (banks excluded: they are onboarded one by one) → its rules."""
     rules = {
         WORKER: worker_rules(debezium_prefixes),
         SINK: sink_rules(),
         CONSENT: consent_rules(),
-        OPERATOR: operator_rules(),
+        OPERATOR: operator_rules(worker_app_id),
     }
     rules.update({connector_principal(d): connector_rules(d) for d in sorted(depts)})
     return rules

@@ -74,3 +74,21 @@ def test_names_are_checked():
     for bad in ("Market", "m", "market.tax", "market*"):
         with pytest.raises(ConfigError):
             connector_principal(bad)
+
+
+def test_erasure_lets_the_operator_write_exactly_the_compacted_profile_topics_and_its_audit(matrix):
+    from streams.core.access import ERASURE_AUDIT_TOPIC, profile_changelog
+
+    changelog = profile_changelog()
+    assert changelog == "yurong-worker-enterprise_profile-changelog"  # Faust's <app id>-<table>-changelog
+    writes = _grants(matrix[OPERATOR], Op.WRITE)
+    assert writes == {(Pattern.LITERAL, "enterprise.profiles"), (Pattern.LITERAL, changelog),
+                      (Pattern.LITERAL, ERASURE_AUDIT_TOPIC)}
+    for topic in ("enterprise.events", "enterprise.profiles", changelog, "risk.changes", "yurong-worker-other-changelog"):
+        assert not _covers(_grants(matrix[OPERATOR], Op.READ), topic), topic
+    assert not _covers(writes, "enterprise.events") and not _covers(writes, "yurong-worker-other-changelog")
+    for topic in ("enterprise.profiles", changelog):
+        assert {p for p, rules in matrix.items() if _covers(_grants(rules, Op.WRITE), topic)} == {WORKER, OPERATOR}
+    assert {p for p, rules in matrix.items() if _covers(_grants(rules, Op.WRITE), ERASURE_AUDIT_TOPIC)} == {OPERATOR}
+    custom = platform_rules(DEPTS, worker_app_id="yurong-worker-blue")[OPERATOR]
+    assert (Pattern.LITERAL, "yurong-worker-blue-enterprise_profile-changelog") in _grants(custom, Op.WRITE)
