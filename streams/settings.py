@@ -95,11 +95,16 @@ class RedisSettings(BaseSettings):
 
 
 class MaskingSettings(BaseSettings):
-    """De-identification keys (脱敏). The HMAC key is a secret: from the environment, never from code."""
+    """De-identification keys (脱敏). The HMAC key is a secret: from a file (a deployment's secret store), never
+    from code; the key id is public (docs/security.md, "Pseudonyms and keys")."""
 
     model_config = _config("YURONG_MASKING_")
-    hmac_key: SecretStr | None = Field(default=None, description="pseudonymisation key, at least 32 bytes")
-    key_file: Path | None = Field(default=None, description="file holding the key (the demo generates one)")
+    hmac_key: SecretStr | None = Field(default=None, description="pseudonymisation key, at least 32 bytes (tests; a "
+                                       "deployment uses key_file)")
+    key_file: Path | None = Field(default=None, description="file holding the key, `<key id>:<key>` or the key alone "
+                                  "(stack up and the demo make one)")
+    key_id: str | None = Field(default=None, pattern=r"^p[0-9]+$", description="id of the key (p1, p2, …) when the "
+                               "key itself does not carry one; default p1. Prefixes every pseudonym")
 
 
 class SourceSettings(BaseSettings):

@@ -24,6 +24,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from streams.core.masking import row_token
+
 Profile = dict[str, Any]
 Event = Mapping[str, Any]
 Attrs = Mapping[str, str | None]
@@ -43,8 +45,8 @@ def number(a: Attrs, name: str | None) -> float:
 
 
 def item_of(event: Event) -> str:
-    """The source row's pseudonym, the last part of the event id."""
-    return event["event_id"].rpartition("#")[2]
+    """The source row's pseudonym, the last part of the event id (without its key id: ``row_token``)."""
+    return row_token(event["event_id"].rpartition("#")[2])
 
 
 def _attrs(event: Event) -> Attrs:

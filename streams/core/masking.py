@@ -3,8 +3,9 @@
 Actions (DESIGN §6):
 - ``pseudonymize``: keyed HMAC-SHA256 of the normalised value, written beside the field as
   ``<field>_pseudonym``. The same person links across enterprises without being revealed;
-  unkeyed hashes are forbidden (the ID and phone spaces are small enough to brute-force).
-  ``bank_pseudonym`` derives a per-bank pseudonym so two banks cannot join their data.
+  unkeyed hashes are forbidden (the ID and phone spaces are small enough to brute-force). A
+  pseudonym names the key that made it: ``p1_<32 hex>`` (key id ``p1``), so a rotated key's
+  pseudonyms (``p2_…``) are told apart from the old ones (docs/security.md, "Pseudonyms and keys").
 - ``mask``: display form in place (``5001**********123X``, ``138****5678``, ``张*``).
 - ``generalize``: coarser value in place (ID → birth year, address → district).
 - ``drop``: the field is removed.
@@ -38,6 +39,13 @@ DEFAULT_ACTIONS: dict[str, tuple[str, ...]] = {
 }
 
 MIN_KEY_BYTES = 32
+
+# A key id: ``p`` and the key's number (``p1``, ``p2`` after a rotation). Pseudonyms are
+# ``<key id>_<32 hex>``; those made before key ids were written are ``p_<32 hex>``, made by the
+# deployment's first key (the hex is what ``p1`` gives with that key).
+KEY_ID = re.compile(r"p[0-9]+")
+DEFAULT_KEY_ID = "p1"
+PSEUDONYM = re.compile(r"(p[0-9]*)_([0-9a-f]{32})")
 
 
 # --- display masks -----------------------------------------------------------------------------
@@ -112,25 +120,32 @@ def _normalise(pii_class: str, value: str) -> str:
 # --- keyed pseudonyms ---------------------------------------------------------------------------
 
 class Pseudonymizer:
-    """Keyed HMAC-SHA256 pseudonyms. The key never leaves this object and is never printed."""
+    """Keyed HMAC-SHA256 pseudonyms. The key never leaves this object and is never printed;
+    ``key_id`` (``p1``, ``p2``, …) is public and prefixes every pseudonym."""
 
-    def __init__(self, key: bytes) -> None:
+    def __init__(self, key: bytes, key_id: str = DEFAULT_KEY_ID) -> None:
         if len(key) < MIN_KEY_BYTES:
             raise ConfigError(f"the pseudonymisation key must be at least {MIN_KEY_BYTES} bytes, got {len(key)}")
+        if not KEY_ID.fullmatch(key_id):
+            raise ConfigError(f"the pseudonymisation key id must be p<number> (p1, p2, ...), got {key_id!r}")
         self._key = key
+        self.key_id = key_id
 
     def __repr__(self) -> str:
-        return "Pseudonymizer(<key hidden>)"
+        return f"Pseudonymizer(key_id={self.key_id!r}, <key hidden>)"
 
     def pseudonym(self, pii_class: str, value: str) -> str:
-        """Platform pseudonym: stable for one key, ``p_`` + 32 hex chars (128 bits)."""
+        """Platform pseudonym: stable for one key, ``<key id>_`` + 32 hex chars (128 bits)."""
         msg = f"{pii_class}:{_normalise(pii_class, value)}".encode()
-        return "p_" + hmac.digest(self._key, msg, "sha256").hex()[:32]
+        return f"{self.key_id}_" + hmac.digest(self._key, msg, "sha256").hex()[:32]
 
-    def bank_pseudonym(self, bank_id: str, platform_pseudonym: str) -> str:
-        """Per-bank pseudonym of a platform pseudonym; unlinkable across banks without the key."""
-        bank_key = hmac.digest(self._key, f"bank:{bank_id}".encode(), "sha256")
-        return "b_" + hmac.digest(bank_key, platform_pseudonym.encode(), "sha256").hex()[:32]
+
+def row_token(pseudonym: str) -> str:
+    """A row's pseudonym as a profile keys its facts and source positions: without the key id
+    (``p_<hex>``), the form those keys had before pseudonyms carried one, so profiles merged
+    before and after agree. Another key changes the hex anyway. Anything else is returned as is."""
+    m = PSEUDONYM.fullmatch(pseudonym)
+    return f"p_{m.group(2)}" if m else pseudonym
 
 
 # --- per-dataset policy -------------------------------------------------------------------------
@@ -265,9 +280,10 @@ def _luhn_ok(digits: str) -> bool:
     return total % 10 == 0
 
 
-# Our own keyed pseudonyms (``p_``/``b_`` + 32 hex) can contain digit runs that look like a
-# phone or card number; they are removed before scanning. A raw identifier never has this form.
-_PSEUDONYM_TOKEN = re.compile(r"(?<![0-9A-Za-z])[pb]_[0-9a-f]{32}(?![0-9A-Za-z])")
+# Our own keyed pseudonyms (``p1_``, ``p2_``, … or the older ``p_`` + 32 hex) can contain digit
+# runs that look like a phone or card number; they are removed before scanning. A raw identifier
+# never has this form.
+_PSEUDONYM_TOKEN = re.compile(r"(?<![0-9A-Za-z])p[0-9]*_[0-9a-f]{32}(?![0-9A-Za-z])")
 
 
 # Short texts already scanned and found clean (dates, amounts, enum values and masked values

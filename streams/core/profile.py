@@ -44,6 +44,7 @@ from typing import Any
 from streams.core.alerts import detect_changes
 from streams.core.facts import merge_facts
 from streams.core.indicators import derive
+from streams.core.masking import row_token
 from streams.core.scorecard import DEFAULT_SCORECARD, SEVERITY_RANK, Scorecard
 
 Profile = dict[str, Any]
@@ -127,16 +128,17 @@ MERGERS: dict[str, Callable[[Profile, Event], None]] = {
 
 
 def source_row(event: Event) -> str:
-    """``<dataset>#<row pseudonym, first 16 hex>``: the source row an event changed (from its id,
-    see ``streams.core.ingest.event_id``). Dataset names are unique in the catalogue, and 64 bits of a
-    keyed pseudonym tell the rows of one enterprise apart; the short key keeps profiles small
-    (one entry per source row)."""
-    return f"{event['dataset']}#{event['event_id'].rpartition('#')[2][:16]}"
+    """``<dataset>#p_<14 hex>``: the source row an event changed (from its id, see
+    ``streams.core.ingest.event_id``; the row pseudonym without its key id, ``masking.row_token``,
+    first 16 characters). Dataset names are unique in the catalogue, and 56 bits of a keyed
+    pseudonym tell the rows of one enterprise apart; the short key keeps profiles small (one entry
+    per source row)."""
+    return f"{event['dataset']}#{row_token(event['event_id'].rpartition('#')[2])[:16]}"
 
 
 def _legacy_source_row(event: Event) -> str:
     """The key profiles written before the short form used (still honoured on replay)."""
-    return f"{event['dept']}.{event['dataset']}#{event['event_id'].rpartition('#')[2]}"
+    return f"{event['dept']}.{event['dataset']}#{row_token(event['event_id'].rpartition('#')[2])}"
 
 
 def is_duplicate(profile: Profile, event: Event, offset: int) -> bool:

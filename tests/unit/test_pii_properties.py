@@ -11,8 +11,7 @@ Avro encode → decode → ``streams.core.ingest.to_enterprise_event``. The prop
 2. the detector does stop what masking cannot know about: a number planted in a non-PII field
    sends the record to the DLQ; and it does not fire without reason: numbers in declared PII
    fields are masked and the event passes;
-3. keyed pseudonyms: stable for one key, different for different people, not an unkeyed hash,
-   and per-bank pseudonyms cannot be linked across banks;
+3. keyed pseudonyms: stable for one key, different for different people, not an unkeyed hash;
 4. the detector itself: finds IDs, mobiles and cards in arbitrary text, and its false-positive
    rate on random digit strings is bounded (documented at ``test_false_positive_rate_is_bounded``).
 
@@ -32,7 +31,6 @@ import hashlib
 import hmac
 import json
 import re
-import statistics
 import unicodedata
 from collections.abc import Iterator
 from pathlib import Path
@@ -101,7 +99,7 @@ def is_card(digits: str) -> bool:
     return 16 <= len(digits) <= 19 and luhn.is_valid(digits)
 
 
-_OWN_PSEUDONYM = re.compile(r"[pb]_[0-9a-f]{32}")
+_OWN_PSEUDONYM = re.compile(r"p[0-9]*_[0-9a-f]{32}")
 _IN_NUMBER = r"(?<![0-9])(?<![0-9]\.)"  # not inside a digit run or after a decimal point
 _NUMBER_END = r"(?![0-9])(?!\.[0-9])"
 _NO_LETTER = r"(?<![A-Za-z])", r"(?![A-Za-z])"
@@ -490,7 +488,7 @@ def _unkeyed_digests(value: str, cls: str) -> set[str]:
 @given(person=people)
 def test_pseudonyms_are_never_unkeyed_hashes(person):
     cls, value = person
-    pseudonym = PSEUDONYMIZER.pseudonym(cls, value)[2:]
+    pseudonym = PSEUDONYMIZER.pseudonym(cls, value).partition("_")[2]
     digests = _unkeyed_digests(value, cls)
     assert not any(pseudonym in d or d[:16] in pseudonym for d in digests)
 
@@ -512,57 +510,6 @@ def test_no_unkeyed_hash_of_a_personal_number_in_any_event(qualified, data):
     for p in planted:
         for d in _unkeyed_digests(p["digits"], p["class"]):
             assert not any(h in d for h in hexes), "an unkeyed hash of a personal number is in the event"
-
-
-# per-bank pseudonyms
-
-
-@PROPERTY
-@given(person=people, banks=st.lists(st.integers(1, 9999), min_size=2, max_size=2, unique=True))
-def test_bank_pseudonyms_differ_per_bank_and_are_stable(person, banks):
-    b1, b2 = (f"b{n:04d}" for n in banks)
-    platform = PSEUDONYMIZER.pseudonym(*person)
-    x, y = PSEUDONYMIZER.bank_pseudonym(b1, platform), PSEUDONYMIZER.bank_pseudonym(b2, platform)
-    assert x != y and platform not in (x, y)
-    assert x == Pseudonymizer(KEY).bank_pseudonym(b1, platform)
-    assert re.fullmatch(r"b_[0-9a-f]{32}", x)
-
-
-def _public_derivations(bank_id: str, platform: str) -> set[str]:
-    """What a bank could compute from what it knows (its id, the other bank's id, a pseudonym)
-    without the platform key."""
-    out = set()
-    for key in (bank_id.encode(), f"bank:{bank_id}".encode(), b""):
-        for msg in (platform, platform[2:]):
-            out.add(hmac.new(key, msg.encode(), hashlib.sha256).hexdigest()[:32])
-    for msg in (bank_id + platform, platform + bank_id, f"{bank_id}:{platform}"):
-        out.add(hashlib.sha256(msg.encode()).hexdigest()[:32])
-    return out
-
-
-def test_bank_pseudonyms_cannot_be_linked_by_simple_means():
-    """Two banks, 400 people: nothing simple turns one bank's pseudonyms into the other's."""
-    people_ids = [(lambda f: f + gb11643_check(f))(f"500103{1950 + i % 50}0{1 + i % 9}1{i % 10}{i % 1000:03d}") for i in range(400)]
-    platform = [PSEUDONYMIZER.pseudonym("id_number", v) for v in people_ids]
-    b1 = [int(PSEUDONYMIZER.bank_pseudonym("b0001", p)[2:], 16) for p in platform]
-    b2 = [int(PSEUDONYMIZER.bank_pseudonym("b0002", p)[2:], 16) for p in platform]
-    # no shared values, no constant XOR or difference between a person's two pseudonyms
-    assert not set(b1) & set(b2)
-    assert len({x ^ y for x, y in zip(b1, b2, strict=True)}) == len(b1)
-    assert len({(x - y) % 2**128 for x, y in zip(b1, b2, strict=True)}) == len(b1)
-    # a person's two pseudonyms agree in about half their bits, as unrelated values do
-    agree = [128 - bin(x ^ y).count("1") for x, y in zip(b1, b2, strict=True)]
-    assert 60 <= statistics.mean(agree) <= 68 and max(agree) < 100
-    # sorting either bank's pseudonyms gives unrelated orders (rank correlation near 0)
-    r1 = {v: i for i, v in enumerate(sorted(b1))}
-    r2 = {v: i for i, v in enumerate(sorted(b2))}
-    ranks = [(r1[x], r2[y]) for x, y in zip(b1, b2, strict=True)]
-    n = len(ranks)
-    rho = 1 - 6 * sum((a - b) ** 2 for a, b in ranks) / (n * (n * n - 1))
-    assert abs(rho) < 0.2
-    # and neither is a public function of the platform pseudonym
-    for p, x in zip(platform[:50], b1[:50], strict=True):
-        assert f"{x:032x}" not in _public_derivations("b0001", p) | _public_derivations("b0002", p)
 
 
 # --- 4: the detector itself ---------------------------------------------------------------------
