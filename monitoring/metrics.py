@@ -32,6 +32,10 @@ ALERTS_BLOCKED = Counter("yurong_alerts_blocked_total", "Risk changes with no co
 ALERTS_THROTTLED = Counter("yurong_alerts_throttled_total",
                            "Alerts held back by the throttle per bank, enterprise and category (recorded per bank in Redis)",
                            ["bank_id", "category"])
+SQL_REQUESTS = Counter("yurong_sql_requests_total", "Requests to the analysts' SQL gateway by role and outcome "
+                       "(ok, refused, failed, quota, unauthenticated, forbidden, rejected)", ["role", "outcome"])
+SQL_AUDIT_SEQ = Gauge("yurong_sql_audit_seq", "Sequence number of the newest row of this gateway's SQL audit chain "
+                      "(note it with the hash logged beside it to check later that no newest row was removed)", ["chain"])
 CONNECTOR_FLUSHED_LSN = Gauge("yurong_connector_flushed_position", "Source position acknowledged to the source", ["source"])
 CONNECTOR_LAG_BYTES = Gauge("yurong_connector_slot_lag_bytes", "WAL retained by the replication slot", ["source"])
 CONNECTOR_LAG_TRANSACTIONS = Gauge("yurong_connector_lag_transactions",

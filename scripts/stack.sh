@@ -923,6 +923,21 @@ security_apply() {
         || { tail -n 30 "$LOG_DIR/security.log" >&2; die "security: 'yurong security apply' failed (see $LOG_DIR/security.log)"; }
 }
 
+# The local stack's SQL principals: an analyst and an auditor, each with a token file (0600) that
+# `env` exports (YURONG_ANALYST_TOKEN_FILE is the analyst's), so `yurong sql` works by hand. The
+# gateway stores only their scrypt hashes ($YURONG_HOME/secrets/analysts.json).
+analyst_tokens() {
+    local yurong="$REPO_ROOT/.venv/bin/yurong" name
+    [[ -x "$yurong" ]] || { log "sql: $yurong not installed, no local analyst credentials"; return 0; }
+    for name in analyst auditor; do
+        [[ -s "$YURONG_HOME/secrets/$name.token" ]] && continue
+        YURONG_HOME="$YURONG_HOME" "$yurong" analyst add "local-$name" --role "$name" --rotate \
+            --token-file "$YURONG_HOME/secrets/$name.token" >>"$LOG_DIR/security.log" 2>&1 \
+            || die "sql: could not make the local $name credential (see $LOG_DIR/security.log)"
+        log "sql: made the local $name credential ($YURONG_HOME/secrets/$name.token)"
+    done
+}
+
 # --------------------------------------------------------------- commands ---
 
 # The ports a running stack was started with are recorded in run/ports.env, so
@@ -975,6 +990,7 @@ cmd_up() {
     if kafka_running || redis_running || pg_running || my_running; then load_recorded_ports; fi
     record_ports
     masking_key
+    analyst_tokens
     if want kafka; then kafka_start; fi      # the JVM boots while redis and postgres start
     if want redis; then redis_start; fi
     if want postgres; then pg_start; fi
@@ -1023,6 +1039,7 @@ export YURONG_MYSQL_PORT=$MYSQL_PORT
 export YURONG_KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:$KAFKA_PORT
 export YURONG_KAFKA_SECRETS_DIR=$YURONG_HOME/secrets/kafka
 export YURONG_MASKING_KEY_FILE=$YURONG_HOME/secrets/pseudonym.key
+export YURONG_ANALYST_TOKEN_FILE=$YURONG_HOME/secrets/analyst.token
 export YURONG_REDIS_URL=redis://127.0.0.1:$REDIS_PORT/0
 export YURONG_REDIS_SECRETS_DIR=$YURONG_HOME/secrets/redis
 export YURONG_SOURCE_MARKET_DSN=postgresql://$PG_USER:$PG_PASSWORD@127.0.0.1:$PG_PORT/$PG_DB

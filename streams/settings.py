@@ -62,7 +62,10 @@ class ClickHouseSettings(BaseSettings):
     database: str = "yurong"
     batch_size: int = Field(default=10_000, ge=1, description="max rows the sink writes in one insert")
     batch_seconds: float = Field(default=1.0, gt=0, description="max wait before a partial batch is written")
-    query_port: int = Field(default=19123, description="local read-only SQL endpoint served by the sink (chDB only)")
+    query_port: int = Field(default=19123, description="the analysts' SQL gateway, served by the sink")
+    role_dsns: dict[str, SecretStr] = Field(default_factory=dict, description="server mode: DSN per SQL role "
+                                            "(analyst, auditor, operator), each a ClickHouse user holding only that "
+                                            "role (sinks/clickhouse/server/rbac.sql); JSON")
     store_wait_s: float = Field(default=120.0, ge=0, description="how long the sink waits for an embedded store another "
                                 "process holds before it gives up")
 
@@ -202,6 +205,52 @@ class AlertSettings(BaseSettings):
         return max(1, int(self.throttle_window_s * 1000))
 
 
+class AnalystSettings(BaseSettings):
+    """The analysts' SQL gateway (``sinks/analyst``): who may ask, what a query may cost, the audit.
+
+    A client sends ``YURONG_ANALYST_TOKEN`` (or the file ``token_file``), issued by
+    ``yurong analyst add``; the gateway checks it against ``credentials_file`` (scrypt hashes).
+    Each query runs read-only under the limits below, which the query itself cannot change.
+    """
+
+    model_config = _config("YURONG_ANALYST_")
+    token: SecretStr | None = Field(default=None, description="this client's bearer token (yra1.<name>.<secret>)")
+    token_file: Path | None = Field(default=None, description="file holding this client's token")
+    credentials_file: Path | None = Field(default=None, description="principals and scrypt hashes; default "
+                                                                    "$YURONG_HOME/secrets/analysts.json")
+    url: str = Field(default="", description="the gateway's URL for clients; default http://127.0.0.1:<query_port>")
+    bind: str = Field(default="127.0.0.1", description="address the gateway listens on")
+    allowed_hosts: list[str] = Field(default_factory=list, description="Host header values accepted besides "
+                                     "127.0.0.1/localhost:<port> (against DNS rebinding); JSON list")
+    max_execution_time_s: int = Field(default=60, ge=1, description="a query is stopped after this many seconds")
+    max_memory_usage: int = Field(default=2 * 1024**3, ge=1, description="bytes of memory one query may use")
+    max_rows_to_read: int = Field(default=500_000_000, ge=1, description="rows one query may read")
+    max_bytes_to_read: int = Field(default=50 * 1024**3, ge=1, description="bytes one query may read")
+    max_result_rows: int = Field(default=100_000, ge=1, description="rows one query may return")
+    max_result_bytes: int = Field(default=200 * 1024**2, ge=1, description="bytes one query may return")
+    max_threads: int = Field(default=1, ge=1, description="engine threads per query: the pipeline keeps the rest")
+    sessions_per_role: int = Field(default=2, ge=1, description="queries of one role that run at once")
+    per_analyst_concurrency: int = Field(default=1, ge=1, description="queries of one analyst that run at once")
+    queue_wait_s: float = Field(default=10.0, ge=0, description="how long a query waits for a free session")
+    quota_queries_per_hour: int = Field(default=600, ge=1)
+    quota_rows_read_per_hour: int = Field(default=20_000_000_000, ge=1)
+    quota_seconds_per_hour: int = Field(default=1800, ge=1, description="engine time one analyst may use per hour")
+    audit_database: str = Field(default="yurong_audit", pattern=r"^[a-z_][a-z0-9_]*$")
+    audit_retention_days: int = Field(default=365, ge=180, description="the SQL audit is kept this long (≥180: "
+                                      "网络安全法 第二十一条)")
+    audit_chain: str = Field(default="", description="name of this gateway's audit chain; default the host name")
+
+    def credentials_path(self, home: Path) -> Path:
+        return self.credentials_file or home / "secrets" / "analysts.json"
+
+    def read_token(self) -> str | None:
+        if self.token is not None:
+            return self.token.get_secret_value()
+        if self.token_file is not None:
+            return self.token_file.read_text(encoding="utf-8").strip()
+        return None
+
+
 class RetentionSettings(BaseSettings):
     """How long enterprise data is kept (docs/security.md, "Data lifecycle"), in days.
 
@@ -236,6 +285,7 @@ class Settings:
         self.paths = PathSettings()
         self.kafka = KafkaSettings()
         self.clickhouse = ClickHouseSettings()
+        self.analyst = AnalystSettings()
         self.redis = RedisSettings()
         self.masking = MaskingSettings()
         self.source = SourceSettings()

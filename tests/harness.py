@@ -34,6 +34,7 @@ from connectors.base import Source
 from connectors.offsets import OffsetStore
 from connectors.runner import ConnectorRunner, producer_config
 from connectors.sources import source_class
+from sinks.analyst.credentials import CredentialStore
 from streams.cli.demo import pipeline
 from streams.codecs.serde import schema_store
 from streams.core.access import connector_principal
@@ -187,6 +188,8 @@ class IsolatedPipeline:
         self.logs = home / "logs"
         self.redis_url = redis_url
         self.query_port = free_port()
+        # the harness asks the sink's SQL gateway as an operator (reads the data tables, not the audit)
+        self.token = CredentialStore(home / "home" / "secrets" / "analysts.json").add("harness", "operator", replace=True)
         self.app_id, self.sink_group, self.prefix = self.names(label, tag)
         self.env = {
             **os.environ,
@@ -228,8 +231,9 @@ class IsolatedPipeline:
     def sql(self, query: str, **params) -> list[list] | None:
         """Rows from the sink's read-only endpoint; None while the sink is not up yet."""
         self.check_alive()
-        body = json.dumps({"sql": query, "parameters": params, "principal": "harness"}).encode()
-        req = urllib.request.Request(f"http://127.0.0.1:{self.query_port}/query", data=body)
+        body = json.dumps({"sql": query, "parameters": params}).encode()
+        req = urllib.request.Request(f"http://127.0.0.1:{self.query_port}/query", data=body,
+                                     headers={"Content-Type": "application/json", "Authorization": f"Bearer {self.token}"})
         try:
             with urllib.request.urlopen(req, timeout=60) as resp:
                 return json.loads(resp.read())["rows"]

@@ -186,15 +186,5 @@ ALTER TABLE risk_change MODIFY TTL toDateTime(event_ts) + toIntervalDay({risk_ch
 ALTER TABLE alert_delivery MODIFY TTL toDateTime(published_ts) + toIntervalDay({alert_delivery_days:UInt32});
 ALTER TABLE dlq_event MODIFY TTL toDateTime(dead_lettered_ts) + toIntervalDay({dlq_event_days:UInt32});
 
-CREATE TABLE IF NOT EXISTS sql_audit
-(
-    ts          DateTime64(3, 'UTC') DEFAULT now64(3),
-    principal   String,
-    query       String,
-    rows        UInt64,
-    ok          Bool,
-    error       String
-)
-ENGINE = MergeTree
-ORDER BY ts
-TTL toDateTime(ts) + INTERVAL 3 YEAR;
+-- The analysts' SQL audit lives in its own database (yurong_audit.sql_audit, hash-chained),
+-- created by the gateway: sinks/analyst/audit.py.

@@ -123,10 +123,11 @@ _TTL_STATEMENT = re.compile(r"ALTER TABLE (\w+) MODIFY TTL .*\{(\w+):UInt32\}", 
 _STORED_TTL_DAYS = re.compile(r"\bTTL\b.*?toIntervalDay\((?:_CAST\()?(\d+)\b", re.DOTALL)
 
 
-def stored_ttl_days(client: Client, table: str) -> int | None:
-    """The day count of ``table``'s TTL as stored, None without a TTL in days."""
+def stored_ttl_days(client: Client, table: str, database: str | None = None) -> int | None:
+    """The day count of ``table``'s TTL as stored (in ``database``, default the client's), None
+    without a TTL in days."""
     query = client.command("SELECT create_table_query FROM system.tables WHERE database = {db:String} AND name = {t:String}",
-                           parameters={"db": client.database, "t": table})
+                           parameters={"db": database or client.database, "t": table})
     found = _STORED_TTL_DAYS.search(str(query))
     return int(found.group(1)) if found else None
 

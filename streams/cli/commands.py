@@ -220,14 +220,15 @@ def worker(faust_args: tuple[str, ...]) -> None:
 @click.option("--group", default="yurong-sink", show_default=True, help="Kafka consumer group (prefix yurong-sink: the sink's ACL)")
 @click.option("--log-level", default="info")
 def sink(group: str, log_level: str) -> None:
-    """Run the ClickHouse sink; with embedded chDB it also serves read-only SQL for `yurong sql`."""
+    """Run the ClickHouse sink; it also serves the analysts' SQL gateway for `yurong sql`."""
     setup_logging(log_level)
     from confluent_kafka import Consumer, Producer
 
     from connectors.runner import producer_config
     from monitoring.metrics import serve
+    from sinks.analyst import open_gateway
+    from sinks.analyst import serve as serve_gateway
     from sinks.clickhouse import ClickHouseWriter, apply_schema, open_client
-    from sinks.query_server import AnalystSQL, serve_queries
     from sinks.runner import ClickHouseSink, consumer_config
     from streams.codecs.serde import schema_store
     from streams.core.access import SINK
@@ -237,8 +238,8 @@ def sink(group: str, log_level: str) -> None:
     client = open_client(s.clickhouse_dsn, s.clickhouse.database, wait_s=s.clickhouse.store_wait_s)
     apply_schema(client)
     writer = ClickHouseWriter(client)
-    if s.clickhouse.is_embedded:
-        serve_queries(AnalystSQL(s.clickhouse_dsn, s.clickhouse.database, writer), s.clickhouse.query_port)
+    gateway = open_gateway(s, client, writer.lock)
+    serve_gateway(gateway, s.analyst.bind, s.clickhouse.query_port, s.analyst.allowed_hosts)
     serve(s.metrics.sink_port, "sink", s.metrics.bind)
     kafka = client_conf(SINK, s)
     runner = ClickHouseSink(Consumer(consumer_config(kafka, group)), Producer(producer_config(kafka)), writer, schema_store(),
@@ -545,14 +546,24 @@ def security_apply() -> None:
 
 # --- sql -----------------------------------------------------------------------------------------------
 
+TOKEN_FILE = click.option("--token-file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+                          help="the principal's token (default: YURONG_ANALYST_TOKEN / _TOKEN_FILE)")
+
+
+def _token(path: Path | None) -> str | None:
+    return path.read_text(encoding="utf-8").strip() if path else None
+
+
 @main.command()
 @click.argument("query")
 @click.option("--param", "-p", multiple=True, help="server-side parameter name=value, used as {name:Type} in the query")
 @click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table", show_default=True)
-def sql(query: str, param: tuple[str, ...], fmt: str) -> None:
-    """Run QUERY read-only on the analytics store (works while the pipeline runs)."""
+@TOKEN_FILE
+def sql(query: str, param: tuple[str, ...], fmt: str, token_file: Path | None) -> None:
+    """Run QUERY read-only on the analytics store, through the sink's gateway (authenticated,
+    limited, audited; works while the pipeline runs)."""
     params = dict(p.split("=", 1) for p in param)
-    out = run_sql(query, params)
+    out = run_sql(query, params, _token(token_file))
     if fmt == "json":
         console.print_json(json.dumps(out, ensure_ascii=False, default=str))
     elif fmt == "csv":  # formula-like cells neutralised (streams/cli/output.py)
@@ -561,6 +572,108 @@ def sql(query: str, param: tuple[str, ...], fmt: str) -> None:
         w.writerows(csv_row(row) for row in out["rows"])
     else:  # cells are Text: data is never read as markup
         console.print(result_table(out["columns"], out["rows"]))
+
+
+@main.group()
+def analyst() -> None:
+    """SQL principals (分析人员): each has a role (analyst, auditor, operator) and a token; the
+    gateway keeps only scrypt hashes (YURONG_ANALYST_CREDENTIALS_FILE)."""
+
+
+def _credentials():
+    from sinks.analyst.credentials import CredentialStore
+
+    s = get_settings()
+    return CredentialStore(s.analyst.credentials_path(s.paths.home))
+
+
+@analyst.command("add")
+@click.argument("name")
+@click.option("--role", "role_name", type=click.Choice(["analyst", "auditor", "operator"]), required=True)
+@click.option("--token-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="write the token to this file (0600) instead of printing it")
+@click.option("--rotate", is_flag=True, help="issue a new token for an existing principal (the old one stops working)")
+def analyst_add(name: str, role_name: str, token_file: Path | None, rotate: bool) -> None:
+    """Create principal NAME with ROLE; the token is shown once (or written to --token-file)."""
+    try:
+        token = _credentials().add(name, role_name, replace=rotate)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    if token_file is not None:
+        token_file.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(token + "\n")
+        os.chmod(token_file, 0o600)
+        console.print(f"{name} ({role_name}): token written to {token_file}")
+    else:
+        click.echo(token)
+        err_console.print(f"{name} ({role_name}): the token above is shown once; give it to {name} only")
+
+
+@analyst.command("revoke")
+@click.argument("name")
+def analyst_revoke(name: str) -> None:
+    """Revoke NAME's token: the next request with it is refused."""
+    _credentials().revoke(name)
+    console.print(f"{name}: revoked")
+
+
+@analyst.command("list")
+def analyst_list() -> None:
+    """Principals, roles, and when they were added or revoked (never tokens)."""
+    t = Table("name", "role", "added", "revoked")
+    for p in _credentials().list():
+        t.add_row(p["name"], p["role"], p["added"], p["revoked"] or "")
+    console.print(t)
+
+
+@main.group()
+def audit() -> None:
+    """The SQL audit (安全审计): every analyst request, hash-chained, readable by auditors only."""
+
+
+@audit.command("verify")
+@click.option("--expect-head", default=None, metavar="CHAIN:SEQ:HASH",
+              help="a head noted earlier (the sink logs it; metric yurong_sql_audit_seq): it must still be there")
+@TOKEN_FILE
+def audit_verify(expect_head: str | None, token_file: Path | None) -> None:
+    """Recompute the audit's hash chains (as an auditor): edited, deleted or cut rows are reported."""
+    from sinks.analyst.audit import verify
+
+    s = get_settings()
+    head = None
+    if expect_head:
+        chain, seq, digest = expect_head.rsplit(":", 2)
+        head = (chain, int(seq), digest)
+    token = _token(token_file)
+    columns = ("chain", "seq", "ts", "principal", "role", "client", "action", "query", "parameters", "outcome",
+               "rows_read", "bytes_read", "rows_returned", "elapsed_ms", "error", "prev_hash", "hash")
+    select = ", ".join(c if c != "ts" else "toUnixTimestamp64Milli(ts) AS ts" for c in columns)
+    # the database is a setting checked against ^[a-z_][a-z0-9_]*$; the gateway takes no identifier parameters
+
+    def rows():
+        after_chain, after_seq = "", 0
+        while True:
+            page = run_sql(f"SELECT {select} FROM {s.analyst.audit_database}.sql_audit"
+                           " WHERE (chain, seq) > ({c:String}, {q:UInt64}) ORDER BY chain, seq LIMIT 20000",
+                           {"c": after_chain, "q": str(after_seq)}, token)["rows"]
+            for r in page:
+                yield dict(zip(columns, r, strict=True))
+            if len(page) < 20000:
+                return
+            after_chain, after_seq = page[-1][0], int(page[-1][1])
+
+    reports = verify(rows(), int(time.time() * 1000), s.analyst.audit_retention_days, head)
+    t = Table("chain", "rows", "seq", "head", "result")
+    for r in reports.values():
+        t.add_row(r.chain, str(r.rows), f"{r.first_seq}..{r.last_seq}", r.head[:16],
+                  "intact" if r.ok else "; ".join(r.problems))
+    console.print(t)
+    if not reports:
+        console.print("the audit is empty")
+    if any(not r.ok for r in reports.values()):
+        raise SystemExit(1)
 
 
 # --- demo ----------------------------------------------------------------------------------------------
@@ -575,6 +688,7 @@ def demo(enterprises: int, seconds: int, rate: float) -> None:
     from streams.cli.demo import run_demo
 
     run_demo(console, enterprises=enterprises, seconds=seconds, rate=rate)
+
 
 
 # --- erase ---------------------------------------------------------------------------------------------

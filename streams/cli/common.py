@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import urllib.error
 import urllib.request
 
@@ -40,36 +39,37 @@ def with_registry(coro_fn):
     return asyncio.run(go())
 
 
-def run_sql(query: str, parameters: dict[str, str] | None = None) -> dict:
-    """Run a read-only analyst query: with the embedded chDB, through the endpoint of the sink,
-    which owns the store (the analyst path never opens it: opening it would take its lock from a
-    sink that is starting); with a ClickHouse server DSN, directly."""
-    from sinks.clickhouse import ClickHouseWriter, apply_schema, open_client  # the engine loads only when used
-    from sinks.query_server import AnalystSQL
-
+def gateway_call(path: str, body: dict, token: str | None = None, timeout: float = 300) -> dict:
+    """POST ``body`` to the analysts' SQL gateway (served by the sink) as the principal whose token
+    is ``token`` or the settings' (``YURONG_ANALYST_TOKEN`` / ``_TOKEN_FILE``). The CLI never
+    opens the store itself: the sink owns it, and the gateway checks, limits and audits."""
     s = get_settings()
-    principal = os.environ.get("USER") or os.environ.get("LOGNAME") or "analyst"
-    if s.clickhouse.is_embedded:
-        body = json.dumps({"sql": query, "parameters": parameters or {}, "principal": principal}).encode()
-        req = urllib.request.Request(f"http://127.0.0.1:{s.clickhouse.query_port}/query", data=body,
-                                     headers={"Content-Type": "application/json"})
-        try:
-            with urllib.request.urlopen(req, timeout=120) as resp:
-                return json.loads(resp.read())
-        except urllib.error.HTTPError as exc:
-            raise YurongError(json.loads(exc.read()).get("error", str(exc))) from None
-        except urllib.error.URLError:
-            raise YurongError(f"no sink answers on 127.0.0.1:{s.clickhouse.query_port}: the embedded store belongs to "
-                              "the sink, which serves analysts' queries; start it with `yurong sink`") from None
-    client = open_client(s.clickhouse_dsn, s.clickhouse.database)
-    apply_schema(client)
-    analyst = AnalystSQL(s.clickhouse_dsn, s.clickhouse.database, ClickHouseWriter(client))
+    token = token or s.analyst.read_token()
+    if not token:
+        raise YurongError("no analyst credential: set YURONG_ANALYST_TOKEN_FILE (or YURONG_ANALYST_TOKEN) to a token "
+                          "from `yurong analyst add <name> --role analyst` (the local stack's: `yurong stack env`)")
+    url = f"{s.analyst.url or f'http://127.0.0.1:{s.clickhouse.query_port}'}/{path}"
+    req = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
+                                 headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"})
     try:
-        return analyst.query(query, parameters, principal)
-    except YurongError:
-        raise
-    except Exception as exc:  # noqa: BLE001 — an analyst's SQL error is a message, not a traceback
-        raise YurongError(str(exc)) from None
-    finally:
-        analyst.close()
-        client.close()
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        try:
+            message = json.loads(exc.read()).get("error", str(exc))
+        except ValueError:
+            message = str(exc)
+        raise YurongError(message) from None
+    except urllib.error.URLError:
+        raise YurongError(f"no SQL gateway answers at {url}: the sink serves it; start it with `yurong sink`") from None
+
+
+def run_sql(query: str, parameters: dict[str, str] | None = None, token: str | None = None) -> dict:
+    """Run an analyst query through the gateway: ``{"columns": [...], "rows": [...]}``."""
+    return gateway_call("query", {"sql": query, "parameters": parameters or {}}, token)
+
+
+def erase_via_gateway(uscc: str, reason: str, token: str | None = None) -> dict[str, int]:
+    """Ask the sink's gateway (operator role) to erase one enterprise's rows: ``{table: rows}``."""
+    return gateway_call("erase", {"uscc": uscc, "reason": reason}, token)["erased"]
+

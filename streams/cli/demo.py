@@ -94,6 +94,8 @@ def run_demo(console: Console, enterprises: int, seconds: int, rate: float) -> N
                    env={**os.environ, "YURONG_HOME": str(s.paths.home)})
     env = child_env()
     os.environ.update({k: v for k, v in env.items() if k.startswith("YURONG_")})
+    # the local stack's analyst (stack.sh made the credential): the demo's queries are audited as it
+    analyst_token = s.analyst.read_token() or (s.paths.home / "secrets" / "analyst.token").read_text(encoding="utf-8").strip()
 
     sim = MarketSimulator(s.source.dsn("market", "postgres"), seed=2019)
     sim.create_schema()
@@ -175,7 +177,7 @@ def run_demo(console: Console, enterprises: int, seconds: int, rate: float) -> N
         console.print("6/6 analyst queries on ClickHouse while the pipeline runs (yurong sql):")
         for query in ANALYST_QUERIES:
             console.print(f"[dim]{query}[/dim]")
-            out = run_sql(query)
+            out = run_sql(query, token=analyst_token)
             console.print(result_table(out["columns"], out["rows"]))
     latencies.sort()
     p50 = latencies[len(latencies) // 2] if latencies else float("nan")
