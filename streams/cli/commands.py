@@ -707,16 +707,9 @@ def erase(uscc: str, reason: str) -> None:
     s = get_settings()
 
     def clickhouse(code: str, why: str) -> dict[str, int]:
-        if s.clickhouse.is_embedded:  # only the sink may open the embedded store: it erases on our behalf
-            return common.erase_via_gateway(code, why)
-        from sinks.clickhouse import open_client
-        from sinks.clickhouse.erase import erase_enterprise
-
-        client = open_client(s.clickhouse_dsn, s.clickhouse.database)
-        try:
-            return erase_enterprise(client, code)
-        finally:
-            client.close()
+        # the sink's gateway erases, as the verified operator (YURONG_ANALYST_TOKEN: an operator's
+        # token), with its own writer: the CLI holds no ClickHouse credentials of its own
+        return common.erase_via_gateway(code, why)
 
     record = erase_enterprise_everywhere(uscc, reason, clickhouse, s)
     console.print_json(json.dumps(record, ensure_ascii=False))

@@ -2,9 +2,10 @@
 
 What is erased (docs/security.md, "Data lifecycle"):
 
-- ClickHouse: every row of the USCC in the USCC-keyed tables (``sinks.clickhouse.erase``). With
-  the embedded chDB only the sink may open the store, so the CLI asks the running sink
-  (``streams.cli.common.erase_via_gateway``); with a ClickHouse server DSN it deletes directly.
+- ClickHouse: every row of the USCC in the USCC-keyed tables (``sinks.clickhouse.erase``), erased
+  by the sink's SQL gateway for a caller whose token has the operator role
+  (``streams.cli.common.erase_via_gateway``; audited in ``yurong_audit.sql_audit`` too): only the
+  sink holds the store (embedded) or a login that may write it (server).
 - Kafka: a tombstone for the USCC on the compacted topics keyed by it: ``enterprise.profiles`` and
   the worker's profile-table changelog (``<app id>-enterprise_profile-changelog``, whose keys Faust
   writes as JSON). Each goes to the partition holding the key's values: ``enterprise.profiles`` by

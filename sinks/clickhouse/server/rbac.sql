@@ -44,19 +44,6 @@ CREATE SETTINGS PROFILE OR REPLACE yurong_readonly SETTINGS
     max_result_bytes = 200000000 MIN 1 MAX 200000000,
     max_threads = 2 MIN 1 MAX 2;
 
--- The operator's erasure (`yurong erase`: ALTER TABLE … DELETE … SETTINGS mutations_sync = 2) is a
--- write, which readonly = 1 (and 2) refuses whatever the grants say; so the operator's user has the
--- same limits with readonly = 0. Its grants (role yurong_operator) are SELECT and ALTER DELETE on
--- yurong.* only, so readonly = 0 opens nothing else.
-CREATE SETTINGS PROFILE OR REPLACE yurong_operator SETTINGS
-    max_execution_time = 60 MIN 1 MAX 60,
-    max_memory_usage = 2000000000 MIN 1 MAX 2000000000,
-    max_rows_to_read = 500000000 MIN 1 MAX 500000000,
-    max_bytes_to_read = 50000000000 MIN 1 MAX 50000000000,
-    max_result_rows = 100000 MIN 1 MAX 100000,
-    max_result_bytes = 200000000 MIN 1 MAX 200000000,
-    max_threads = 2 MIN 1 MAX 2;
-
 -- ---------------------------------------------------------------- roles (the gateway's role names)
 -- Analysts: SELECT on the analytic tables and views of sinks/clickhouse/schema.sql, named one by
 -- one (a table added later is not readable until it is added here), nothing in yurong_audit.
@@ -81,12 +68,13 @@ GRANT SELECT ON yurong.alert_delivery TO yurong_auditor;
 -- Operators: read every yurong table, erase an enterprise's rows (ALTER DELETE); nothing in
 -- yurong_audit.
 CREATE ROLE OR REPLACE yurong_operator;
-GRANT SELECT, ALTER DELETE ON yurong.* TO yurong_operator;
+GRANT SELECT ON yurong.* TO yurong_operator;
 
 -- ---------------------------------------------------------------- users
 -- The sink: makes and evolves the yurong schema (schema.sql, retention TTLs) and writes its rows.
--- In yurong_audit it may create the audit table and append to it, and read only (seq, hash), to
--- continue the hash chain. No ALTER (which holds ALTER DELETE, ALTER UPDATE and MODIFY TTL),
+-- In yurong_audit it may create the audit table and append to it, and read only the columns that
+-- continue the hash chain (chain, seq, hash) and seed the analysts' hourly quotas after a restart
+-- (ts, principal, action, outcome, rows_read, elapsed_ms) — never a query's text or parameters. No ALTER (which holds ALTER DELETE, ALTER UPDATE and MODIFY TTL),
 -- TRUNCATE, DROP or OPTIMIZE there: it cannot rewrite or shorten the audit.
 CREATE USER OR REPLACE yurong_sink
     IDENTIFIED WITH sha256_password BY {sink_password:String}
@@ -94,7 +82,11 @@ CREATE USER OR REPLACE yurong_sink
     DEFAULT DATABASE yurong;
 GRANT CREATE DATABASE, CREATE TABLE, CREATE VIEW, ALTER, INSERT, SELECT ON yurong.* TO yurong_sink;
 GRANT CREATE DATABASE ON yurong_audit.* TO yurong_sink;
-GRANT CREATE TABLE, INSERT, SELECT(seq, hash) ON yurong_audit.sql_audit TO yurong_sink;
+GRANT CREATE TABLE, INSERT, SELECT(chain, seq, hash, ts, principal, action, outcome, rows_read, elapsed_ms)
+    ON yurong_audit.sql_audit TO yurong_sink;
+-- system tables need a grant (config.d/yurong-access.xml): the sink reads the stored TTLs of its
+-- tables, the gateway's analyst login the function catalogue its sandbox allows from.
+GRANT SELECT ON system.tables TO yurong_sink;
 
 -- The gateway's three logins, one per verified caller role, each holding only its role.
 CREATE USER OR REPLACE yurong_analyst_gw
@@ -103,6 +95,8 @@ CREATE USER OR REPLACE yurong_analyst_gw
     DEFAULT DATABASE yurong
     SETTINGS PROFILE 'yurong_readonly';
 GRANT yurong_analyst TO yurong_analyst_gw;
+-- the function catalogue the gateway's sandbox allows from (the analysts' queries cannot name it)
+GRANT SELECT ON system.functions TO yurong_analyst_gw;
 SET DEFAULT ROLE yurong_analyst TO yurong_analyst_gw;
 
 CREATE USER OR REPLACE yurong_auditor_gw
@@ -117,7 +111,7 @@ CREATE USER OR REPLACE yurong_operator_gw
     IDENTIFIED WITH sha256_password BY {operator_gw_password:String}
     HOST ANY
     DEFAULT DATABASE yurong
-    SETTINGS PROFILE 'yurong_operator';
+    SETTINGS PROFILE 'yurong_readonly';
 GRANT yurong_operator TO yurong_operator_gw;
 SET DEFAULT ROLE yurong_operator TO yurong_operator_gw;
 
