@@ -536,7 +536,7 @@ def security_apply() -> None:
     from streams.kafka.security import apply_matrix, client_conf
 
     s = get_settings()
-    matrix = platform_rules(catalogue().departments, s.worker.debezium_prefixes)
+    matrix = platform_rules(catalogue().departments, s.worker.debezium_prefixes, s.worker.app_id)
     changes = apply_matrix(AdminClient(client_conf(ADMIN, s)), matrix, s)
     t = Table("principal", "rules", "ACLs added", "ACLs removed")
     for principal, (created, deleted) in changes.items():
