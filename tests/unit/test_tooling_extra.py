@@ -14,7 +14,7 @@ from streams.cli import main
 from tests.conftest import TEST_KEY
 
 RUNTIME_MODULES = ("streams.worker.agents", "streams.cli", "connectors.fleet", "connectors.sources", "sinks.runner",
-                   "sinks.query_server")
+                   "sinks.analyst")
 
 
 def _loaded_after(modules: tuple[str, ...], roots: tuple[str, ...]) -> list[str]:
