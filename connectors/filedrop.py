@@ -249,8 +249,11 @@ class FileDropSource:
     # --- Source interface ----------------------------------------------------------------------
 
     def start(self) -> None:
-        for sub in ("", "done", "rejected"):
-            (self.folder / sub).mkdir(parents=True, exist_ok=True)
+        for sub in ("", "done", "rejected"):  # raw department data: the owner's only (docs/security.md)
+            (self.folder / sub).mkdir(mode=0o700, parents=True, exist_ok=True)
+            # done/ and rejected/ are the connector's: 0700; the drop folder keeps the group an
+            # upload account may need, never access for others
+            (self.folder / sub).chmod(0o700 if sub else (self.folder.stat().st_mode & 0o770))
         ensure_topics(self._kafka, {self._files_topic: {"cleanup.policy": "compact"}}, partitions=1,
                       replication_factor=self._offsets.replication_factor)
         if self._ignore_history:

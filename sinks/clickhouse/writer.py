@@ -11,6 +11,7 @@ import fcntl
 import logging
 import os
 import re
+import stat
 import threading
 import time
 from collections.abc import Sequence
@@ -63,6 +64,7 @@ def open_client(dsn: str, database: str, wait_s: float = 0.0) -> Client:
     store (``chdb://<folder>``) that another process holds is waited for, up to ``wait_s``, with a
     log line every few seconds, instead of failing at once."""
     if dsn.startswith("chdb://"):
+        _private_store(Path(dsn.removeprefix("chdb://")))
         _wait_for_store(Path(dsn.removeprefix("chdb://")), wait_s)
     try:
         client = clickhouse_connect.get_client(dsn=dsn)
@@ -71,6 +73,21 @@ def open_client(dsn: str, database: str, wait_s: float = 0.0) -> Client:
     client.command("CREATE DATABASE IF NOT EXISTS {db:Identifier}", parameters={"db": database})
     client.database = database
     return client
+
+
+def _private_store(folder: Path) -> None:
+    """The embedded store is the owner's only: its folder 0700 and what is already in it without
+    group or other access (a store made before), and this process's umask 077, so the parts chDB
+    writes from now on are 0600 too. The process is the sink, the store's one owner."""
+    os.umask(os.umask(0o077) | 0o077)
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    for root, dirs, files in os.walk(folder):
+        for name in (*dirs, *files):
+            path = os.path.join(root, name)
+            mode = os.lstat(path).st_mode
+            if not stat.S_ISLNK(mode) and mode & 0o077:
+                os.chmod(path, mode & 0o700)
+    folder.chmod(0o700)
 
 
 def _store_held(folder: Path) -> bool:
