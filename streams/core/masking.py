@@ -280,10 +280,11 @@ def _luhn_ok(digits: str) -> bool:
     return total % 10 == 0
 
 
-# Our own keyed pseudonyms (``p1_``, ``p2_``, … or the older ``p_`` + 32 hex) can contain digit
-# runs that look like a phone or card number; they are removed before scanning. A raw identifier
-# never has this form.
-_PSEUDONYM_TOKEN = re.compile(r"(?<![0-9A-Za-z])p[0-9]*_[0-9a-f]{32}(?![0-9A-Za-z])")
+# Our own keyed pseudonyms (``p1_``, ``p2_``, … or the older ``p_`` + 32 hex; the profile's short
+# row keys ``<dataset>#p_<14 hex>``, streams.core.profile.source_row) can contain digit runs that
+# look like a phone or card number; they are removed before scanning. A raw identifier never has
+# this form.
+_PSEUDONYM_TOKEN = re.compile(r"(?<![0-9A-Za-z])p[0-9]*_[0-9a-f]{14}(?:[0-9a-f]{18})?(?![0-9A-Za-z])")
 
 
 # Short texts already scanned and found clean (dates, amounts, enum values and masked values

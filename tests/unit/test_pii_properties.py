@@ -99,7 +99,7 @@ def is_card(digits: str) -> bool:
     return 16 <= len(digits) <= 19 and luhn.is_valid(digits)
 
 
-_OWN_PSEUDONYM = re.compile(r"p[0-9]*_[0-9a-f]{32}")
+_OWN_PSEUDONYM = re.compile(r"(?<![0-9A-Za-z])p[0-9]*_[0-9a-f]{14}(?:[0-9a-f]{18})?(?![0-9A-Za-z])")  # pseudonyms, short row keys
 _IN_NUMBER = r"(?<![0-9])(?<![0-9]\.)"  # not inside a digit run or after a decimal point
 _NUMBER_END = r"(?![0-9])(?!\.[0-9])"
 _NO_LETTER = r"(?<![A-Za-z])", r"(?![A-Za-z])"

@@ -47,6 +47,9 @@ def test_the_detector_skips_pseudonyms_of_any_key():
     for key_id in ("p", "p1", "p2", "p17"):
         assert find_pii_in_text(f"{key_id}_{hexes}") is None
     assert find_pii_in_text(f"x1_{hexes}") == "phone", "only our own form is skipped"
+    # the profile's short row keys: <dataset>#p_<14 hex> (streams.core.profile.source_row)
+    assert find_pii_in_text("social_insurance#p_13791214736a82") is None
+    assert find_pii_in_text("social_insurance#p_13791214736a8") == "phone", "13 hex is not our form"
 
 
 def _load(monkeypatch, tmp_path, content: bytes | None = None, key_id: str | None = None, env_key: str | None = None):
