@@ -134,8 +134,7 @@ def check(tree: dict, scope: Scope, functions: FunctionCatalogue) -> None:
     """Raise ``QueryRefused`` unless the parsed query ``tree`` stays inside ``scope``."""
     if tree.get("type") not in ("SelectWithUnionQuery", "SelectIntersectExceptQuery"):
         raise QueryRefused(f"only SELECT queries are allowed (this is {_kind(tree)})")
-    ctes = {n["name"] for n in _nodes(tree) if n.get("type") == "WithElement" and n.get("name")}
-    for node in _nodes(tree):
+    for node, ctes in _nodes(tree):
         kind = node.get("type")
         if kind not in NODE_KINDS:
             raise QueryRefused(f"{_kind(node)} is not allowed in an analyst query")
@@ -165,7 +164,7 @@ def check(tree: dict, scope: Scope, functions: FunctionCatalogue) -> None:
                     _check_table(str(args[1].get("name", "")), scope, ctes)
 
 
-def _check_table(name: str, scope: Scope, ctes: set[str]) -> None:
+def _check_table(name: str, scope: Scope, ctes: frozenset[str]) -> None:
     if not name:
         raise QueryRefused("a table must be named in the query, not through a parameter")
     if "." not in name and name in ctes:
@@ -174,17 +173,23 @@ def _check_table(name: str, scope: Scope, ctes: set[str]) -> None:
         raise QueryRefused(f"table {name} is not readable by this role")
 
 
-def _nodes(tree: Any) -> Iterator[dict]:
-    """Every node of the tree, depth first (iterative: a deep query cannot exhaust the stack)."""
-    stack = [tree]
+def _nodes(tree: Any) -> Iterator[tuple[dict, frozenset[str]]]:
+    """Every node of the tree with the ``WITH`` names visible at it, depth first (iterative: a deep
+    query cannot exhaust the stack). A ``WITH`` name is visible in its own SELECT and the queries
+    nested in it, not outside: a CTE named like a table cannot hide that table elsewhere."""
+    stack: list[tuple[Any, frozenset[str]]] = [(tree, frozenset())]
     while stack:
-        item = stack.pop()
+        item, ctes = stack.pop()
         if isinstance(item, dict):
+            if item.get("type") == "SelectQuery" and isinstance(item.get("with"), dict):
+                ctes = ctes | {str(w["name"]) for w in item["with"].get("children") or []
+                               if isinstance(w, dict) and w.get("type") == "WithElement" and w.get("name")}
             if "type" in item:
-                yield item
-            stack.extend(v for k, v in item.items() if k not in ("value",) or not _is_literal(item))
+                yield item, ctes
+            if not _is_literal(item):
+                stack.extend((v, ctes) for v in item.values())
         elif isinstance(item, list):
-            stack.extend(item)
+            stack.extend((v, ctes) for v in item)
 
 
 def _is_literal(node: dict) -> bool:

@@ -100,7 +100,7 @@ def gw(tmp_path, monkeypatch) -> Iterator[Gateway]:
     tokens["analyst2"] = credentials.add("analyst2", "analyst")
     client = open_client(dsn, "yurong")
     try:
-        apply_schema(client)
+        apply_schema(client, settings.retention)  # not the process-wide settings: this env is the test's
         writer = ClickHouseWriter(client)
         writer.write("enterprise_profile", [profile_row(profile(u, 10 + i, "active")) for i, u in enumerate(USCCS)], "t1")
         writer.write("enterprise_profile", [profile_row(profile(USCCS[0], 50, "suspended"))], "t2")
@@ -228,6 +228,10 @@ def test_each_role_reads_its_tables_only(gw):
     assert gw.post("SELECT count() FROM yurong_audit.sql_audit", as_="auditor")[0] == 200
     assert gw.post("SELECT count() FROM alert_delivery", as_="auditor")[0] == 200
     assert gw.post("SELECT count() FROM enterprise_profile", as_="auditor")[0] == 403
+    # a WITH name covers its own query only: it cannot stand in for a table elsewhere
+    assert gw.post("SELECT * FROM (WITH enterprise_profile AS (SELECT 1) SELECT 1) AS a, enterprise_profile",
+                   as_="auditor")[0] == 403
+    assert gw.post("WITH enterprise_profile AS (SELECT 1 AS x) SELECT x FROM enterprise_profile", as_="auditor")[0] == 200
     assert gw.post("SELECT count() FROM yurong_audit.sql_audit", as_="analyst")[0] == 403
     assert gw.post("SELECT count() FROM yurong_audit.sql_audit", as_="operator")[0] == 403
     assert gw.post("SELECT count() FROM dlq_event", as_="operator")[0] == 200
