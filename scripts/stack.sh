@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # scripts/stack.sh — the local embedded stack for yurong: Kafka (KRaft, single
-# node), Redis, PostgreSQL and MariaDB, running as plain processes on 127.0.0.1
-# with all data under one folder.
+# node), Redis, PostgreSQL, MariaDB and Prometheus, running as plain processes on
+# 127.0.0.1 with all data under one folder.
 #
 #   scripts/stack.sh up       install what is missing, start everything (idempotent)
 #   scripts/stack.sh down     stop everything cleanly
@@ -15,13 +15,17 @@
 #   YURONG_REDIS_PORT             [16379]
 #   YURONG_PG_PORT                [15432]
 #   YURONG_MYSQL_PORT             [13306]   MariaDB (binlog ROW, FULL row metadata)
+#   YURONG_PROMETHEUS_PORT        [19090]   Prometheus (Debian's package): the project's rules, 2s scrapes
+#   YURONG_PROMETHEUS_ALERT_FOR   []        e.g. 5s: every alert's `for:` in the stack's copy of rules.yml
+#                                           (tests; unset: the shipped durations); kept while the stack runs
 #   YURONG_KAFKA_HEAP             [-Xmx1g -Xms256m]
-#   YURONG_STACK_SERVICES         [kafka redis postgres mariadb]  the services up/down/status manage
+#   YURONG_STACK_SERVICES         [kafka redis postgres mariadb prometheus]  the services up/down/status manage
 #                                 (e.g. "kafka" for a second, empty broker beside a running stack)
 #
 # Layout of $YURONG_HOME:
-#   run/{kafka,redis,postgres,mariadb}.pid   logs/{kafka,kafka.out,redis,postgres,mariadb}.log
+#   run/{kafka,redis,postgres,mariadb,prometheus}.pid   logs/{kafka,kafka.out,redis,postgres,mariadb,prometheus}.log
 #   kafka/{libs,config,data}  redis/{redis.conf,users.acl}  pg/{data,run}  mariadb/{my.cnf,data,run}
+#   prometheus/ (0700) {prometheus.yml,rules.yml,data,targets/*.json}  (scrape targets: file_sd, see prom_write_config)
 #   secrets/ (0700)  kafka/{ca.crt,ca.key,broker.pem,admin.password,admin.properties}
 #                    redis/{admin,worker,cli}.password
 #
@@ -36,7 +40,7 @@
 # (secrets/kafka/<principal>.password) and the ACL matrix.
 #
 # Needs root on Debian 12 to apt-get install missing packages (openjdk-17,
-# maven, redis-server, postgresql, mariadb-server); once they are installed it also runs as an
+# maven, redis-server, postgresql, mariadb-server, prometheus); once they are installed it also runs as an
 # ordinary user.
 set -euo pipefail
 umask 022
@@ -51,8 +55,11 @@ KAFKA_CONTROLLER_PORT="${YURONG_KAFKA_CONTROLLER_PORT:-19093}"
 REDIS_PORT="${YURONG_REDIS_PORT:-16379}"
 PG_PORT="${YURONG_PG_PORT:-15432}"
 MYSQL_PORT="${YURONG_MYSQL_PORT:-13306}"
+PROMETHEUS_PORT="${YURONG_PROMETHEUS_PORT:-19090}"
+PROMETHEUS_ALERT_FOR="${YURONG_PROMETHEUS_ALERT_FOR:-}"
+PROM_INTERVAL=2s
 KAFKA_HEAP="${YURONG_KAFKA_HEAP:--Xmx1g -Xms256m}"
-STACK_SERVICES=" ${YURONG_STACK_SERVICES:-kafka redis postgres mariadb} "
+STACK_SERVICES=" ${YURONG_STACK_SERVICES:-kafka redis postgres mariadb prometheus} "
 
 PG_USER=yurong
 PG_PASSWORD=yurong
@@ -143,7 +150,7 @@ secure_modes() {
     chmod "$(traverse_mode)" "$YURONG_HOME"
     for d in "$LOG_DIR" "$PG_HOME" "$MY_HOME"; do if [[ -d "$d" ]]; then chmod "$(traverse_mode)" "$d"; fi; done
     for d in "$RUN_DIR" "$KAFKA_HOME" "$KAFKA_HOME/data" "$REDIS_DIR" "$PG_DATA" "$MY_DATA" \
-        "$YURONG_HOME/chdb" "$YURONG_HOME/drops"; do
+        "$YURONG_HOME/chdb" "$YURONG_HOME/drops" "$PROM_HOME"; do
         if [[ -d "$d" ]]; then chmod -R go-rwx "$d"; fi
     done
     find "$LOG_DIR" -maxdepth 1 -type f -exec chmod go-rwx {} +
@@ -210,6 +217,13 @@ set_paths() {
     MY_SERVER_PID="$MY_RUN/mariadb.pid"     # written by mariadbd itself
     MY_PID="$RUN_DIR/mariadb.pid"
     MY_LOG="$LOG_DIR/mariadb.log"
+    PROM_SRC="$REPO_ROOT/monitoring/prometheus"
+    PROM_HOME="$YURONG_HOME/prometheus"
+    PROM_DATA="$PROM_HOME/data"
+    PROM_TARGETS="$PROM_HOME/targets"
+    PROM_CONF="$PROM_HOME/prometheus.yml"
+    PROM_PID="$RUN_DIR/prometheus.pid"
+    PROM_LOG="$LOG_DIR/prometheus.log"
 }
 
 # ------------------------------------------------------------------ kafka ---
@@ -952,6 +966,166 @@ my_status() {
     fi
 }
 
+# ------------------------------------------------------------- prometheus ---
+# Debian's `prometheus` package, configured from monitoring/prometheus/: the project's rules.yml
+# (every alert's `for:` replaced by YURONG_PROMETHEUS_ALERT_FOR when that is set, so that a test
+# stack sees an alert fire in seconds; unset, the shipped durations), a 2 s scrape and evaluation
+# interval, and the scrape targets from file_sd files prometheus/targets/*.json: the stack writes
+# local.json for the components' ports (streams/settings.py MetricsSettings: 9101-9103, or
+# YURONG_METRICS_*_PORT at `up`), a test writes a file of its own for its pipeline. A target
+# group's `job` label (yurong-connector, yurong-worker, yurong-sink: the jobs rules.yml and the
+# compose prometheus.yml use) replaces the scrape config's job name.
+
+prom_running() { pid_matches "$(read_pid "$PROM_PID")" 'prometheus'; }
+
+prom_install() {
+    if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null; then apt_install prometheus; fi
+    command -v prometheus >/dev/null || die "prometheus: installed the package but found no prometheus binary"
+}
+
+# The targets of the components started by hand on this machine (one file_sd file).
+prom_local_targets() {
+    local tmp
+    tmp="$(mktemp "$PROM_TARGETS/.local.XXXXXX")"
+    cat >"$tmp" <<JSON
+[
+  {"targets": ["127.0.0.1:${YURONG_METRICS_CONNECTOR_PORT:-9101}"], "labels": {"job": "yurong-connector", "service": "connector"}},
+  {"targets": ["127.0.0.1:${YURONG_METRICS_WORKER_PORT:-9102}"], "labels": {"job": "yurong-worker", "service": "worker"}},
+  {"targets": ["127.0.0.1:${YURONG_METRICS_SINK_PORT:-9103}"], "labels": {"job": "yurong-sink", "service": "sink"}}
+]
+JSON
+    mv "$tmp" "$PROM_TARGETS/local.json"
+}
+
+prom_write_config() {
+    mkdir -p "$PROM_HOME" "$PROM_DATA" "$PROM_TARGETS"
+    chmod 700 "$PROM_HOME"
+    local rules="$PROM_HOME/rules.yml" note="the shipped for: durations"
+    if [[ -n "$PROMETHEUS_ALERT_FOR" ]]; then
+        [[ "$PROMETHEUS_ALERT_FOR" =~ ^[0-9]+(ms|s|m|h)$ ]] || die "prometheus: YURONG_PROMETHEUS_ALERT_FOR=$PROMETHEUS_ALERT_FOR is not a duration (e.g. 5s)"
+        note="every alert's for: set to $PROMETHEUS_ALERT_FOR by YURONG_PROMETHEUS_ALERT_FOR"
+    fi
+    {
+        printf '# Generated by scripts/stack.sh from monitoring/prometheus/rules.yml (%s).\n' "$note"
+        if [[ -n "$PROMETHEUS_ALERT_FOR" ]]; then
+            sed -E "s/^([[:space:]]*for:[[:space:]]*)[0-9]+(ms|s|m|h)[[:space:]]*$/\1$PROMETHEUS_ALERT_FOR/" "$PROM_SRC/rules.yml"
+        else
+            cat "$PROM_SRC/rules.yml"
+        fi
+    } >"$rules.tmp"
+    mv "$rules.tmp" "$rules"
+    cat >"$PROM_CONF.tmp" <<YAML
+# Generated by scripts/stack.sh — edits are overwritten on every 'up'. The compose deployment's
+# configuration is monitoring/prometheus/prometheus.yml (static targets, 15s intervals).
+global:
+  scrape_interval: $PROM_INTERVAL
+  scrape_timeout: $PROM_INTERVAL
+  evaluation_interval: $PROM_INTERVAL
+  external_labels:
+    system: yurong
+    stack: local
+
+rule_files:
+  - rules.yml
+
+scrape_configs:
+  - job_name: prometheus
+    static_configs:
+      - targets: ["127.0.0.1:$PROMETHEUS_PORT"]
+
+  # connectors, workers and sinks: one file_sd file per set of processes; each target group names
+  # its job (yurong-connector, yurong-worker, yurong-sink) and may add labels (e.g. service)
+  - job_name: yurong
+    metrics_path: /metrics
+    file_sd_configs:
+      - files: ["$PROM_TARGETS/*.json"]
+        refresh_interval: $PROM_INTERVAL
+YAML
+    mv "$PROM_CONF.tmp" "$PROM_CONF"
+    prom_local_targets
+    local out
+    out="$(promtool check config "$PROM_CONF" 2>&1)" || { printf '%s\n' "$out" >&2; die "prometheus: promtool check config $PROM_CONF failed"; }
+}
+
+# Launch Prometheus in the background, or make a running one re-read its configuration and rules
+# (SIGHUP); prom_wait checks that it answers.
+prom_start() {
+    PROM_STARTED=""
+    prom_install
+    prom_write_config
+    if prom_running; then
+        kill -HUP "$(read_pid "$PROM_PID")"
+        log "prometheus: already running (pid $(read_pid "$PROM_PID")); configuration and rules re-loaded"
+        return 0
+    fi
+    rm -f "$PROM_PID"
+    if port_open "$PROMETHEUS_PORT"; then die "prometheus: port $PROMETHEUS_PORT is already in use by another process"; fi
+    PROM_LOG_AT="$PROM_LOG@$(file_size "$PROM_LOG")"
+    log "prometheus: starting on 127.0.0.1:$PROMETHEUS_PORT"
+    umask 077   # the TSDB: the owner's only (back to 022 below)
+    setsid prometheus --config.file="$PROM_CONF" --storage.tsdb.path="$PROM_DATA" \
+        --storage.tsdb.retention.time=2d --web.listen-address="127.0.0.1:$PROMETHEUS_PORT" \
+        </dev/null >>"$PROM_LOG" 2>&1 &
+    echo $! >"$PROM_PID"
+    umask 022
+    PROM_STARTED=1
+}
+
+prom_ready() {
+    if command -v curl >/dev/null; then
+        curl -fsS -o /dev/null --max-time 2 "http://127.0.0.1:$PROMETHEUS_PORT/-/ready" 2>/dev/null
+    else
+        port_open "$PROMETHEUS_PORT"
+    fi
+}
+
+prom_wait() {
+    [[ -n "${PROM_STARTED:-}" ]] || return 0
+    local i
+    for ((i = 0; i < 300; i++)); do
+        if ! prom_running; then
+            show_logs "$PROM_LOG_AT"
+            rm -f "$PROM_PID"
+            die "prometheus: exited during startup"
+        fi
+        if prom_ready; then
+            log "prometheus: up (pid $(read_pid "$PROM_PID"), http://127.0.0.1:$PROMETHEUS_PORT, targets $PROM_TARGETS/*.json)"
+            return 0
+        fi
+        sleep 0.2
+    done
+    show_logs "$PROM_LOG_AT"
+    die "prometheus: not ready on 127.0.0.1:$PROMETHEUS_PORT within 60s"
+}
+
+prom_stop() {
+    local pid
+    pid="$(read_pid "$PROM_PID")"
+    if ! prom_running; then
+        rm -f "$PROM_PID"
+        log "prometheus: not running"
+        return 0
+    fi
+    log "prometheus: stopping (pid $pid)"
+    kill -TERM "$pid"
+    if ! wait_pid_gone "$pid" "$STOP_TIMEOUT"; then
+        log "prometheus: still alive after ${STOP_TIMEOUT}s, sending KILL"
+        kill -KILL "$pid" 2>/dev/null || true
+        wait_pid_gone "$pid" 10 || die "prometheus: could not stop pid $pid"
+    fi
+    rm -f "$PROM_PID"
+}
+
+prom_status() {
+    local rules=shipped
+    [[ -z "$PROMETHEUS_ALERT_FOR" ]] || rules="alerts for: $PROMETHEUS_ALERT_FOR"
+    if prom_running && port_open "$PROMETHEUS_PORT"; then
+        printf '%-9s up    pid %-8s 127.0.0.1:%s (rules %s)\n' prometheus "$(read_pid "$PROM_PID")" "$PROMETHEUS_PORT" "$rules"
+    else
+        printf '%-9s down  %-12s 127.0.0.1:%s\n' prometheus - "$PROMETHEUS_PORT"
+    fi
+}
+
 # --------------------------------------------------------------- security ---
 
 # The platform's principals and ACL matrix (streams/core/access.py), applied as admin. Needs the
@@ -988,7 +1162,7 @@ analyst_tokens() {
 # The ports a running stack was started with are recorded in run/ports.env, so
 # that status/env/down (and an `up` on a running stack) use the real ones even
 # when called without the YURONG_*_PORT variables of the original `up`.
-PORTS_FILE_VARS=(KAFKA_PORT KAFKA_CONTROLLER_PORT REDIS_PORT PG_PORT MYSQL_PORT)
+PORTS_FILE_VARS=(KAFKA_PORT KAFKA_CONTROLLER_PORT REDIS_PORT PG_PORT MYSQL_PORT PROMETHEUS_PORT PROMETHEUS_ALERT_FOR)
 
 load_recorded_ports() {
     local f="$RUN_DIR/ports.env" v want
@@ -1032,7 +1206,7 @@ cmd_up() {
     local t0=$SECONDS
     ensure_dirs
     set_paths
-    if kafka_running || redis_running || pg_running || my_running; then load_recorded_ports; fi
+    if kafka_running || redis_running || pg_running || my_running || prom_running; then load_recorded_ports; fi
     record_ports
     masking_key
     analyst_tokens
@@ -1040,7 +1214,9 @@ cmd_up() {
     if want redis; then redis_start; fi
     if want postgres; then pg_start; fi
     if want mariadb; then my_start; fi
+    if want prometheus; then prom_start; fi  # starts in the background, checked after Kafka
     if want kafka; then kafka_wait; security_apply; fi
+    if want prometheus; then prom_wait; fi
     secure_modes
     log "stack up in $((SECONDS - t0))s — YURONG_HOME=$YURONG_HOME"
 }
@@ -1053,6 +1229,7 @@ cmd_down() {
     if want redis; then redis_stop; fi
     if want postgres; then pg_stop; fi
     if want mariadb; then my_stop; fi
+    if want prometheus; then prom_stop; fi
     rm -f "$RUN_DIR/ports.env"
     log "stack down"
 }
@@ -1064,8 +1241,10 @@ cmd_status() {
     redis_status
     pg_status
     my_status
+    prom_status
     # Exit 0 only when everything is up (handy: `stack.sh status >/dev/null || stack.sh up`).
     kafka_running && port_open "$KAFKA_PORT" && redis_running && pg_running && my_running || return 3
+    if want prometheus; then prom_running || return 3; fi
 }
 
 cmd_env() {
@@ -1075,6 +1254,7 @@ cmd_env() {
     redis_running || log "warning: redis is not running"
     pg_running || log "warning: postgres is not running"
     my_running || log "warning: mariadb is not running"
+    prom_running || log "warning: prometheus is not running"
     cat <<EOF
 export YURONG_HOME=$YURONG_HOME
 export YURONG_KAFKA_PORT=$KAFKA_PORT
@@ -1082,6 +1262,9 @@ export YURONG_KAFKA_CONTROLLER_PORT=$KAFKA_CONTROLLER_PORT
 export YURONG_REDIS_PORT=$REDIS_PORT
 export YURONG_PG_PORT=$PG_PORT
 export YURONG_MYSQL_PORT=$MYSQL_PORT
+export YURONG_PROMETHEUS_PORT=$PROMETHEUS_PORT
+export YURONG_PROMETHEUS_URL=http://127.0.0.1:$PROMETHEUS_PORT
+export YURONG_PROMETHEUS_TARGETS_DIR=$YURONG_HOME/prometheus/targets
 export YURONG_KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:$KAFKA_PORT
 export YURONG_KAFKA_SECRETS_DIR=$YURONG_HOME/secrets/kafka
 export YURONG_MASKING_KEY_FILE=$YURONG_HOME/secrets/pseudonym.key

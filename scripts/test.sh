@@ -19,6 +19,9 @@ export YURONG_HOME="${YURONG_TEST_HOME:-$REPO_ROOT/.yurong-test}"
 export YURONG_KAFKA_PORT="${YURONG_TEST_KAFKA_PORT:-29092}" YURONG_KAFKA_CONTROLLER_PORT="${YURONG_TEST_KAFKA_CONTROLLER_PORT:-29093}"
 export YURONG_PG_PORT="${YURONG_TEST_PG_PORT:-25432}" YURONG_REDIS_PORT="${YURONG_TEST_REDIS_PORT:-26379}"
 export YURONG_MYSQL_PORT="${YURONG_TEST_MYSQL_PORT:-23306}"
+# the test stack's Prometheus fires an alert 5 s after its condition holds (tests/e2e/test_prometheus_live.py)
+export YURONG_PROMETHEUS_PORT="${YURONG_TEST_PROMETHEUS_PORT:-29090}"
+export YURONG_PROMETHEUS_ALERT_FOR="${YURONG_TEST_PROMETHEUS_ALERT_FOR:-5s}"
 bash scripts/stack.sh up
 eval "$(bash scripts/stack.sh env)"
 export CI="${CI:-}"
