@@ -46,6 +46,13 @@ CONNECTOR_HEARTBEAT = Gauge("yurong_connector_heartbeat_timestamp_seconds",
 CONNECTOR_SNAPSHOT_PROGRESS = Gauge("yurong_connector_snapshot_progress_ratio",
                                     "Share of the running snapshot already sent (0..1; 1 when none runs)", ["source"])
 
+# 数据汇集考核: the departments' data-sharing assessment, set by the sink for the live day
+ASSESSMENT_SCORE = Gauge("yurong_dept_assessment_score", "0..100 score of the department's data sharing, live day", ["dept"])
+ASSESSMENT_INDICATOR = Gauge("yurong_dept_assessment_indicator",
+                             "0..100 per dimension: timeliness, completeness, validity, consistency, availability",
+                             ["dept", "dimension"])
+ASSESSMENT_GRADE = Gauge("yurong_dept_assessment_grade", "A=5 … E=1", ["dept"])
+
 
 def serve(port: int, component: str, addr: str = "127.0.0.1") -> None:
     """Start the ``/metrics`` endpoint on ``port`` (0 disables)."""
