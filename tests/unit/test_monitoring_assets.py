@@ -26,7 +26,10 @@ import monitoring.metrics  # noqa: F401  (registers the yurong_* metrics)
 
 REPO = Path(__file__).resolve().parents[2]
 
-DASHBOARD = REPO / "monitoring" / "grafana" / "dashboards" / "yurong-pipeline.json"
+DASHBOARD_DIR = REPO / "monitoring" / "grafana" / "dashboards"
+DASHBOARD = DASHBOARD_DIR / "yurong-pipeline.json"
+# every dashboard Grafana provisions (the whole folder), by uid
+DASHBOARDS = {"yurong-pipeline": DASHBOARD, "yurong-assessment": DASHBOARD_DIR / "yurong-assessment.json"}
 PROVISIONING = REPO / "monitoring" / "grafana" / "provisioning"
 PROM_DIR = REPO / "monitoring" / "prometheus"
 RULES = PROM_DIR / "rules.yml"
@@ -215,9 +218,14 @@ def test_metrics_module_registers_yurong_metrics():
 # ---------------------------------------------------------------- Grafana
 
 
-def test_dashboard_is_provisionable():
-    dash = json.loads(DASHBOARD.read_text(encoding="utf-8"))
-    assert dash["uid"] == "yurong-pipeline"
+def test_dashboard_folder_holds_the_dashboards():
+    assert {p.name for p in DASHBOARD_DIR.glob("*.json")} == {p.name for p in DASHBOARDS.values()}
+
+
+@pytest.mark.parametrize("uid", sorted(DASHBOARDS))
+def test_dashboard_is_provisionable(uid):
+    dash = json.loads(DASHBOARDS[uid].read_text(encoding="utf-8"))
+    assert dash["uid"] == uid
     assert dash["schemaVersion"] >= 36
     panels = [p for p in dashboard_panels(dash) if p["type"] != "row"]
     assert panels
@@ -230,8 +238,14 @@ def test_dashboard_is_provisionable():
             assert t.get("datasource", p["datasource"])["uid"] == "prometheus", p["title"]
 
 
-def test_dashboard_exprs_reference_known_metrics():
-    dash = json.loads(DASHBOARD.read_text(encoding="utf-8"))
+@pytest.mark.parametrize("uid", sorted(DASHBOARDS))
+def test_dashboard_exprs_reference_known_metrics(uid):
+    assert dashboard_metric_names(uid)
+
+
+def dashboard_metric_names(uid: str) -> set[str]:
+    """The series names a dashboard's expressions use, each checked to be a known one."""
+    dash = json.loads(DASHBOARDS[uid].read_text(encoding="utf-8"))
     known = known_metric_names() | BUILTIN_SERIES | recording_rule_names(load_rules())
     exprs = dashboard_exprs(dash)
     assert exprs
@@ -248,10 +262,18 @@ def test_dashboard_exprs_reference_known_metrics():
         m = re.match(r"\s*label_values\(\s*([A-Za-z_:][A-Za-z0-9_:]*)\s*,", q)
         if m:
             assert m.group(1) in known, f"template variable {var['name']} queries unknown metric {m.group(1)}"
-    # the dashboard covers every yurong metric family
+    return used
+
+
+def test_dashboards_cover_every_metric():
+    used: set[str] = set()
+    for uid in DASHBOARDS:
+        used |= dashboard_metric_names(uid)
     families = {re.sub(r"_(total|bucket|sum|count|created)$", "", n) for n in known_metric_names()}
     covered = {re.sub(r"_(total|bucket|sum|count|created)$", "", n) for n in used}
     assert families <= covered, f"metrics without a panel: {sorted(families - covered)}"
+    assessment = promql_series_names(" ".join(dashboard_exprs(json.loads(DASHBOARDS["yurong-assessment"].read_text()))))
+    assert {n for n in families if n.startswith("yurong_dept_assessment_")} <= assessment
 
 
 def test_grafana_provisioning():
@@ -323,9 +345,9 @@ def test_promtool_check_config_and_rules():
 def test_promtool_parses_dashboard_exprs(tmp_path):
     """Every dashboard expression is valid PromQL (Grafana variables replaced by sample values)."""
     promtool = _promtool()
-    dash = json.loads(DASHBOARD.read_text(encoding="utf-8"))
+    exprs = [e for path in DASHBOARDS.values() for e in dashboard_exprs(json.loads(path.read_text(encoding="utf-8")))]
     rules = []
-    for i, expr in enumerate(dashboard_exprs(dash)):
+    for i, expr in enumerate(exprs):
         expr = expr.replace("$__rate_interval", "5m").replace("$__interval", "1m").replace("$__range", "1h")
         expr = re.sub(r"\$\{?\w+\}?", ".*", expr)
         rules.append({"record": f"dashboard:expr_{i}", "expr": expr})
