@@ -504,7 +504,8 @@ REDIS_BASE_CMDS=(+multi +exec +discard +watch +unwatch +ping +select)
 REDIS_WORKER_CMDS=(+hgetall +hset +sadd +srem +smembers +sismember +del +exists +set +evalsha +script\|load
     +zscore +zremrangebyscore +zcard +zadd +pexpire +xadd)
 # cli: consents (grant_by_id, grants_of; SCAN for all_grants), watchlists, bank rules, held-back alerts
-REDIS_CLI_CMDS=(+hgetall +hset +sadd +srem +smembers +del +scan +xrevrange)
+# (XREVRANGE; XDEL: `yurong erase` deletes the entries naming the erased enterprise)
+REDIS_CLI_CMDS=(+hgetall +hset +sadd +srem +smembers +del +scan +xrevrange +xdel)
 
 redis_running() { pid_matches "$(read_pid "$REDIS_PID")" 'redis-server'; }
 

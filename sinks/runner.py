@@ -8,29 +8,83 @@ A batch is written table by table with a deterministic de-duplication token, the
 consumer offsets are committed synchronously. A crash in between replays the batch; the
 ReplacingMergeTree tables collapse the duplicates. A record the sink cannot decode is
 dead-lettered (``dlq.<topic>``) and the batch goes on.
+
+Erasure (``yurong erase``, streams/core/erasure.py): an erase marker on ``enterprise.events``
+(``op`` = ``erase``) is no event of the enterprise and is not stored; tombstones are skipped. The
+gateway's erase first waits until this sink's group has stored everything on the enterprise's
+partitions up to that moment (``wait_caught_up``), so no row from before the erasure arrives after
+its rows are deleted.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import signal
 import threading
 import time
 from collections import defaultdict
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from monitoring.metrics import DLQ, E2E_LATENCY, EVENTS_IN, SINK_BATCH_SECONDS, SINK_ROWS
 from sinks.clickhouse import ClickHouseWriter
 from sinks.rows import alert_row, change_row, dlq_row, event_row, profile_row
 from streams.codecs.serde import SchemaStore
+from streams.core.erasure import is_erase_marker
 from streams.errors import SinkError
-from streams.kafka.admin import KafkaConf, commit_sync
+from streams.kafka.admin import KafkaConf, commit_sync, watermark_offsets
 from streams.kafka.dlq import dlq_headers, dlq_topic
+from streams.kafka.partitioner import murmur2_partition
 
 log = logging.getLogger(__name__)
 
 SUBSCRIPTION = ["enterprise.events", "enterprise.profiles", "risk.changes", r"^alerts\.b[0-9]{4}$", r"^dlq\..*"]
+
+
+# the USCC-keyed topics the sink stores (the worker publishes them all with the murmur2 partitioner)
+KEYED_TOPICS = ("enterprise.events", "enterprise.profiles", "risk.changes")
+ALERT_TOPIC = re.compile(r"alerts\.b[0-9]{4}")
+
+
+def wait_caught_up(kafka: KafkaConf, group: str, uscc: str, timeout_s: float = 120.0) -> dict[str, int]:
+    """Wait until consumer group ``group`` has committed, on the partition holding ``uscc`` of each
+    USCC-keyed topic it stores (``KEYED_TOPICS`` and every ``alerts.<bank>``), the end offset that
+    partition has now: every record about the enterprise published so far is then in ClickHouse
+    (the sink commits only after its inserts). Returns ``{"topic[partition]": end offset}``; raises
+    ``SinkError`` after ``timeout_s``. Committed offsets are the group's, so this holds however many
+    sinks share the group."""
+    c = Consumer({**kafka, "group.id": group, "enable.auto.commit": False})
+    try:
+        md = c.list_topics(timeout=15).topics
+        targets: dict[tuple[str, int], tuple[int, int]] = {}
+        for topic in sorted(md):
+            if topic not in KEYED_TOPICS and not ALERT_TOPIC.fullmatch(topic):
+                continue
+            partitions = md[topic].partitions
+            if md[topic].error is not None or not partitions:
+                continue
+            p = murmur2_partition(uscc.encode(), len(partitions))
+            targets[(topic, p)] = watermark_offsets(c, TopicPartition(topic, p))
+        deadline = time.monotonic() + timeout_s
+        while True:
+            committed = c.committed([TopicPartition(t, p) for t, p in targets], timeout=10)
+            behind = {f"{tp.topic}[{tp.partition}]": (tp.offset, targets[(tp.topic, tp.partition)][1])
+                      for tp in committed if not _reached(tp.offset, *targets[(tp.topic, tp.partition)])}
+            if not behind:
+                return {f"{t}[{p}]": high for (t, p), (_, high) in targets.items()}
+            if time.monotonic() > deadline:
+                raise SinkError(f"the sink (group {group}) has not stored the records about {uscc} published before "
+                                f"the erasure within {timeout_s:g} s (committed/end: {behind}); erase again later")
+            time.sleep(0.2)
+    finally:
+        c.close()
+
+
+def _reached(committed: int, low: int, high: int) -> bool:
+    """The group committed up to ``high``, or has nothing to read there (no commit, and nothing
+    left on the partition since retention)."""
+    return committed >= high or (committed < 0 and low >= high)
 
 
 def consumer_config(kafka: KafkaConf, group: str) -> dict:
@@ -83,7 +137,8 @@ class ClickHouseSink:
             latencies.append(max(0, now_ms - p["last_event_ts_ms"]) / 1000)
         elif topic == "enterprise.events":
             _, e = self.schemas.decode(msg.value(), "enterprise/event")
-            tables["enterprise_event"].append(event_row(e))
+            if not is_erase_marker(e):  # a marker is the worker's, not an event of the enterprise
+                tables["enterprise_event"].append(event_row(e))
         elif topic == "risk.changes":
             _, c = self.schemas.decode(msg.value(), "risk/change")
             tables["risk_change"].append(change_row(c))

@@ -284,7 +284,8 @@ def skip_history(bootstrap: dict, app_id: str, sink_group: str) -> dict[str, int
     """Position a new pipeline's worker and sink groups at the end of the shared topics, so it
     processes its own records only. Returns the records skipped per component."""
     md = AdminClient(dict(bootstrap)).list_topics(timeout=15).topics
-    worker_topics = [*sorted(catalogue().by_topic()), "enterprise.events", "risk.changes", "consent.grants"]
+    worker_topics = [*sorted(catalogue().by_topic()), "enterprise.events", "risk.changes", "consent.grants",
+                     "control.erasures"]  # other runs' erase requests are not this pipeline's
     sink_topics = ["enterprise.events", "enterprise.profiles", "risk.changes",
                    *(t for t in md if re.fullmatch(r"alerts\.b[0-9]{4}", t) or t.startswith("dlq."))]
     return {"worker": commit_at_end(bootstrap, app_id, worker_topics),

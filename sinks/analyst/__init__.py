@@ -7,6 +7,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
+from collections.abc import Callable
 from functools import partial
 
 import clickhouse_connect
@@ -30,9 +31,13 @@ def limits_from(settings: Settings) -> Limits:
                   a.max_result_rows, a.max_result_bytes, a.max_threads)
 
 
-def open_gateway(settings: Settings, writer: Client, writer_lock: threading.Lock) -> AnalystGateway:
+def open_gateway(settings: Settings, writer: Client, writer_lock: threading.Lock,
+                 before_erase: Callable[[str], object] | None = None) -> AnalystGateway:
     """The gateway over the sink's store. ``writer`` is the sink's own session: it appends the
-    audit and runs erasures; analysts' queries never run on it."""
+    audit and runs erasures; analysts' queries never run on it. ``before_erase(uscc)`` runs before
+    an erasure deletes anything: the sink waits there until it has stored every record about the
+    enterprise published so far (``sinks.runner.wait_caught_up``), else a row from before the
+    erasure could arrive after the delete."""
     a, ch = settings.analyst, settings.clickhouse
     embedded = ch.is_embedded
     limits = limits_from(settings)
@@ -65,6 +70,8 @@ def open_gateway(settings: Settings, writer: Client, writer_lock: threading.Lock
     quotas.seed(audit.usage_since(now_ms - Quotas.WINDOW_MS), now_ms)
 
     def eraser(uscc: str) -> dict[str, int]:
+        if before_erase is not None:
+            before_erase(uscc)
         with writer_lock:
             return erase_enterprise(writer, uscc)
 

@@ -222,6 +222,8 @@ def worker(faust_args: tuple[str, ...]) -> None:
 def sink(group: str, log_level: str) -> None:
     """Run the ClickHouse sink; it also serves the analysts' SQL gateway for `yurong sql`."""
     setup_logging(log_level)
+    from functools import partial
+
     from confluent_kafka import Consumer, Producer
 
     from connectors.runner import producer_config
@@ -229,19 +231,20 @@ def sink(group: str, log_level: str) -> None:
     from sinks.analyst import open_gateway
     from sinks.analyst import serve as serve_gateway
     from sinks.clickhouse import ClickHouseWriter, apply_schema, open_client
-    from sinks.runner import ClickHouseSink, consumer_config
+    from sinks.runner import ClickHouseSink, consumer_config, wait_caught_up
     from streams.codecs.serde import schema_store
     from streams.core.access import SINK
     from streams.kafka.security import client_conf
 
     s = get_settings()
+    kafka = client_conf(SINK, s)
     client = open_client(s.clickhouse_dsn, s.clickhouse.database, wait_s=s.clickhouse.store_wait_s)
     apply_schema(client)
     writer = ClickHouseWriter(client)
-    gateway = open_gateway(s, client, writer.lock)
+    # an erasure through the gateway first waits until this group stored what was published about the enterprise
+    gateway = open_gateway(s, client, writer.lock, before_erase=partial(wait_caught_up, kafka, group))
     serve_gateway(gateway, s.analyst.bind, s.clickhouse.query_port, s.analyst.allowed_hosts)
     serve(s.metrics.sink_port, "sink", s.metrics.bind)
-    kafka = client_conf(SINK, s)
     runner = ClickHouseSink(Consumer(consumer_config(kafka, group)), Producer(producer_config(kafka)), writer, schema_store(),
                             batch_size=s.clickhouse.batch_size, batch_seconds=s.clickhouse.batch_seconds)
     runner.install_signal_handlers()
@@ -536,7 +539,7 @@ def security_apply() -> None:
     from streams.kafka.security import apply_matrix, client_conf
 
     s = get_settings()
-    matrix = platform_rules(catalogue().departments, s.worker.debezium_prefixes, s.worker.app_id)
+    matrix = platform_rules(catalogue().departments, s.worker.debezium_prefixes)
     changes = apply_matrix(AdminClient(client_conf(ADMIN, s)), matrix, s)
     t = Table("principal", "rules", "ACLs added", "ACLs removed")
     for principal, (created, deleted) in changes.items():
@@ -696,11 +699,15 @@ def demo(enterprises: int, seconds: int, rate: float) -> None:
 @main.command()
 @click.option("--uscc", required=True, help="the enterprise's 统一社会信用代码")
 @click.option("--reason", required=True, help="why: the request's reference (kept in the audit record)")
-def erase(uscc: str, reason: str) -> None:
-    """Erase one enterprise's data on request: its ClickHouse rows, tombstones on the compacted
-    topics keyed by its USCC, its Redis watchlist and throttle entries — as the Kafka principal
-    operator, audited on audit.erasures. Consents are kept (evidence of authorisation); what is
-    not erased is printed (docs/security.md, "Data lifecycle")."""
+@click.option("--worker-wait", "worker_wait_s", default=120.0, show_default=True,
+              help="seconds to wait for the worker's confirmation that it dropped the profile")
+def erase(uscc: str, reason: str, worker_wait_s: float) -> None:
+    """Erase one enterprise's data on request — as the Kafka principal operator, audited on
+    audit.erasures: the running worker drops its profile (an erase request on control.erasures,
+    merged in order with the enterprise's events, confirmed by the worker), its Redis watchlist,
+    throttle and held-back entries go, then its ClickHouse rows (once the sink has stored what was
+    published about it). Consents are kept (evidence of authorisation); what is not erased is
+    printed (docs/security.md, "Data lifecycle")."""
     from streams.cli import common
     from streams.cli.erase import erase as erase_enterprise_everywhere
 
@@ -711,10 +718,15 @@ def erase(uscc: str, reason: str) -> None:
         # token), with its own writer: the CLI holds no ClickHouse credentials of its own
         return common.erase_via_gateway(code, why)
 
-    record = erase_enterprise_everywhere(uscc, reason, clickhouse, s)
+    record = erase_enterprise_everywhere(uscc, reason, clickhouse, s, worker_wait_s)
     console.print_json(json.dumps(record, ensure_ascii=False))
     if record["failed"]:
         err_console.print(f"[red]erasure of {escape(record['uscc'])} incomplete:[/red] "
-                          + escape("; ".join(f"{k}: {v}" for k, v in record["failed"].items())))
+                          + escape("; ".join(f"{k}: {v}" for k, v in record["failed"].items()))
+                          + " — run the command again (every step is idempotent)")
         sys.exit(2)
+    applied = record["erased"]["worker"]["applied"]
+    err_console.print(f"the worker {escape(applied['app_id'])} dropped the profile (marker at enterprise.events"
+                      f"[{applied['events_partition']}]@{applied['events_offset']}); the next change of the enterprise "
+                      "starts a new profile")
     err_console.print(f"[yellow]note:[/yellow] {escape(record['not_erased'][-1])}")

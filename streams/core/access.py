@@ -11,9 +11,12 @@ are named so that a prefix ACL (KIP-290) covers exactly one owner:
 - ``sink`` reads what it stores and dead-letters what it cannot;
 - ``consent`` is the only writer of ``consent.grants``;
 - ``operator`` administers (SCRAM users and ACLs need Alter on the cluster) and declares banks'
-  topics, but holds no read on enterprise data; for ``yurong erase`` it may write (tombstones) to
-  exactly ``enterprise.profiles`` and the profile table's changelog, and writes and declares
-  ``audit.erasures``;
+  topics, but holds no read on enterprise data and writes none: for ``yurong erase`` it declares
+  and writes ``control.erasures`` (erase requests, keyed by USCC: never ``enterprise.events``,
+  where it could forge events), reads ``control.erasures.applied`` (the worker's confirmations: a
+  USCC and a request id, no enterprise data), and writes and declares ``audit.erasures``. The
+  worker reads (and declares, as it does every input it must find at start) ``control.erasures``
+  and writes ``control.erasures.applied``;
 - a bank ``bNNNN`` reads its own ``alerts.<bank_id>`` and ``matches.<bank_id>``, writes
   ``financing.responses``, and uses consumer groups prefixed ``<bank_id>.``.
 
@@ -86,6 +89,10 @@ GROUP = frozenset({Op.READ, Op.DESCRIBE})
 
 PROFILE_TABLE = "enterprise_profile"  # the worker's Faust table of latest profiles (streams/worker/topics.py)
 ERASURE_AUDIT_TOPIC = "audit.erasures"  # one record per `yurong erase`, declared by the operator
+# `yurong erase` → the worker: an erase request per run (operator writes, worker reads), and the
+# worker's confirmation that its merge applied it (worker writes, operator reads); both keyed by USCC
+ERASURE_REQUEST_TOPIC = "control.erasures"
+ERASURE_APPLIED_TOPIC = "control.erasures.applied"
 
 
 def profile_changelog(worker_app_id: str = WORKER_GROUP_PREFIX) -> str:
@@ -137,6 +144,9 @@ def worker_rules(debezium_prefixes: Iterable[str] = ()) -> list[Rule]:
         *_topics(Pattern.PREFIXED, ["enterprise.", "risk."], READ | WRITE | DECLARE),
         *_topics(Pattern.PREFIXED, ["alerts.", "matches.", "dlq."], WRITE | DECLARE),
         Rule(Resource.TOPIC, Pattern.PREFIXED, WORKER_GROUP_PREFIX, READ | WRITE | DECLARE),  # Faust changelogs
+        # `yurong erase`: the requests (declared at start too: Faust must find its inputs), the confirmations
+        Rule(Resource.TOPIC, Pattern.LITERAL, ERASURE_REQUEST_TOPIC, READ | DECLARE),
+        Rule(Resource.TOPIC, Pattern.LITERAL, ERASURE_APPLIED_TOPIC, WRITE),
         _group(WORKER_GROUP_PREFIX),
     ]
 
@@ -158,14 +168,16 @@ def consent_rules() -> list[Rule]:
     ]
 
 
-def operator_rules(worker_app_id: str = WORKER_GROUP_PREFIX) -> list[Rule]:
+def operator_rules() -> list[Rule]:
     return [
         # SCRAM users and ACLs (Alter/Describe on the cluster): onboarding and offboarding banks
         Rule(Resource.CLUSTER, Pattern.LITERAL, "kafka-cluster", frozenset({Op.ALTER, Op.DESCRIBE, Op.DESCRIBE_CONFIGS})),
         *_topics(Pattern.PREFIXED, ["alerts.", "matches."], DECLARE),  # a bank's topics, declared at onboarding
-        # `yurong erase`: tombstones for one USCC on exactly the two compacted topics keyed by it (no
-        # read: the operator still sees no enterprise data), and the erasure's audit record
-        *_topics(Pattern.LITERAL, ["enterprise.profiles", profile_changelog(worker_app_id)], WRITE),
+        # `yurong erase`: an erase request to the worker, which merges it in order with the USCC's
+        # events and confirms it (the operator still reads and writes no enterprise data), and the
+        # erasure's audit record
+        Rule(Resource.TOPIC, Pattern.LITERAL, ERASURE_REQUEST_TOPIC, WRITE | DECLARE),
+        Rule(Resource.TOPIC, Pattern.LITERAL, ERASURE_APPLIED_TOPIC, READ | DECLARE),
         Rule(Resource.TOPIC, Pattern.LITERAL, ERASURE_AUDIT_TOPIC, WRITE | DECLARE),
         *_topics(Pattern.PREFIXED, ["connect."], READ),  # `yurong connect --status`: positions, no data
         *_topics(Pattern.PREFIXED, ["dept."], frozenset({Op.DESCRIBE})),  # ... and record counts (offsets), no data
@@ -188,14 +200,13 @@ def check_bank(bank_id: str) -> str:
     return bank_id
 
 
-def platform_rules(depts: Iterable[str], debezium_prefixes: Iterable[str] = (),
-                   worker_app_id: str = WORKER_GROUP_PREFIX) -> dict[str, list[Rule]]:
+def platform_rules(depts: Iterable[str], debezium_prefixes: Iterable[str] = ()) -> dict[str, list[Rule]]:
     """Every platform principal (banks excluded: they are onboarded one by one) → its rules."""
     rules = {
         WORKER: worker_rules(debezium_prefixes),
         SINK: sink_rules(),
         CONSENT: consent_rules(),
-        OPERATOR: operator_rules(worker_app_id),
+        OPERATOR: operator_rules(),
     }
     rules.update({connector_principal(d): connector_rules(d) for d in sorted(depts)})
     return rules

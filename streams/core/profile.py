@@ -42,6 +42,7 @@ from itertools import islice
 from typing import Any
 
 from streams.core.alerts import detect_changes
+from streams.core.erasure import is_erase_marker
 from streams.core.facts import merge_facts
 from streams.core.indicators import derive
 from streams.core.masking import row_token
@@ -174,8 +175,11 @@ def merge_event(
 ) -> tuple[Profile, list[dict[str, Any]]]:
     """Merge one event; return the new profile and the risk changes it caused.
 
-    Returns the profile unchanged and no changes if the event was already merged.
+    Returns the profile unchanged and no changes if the event was already merged. An erase
+    marker (``op`` = ``erase``, ``streams.core.erasure``) is not merged: the caller drops the profile.
     """
+    if is_erase_marker(event):
+        raise ValueError(f"{event['event_id']}: an erase marker drops the profile, it is not merged into it")
     old = profile or new_profile(event["uscc"])
     if is_duplicate(old, event, offset):
         return old, []
@@ -241,6 +245,10 @@ class DecodedProfiles:
     def put(self, uscc: str, stored: bytes, profile: Profile) -> None:
         """Remember ``profile``, encoded as ``stored`` and checked for PII, as the table's value."""
         self._remember(uscc, (stored, profile, True))
+
+    def forget(self, uscc: str) -> None:
+        """Drop the copy of ``uscc`` (its profile was erased from the table)."""
+        self._entries.pop(uscc, None)
 
     def scanned(self, uscc: str, profile: Profile | None) -> Profile | None:
         """``profile`` if it is the copy ``put`` stored for ``uscc`` (checked for PII), else None."""

@@ -14,6 +14,8 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource, NewTopic, ResourceType
 
+from streams.core.access import ERASURE_APPLIED_TOPIC, ERASURE_REQUEST_TOPIC
+
 log = logging.getLogger(__name__)
 
 KafkaConf = Mapping[str, Any]  # librdkafka settings: bootstrap servers and the login (security.client_conf)
@@ -79,18 +81,22 @@ def pipeline_topics(dept_topics: list[str], retention_ms: int | None = None) -> 
         "enterprise.profiles": {"cleanup.policy": "compact"},
         "risk.changes": {},
         "consent.grants": {"cleanup.policy": "compact"},  # consents: the system of record
+        ERASURE_REQUEST_TOPIC: {},  # `yurong erase` → the worker (streams/core/erasure.py)
     })
     topics.update({dlq_topic(t): dict(raw) if t in dept_topics else {} for t in list(topics)})
+    topics[ERASURE_APPLIED_TOPIC] = {}  # the worker's confirmations, read by `yurong erase` (which declares it)
     return topics
 
 
 def worker_topics(dept_topics: list[str], retention_ms: int, raw_dlqs: Iterable[str] = ()) -> dict[str, dict[str, str]]:
     """What the worker declares at start-up (DESIGN §8): its outputs and every dead-letter topic,
     the departments' (and ``raw_dlqs``: those of Debezium-fed departments) with the raw-PII
-    retention. ``dept.*`` belong to the connectors, ``consent.grants`` to the consent service."""
+    retention. ``dept.*`` belong to the connectors, ``consent.grants`` to the consent service,
+    ``control.erasures.applied`` to ``yurong erase`` (``control.erasures``, the worker's input, is
+    declared by both: it must exist before Faust subscribes, and before the first request)."""
     raw = {"retention.ms": str(retention_ms)}
     topics = {name: cfg for name, cfg in pipeline_topics(dept_topics, retention_ms).items()
-              if not name.startswith("dept.") and name != "consent.grants"}
+              if not name.startswith("dept.") and name not in ("consent.grants", ERASURE_APPLIED_TOPIC)}
     topics.update({name: dict(raw) for name in raw_dlqs})
     return topics
 

@@ -82,14 +82,20 @@ class OutputProducer:
         self.produce(topic, key, value, headers, on_ack=ack)
         await ack
 
-    async def flush(self) -> None:
-        """Wait until every record produced before this call is acknowledged; raise if any of
-        them (or any earlier one) was refused."""
+    async def settled(self) -> bool:
+        """Wait until every record produced before this call has its delivery report; True if
+        none of them (nor any earlier one) was refused. A refusal stays for the next :meth:`flush`,
+        which must still fail on it (the merge confirms an erasure only after this)."""
         last = self._next - 1
         while self._pending and self._pending[0] <= last:
             self._p.poll(0)
             await asyncio.sleep(0.002)
-        if self._failed:
+        return not self._failed
+
+    async def flush(self) -> None:
+        """Wait until every record produced before this call is acknowledged; raise if any of
+        them (or any earlier one) was refused."""
+        if not await self.settled():
             err, self._failed = self._failed[0], []
             raise KafkaException(err)
 

@@ -3,6 +3,8 @@
     dept.*            ──ingest──▶ enterprise.events    (validate, mask, re-key by USCC)
     <debezium>.*      ──ingest_debezium──▶ (same)       (a department's own Debezium, JSON or Avro converter)
     enterprise.events ──merge───▶ enterprise.profiles + risk.changes   (profile table)
+    control.erasures  ──erase_requests──▶ enterprise.events   (an erase marker, op = erase, keyed by USCC)
+    erase marker      ──merge───▶ profile dropped, tombstone on enterprise.profiles, control.erasures.applied
     risk.changes      ──route───▶ alerts.<bank_id>     (consent + watchlist, bank rules, de-dup, throttle)
     consent.grants    ──consent_sync──▶ Redis          (the router's view of the consents)
 
@@ -38,6 +40,7 @@ from streams.codecs.serde import schema_store
 from streams.core.access import WORKER
 from streams.core.catalogue import catalogue
 from streams.core.consent import ConsentGrant, filtered_by
+from streams.core.erasure import check_request, erase_applied, erase_marker, is_erase_marker, replayed_marker
 from streams.core.ingest import Provenance, to_enterprise_event
 from streams.core.masking import assert_no_pii
 from streams.core.profile import DecodedProfiles, merge_event
@@ -54,6 +57,7 @@ from streams.worker.secrets import load_pseudonymizer
 from streams.worker.topics import (
     ENTERPRISE_EVENTS,
     ENTERPRISE_PROFILES,
+    ERASURES_APPLIED,
     RISK_CHANGES,
     alerts_topic_name,
     consent_grants,
@@ -61,6 +65,7 @@ from streams.worker.topics import (
     debezium_topics,
     dept_topics,
     enterprise_events,
+    erasure_requests,
     profiles,
     risk_changes,
 )
@@ -217,17 +222,24 @@ async def merge(stream):
             uscc = ev["uscc"]
             stored = profiles.get(uscc)
             old = _decoded.get(uscc, stored)
-            new, changes = merge_event(old, ev, msg.offset, now_ms(), _scorecard)
-            if new is old:
-                continue  # replayed event, already merged
-            profile_bytes = _schemas.encode("enterprise/profile", new)
-            change_bytes = []
-            for change in changes:
-                assert_no_pii(change, "risk change")
-                change_bytes.append(_schemas.encode("risk/change", change))
-            assert_no_pii(new, "enterprise profile", scanned=_decoded.scanned(uscc, old))
+            if is_erase_marker(ev):
+                replayed = replayed_marker(old, msg.offset)
+            else:
+                new, changes = merge_event(old, ev, msg.offset, now_ms(), _scorecard)
+                if new is old:
+                    continue  # replayed event, already merged
+                profile_bytes = _schemas.encode("enterprise/profile", new)
+                change_bytes = []
+                for change in changes:
+                    assert_no_pii(change, "risk change")
+                    change_bytes.append(_schemas.encode("risk/change", change))
+                assert_no_pii(new, "enterprise profile", scanned=_decoded.scanned(uscc, old))
         except Exception as exc:  # noqa: BLE001 — any failure of this record is its dead letter
             await dead_letter(msg, exc)
+            continue
+        if is_erase_marker(ev):
+            if not replayed:  # else merged before, and the profile now in the table was built after it
+                await erase_profile(msg, ev, had_profile=stored is not None)
             continue
         profiles[uscc] = profile_bytes  # reassign: Faust writes a changelog entry only on set
         _decoded.put(uscc, profile_bytes, new)
@@ -237,6 +249,61 @@ async def merge(stream):
         for value in change_bytes:
             output(app).produce(RISK_CHANGES, key, value)
             EVENTS_OUT.labels("worker", RISK_CHANGES).inc()
+
+
+async def erase_profile(msg, marker: dict, had_profile: bool) -> None:
+    """Apply an erase marker (streams/core/erasure.py): drop the profile from the table (Faust
+    writes the changelog tombstone), publish a tombstone on enterprise.profiles, raise no risk
+    change; once Kafka acknowledged everything published before, confirm on control.erasures.applied."""
+    uscc = marker["uscc"]
+    key = uscc.encode()
+    if had_profile:
+        del profiles[uscc]
+    _decoded.forget(uscc)
+    output(app).produce(ENTERPRISE_PROFILES, key, None)
+    EVENTS_OUT.labels("worker", ENTERPRISE_PROFILES).inc()
+    if not await output(app).settled():
+        # an earlier output was refused: the pre-commit flush fails on it and the worker restarts
+        # from the last commit, where it merges this marker again; no confirmation until then
+        log.error("erase marker %s[%d]@%d: an earlier output was refused; not confirmed", msg.topic, msg.partition,
+                  msg.offset)
+        return
+    try:
+        value = _schemas.encode("control/erasure_applied", erase_applied(
+            marker, _settings.worker.app_id, msg.partition, msg.offset, had_profile, now_ms()))
+    except Exception as exc:  # noqa: BLE001 — e.g. a marker without its request id: the erasure stands, unconfirmed
+        await dead_letter(msg, exc)
+        return
+    output(app).produce(ERASURES_APPLIED, key, value)
+    EVENTS_OUT.labels("worker", ERASURES_APPLIED).inc()
+    log.info("erased the profile of %s (%s; marker %s[%d]@%d)", uscc, "had one" if had_profile else "none held",
+             msg.topic, msg.partition, msg.offset)
+
+
+@app.agent(erasure_requests)
+async def erase_requests(stream):
+    """control.erasures (`yurong erase`) → an erase marker on enterprise.events under the USCC's
+    key, behind every event of the enterprise published before it; the merge applies it. Stateless:
+    a request handled twice puts a second marker there (streams/core/erasure.py)."""
+    async for event in stream.events():
+        msg = event.message
+        EVENTS_IN.labels("worker", msg.topic).inc()
+        if msg.value is None:
+            continue
+        try:
+            _, request = _schemas.decode(msg.value, "control/erasure_request")
+            request = check_request(request)
+            if msg.key is not None and msg.key.decode() != request["uscc"]:
+                raise ValueError(f"key {msg.key!r} is not the request's USCC")
+            marker = erase_marker(request, msg.topic, msg.partition, msg.offset, now_ms())
+            value = _schemas.encode("enterprise/event", marker)
+        except Exception as exc:  # noqa: BLE001 — any failure of this record is its dead letter
+            await dead_letter(msg, exc)
+            continue
+        output(app).produce(ENTERPRISE_EVENTS, marker["uscc"].encode(), value)
+        EVENTS_OUT.labels("worker", ENTERPRISE_EVENTS).inc()
+        log.info("erase request %s for %s by %s: marker on %s", request["request_id"], request["uscc"],
+                 request["requested_by"], ENTERPRISE_EVENTS)
 
 
 @app.agent(risk_changes)

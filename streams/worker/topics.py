@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from streams.codecs.debezium import DebeziumConverter, topic_datasets
+from streams.core.access import ERASURE_APPLIED_TOPIC, ERASURE_REQUEST_TOPIC
 from streams.core.catalogue import catalogue
 from streams.kafka.consent_log import CONSENT_TOPIC
 from streams.settings import get_settings
@@ -13,6 +14,8 @@ ENTERPRISE_EVENTS = "enterprise.events"
 ENTERPRISE_PROFILES = "enterprise.profiles"
 RISK_CHANGES = "risk.changes"
 CONSENT_GRANTS = CONSENT_TOPIC  # consent.grants: system of record of consents (compacted, key = consent id)
+ERASURE_REQUESTS = ERASURE_REQUEST_TOPIC  # control.erasures: `yurong erase` → the worker (key = USCC)
+ERASURES_APPLIED = ERASURE_APPLIED_TOPIC  # control.erasures.applied: the merge's confirmations (key = USCC)
 
 
 def alerts_topic_name(bank_id: str) -> str:
@@ -32,6 +35,7 @@ debezium_topics = app.topic(*sorted(debezium_converters)) if debezium_converters
 enterprise_events = app.topic(ENTERPRISE_EVENTS)
 risk_changes = app.topic(RISK_CHANGES)
 consent_grants = app.topic(CONSENT_GRANTS, compacting=True)
+erasure_requests = app.topic(ERASURE_REQUESTS)
 
 # Latest profile per USCC, as Avro single-object bytes (avro/enterprise/profile.avsc), so the
 # changelog topic is as readable as every other. Co-partitioned with enterprise.events

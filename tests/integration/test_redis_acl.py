@@ -174,7 +174,8 @@ def test_the_worker_is_refused_outside_its_keys_and_commands(prefix, redis_url, 
     for command in (("FLUSHALL",), ("FLUSHDB",), ("CONFIG", "GET", "maxmemory"), ("KEYS", "*"), ("INFO",),
                     ("ACL", "LIST"), ("MONITOR",), ("SHUTDOWN",), ("FUNCTION", "FLUSH"),
                     ("SCRIPT", "FLUSH"), ("EVAL", "return 1", "0"), ("PUBLISH", "c", "m"), ("CLIENT", "LIST"),
-                    ("SWAPDB", "0", "1"), ("SCAN", "0"), ("XREVRANGE", f"{prefix}throttled:b", "+", "-")):
+                    ("SWAPDB", "0", "1"), ("SCAN", "0"), ("XREVRANGE", f"{prefix}throttled:b", "+", "-"),
+                    ("XDEL", f"{prefix}throttled:b", "0-1")):
         refused(redis_url, REDIS_WORKER, r, *command)
     # a Lua script runs with the caller's rights: no way around the key patterns through EVALSHA
     sha = r.script_load("return redis.call('GET', KEYS[1])")
@@ -194,7 +195,7 @@ def test_a_registry_outside_the_prefix_is_refused(redis_url, unique, monkeypatch
 # ---------------------------------------------------------------- the CLI
 
 
-def test_the_cli_does_what_the_registry_does_for_it(prefix, redis_url):
+def test_the_cli_does_what_the_registry_does_for_it(prefix, redis_url, settings):
     (bank,), codes = banks_for(prefix, 1), usccs_for(prefix, 4)
     now = now_ms()
     held = {"change_id": "c9", "uscc": codes[0], "category": "tax", "severity": "low", "reason_codes": []}
@@ -221,6 +222,11 @@ def test_the_cli_does_what_the_registry_does_for_it(prefix, redis_url):
         assert [r["alert_id"] for r in await reg.throttled(bank)] == ["h0"]   # XREVRANGE
 
     run_as(REDIS_CLI, body)
+    # `yurong erase`: the held-back entries naming the erased enterprise (XDEL), inside the key space only
+    r = raw(REDIS_CLI, settings)
+    [(entry_id, _)] = r.xrevrange(f"{prefix}throttled:{bank}")
+    assert r.xdel(f"{prefix}throttled:{bank}", entry_id) == 1
+    refused(redis_url, REDIS_CLI, r, "XDEL", f"other:throttled:{bank}", entry_id)
 
 
 def test_the_cli_is_refused_what_only_the_worker_does(prefix, redis_url, settings):

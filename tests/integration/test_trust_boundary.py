@@ -47,6 +47,7 @@ def _families(u: str, bank: str, other: str) -> dict[str, str]:
         "connect.market": f"connect.market.probe{u}", "connect.tax": f"connect.tax.probe{u}",
         "worker-internal": f"yurong-worker-probe{u}",
         "enterprise.profiles": "enterprise.profiles", "audit.erasures": "audit.erasures",
+        "control.erasures": "control.erasures", "control.erasures.applied": "control.erasures.applied",
     }
 
 
@@ -54,16 +55,21 @@ def _families(u: str, bank: str, other: str) -> dict[str, str]:
 EXPECTED = {
     WORKER: {"dept.market": "R", "dept.tax": "R", "dlq.dept.market": "W", "dlq.enterprise": "W", "enterprise": "RW",
              "risk": "RW", "consent.grants": "R", "financing.responses": "R", "alerts.own": "W", "alerts.other": "W",
-             "matches.own": "W", "worker-internal": "RW", "enterprise.profiles": "RW"},
+             "matches.own": "W", "worker-internal": "RW", "enterprise.profiles": "RW", "control.erasures": "R",
+             "control.erasures.applied": "W"},
     SINK: {"dlq.dept.market": "R", "dlq.enterprise": "RW", "enterprise": "R", "risk": "R", "financing.responses": "R",
            "alerts.own": "R", "alerts.other": "R", "enterprise.profiles": "R"},
     CONSENT: {"consent.grants": "RW"},
-    # `yurong erase`: tombstones on enterprise.profiles (and the profile changelog, not probed here:
-    # a probe key there would not be a Faust table key), its audit record; still no read of enterprise data
-    OPERATOR: {"connect.market": "R", "connect.tax": "R", "enterprise.profiles": "W", "audit.erasures": "W"},
+    # `yurong erase`: a request to the worker, its confirmation, the audit record; no read or write of
+    # enterprise data (the worker drops the profile and writes the tombstones)
+    OPERATOR: {"connect.market": "R", "connect.tax": "R", "audit.erasures": "W", "control.erasures": "W",
+               "control.erasures.applied": "R"},
     "connector-market": {"dept.market": "RW", "dlq.dept.market": "RW", "connect.market": "RW"},
     "bank": {"alerts.own": "R", "matches.own": "R", "financing.responses": "W"},
 }
+# real topics: probed with a tombstone of nobody's key (their consumers skip it)
+REAL = ("consent.grants", "financing.responses", "enterprise.profiles", "audit.erasures", "control.erasures",
+        "control.erasures.applied")
 GROUPS = {WORKER: "yurong-worker-probe", SINK: "yurong-sink-probe", CONSENT: "yurong-consent.probe",
           OPERATOR: "yurong-operator.probe", "connector-market": "yurong-connector-market.probe"}
 
@@ -118,10 +124,10 @@ def matrix_setup(kafka_admin):
     ensure_topics(kafka_admin, {t: {} for t in topics.values()}, partitions=1)
     producer = Producer(dict(kafka_admin))
     for t in topics.values():
-        if t not in ("consent.grants", "financing.responses", "enterprise.profiles", "audit.erasures"):
+        if t not in REAL:
             producer.produce(t, key=b"probe", value=b"probe", partition=0)
     # real topics: a tombstone nobody's key, on the partition read
-    for t in ("consent.grants", "financing.responses", "enterprise.profiles", "audit.erasures"):
+    for t in REAL:
         producer.produce(t, key=b"acl-probe", value=None, partition=0)
     assert producer.flush(30) == 0
     bank_conf = KafkaLogin(kafka_admin["bootstrap.servers"], bank, _secret(passwords[bank]),

@@ -76,19 +76,28 @@ def test_names_are_checked():
             connector_principal(bad)
 
 
-def test_erasure_lets_the_operator_write_exactly_the_compacted_profile_topics_and_its_audit(matrix):
-    from streams.core.access import ERASURE_AUDIT_TOPIC, profile_changelog
+def test_erasure_is_a_request_to_the_worker_and_the_operator_still_touches_no_enterprise_data(matrix):
+    from streams.core.access import ERASURE_APPLIED_TOPIC, ERASURE_AUDIT_TOPIC, ERASURE_REQUEST_TOPIC, profile_changelog
 
+    assert (ERASURE_REQUEST_TOPIC, ERASURE_APPLIED_TOPIC) == ("control.erasures", "control.erasures.applied")
     changelog = profile_changelog()
     assert changelog == "yurong-worker-enterprise_profile-changelog"  # Faust's <app id>-<table>-changelog
-    writes = _grants(matrix[OPERATOR], Op.WRITE)
-    assert writes == {(Pattern.LITERAL, "enterprise.profiles"), (Pattern.LITERAL, changelog),
-                      (Pattern.LITERAL, ERASURE_AUDIT_TOPIC)}
+    writes, reads = _grants(matrix[OPERATOR], Op.WRITE), _grants(matrix[OPERATOR], Op.READ)
+    assert writes == {(Pattern.LITERAL, ERASURE_REQUEST_TOPIC), (Pattern.LITERAL, ERASURE_AUDIT_TOPIC)}
     for topic in ("enterprise.events", "enterprise.profiles", changelog, "risk.changes", "yurong-worker-other-changelog"):
-        assert not _covers(_grants(matrix[OPERATOR], Op.READ), topic), topic
-    assert not _covers(writes, "enterprise.events") and not _covers(writes, "yurong-worker-other-changelog")
+        assert not _covers(reads, topic) and not _covers(writes, topic), topic  # no forged event, no data read
+    assert _covers(reads, ERASURE_APPLIED_TOPIC) and not _covers(reads, ERASURE_REQUEST_TOPIC)
+    # requests: written by the operator only, read by the worker only; confirmations the other way round
+    def who(op: Op, topic: str) -> set[str]:
+        return {p for p, rules in matrix.items() if _covers(_grants(rules, op), topic)}
+
+    assert who(Op.WRITE, ERASURE_REQUEST_TOPIC) == {OPERATOR} and who(Op.READ, ERASURE_REQUEST_TOPIC) == {WORKER}
+    assert who(Op.WRITE, ERASURE_APPLIED_TOPIC) == {WORKER} and who(Op.READ, ERASURE_APPLIED_TOPIC) == {OPERATOR}
+    assert who(Op.WRITE, ERASURE_AUDIT_TOPIC) == {OPERATOR}
     for topic in ("enterprise.profiles", changelog):
-        assert {p for p, rules in matrix.items() if _covers(_grants(rules, Op.WRITE), topic)} == {WORKER, OPERATOR}
-    assert {p for p, rules in matrix.items() if _covers(_grants(rules, Op.WRITE), ERASURE_AUDIT_TOPIC)} == {OPERATOR}
-    custom = platform_rules(DEPTS, worker_app_id="yurong-worker-blue")[OPERATOR]
-    assert (Pattern.LITERAL, "yurong-worker-blue-enterprise_profile-changelog") in _grants(custom, Op.WRITE)
+        assert who(Op.WRITE, topic) == {WORKER}
+    # exactly these topics, as literals: not a prefix that would reach control.<anything else>
+    worker = {(r.pattern, r.name, r.ops) for r in matrix[WORKER] if r.name.startswith("control.")}
+    assert worker == {(Pattern.LITERAL, ERASURE_REQUEST_TOPIC, frozenset({Op.READ, Op.DESCRIBE, Op.CREATE,
+                                                                          Op.DESCRIBE_CONFIGS, Op.ALTER_CONFIGS})),
+                      (Pattern.LITERAL, ERASURE_APPLIED_TOPIC, frozenset({Op.WRITE, Op.DESCRIBE}))}

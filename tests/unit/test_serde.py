@@ -302,6 +302,14 @@ RECORDS = {
         **CHANGE, "alert_id": "b0001/" + CHANGE["change_id"], "bank_id": "b0001", "consent_id": "c1",
         "published_ts_ms": 1_709_294_402_000,
     },
+    "control/erasure_request": {
+        "request_id": "0123456789abcdef0123456789abcdef", "uscc": "91110000600037341L", "requested_by": "operator",
+        "requested_ts_ms": 1_709_294_400_000,
+    },
+    "control/erasure_applied": {
+        "request_id": "0123456789abcdef0123456789abcdef", "uscc": "91110000600037341L", "app_id": "yurong-worker",
+        "events_partition": 2, "events_offset": 41_207, "had_profile": True, "applied_ts_ms": 1_709_294_400_350,
+    },
 }
 
 
