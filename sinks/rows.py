@@ -47,6 +47,11 @@ def alert_row(a: dict[str, Any], topic: str, partition: int, offset: int) -> lis
     ]
 
 
+def heartbeat_row(h: dict[str, Any]) -> list[Any]:
+    """A connector heartbeat (``connect/heartbeat``): the assessment's availability."""
+    return [h["source"], h["dept"], h["kind"], h["position"], h["snapshotting"], h["events"], h["lag"], h["ts_ms"]]
+
+
 def _clean_text(text: str) -> str:
     """``text`` unless the last-line PII detector finds a raw ID, phone or card number in it: a
     dead letter's headers come from any producer (an older worker, a department's own tools), and

@@ -175,6 +175,39 @@ ENGINE = ReplacingMergeTree
 ORDER BY (dlq_topic, dlq_partition, dlq_offset)
 SETTINGS non_replicated_deduplication_window = 1000;
 
+CREATE TABLE IF NOT EXISTS connector_heartbeat
+(
+    source        LowCardinality(String) COMMENT 'e.g. market@market',
+    dept          LowCardinality(String),
+    kind          LowCardinality(String) COMMENT 'postgres, mysql, polling or file',
+    position      String,
+    snapshotting  Bool,
+    events        UInt64 COMMENT 'change events sent since the connector started',
+    lag           Nullable(Int64) COMMENT 'slot lag in bytes (PostgreSQL) or transactions behind (MariaDB)',
+    ts            DateTime64(3, 'UTC')
+)
+ENGINE = ReplacingMergeTree
+ORDER BY (dept, source, ts)
+TTL toDateTime(ts) + INTERVAL 400 DAY
+COMMENT 'every connector heartbeat (connect.<dept>.heartbeats): the assessment''s availability; no enterprise data';
+
+CREATE TABLE IF NOT EXISTS dept_assessment
+(
+    day           Date,
+    dept          LowCardinality(String),
+    dataset       LowCardinality(String) COMMENT 'empty: the department as a whole',
+    score         Float64 COMMENT '0..100',
+    grade         LowCardinality(String) COMMENT 'A..E',
+    dimensions    Map(String, Float64) COMMENT 'timeliness, completeness, validity, consistency, availability: 0..100',
+    indicators    Map(String, Float64) COMMENT 'the measured values (lags, shares, counts)',
+    reasons       Array(String) COMMENT 'each sub-score below its target, worst first',
+    live          Bool COMMENT 'the day was not over when this was computed',
+    computed_ts   DateTime64(3, 'UTC')
+)
+ENGINE = ReplacingMergeTree(computed_ts)
+ORDER BY (day, dept, dataset)
+COMMENT '数据汇集考核 per department, dataset and day (sinks/assessment.py, docs/assessment.md); history kept';
+
 -- Retention (docs/security.md, "Data lifecycle"): every table holding enterprise data gets its TTL
 -- from YURONG_RETENTION_* (streams/settings.py RetentionSettings). The days are query parameters,
 -- bound by apply_schema, which runs an ALTER only when the stored TTL differs from the setting

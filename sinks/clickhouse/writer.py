@@ -52,6 +52,9 @@ TABLES: dict[str, tuple[str, ...]] = {
         "alert_id", "bank_id", "consent_id", "change_id", "uscc", "category", "severity", "reason_codes",
         "topic", "partition", "offset", "event_ts", "detected_ts", "published_ts",
     ),
+    "connector_heartbeat": ("source", "dept", "kind", "position", "snapshotting", "events", "lag", "ts"),
+    "dept_assessment": ("day", "dept", "dataset", "score", "grade", "dimensions", "indicators", "reasons", "live",
+                        "computed_ts"),
     "dlq_event": (
         "dlq_topic", "dlq_partition", "dlq_offset", "source_topic", "source_partition", "source_offset",
         "component", "error_kind", "error_class", "error_field", "error_message", "value_bytes", "dead_lettered_ts",

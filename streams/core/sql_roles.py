@@ -7,7 +7,8 @@ against its role; with a ClickHouse server, the shipped RBAC (``sinks/clickhouse
 grants the same tables to the same roles, so the server refuses what the gateway would.
 
 - ``analyst``: the masked analyst tables (profiles and their history, events, risk changes,
-  alert deliveries, dead-letter metadata — which holds sizes, never the bytes). Not the audit.
+  alert deliveries, dead-letter metadata — which holds sizes, never the bytes) and the
+  departments' data-sharing assessment with the connectors' heartbeats. Not the audit.
 - ``auditor``: the SQL audit and the alert deliveries (who was sent what under which consent).
 - ``operator``: what an analyst reads; and may erase an enterprise's data on request. Not the audit:
   who runs the platform does not also check it (separation of duties, MLPS 三级 安全审计).
@@ -20,7 +21,7 @@ from dataclasses import dataclass
 
 DATA_TABLES: frozenset[str] = frozenset({
     "enterprise_profile", "enterprise_profile_history", "enterprise_event", "risk_change", "alert_delivery",
-    "dlq_event",
+    "dlq_event", "dept_assessment", "connector_heartbeat",
 })
 DATA_VIEWS: frozenset[str] = frozenset({"enterprise_profile_as_of", "related_party", "enterprise_related"})
 AUDIT_TABLES: frozenset[str] = frozenset({"sql_audit"})

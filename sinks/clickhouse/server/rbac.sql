@@ -59,6 +59,8 @@ GRANT SELECT ON yurong.enterprise_event TO yurong_analyst;
 GRANT SELECT ON yurong.risk_change TO yurong_analyst;
 GRANT SELECT ON yurong.alert_delivery TO yurong_analyst;
 GRANT SELECT ON yurong.dlq_event TO yurong_analyst;
+GRANT SELECT ON yurong.dept_assessment TO yurong_analyst;
+GRANT SELECT ON yurong.connector_heartbeat TO yurong_analyst;
 
 -- Auditors: the analysts' query audit and the alert deliveries, nothing else.
 CREATE ROLE OR REPLACE yurong_auditor;
