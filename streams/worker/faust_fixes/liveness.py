@@ -92,6 +92,8 @@ class StallGuard:
             self._previous = {}
             return set()
         current = await self._states()
+        for topic in {tp.topic for tp in current}:
+            STREAM_REREADS.labels(topic)  # exported at 0 from the start: "no re-reads" rather than no data
         found = stalled(self._previous, current)
         for tp in sorted(found):
             state = current[tp]
