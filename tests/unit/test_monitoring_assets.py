@@ -373,7 +373,7 @@ def test_compose_parses_and_has_the_services():
         "connector-market": ["yurong", "connect", "market"],
         "worker": ["yurong", "worker"],
         "sink": ["yurong", "sink"],
-        "simulator": ["yurong", "simulate", "--rate", "20"],
+        "simulator": ["yurong", "simulate", "--kinds", "", "--rate", "20"],
     }
     for name, svc in services.items():
         for dep, cond in (svc.get("depends_on") or {}).items():
