@@ -22,6 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 from monitoring.metrics import ASSESSMENT_GRADE, ASSESSMENT_INDICATOR, ASSESSMENT_SCORE
+from sinks.clickhouse import ClickHouseWriter
 from streams.core.assessment import (
     DIMENSIONS,
     GRADE_VALUE,
@@ -31,7 +32,8 @@ from streams.core.assessment import (
     DeptMeasures,
     assess_day,
 )
-from streams.core.catalogue import Catalogue
+from streams.core.catalogue import Catalogue, catalogue
+from streams.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -196,6 +198,12 @@ class Assessor:
         self.stopping = threading.Event()
         self._final: set[dt.date] = set()
         self._lock = threading.Lock()
+        self.closers: list[Callable[[], None]] = []
+
+    def close(self) -> None:
+        self.stopping.set()
+        for close in self.closers:
+            close()
 
     def assess(self, day: dt.date, now: float | None = None) -> list[Assessment]:
         """Assess ``day`` now and store it (live while the day lasts)."""
@@ -238,3 +246,27 @@ class Assessor:
         t.start()
         return t
 
+
+
+def open_assessor(settings: Settings, writer: ClickHouseWriter) -> Assessor:
+    """The sink's assessor: its own reading session (one engine thread: the inserts keep the rest),
+    the sink's writer for ``dept_assessment``."""
+    import clickhouse_connect
+
+    reader = clickhouse_connect.get_client(dsn=settings.clickhouse_dsn)
+    reader.database = settings.clickhouse.database
+    if settings.clickhouse.is_embedded:
+        reader.command("USE {db:Identifier}", parameters={"db": settings.clickhouse.database})
+        reader.command("SET max_threads = 1")
+    lock = threading.Lock()
+
+    def query(sql: str, parameters: dict[str, Any]) -> list[Any]:
+        with lock:
+            return list(reader.query(sql, parameters=parameters).result_rows)
+
+    cfg = AssessmentConfig.load(settings.assess.config)
+    measurer = Measurer(query, catalogue(), cfg, settings.source.heartbeat_interval_s)
+    assessor = Assessor(measurer, lambda rows, token: writer.write("dept_assessment", rows, token), cfg,
+                        settings.assess.interval_s)
+    assessor.closers.append(reader.close)
+    return assessor

@@ -2,7 +2,8 @@
 
 Subscribes to ``enterprise.events``, ``enterprise.profiles``, ``risk.changes``, every
 ``alerts.<bank_id>`` (each record there is a delivery: the ``alert_delivery`` audit) and every
-``dlq.*`` topic (metadata only: the original bytes stay on the restricted topic).
+``dlq.*`` topic (metadata only: the original bytes stay on the restricted topic), and every
+``connect.<dept>.heartbeats`` (``connector_heartbeat``: the assessment's availability).
 
 A batch is written table by table with a deterministic de-duplication token, then the
 consumer offsets are committed synchronously. A crash in between replays the batch; the
@@ -29,7 +30,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 
 from monitoring.metrics import DLQ, E2E_LATENCY, EVENTS_IN, SINK_BATCH_SECONDS, SINK_ROWS
 from sinks.clickhouse import ClickHouseWriter
-from sinks.rows import alert_row, change_row, dlq_row, event_row, profile_row
+from sinks.rows import alert_row, change_row, dlq_row, event_row, heartbeat_row, profile_row
 from streams.codecs.serde import SchemaStore
 from streams.core.erasure import is_erase_marker
 from streams.errors import SinkError
@@ -39,7 +40,8 @@ from streams.kafka.partitioner import murmur2_partition
 
 log = logging.getLogger(__name__)
 
-SUBSCRIPTION = ["enterprise.events", "enterprise.profiles", "risk.changes", r"^alerts\.b[0-9]{4}$", r"^dlq\..*"]
+SUBSCRIPTION = ["enterprise.events", "enterprise.profiles", "risk.changes", r"^alerts\.b[0-9]{4}$", r"^dlq\..*",
+                r"^connect\.[a-z_]+\.heartbeats$"]  # the connectors' heartbeats: the assessment's availability
 
 
 # the USCC-keyed topics the sink stores (the worker publishes them all with the murmur2 partitioner)
@@ -145,6 +147,9 @@ class ClickHouseSink:
         elif topic.startswith("alerts."):
             _, a = self.schemas.decode(msg.value(), "risk/alert")
             tables["alert_delivery"].append(alert_row(a, topic, partition, offset))
+        elif topic.startswith("connect."):
+            _, h = self.schemas.decode(msg.value(), "connect/heartbeat")
+            tables["connector_heartbeat"].append(heartbeat_row(h))
 
     def _dead_letter(self, msg: Message, exc: Exception) -> None:
         topic, partition, offset = _coordinates(msg)

@@ -251,6 +251,15 @@ class AnalystSettings(BaseSettings):
         return None
 
 
+class AssessSettings(BaseSettings):
+    """The data-sharing assessment (数据汇集考核) the sink computes: docs/assessment.md."""
+
+    model_config = _config("YURONG_ASSESS_")
+    interval_s: float = Field(default=60.0, gt=0, description="how often the sink re-assesses today (live)")
+    config: Path | None = Field(default=None, description="weights, targets, limits and cadences; default "
+                                                          "streams/core/assessment.toml")
+
+
 class RetentionSettings(BaseSettings):
     """How long enterprise data is kept (docs/security.md, "Data lifecycle"), in days.
 
@@ -286,6 +295,7 @@ class Settings:
         self.kafka = KafkaSettings()
         self.clickhouse = ClickHouseSettings()
         self.analyst = AnalystSettings()
+        self.assess = AssessSettings()
         self.redis = RedisSettings()
         self.masking = MaskingSettings()
         self.source = SourceSettings()

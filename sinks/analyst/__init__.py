@@ -4,11 +4,13 @@ sink, which owns the store; ``serve`` puts it on HTTP."""
 
 from __future__ import annotations
 
+import datetime as dt
 import socket
 import threading
 import time
 from collections.abc import Callable
 from functools import partial
+from typing import Any
 
 import clickhouse_connect
 from clickhouse_connect.driver.client import Client
@@ -32,12 +34,14 @@ def limits_from(settings: Settings) -> Limits:
 
 
 def open_gateway(settings: Settings, writer: Client, writer_lock: threading.Lock,
-                 before_erase: Callable[[str], object] | None = None) -> AnalystGateway:
+                 before_erase: Callable[[str], object] | None = None,
+                 assessor: Callable[[dt.date], list[dict[str, Any]]] | None = None) -> AnalystGateway:
     """The gateway over the sink's store. ``writer`` is the sink's own session: it appends the
     audit and runs erasures; analysts' queries never run on it. ``before_erase(uscc)`` runs before
     an erasure deletes anything: the sink waits there until it has stored every record about the
     enterprise published so far (``sinks.runner.wait_caught_up``), else a row from before the
-    erasure could arrive after the delete."""
+    erasure could arrive after the delete. ``assessor(day)`` recomputes a day's data-sharing
+    assessment for an operator (``POST /assess``)."""
     a, ch = settings.analyst, settings.clickhouse
     embedded = ch.is_embedded
     limits = limits_from(settings)
@@ -77,7 +81,8 @@ def open_gateway(settings: Settings, writer: Client, writer_lock: threading.Lock
 
     return AnalystGateway(pools=pools, parser=parser, audit=audit,
                           credentials=CredentialStore(a.credentials_path(settings.paths.home)), quotas=quotas,
-                          limits=limits, database=ch.database, audit_database=a.audit_database, eraser=eraser)
+                          limits=limits, database=ch.database, audit_database=a.audit_database, eraser=eraser,
+                          assessor=assessor)
 
 
 def _parser_client(settings: Settings, dsn: str, opener) -> Client:

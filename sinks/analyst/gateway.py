@@ -21,6 +21,7 @@ With a ClickHouse server, each role's sessions log in as a user that holds only 
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import queue
 import re
@@ -224,7 +225,8 @@ def _engine_message(text: str) -> str:
 class AnalystGateway:
     def __init__(self, *, pools: dict[str, SessionPool], parser: Parser, audit: AuditTrail, credentials: CredentialStore,
                  quotas: Quotas, limits: Limits, database: str, audit_database: str,
-                 eraser: Callable[[str], dict[str, int]] | None = None) -> None:
+                 eraser: Callable[[str], dict[str, int]] | None = None,
+                 assessor: Callable[[dt.date], list[dict[str, Any]]] | None = None) -> None:
         self.pools = pools
         self.parser = parser
         self.functions = parser.functions()
@@ -235,6 +237,7 @@ class AnalystGateway:
         self.database = database
         self.audit_database = audit_database
         self.eraser = eraser
+        self.assessor = assessor
 
     # --- who -----------------------------------------------------------------------------------------
     def authenticate(self, token: str | None, client: str, action: str) -> Principal:
@@ -304,6 +307,22 @@ class AnalystGateway:
         entry.rows_returned = sum(erased.values())
         self._finish(entry, started, "ok", "")
         return erased
+
+    def assess(self, principal: Principal, day: str, client: str) -> list[dict[str, Any]]:
+        """Recompute the data-sharing assessment of ``day`` now (operators)."""
+        entry = AuditEntry(principal.name, principal.role, client, "assess", f"assess {day[:10]}")
+        started = time.monotonic()
+        if not role(principal.role).may_erase or self.assessor is None:
+            self._finish(entry, started, "forbidden", f"the {principal.role} role may not recompute the assessment")
+            raise Forbidden(f"the {principal.role} role may not recompute the assessment")
+        try:
+            rows = self.assessor(dt.date.fromisoformat(day))
+        except ValueError as exc:
+            self._finish(entry, started, "failed", str(exc)[:500])
+            raise QueryFailed(f"not a date (YYYY-MM-DD): {day[:20]!r}") from None
+        entry.rows_returned = len(rows)
+        self._finish(entry, started, "ok", "")
+        return rows
 
     def _finish(self, entry: AuditEntry, started: float, outcome: str, error: str) -> None:
         entry.outcome, entry.error = outcome, error

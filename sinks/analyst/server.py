@@ -10,7 +10,8 @@ A request is answered only if it
 - carries ``Authorization: Bearer <token>``: a browser never adds that on its own.
 
 ``/query`` takes ``{"sql": ..., "parameters": {...}}`` and answers ``{"columns": [...], "rows": [...]}``;
-``/erase`` (operator role) takes ``{"uscc": ..., "reason": ...}``. Errors are ``{"error": ...}`` with
+``/erase`` (operator role) takes ``{"uscc": ..., "reason": ...}``; ``/assess`` (operator role) takes
+``{"day": "YYYY-MM-DD"}`` and recomputes that day's data-sharing assessment. Errors are ``{"error": ...}`` with
 401 (no or bad credential), 403 (the role or sandbox refuses), 429 (quota or busy), 400 (the engine
 refused the query), 503 (the audit could not be written). Every outcome is audited.
 """
@@ -68,8 +69,8 @@ class _Handler(BaseHTTPRequestHandler):
     do_PUT = do_DELETE = do_PATCH = do_OPTIONS = do_GET  # no CORS preflight is ever granted
 
     def do_POST(self) -> None:
-        if self.path not in ("/query", "/erase"):
-            self._reply(404, {"error": "not found: POST /query or /erase"})
+        if self.path not in ("/query", "/erase", "/assess"):
+            self._reply(404, {"error": "not found: POST /query, /erase or /assess"})
             return
         if (self.headers.get("Host") or "").lower() not in self.hosts:
             self._refuse_early(421, f"unexpected Host header {self.headers.get('Host', '')[:100]!r}")
@@ -98,6 +99,8 @@ class _Handler(BaseHTTPRequestHandler):
                 if not isinstance(body.get("sql"), str) or not isinstance(params, dict):
                     raise QueryFailed('send {"sql": "<one SELECT>", "parameters": {...}}')
                 out: dict[str, Any] = self.gateway.query(principal, body["sql"], params, self._client())
+            elif action == "assess":
+                out = {"assessed": self.gateway.assess(principal, str(body.get("day", "")), self._client())}
             else:
                 out = {"erased": self.gateway.erase(principal, str(body.get("uscc", "")), str(body.get("reason", "")),
                                                     self._client())}

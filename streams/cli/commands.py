@@ -6,13 +6,17 @@
     yurong simulate                     seed and change the department databases
     yurong connect <dept>               run a CDC connector
     yurong worker                       run the Faust worker (mask, merge, score, route alerts)
-    yurong sink                         run the ClickHouse sink (+ read-only SQL endpoint for chDB)
+    yurong sink                         run the ClickHouse sink (+ the analysts' SQL gateway, the assessment)
     yurong consent grant|revoke|list    enterprise → bank consents (published to consent.grants)
     yurong watchlist add|remove|import|list
     yurong bank onboard|offboard|list   banks' Kafka logins, ACLs and client bundles
     yurong bank rules|throttled         per-bank alert rules, held-back alerts
     yurong security apply               the platform's Kafka principals and ACL matrix
-    yurong sql "<query>"                analyst SQL on ClickHouse (read-only, audited)
+    yurong sql "<query>"                analyst SQL on ClickHouse (authenticated, sandboxed, audited)
+    yurong analyst add|revoke|list      SQL principals and their roles
+    yurong audit verify                 check the SQL audit's hash chain
+    yurong assess [--date|--month]      数据汇集考核: each department's data-sharing score
+    yurong erase --uscc … --reason …    erase an enterprise's data on request
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ import click
 from rich.markup import escape
 from rich.table import Table
 
-from streams.cli.common import console, err_console, run_sql, setup_logging, with_registry
+from streams.cli.common import console, err_console, gateway_call, run_sql, setup_logging, with_registry
 from streams.cli.output import csv_row, result_table
 from streams.errors import ConfigError, YurongError
 from streams.settings import REPO_ROOT, get_settings
@@ -220,8 +224,10 @@ def worker(faust_args: tuple[str, ...]) -> None:
 @click.option("--group", default="yurong-sink", show_default=True, help="Kafka consumer group (prefix yurong-sink: the sink's ACL)")
 @click.option("--log-level", default="info")
 def sink(group: str, log_level: str) -> None:
-    """Run the ClickHouse sink; it also serves the analysts' SQL gateway for `yurong sql`."""
+    """Run the ClickHouse sink; it also serves the analysts' SQL gateway for `yurong sql` and
+    computes the departments' data-sharing assessment (`yurong assess`)."""
     setup_logging(log_level)
+    from dataclasses import asdict
     from functools import partial
 
     from confluent_kafka import Consumer, Producer
@@ -230,6 +236,7 @@ def sink(group: str, log_level: str) -> None:
     from monitoring.metrics import serve
     from sinks.analyst import open_gateway
     from sinks.analyst import serve as serve_gateway
+    from sinks.assessment import open_assessor
     from sinks.clickhouse import ClickHouseWriter, apply_schema, open_client
     from sinks.runner import ClickHouseSink, consumer_config, wait_caught_up
     from streams.codecs.serde import schema_store
@@ -242,7 +249,10 @@ def sink(group: str, log_level: str) -> None:
     apply_schema(client)
     writer = ClickHouseWriter(client)
     # an erasure through the gateway first waits until this group stored what was published about the enterprise
-    gateway = open_gateway(s, client, writer.lock, before_erase=partial(wait_caught_up, kafka, group))
+    assessor = open_assessor(s, writer)  # 数据汇集考核: today live, each day once it has ended
+    assessor.start()
+    gateway = open_gateway(s, client, writer.lock, before_erase=partial(wait_caught_up, kafka, group),
+                           assessor=lambda day: [asdict(a) for a in assessor.assess(day)])
     serve_gateway(gateway, s.analyst.bind, s.clickhouse.query_port, s.analyst.allowed_hosts)
     serve(s.metrics.sink_port, "sink", s.metrics.bind)
     runner = ClickHouseSink(Consumer(consumer_config(kafka, group)), Producer(producer_config(kafka)), writer, schema_store(),
@@ -692,6 +702,55 @@ def demo(enterprises: int, seconds: int, rate: float) -> None:
 
     run_demo(console, enterprises=enterprises, seconds=seconds, rate=rate)
 
+
+
+# --- assess --------------------------------------------------------------------------------------------
+
+@main.command()
+@click.option("--date", "day", default=None, metavar="YYYY-MM-DD", help="one day (default: today, live)")
+@click.option("--month", default=None, metavar="YYYY-MM", help="a month: each department's mean over its days")
+@click.option("--datasets", is_flag=True, help="with --date: every dataset's row under its department")
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "xlsx"]), default="table", show_default=True)
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None, help="file for csv or xlsx")
+@click.option("--recompute", is_flag=True, help="(operator) compute the day again now, e.g. after a config change")
+@TOKEN_FILE
+def assess(day: str | None, month: str | None, datasets: bool, fmt: str, out: Path | None, recompute: bool,
+           token_file: Path | None) -> None:
+    """数据汇集考核: each department's data-sharing score (时效性, 完整性, 规范性, 一致性, 可访问性),
+    grade and reasons, as the sink computes them (docs/assessment.md)."""
+    from streams.cli import assess as report
+
+    if day and month:
+        raise click.UsageError("--date or --month, not both")
+    if fmt == "xlsx" and out is None:
+        raise click.UsageError("--format xlsx needs --out FILE.xlsx")
+    token = _token(token_file)
+
+    def query(sql: str, params: dict[str, str]) -> dict:
+        return run_sql(sql, params, token)
+
+    if month:
+        try:
+            dt.date.fromisoformat(f"{month}-01")
+        except ValueError:
+            raise click.UsageError(f"--month {month!r}: use YYYY-MM") from None
+        rows, title = report.month_report(query, month, err_console), f"数据汇集考核 {month}"
+    else:
+        when = dt.date.fromisoformat(day) if day else dt.datetime.now(dt.UTC).date()
+        if recompute:
+            gateway_call("assess", {"day": when.isoformat()}, token)
+        rows, title = report.day_report(query, when, datasets), f"数据汇集考核 {when.isoformat()}"
+    if not rows:
+        raise YurongError(f"no assessment for {month or day or 'today'}: the sink assesses each day while it runs "
+                          "(`yurong sink`); an operator can compute a past day with --recompute")
+    if fmt == "csv":
+        report.write_csv(rows, out)
+    elif fmt == "xlsx":
+        assert out is not None
+        report.write_xlsx(rows, out, title)
+        console.print(f"{len(rows)} rows written to {out}")
+    else:
+        console.print(report.table(rows, title))
 
 
 # --- erase ---------------------------------------------------------------------------------------------

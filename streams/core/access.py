@@ -151,12 +151,15 @@ def worker_rules(debezium_prefixes: Iterable[str] = ()) -> list[Rule]:
     ]
 
 
-def sink_rules() -> list[Rule]:
+def sink_rules(depts: Iterable[str] = ()) -> list[Rule]:
     stored = ["enterprise.", "risk.", "alerts.", "dlq.", "financing."]
     return [
         *_topics(Pattern.PREFIXED, stored, READ),
+        # the connectors' heartbeats (the assessment's availability), not their positions or files
+        *_topics(Pattern.LITERAL, [f"connect.{d}.heartbeats" for d in sorted(depts)], READ),
         # dead letters of what the sink reads (never of the departments' raw topics)
-        *_topics(Pattern.PREFIXED, ["dlq.enterprise.", "dlq.risk.", "dlq.alerts.", "dlq.financing.", "dlq.dlq."], WRITE),
+        *_topics(Pattern.PREFIXED, ["dlq.enterprise.", "dlq.risk.", "dlq.alerts.", "dlq.financing.", "dlq.dlq.",
+                                    "dlq.connect."], WRITE),
         _group(SINK_GROUP_PREFIX),
     ]
 
@@ -204,7 +207,7 @@ def platform_rules(depts: Iterable[str], debezium_prefixes: Iterable[str] = ()) 
     """Every platform principal (banks excluded: they are onboarded one by one) → its rules."""
     rules = {
         WORKER: worker_rules(debezium_prefixes),
-        SINK: sink_rules(),
+        SINK: sink_rules(depts),
         CONSENT: consent_rules(),
         OPERATOR: operator_rules(),
     }

@@ -45,6 +45,7 @@ def _families(u: str, bank: str, other: str) -> dict[str, str]:
         "consent.grants": "consent.grants", "financing.responses": "financing.responses",
         "alerts.own": f"alerts.{bank}", "alerts.other": f"alerts.{other}", "matches.own": f"matches.{bank}",
         "connect.market": f"connect.market.probe{u}", "connect.tax": f"connect.tax.probe{u}",
+        "connect.heartbeats": "connect.market.heartbeats",
         "worker-internal": f"yurong-worker-probe{u}",
         "enterprise.profiles": "enterprise.profiles", "audit.erasures": "audit.erasures",
         "control.erasures": "control.erasures", "control.erasures.applied": "control.erasures.applied",
@@ -58,18 +59,18 @@ EXPECTED = {
              "matches.own": "W", "worker-internal": "RW", "enterprise.profiles": "RW", "control.erasures": "R",
              "control.erasures.applied": "W"},
     SINK: {"dlq.dept.market": "R", "dlq.enterprise": "RW", "enterprise": "R", "risk": "R", "financing.responses": "R",
-           "alerts.own": "R", "alerts.other": "R", "enterprise.profiles": "R"},
+           "alerts.own": "R", "alerts.other": "R", "enterprise.profiles": "R", "connect.heartbeats": "R"},
     CONSENT: {"consent.grants": "RW"},
     # `yurong erase`: a request to the worker, its confirmation, the audit record; no read or write of
     # enterprise data (the worker drops the profile and writes the tombstones)
     OPERATOR: {"connect.market": "R", "connect.tax": "R", "audit.erasures": "W", "control.erasures": "W",
-               "control.erasures.applied": "R"},
-    "connector-market": {"dept.market": "RW", "dlq.dept.market": "RW", "connect.market": "RW"},
+               "control.erasures.applied": "R", "connect.heartbeats": "R"},
+    "connector-market": {"dept.market": "RW", "dlq.dept.market": "RW", "connect.market": "RW", "connect.heartbeats": "RW"},
     "bank": {"alerts.own": "R", "matches.own": "R", "financing.responses": "W"},
 }
 # real topics: probed with a tombstone of nobody's key (their consumers skip it)
 REAL = ("consent.grants", "financing.responses", "enterprise.profiles", "audit.erasures", "control.erasures",
-        "control.erasures.applied")
+        "control.erasures.applied", "connect.market.heartbeats")
 GROUPS = {WORKER: "yurong-worker-probe", SINK: "yurong-sink-probe", CONSENT: "yurong-consent.probe",
           OPERATOR: "yurong-operator.probe", "connector-market": "yurong-connector-market.probe"}
 
