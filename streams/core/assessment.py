@@ -76,6 +76,8 @@ class DatasetMeasures:
     lag_p95_s: float | None = None
     delay_p50_days: float | None = None
     silence_h: float | None = None  # hours since its last record (a snapshot's too); None: nothing ever
+    dept_silence_h: float | None = None  # hours since the department's newest record of any dataset
+    dept_cadence_h: float | None = None  # the shortest cadence of the department's datasets
     fields_filled: float | None = None
     coverage: float | None = None
     dead_letters: int = 0
@@ -142,6 +144,11 @@ def assess_dataset(m: DatasetMeasures, availability: tuple[float | None, list[st
                                    f"{name} 时效性: nothing new for {m.silence_h:.1f} h (expected within {cadence:g} h)"))
     else:
         subs["timeliness"].append((0.0, f"{name} 时效性: nothing received (expected within {cadence:g} h)"))
+    if m.dept_silence_h is not None and m.dept_cadence_h:
+        dept_cadence = m.dept_cadence_h
+        subs["timeliness"].append((linear(m.dept_silence_h / dept_cadence, t["silence_target"], t["silence_limit"]),
+                                   f"{m.dept} 时效性: the department sent nothing for {m.dept_silence_h:.1f} h "
+                                   f"(it changes within {dept_cadence:g} h)"))
     if m.fields_filled is not None:
         ind["fields_filled"] = m.fields_filled
         subs["completeness"].append((linear(m.fields_filled, c["fields_target"], c["fields_limit"]),
@@ -207,13 +214,19 @@ def assess_day(day: str, datasets: list[DatasetMeasures], depts: dict[str, DeptM
     by_key = {(m.dept, m.dataset): m for m in datasets}
     out: list[Assessment] = []
     for dept, names in sorted(catalogue.items()):
+        for n in names:
+            by_key.setdefault((dept, n), DatasetMeasures(dept, n))
+        heard = [h for n in names if (h := by_key[(dept, n)].silence_h) is not None]
+        cadence = min((cfg.cadence_h(dept, n) for n in names), default=None)
+        for n in names:
+            by_key[(dept, n)].dept_silence_h = min(heard) if heard else None
+            by_key[(dept, n)].dept_cadence_h = cadence
         avail_score, avail_reasons, avail_ind = assess_availability(depts.get(dept), cfg)
-        rows = [assess_dataset(by_key.get((dept, n)) or DatasetMeasures(dept, n), (avail_score, avail_reasons), cfg, day)
-                for n in sorted(names)]
+        rows = [assess_dataset(by_key[(dept, n)], (avail_score, avail_reasons), cfg, day) for n in sorted(names)]
         out.extend(rows)
         score = sum(r.score for r in rows) / len(rows) if rows else 0.0
-        dims = {d: sum(r.dimensions[d] for r in rows if d in r.dimensions) / n
-                for d in DIMENSIONS if (n := sum(1 for r in rows if d in r.dimensions))}
+        dims = {d: sum(r.dimensions[d] for r in rows if d in r.dimensions) / k
+                for d in DIMENSIONS if (k := sum(1 for r in rows if d in r.dimensions))}
         # the worst datasets' reasons first, each once
         reasons = list(dict.fromkeys(x for r in sorted(rows, key=lambda r: r.score) for x in r.reasons))[:8]
         ind = {"datasets": float(len(rows)), **avail_ind}

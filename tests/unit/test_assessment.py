@@ -34,7 +34,7 @@ def test_a_healthy_dataset_scores_100_with_no_reasons():
 @pytest.mark.parametrize(("change", "dimension", "reason"), [
     ({"lag_p95_s": 3600.0}, "timeliness", "commit → platform p95 3600 s"),
     ({"delay_p50_days": 30.0}, "timeliness", "30 days after their business date"),
-    ({"silence_h": 3 * 744.0}, "timeliness", "nothing new for 2232.0 h (expected within 744 h)"),
+    ({"silence_h": 3 * 744.0}, "timeliness", "nothing new for 2232.0 h (expected within 48 h)"),
     ({"coverage": 0.5}, "completeness", "50% of active enterprises covered"),
     ({"fields_filled": 0.5}, "completeness", "50% of fields filled"),
     ({"dead_letters": 400, "dead_letter_reasons": {"validation:legal_rep_id_number": 400}}, "validity",
@@ -65,6 +65,19 @@ def test_a_department_is_the_mean_of_its_datasets_and_a_down_connector_shows():
     assert dept.dimensions["availability"] == 0.0  # up half the time: at the limit
     assert "可访问性: connector up 50% of the time (target 99%)" in dept.reasons
     assert dept.score == pytest.approx(sum(r.score for r in rows if r.dataset) / 3, abs=0.1)
+
+
+def test_a_department_that_sends_nothing_loses_timeliness_on_every_dataset():
+    names = ["tax_filing", "tax_credit_rating"]
+    quiet = assess_day("2026-12-07", [healthy("tax", n, silence_h=150.0, coverage=None) for n in names], {}, CFG,
+                       {"tax": names})
+    talking = assess_day("2026-12-07", [healthy("tax", "tax_filing", silence_h=1.0, coverage=None),
+                                        healthy("tax", "tax_credit_rating", silence_h=150.0, coverage=None)], {}, CFG,
+                         {"tax": names})
+    q, t = (next(r for r in rows if r.dataset == "") for rows in (quiet, talking))
+    assert "tax 时效性: the department sent nothing for 150.0 h (it changes within 48 h)" in q.reasons
+    assert not any("the department sent nothing" in x for x in t.reasons)  # a rare dataset may rest; the department did not
+    assert q.score < t.score
 
 
 def test_grades_follow_the_configured_bands():
