@@ -15,6 +15,14 @@ Validation keys of a ``[datasets.<name>]`` table (all optional but ``table`` and
     [datasets.<name>.bounds]  field = [min, max]   inclusive, in the field's own unit
                                                    (a rate 0..1 is a fraction, 0..100 a percent)
     [datasets.<name>.pii]     field = "class" or {class = ..., actions = [...]}
+    [datasets.<name>.id_number_when]  field = {other = [values]}
+                                      a field of PII class ``id_number`` that holds a person's
+                                      ID number only in rows where ``other`` is one of ``values``
+                                      (an equity pledgor: a person's ID or an enterprise's USCC);
+                                      the GB 11643 check applies to those rows only
+
+Every field of PII class ``id_number`` must be a plausible 居民身份证号 (GB 11643 check digit,
+birth date, region) unless null or empty.
 
 ``streams.core.ingest.validate_row`` applies them to every row; a violation dead-letters the record.
 """
@@ -77,6 +85,7 @@ class AvscFolder:
 
 DATASET_KEYS = frozenset({
     "table", "key", "uscc_column", "required", "dates", "enums", "pii", "non_negative", "periods", "bounds",
+    "id_number_when",
 })
 _NUMERIC = frozenset({"int", "long", "float", "double"})
 
@@ -97,6 +106,12 @@ class Dataset:
     non_negative: tuple[str, ...] = ()
     periods: tuple[str, ...] = ()
     bounds: dict[str, tuple[float, float]] = field(default_factory=dict)
+    id_number_when: dict[str, dict[str, tuple[str, ...]]] = field(default_factory=dict)
+
+    @property
+    def id_number_fields(self) -> tuple[str, ...]:
+        """The fields of PII class ``id_number``: each checked as a 居民身份证号 at ingest."""
+        return tuple(r.field for r in self.masking.rules if r.pii_class == "id_number")
 
     @property
     def qualified(self) -> str:
@@ -164,15 +179,20 @@ def _load_department(path: Path, schemas: SchemaSource) -> Department:
             non_negative=_field_list(where, "non_negative", spec),
             periods=_field_list(where, "periods", spec),
             bounds=_bounds(where, spec.get("bounds") or {}),
+            id_number_when=_id_number_when(where, spec.get("id_number_when") or {}),
         )
         if not ds.table or not ds.key:
             raise ConfigError(f"{where}: 'table' and 'key' are required")
         named = [ds.uscc_column, *ds.key, *ds.required, *ds.enums, *ds.dates, *(r.field for r in ds.masking.rules),
-                 *ds.non_negative, *ds.periods, *ds.bounds]
+                 *ds.non_negative, *ds.periods, *ds.bounds, *ds.id_number_when,
+                 *(c for cond in ds.id_number_when.values() for c in cond)]
         unknown = sorted({n for n in named if n not in value_fields})
         if unknown:
             raise ConfigError(f"{where}: fields {unknown} are not in schema {schema_name} (has: {sorted(value_fields)})")
         _check_types(where, schema_name, value_schema, ds)
+        not_ids = sorted(set(ds.id_number_when) - set(ds.id_number_fields))
+        if not_ids:
+            raise ConfigError(f"{where}: id_number_when names {not_ids}, which are not fields of PII class id_number")
         datasets[name] = ds
     if not datasets:
         raise ConfigError(f"{path}: no [datasets.*] tables")
@@ -199,6 +219,18 @@ def _bounds(where: str, spec: object) -> dict[str, tuple[float, float]]:
             raise ConfigError(f"{where}: bounds.{name} must be [min, max] with finite numbers and min <= max, got {pair!r}")
         out[name] = (float(pair[0]), float(pair[1]))
     return out
+
+
+def _id_number_when(where: str, spec: object) -> dict[str, dict[str, tuple[str, ...]]]:
+    """``[datasets.x.id_number_when]`` → ``{id field: {condition field: (values, …)}}``."""
+    ok = isinstance(spec, dict) and all(
+        isinstance(cond, dict) and cond and all(
+            isinstance(vals, list) and vals and all(isinstance(v, str) for v in vals) for vals in cond.values())
+        for cond in spec.values())
+    if not ok:
+        raise ConfigError(f"{where}: id_number_when must be a table of field = {{other_field = [values]}}, got {spec!r}")
+    assert isinstance(spec, dict)
+    return {name: {other: tuple(vals) for other, vals in cond.items()} for name, cond in spec.items()}
 
 
 def _avro_base_type(avro_type: object) -> str:

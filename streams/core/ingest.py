@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from streams.core.catalogue import Dataset
-from streams.core.identifiers import uscc_problem
+from streams.core.identifiers import id_number_problem, uscc_problem
 from streams.core.masking import Pseudonymizer, assert_no_pii
 from streams.errors import ValidationError
 
@@ -58,10 +58,16 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def validate_row(ds: Dataset, row: Mapping[str, Any]) -> None:
+def validate_row(ds: Dataset, row: Mapping[str, Any], today: dt.date | None = None) -> None:
     """Raise ``ValidationError`` naming the dataset and field if ``row`` breaks a rule of its
     mapping (``streams/core/catalogue.py`` lists them). Null optional fields pass every rule but
-    ``required``; a number must be finite wherever a rule applies (NaN passes no comparison)."""
+    ``required``; a number must be finite wherever a rule applies (NaN passes no comparison).
+
+    Every field of PII class ``id_number`` must be a plausible 居民身份证号 on ``today`` (default:
+    the UTC date now): ``streams.core.identifiers.id_number_problem`` names the rule
+    (``gb11643.check_digit``, ``gb11643.birth_date``, …), which the message carries; the value is
+    never quoted. A null or empty ID number passes unless the field is ``required``; a field with
+    an ``id_number_when`` condition is checked only in the rows that meet it."""
     for name in ds.required:
         if row.get(name) in (None, ""):
             raise ValidationError(f"{ds.name}.{name} is required but empty", field=name)
@@ -70,6 +76,17 @@ def validate_row(ds: Dataset, row: Mapping[str, Any]) -> None:
     if problem:
         short = f"{code[:4]}…" if isinstance(code, str) else repr(code)
         raise ValidationError(f"{ds.name}.{ds.uscc_column} {short!r} {problem}", field=ds.uscc_column)
+    for id_field in ds.id_number_fields:
+        value = row.get(id_field)
+        if value is None or value == "":
+            continue
+        when = ds.id_number_when.get(id_field)
+        if when and not all(row.get(other) in values for other, values in when.items()):
+            continue  # this row's field holds something else (a pledgor enterprise's USCC)
+        found = id_number_problem(value, today or dt.datetime.now(dt.UTC).date())
+        if found:
+            rule, reason = found
+            raise ValidationError(f"{ds.name}.{id_field}: {reason} (rule {rule})", field=id_field)
     for name, allowed in ds.enums.items():
         value = row.get(name)
         if value is not None and value not in allowed:
@@ -130,7 +147,9 @@ def to_enterprise_event(
     row = before if op == "d" else after
     if row is None:
         raise ValidationError(f"{ds.name}: op {op!r} without {'before' if op == 'd' else 'after'} image", field="after")
-    validate_row(ds, row)
+    # the ID numbers' birth dates are checked against the ingest day (a caller without a clock, now_ms
+    # before 1990, gets today's)
+    validate_row(ds, row, dt.datetime.fromtimestamp(now_ms / 1000, dt.UTC).date() if now_ms >= MIN_COMMIT_TS_MS else None)
     source = envelope["source"]
     if source["ts_ms"] != 0 and not MIN_COMMIT_TS_MS <= source["ts_ms"] < MAX_COMMIT_TS_MS:
         # e.g. microseconds or nanoseconds where milliseconds belong: the merge derives dates from

@@ -10,6 +10,7 @@ import psycopg2
 import pytest
 from confluent_kafka import Producer
 
+from connectors.simulator.identities import make_id_number, make_uscc
 from connectors.simulator.market import MarketSimulator
 from streams.codecs.serde import schema_store
 from streams.core.masking import find_pii
@@ -30,6 +31,12 @@ def e2e_db(pg_admin_dsn, unique):
     dsn = make_database(pg_admin_dsn, name)
     yield dsn
     drop_database(pg_admin_dsn, name)
+
+
+def _one_source_record(dead_letters: list):
+    """The dead letter of one source record (the same record's copies, if any, say the same)."""
+    assert dead_letters and len({parse_dlq_headers(m.headers())["offset"] for m in dead_letters}) == 1
+    return dead_letters[0]
 
 
 def test_rows_become_profiles_and_only_consented_banks_get_alerts(
@@ -75,6 +82,13 @@ def test_rows_become_profiles_and_only_consented_banks_get_alerts(
             # ... and a USCC failing its check digit at the source
             bad = a[:17] + ("0" if a[17] != "0" else "1")
             cur.execute("INSERT INTO enterprise_registration (uscc, name, status) VALUES (%s, '坏数据有限公司', 'active')", (bad,))
+            pg.commit()
+            # ... and a legal representative's ID number failing the GB 11643 check digit
+            id_rng = random.Random(f"{unique}:id")
+            bad_id_uscc, good_id = make_uscc(id_rng, "500103"), make_id_number(id_rng, "500103")
+            bad_id = good_id[:17] + ("0" if good_id[17] != "0" else "1")
+            cur.execute("INSERT INTO enterprise_registration (uscc, name, legal_rep_id_number, status)"
+                        " VALUES (%s, '坏证件有限公司', %s, 'active')", (bad_id_uscc, bad_id))
             pg.commit()
             # 3. live changes
             cur.execute("UPDATE enterprise_registration SET status = 'revoked' WHERE uscc = %s", (a,))
@@ -122,9 +136,10 @@ def test_rows_become_profiles_and_only_consented_banks_get_alerts(
         def dead_letters():
             dlq.poll(0.3)
             keys = {m.key() for m in dlq.messages}
-            return {bad.encode(), garbage_key, mismatch_key} <= keys
-        wait_for(dead_letters, 30, "the three dead letters")
-        [dead] = [m for m in dlq.messages if m.key() == bad.encode()]
+            return {bad.encode(), bad_id_uscc.encode(), garbage_key, mismatch_key} <= keys
+        wait_for(dead_letters, 30, "the four dead letters")
+        # at least once: a record the worker read again after a rebalance is dead-lettered again
+        dead = _one_source_record([m for m in dlq.messages if m.key() == bad.encode()])
         h = parse_dlq_headers(dead.headers())
         assert h["topic"] == "dept.market.enterprise_registration" and int(h["offset"]) >= 0
         assert h["error.kind"] == "validation" and "check digit" in h["error.message"]
@@ -135,6 +150,18 @@ def test_rows_become_profiles_and_only_consented_banks_get_alerts(
         assert parse_dlq_headers(by_key[mismatch_key].headers())["error.kind"] == "schema_mismatch"
         wait_for(lambda: p.sql("SELECT error_kind FROM dlq_event WHERE source_topic = 'dept.market.enterprise_registration'"
                                " AND error_message LIKE {m:String}", m=f"%{bad[:4]}%"), 30, "the dead letter in dlq_event")
+        # the bad ID number: dead-lettered naming the field and the rule, never the number
+        dead_id = _one_source_record([m for m in dlq.messages if m.key() == bad_id_uscc.encode()])
+        h = parse_dlq_headers(dead_id.headers())
+        assert (h["error.kind"], h["error.field"]) == ("validation", "legal_rep_id_number")
+        assert h["error.message"] == ("enterprise_registration.legal_rep_id_number: fails the GB 11643 check digit"
+                                      " (rule gb11643.check_digit)")
+        assert schemas.decode(dead_id.value())[1]["after"]["legal_rep_id_number"] == bad_id, "the original bytes are kept"
+        in_ch = wait_for(lambda: p.sql("SELECT DISTINCT error_kind, error_field, error_message FROM dlq_event"
+                                       " WHERE source_topic = 'dept.market.enterprise_registration'"
+                                       " AND error_field = 'legal_rep_id_number'"), 30, "the bad ID's dead letter in dlq_event")
+        assert [r[:2] for r in in_ch] == [["validation", "legal_rep_id_number"]] and "gb11643" in in_ch[0][2]
+        assert not any(bad_id[i:i + 6] in in_ch[0][2] for i in range(13)), "no part of the number in dlq_event"
 
         # revocation stops alerts: revoke B, change B again, see the change land, no alert
         p.registry(lambda reg: reg.revoke(consented, b, recorded_by="consent"))
