@@ -692,12 +692,15 @@ def audit_verify(expect_head: str | None, token_file: Path | None) -> None:
 # --- demo ----------------------------------------------------------------------------------------------
 
 @main.command()
-@click.option("--enterprises", "-n", default=3000, show_default=True)
+@click.option("--enterprises", "-n", default=1000, show_default=True,
+              help="enterprises of the city (each with ~58 rows of history over the 14 departments); "
+                   "a city seeded before gets a tenth as many more")
 @click.option("--seconds", default=45, show_default=True, help="how long live changes run")
-@click.option("--rate", default=20.0, show_default=True, help="department changes per second")
+@click.option("--rate", default=20.0, show_default=True, help="changes per second, spread over every department")
 def demo(enterprises: int, seconds: int, rate: float) -> None:
-    """The whole platform on the local stack: stack up, seed, connector + worker + sink,
-    live changes, alerts arriving for a consented bank, and an analyst query."""
+    """The whole city on the local stack: stack up, seed all 14 departments (PostgreSQL, MariaDB,
+    polled databases, file drops), connect --all + worker + sink, live changes in every department,
+    alerts arriving for a consented bank only, events per department, analyst queries, assessment."""
     from streams.cli.demo import run_demo
 
     run_demo(console, enterprises=enterprises, seconds=seconds, rate=rate)
