@@ -408,11 +408,26 @@ def show_analyst_queries(console: Console, token: str) -> None:
 
 
 def show_assessment(console: Console, token: str) -> None:
-    """The data-sharing assessment table (数据汇集考核), the demo's last table.
+    """The data-sharing assessment (数据汇集考核) of today so far, as `yurong assess` prints it: the
+    sink assesses every YURONG_ASSESS_INTERVAL_S, and the demo waits for a computation made after
+    its live phase."""
+    from streams.cli import assess as report
+    from streams.cli.common import run_sql
 
-    Placeholder: the assessment is being built separately and will print its table here (the
-    pipeline still runs, the analyst ``token`` reaches the sink's gateway)."""
-    step(console, "assessment", ": [dim]not built yet[/dim]")
+    step(console, "assessment", " (数据汇集考核: `yurong assess`, docs/assessment.md)")
+    today = dt.datetime.now(dt.UTC).date()
+    asked = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    deadline = time.monotonic() + 90
+    rows: list = []
+    while time.monotonic() < deadline:
+        rows = report.day_report(lambda sql, params: run_sql(sql, params, token), today)
+        if rows and all(dt.datetime.fromisoformat(str(r["computed_ts"])).replace(tzinfo=None) >= asked for r in rows):
+            break
+        time.sleep(2)
+    if rows:
+        console.print(report.table(rows, f"数据汇集考核 {today.isoformat()} (live)"))
+    else:
+        console.print("   [yellow]no assessment yet[/yellow]: the sink computes it every YURONG_ASSESS_INTERVAL_S")
 
 
 # --- the demo ------------------------------------------------------------------------------------
@@ -423,6 +438,7 @@ def run_demo(console: Console, enterprises: int, seconds: int, rate: float) -> N
     console.rule("[bold]渝融 yurong demo — the whole city")
     s = start_stack(console)
     env = dict(os.environ)
+    env.setdefault("YURONG_ASSESS_INTERVAL_S", "10")  # the sink's assessment follows the short demo closely
     # the local stack's analyst (stack.sh made the credential): the demo's queries are audited as it
     token = s.analyst.read_token() or (s.paths.home / "secrets" / "analyst.token").read_text(encoding="utf-8").strip()
 
