@@ -356,6 +356,7 @@ def live_phase(console: Console, procs, s: Settings, city, tap: AlertTap, second
                 if latency is not None and table.row_count < 25:
                     table.add_row(alert["bank_id"], alert["uscc"], alert["category"], alert["severity"],
                                   ",".join(alert["reason_codes"][:2]), f"{latency:.2f}s")
+    console.print()  # the live table's last line ends here
     time.sleep(3)  # the last changes' events on their way to ClickHouse (polling and file drops: a poll interval)
     for _ in range(20):
         tap.poll(0.1)
