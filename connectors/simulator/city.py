@@ -4,6 +4,9 @@ The market-supervision register (市场监管局) is the population: it creates 
 (USCC, district, distress path); every other department's simulator fills its own database or
 drop folder for those enterprises — PostgreSQL CDC departments, MariaDB binlog departments,
 polled databases and file drops — and then keeps changing them. Deterministic from one seed.
+
+``misbehave={"tax": "late", "hrss": "silent", …}`` makes departments misbehave (late, silent,
+bad_rows, missing, inconsistent): ``connectors/simulator/misbehave.py``.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -21,6 +24,7 @@ import psycopg2.extensions
 from psycopg2 import sql
 
 from connectors.simulator.market import Enterprise, MarketSimulator
+from connectors.simulator.misbehave import DEREGISTERED, Misbehaviour
 from streams.settings import Settings
 
 
@@ -70,14 +74,17 @@ def _create_postgres_database(dsn: str) -> None:
 
 
 class CitySimulator:
-    """Market register plus every department group; ``kinds`` limits which groups run."""
+    """Market register plus every department group; ``kinds`` limits which groups run;
+    ``misbehave`` maps departments to misbehaviours (``connectors/simulator/misbehave.py``)."""
 
     GROUPS = ("postgres", "mysql", "polling", "file")
 
     def __init__(self, settings: Settings, seed: int = 2019, distress_share: float = 0.05,
-                 kinds: tuple[str, ...] = GROUPS) -> None:
+                 kinds: tuple[str, ...] = GROUPS, misbehave: Mapping[str, str] | Misbehaviour | None = None) -> None:
         src = settings.source
-        self.market = MarketSimulator(src.dsn("market", "postgres"), seed=seed, distress_share=distress_share)
+        self.misbehave = misbehave if isinstance(misbehave, Misbehaviour) else Misbehaviour(misbehave, seed)
+        self.market = MarketSimulator(src.dsn("market", "postgres"), seed=seed, distress_share=distress_share,
+                                      misbehave=self.misbehave)
         self.groups: dict[str, DepartmentSimulator] = {}
         self.seeded: dict[str, GroupSeed] = {}  # the last seed: seconds and rows per dataset, per group
         pg_template = src.postgres_template.get_secret_value()
@@ -108,6 +115,8 @@ class CitySimulator:
             from connectors.simulator.file_depts import FileDropSimulator
 
             self.groups["file"] = FileDropSimulator(settings.drop_dir, seed=seed)
+        for group in self.groups.values():
+            group.misbehave = self.misbehave  # type: ignore[attr-defined]  # every group has one
 
     def create(self) -> None:
         """Create every department database and table that is missing."""
@@ -143,13 +152,24 @@ class CitySimulator:
     def load_population(self) -> None:
         self.market.load_population()
 
+    def deregistered(self) -> list[str]:
+        """USCCs the market register shows revoked or cancelled, in USCC order."""
+        with psycopg2.connect(self.market.dsn) as conn, conn.cursor() as cur:
+            cur.execute("SELECT uscc FROM enterprise_registration WHERE status = ANY(%s) ORDER BY uscc", (list(DEREGISTERED),))
+            rows = [r[0] for r in cur.fetchall()]
+        conn.close()
+        return rows
+
     def step(self, n: int, today: dt.date | None = None) -> dict[str, int]:
         """About ``n`` changes spread over the departments (the register gets a share too);
         changes per kind (for a file group: records per dataset)."""
         counts: dict[str, int] = {}
         share = max(1, n // (len(self.groups) + 1))
-        for kind, c in self.market.step(share, today).items():
-            counts[f"market.{kind}"] = c
+        if "inconsistent" in self.misbehave.plan.values():
+            self.misbehave.deregistered = self.deregistered()
+        if not self.misbehave.silent("market"):
+            for kind, c in self.market.step(share, today).items():
+                counts[f"market.{kind}"] = c
         for name, group in self.groups.items():
             result = group.step(share, today)
             if isinstance(result, dict):

@@ -30,6 +30,7 @@ from faker import Faker
 from connectors.simulator.bulk import chunks
 from connectors.simulator.identities import CHONGQING_DISTRICTS, UniqueCodes, make_mobile
 from connectors.simulator.market import Enterprise
+from connectors.simulator.misbehave import NONE, Misbehaviour
 
 DATASETS = {
     "water": {"water_usage": "csv"},
@@ -187,6 +188,7 @@ class FileDropSimulator:
         self._candidates_key: tuple[int, int] | None = None
         self._cached: tuple[dict[str, Enterprise], list[str]] = ({}, [])
         self._ip_holders: list[str] = []  # sorted(self.ip_held), kept for step
+        self.misbehave: Misbehaviour = NONE  # the city's department misbehaviours (connectors/simulator/misbehave.py)
 
     def folder(self, dept: str) -> Path:
         return self.root / self.folders[dept]
@@ -207,6 +209,7 @@ class FileDropSimulator:
         parts: dict[tuple[str, str, str], list[DataFileWriter]] = {}  # (dept, dataset, tag) → its files
 
         def write(dept: str, dataset: str, tag: str, rows: list[dict]) -> None:
+            rows = self.misbehave.seed_rows(dept, dataset, rows)
             files = parts.setdefault((dept, dataset, tag), [])
             while rows:
                 if not files or files[-1].rows >= MAX_FILE_ROWS:
@@ -309,8 +312,9 @@ class FileDropSimulator:
         tag = f"{today:%Y%m%d}"
         for dept, datasets in DATASETS.items():
             for ds in datasets:
-                if rows[ds]:
-                    paths.append(self._drop(dept, ds, tag, rows[ds]))
+                written = self.misbehave.live_rows(dept, ds, rows[ds], today)  # a misbehaving department's
+                if written:
+                    paths.append(self._drop(dept, ds, tag, written))
         return paths
 
     def _candidates(self) -> tuple[dict[str, Enterprise], list[str]]:

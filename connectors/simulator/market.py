@@ -27,6 +27,7 @@ from connectors.simulator.identities import (
     pick_district,
     pick_industry,
 )
+from connectors.simulator.misbehave import NONE, Misbehaviour
 
 DDL = """
 CREATE TABLE IF NOT EXISTS enterprise_registration (
@@ -103,6 +104,7 @@ class MarketSimulator:
     seed: int = 2019
     distress_share: float = 0.05
     enterprises: list[Enterprise] = field(default_factory=list)
+    misbehave: Misbehaviour = NONE  # the register's misbehaviour, if the city gives it one (simulator/misbehave.py)
 
     def __post_init__(self) -> None:
         self.last_seed_rows: dict[str, int] = {}  # rows per table of the last seed_enterprises
@@ -180,6 +182,10 @@ class MarketSimulator:
                     listings.append(self._listing_row(e.uscc, dt.date(2025, 6, 30) - dt.timedelta(days=self.rng.randint(0, 700))))
                 if self.rng.random() < (0.15 if e.distressed else 0.04):
                     pledges.append(self._pledge_row(e, dt.date(2025, 6, 30) - dt.timedelta(days=self.rng.randint(0, 900))))
+            if self.misbehave:  # ``missing``: the register holds half the population
+                rows = self.misbehave.seed_tuples("market", "enterprise_registration", REGISTRATION_COLUMNS, rows)
+                listings = self.misbehave.seed_tuples("market", "abnormal_operation", LISTING_COLUMNS, listings)
+                pledges = self.misbehave.seed_tuples("market", "equity_pledge", PLEDGE_COLUMNS, pledges)
             for table, done in (("enterprise_registration", rows), ("abnormal_operation", listings),
                                 ("equity_pledge", pledges)):
                 self.last_seed_rows[table] += len(done)
@@ -200,11 +206,18 @@ class MarketSimulator:
         reason = self.rng.choices(ABNORMAL_REASONS, weights=_REASON_WEIGHTS)[0]
         return (uscc, reason, listed, "重庆市市场监督管理局")
 
-    @staticmethod
-    def _insert_listings(cur, rows: list[tuple]) -> None:
-        psycopg2.extras.execute_values(
-            cur, "INSERT INTO abnormal_operation (uscc, reason_code, listed_date, authority) VALUES %s", rows
-        )
+    def _insert_listings(self, cur, rows: list[tuple], today: dt.date | None = None) -> None:
+        rows = self._live("abnormal_operation", LISTING_COLUMNS, rows, today)
+        if rows:
+            psycopg2.extras.execute_values(
+                cur, "INSERT INTO abnormal_operation (uscc, reason_code, listed_date, authority) VALUES %s", rows
+            )
+
+    def _live(self, table: str, columns: tuple[str, ...], rows: list[tuple], today: dt.date | None) -> list[tuple]:
+        """The live inserts the register writes (a misbehaving one: others, or none)."""
+        if not self.misbehave:
+            return rows
+        return [w for r in rows if (w := self.misbehave.live_tuple("market", table, columns, r, today)) is not None]
 
     def _pledge_row(self, e: Enterprise, registered: dt.date) -> tuple:
         """A shareholder pledges part of their equity: a natural person (ID number) or a company (USCC)."""
@@ -216,14 +229,15 @@ class MarketSimulator:
         reg_no = f"渝{e.district}股质登字[{registered.year}]第{rng.randint(1, 99999):05d}号"
         return (e.uscc, reg_no, *pledgor, rng.choice(PLEDGEES), round(rng.lognormvariate(4.5, 1.0), 2), registered)
 
-    @staticmethod
-    def _insert_pledges(cur, rows: list[tuple]) -> None:
-        psycopg2.extras.execute_values(
-            cur,
-            "INSERT INTO equity_pledge (uscc, registration_no, pledgor_type, pledgor_name, pledgor_id_number, pledgee,"
-            " pledged_amount, registration_date) VALUES %s",
-            rows,
-        )
+    def _insert_pledges(self, cur, rows: list[tuple], today: dt.date | None = None) -> None:
+        rows = self._live("equity_pledge", PLEDGE_COLUMNS, rows, today)
+        if rows:
+            psycopg2.extras.execute_values(
+                cur,
+                "INSERT INTO equity_pledge (uscc, registration_no, pledgor_type, pledgor_name, pledgor_id_number, pledgee,"
+                " pledged_amount, registration_date) VALUES %s",
+                rows,
+            )
 
     def load_population(self) -> None:
         """Re-read the enterprises already in the database (to continue changing them after a restart)."""
@@ -271,7 +285,7 @@ class MarketSimulator:
             e = rng.choice(distressed)
             return self.advance_distress(cur, e, today)
         if roll < 0.35:
-            (uscc,) = self._insert_new(cur)
+            (uscc,) = self._insert_new(cur, today)
             return "registered"
         e = rng.choice(self.enterprises)
         if roll < 0.45:
@@ -282,7 +296,7 @@ class MarketSimulator:
             )
             return "abnormal_removed" if cur.rowcount else "noop"
         if roll < 0.50:
-            self._insert_pledges(cur, [self._pledge_row(e, today)])
+            self._insert_pledges(cur, [self._pledge_row(e, today)], today)
             return "equity_pledged"
         if roll < 0.55:
             cur.execute(
@@ -305,25 +319,26 @@ class MarketSimulator:
         )
         return "legal_rep_change"
 
-    def _insert_new(self, cur) -> tuple[str]:
+    def _insert_new(self, cur, today: dt.date | None = None) -> tuple[str]:
         e = Enterprise(self._new_uscc(), "", self.rng.random() < self.distress_share)
         e.district = e.uscc[2:8]
         self.enterprises.append(e)
-        cur.execute(
-            "INSERT INTO enterprise_registration (uscc, name, legal_rep_name, legal_rep_id_number, legal_rep_phone,"
-            " district_code, industry_code, registered_capital, established_date, status, address)"
-            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (uscc) DO NOTHING",
-            self._registration_row(e),
-        )
+        for row in self._live("enterprise_registration", REGISTRATION_COLUMNS, [self._registration_row(e)], today):
+            cur.execute(
+                "INSERT INTO enterprise_registration (uscc, name, legal_rep_name, legal_rep_id_number, legal_rep_phone,"
+                " district_code, industry_code, registered_capital, established_date, status, address)"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (uscc) DO NOTHING",
+                row,
+            )
         return (e.uscc,)
 
     def advance_distress(self, cur, e: Enterprise, today: dt.date) -> str:
         """Move one enterprise a step down the distress path: listed → suspended → revoked."""
         e.stage += 1
         if e.stage == 1:
-            self._insert_listings(cur, [self._listing_row(e.uscc, today)])
+            self._insert_listings(cur, [self._listing_row(e.uscc, today)], today)
             if self.rng.random() < 0.5:  # shareholders raise money against their equity
-                self._insert_pledges(cur, [self._pledge_row(e, today)])
+                self._insert_pledges(cur, [self._pledge_row(e, today)], today)
             return "abnormal_listed"
         status = "suspended" if e.stage == 2 else "revoked"
         if e.stage >= 3 and self._path_of is self.enterprises:

@@ -25,6 +25,7 @@ from connectors.mysql import parse_dsn
 from connectors.simulator.bulk import mysql_load, mysql_local_infile, seed_in_chunks
 from connectors.simulator.identities import CHONGQING_DISTRICTS, UniqueCodes, make_mobile
 from connectors.simulator.market import Enterprise
+from connectors.simulator.misbehave import NONE, Misbehaviour
 
 DEPARTMENTS = ("hrss", "housing_fund", "power", "customs")
 TABLE_DEPT = {"social_insurance": "hrss", "housing_fund_contribution": "housing_fund", "electricity_usage": "power",
@@ -187,6 +188,7 @@ class MySqlDepartmentsSimulator:
         self._sorted_usccs: list[str] = []  # sorted(self.profiles), kept for step
         self._accounts, self._customs_codes = UniqueCodes(), UniqueCodes()  # power accounts, customs codes
         self.last_period: str | None = None
+        self.misbehave: Misbehaviour = NONE  # the city's department misbehaviours (connectors/simulator/misbehave.py)
 
     # --- connections ---------------------------------------------------------------------------
 
@@ -281,8 +283,9 @@ class MySqlDepartmentsSimulator:
                 else:  # the server refuses LOAD DATA LOCAL: multi-row INSERTs (slower)
                     self._upsert(conn, table, rows)
 
-            seed_in_chunks("mysql", ordered, chunk, lambda part: self.seed_rows(part, today), conns, TABLE_DEPT,
-                           insert, counts, progress)
+            seed_in_chunks("mysql", ordered, chunk,
+                           lambda part: self.misbehave.seed_tables(TABLE_DEPT, self.COLUMNS, self.seed_rows(part, today)),
+                           conns, TABLE_DEPT, insert, counts, progress)
         finally:
             for conn in conns.values():
                 conn.close()
@@ -460,8 +463,10 @@ class MySqlDepartmentsSimulator:
         d = 1.0 if p.e.distressed else 0.0
 
         def upsert(dept: str, table: str, row: tuple) -> None:
-            self._upsert(conn(dept), table, [row])
-            conn(dept).commit()
+            written = self.misbehave.live_tuple(dept, table, self.COLUMNS[table], row, today)
+            if written is not None:
+                self._upsert(conn(dept), table, [written])
+                conn(dept).commit()
 
         if roll < 0.4:  # the month's filings (upsert: a re-run replaces them)
             head = max(1, int(p.headcount * (0.8 if d else 1.0)))
@@ -476,6 +481,8 @@ class MySqlDepartmentsSimulator:
             upsert("power", "electricity_usage", row)
             return "power_bill"
         if roll < 0.8:  # a correction: arrears paid (healthy) or grown (distressed)
+            if not self.misbehave.writes("hrss", p.e.uscc):
+                return "si_arrears_grown" if d else "si_arrears_paid"
             with conn("hrss").cursor() as cur:
                 if d:
                     cur.execute("UPDATE social_insurance SET arrears_amount = arrears_amount + payable_amount * 0.2,"
@@ -488,8 +495,10 @@ class MySqlDepartmentsSimulator:
             conn("hrss").commit()
             return "si_arrears_grown" if d else "si_arrears_paid"
         if p.customs_code and roll < 0.9:
+            new = "dishonest" if d else rng.choice(RATINGS[:3])
+            if not self.misbehave.writes("customs", p.e.uscc):
+                return "customs_rating"
             with conn("customs").cursor() as cur:
-                new = "dishonest" if d else rng.choice(RATINGS[:3])
                 cur.execute("UPDATE customs_credit SET previous_rating = credit_rating, credit_rating = %s,"
                             " rating_date = %s, reason = %s WHERE uscc = %s AND credit_rating <> %s",
                             (new, today, "信用等级调整", p.e.uscc, new))

@@ -24,6 +24,7 @@ from psycopg2 import sql
 from connectors.simulator.bulk import pg_copy, seed_in_chunks
 from connectors.simulator.identities import CHONGQING_DISTRICTS, UniqueCodes, make_mobile
 from connectors.simulator.market import Enterprise
+from connectors.simulator.misbehave import NONE, Misbehaviour
 
 DDL = {
     "gas": """
@@ -136,6 +137,7 @@ class PolledDepartmentsSimulator:
         self._accounts = UniqueCodes()  # gas accounts
         self._candidates_key: tuple[int, int] | None = None
         self._cached: tuple[list[str], dict[str, Enterprise], list[Enterprise]] = ([], {}, [])
+        self.misbehave: Misbehaviour = NONE  # the city's department misbehaviours (connectors/simulator/misbehave.py)
 
     def dsn(self, dept: str) -> str:
         return self.dsn_template.format(db=self.databases[dept])
@@ -179,8 +181,9 @@ class PolledDepartmentsSimulator:
         try:
             for dept in DEPTS:
                 conns[dept] = self.connect(dept)
-            seed_in_chunks("polling", enterprises, chunk, lambda part: self.seed_rows(part, today), conns, _TABLE_DEPT,
-                           insert, counts, progress)
+            seed_in_chunks("polling", enterprises, chunk,
+                           lambda part: self.misbehave.seed_tables(_TABLE_DEPT, self._COLUMNS, self.seed_rows(part, today)),
+                           conns, _TABLE_DEPT, insert, counts, progress)
         finally:
             for conn in conns.values():
                 conn.close()
@@ -233,7 +236,10 @@ class PolledDepartmentsSimulator:
             e = by_uscc[uscc]
             with conns["gas"].cursor() as cur:
                 if rng.random() < 0.6:
-                    row = self._gas_row(e, _month_start(today, 0), settled=False)
+                    row = self.misbehave.live_tuple("gas", "gas_usage", self._COLUMNS["gas_usage"],
+                                                    self._gas_row(e, _month_start(today, 0), settled=False), today)
+                    if row is None:  # a misbehaving department writes nothing
+                        return "gas", "gas_bill"
                     cur.execute(
                         "INSERT INTO gas_usage (uscc, account_no, billing_month, customer_type, volume_m3, amount, arrears,"
                         " payment_status, contact_name, contact_phone) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)"
@@ -242,6 +248,8 @@ class PolledDepartmentsSimulator:
                         row)
                     return "gas", "gas_bill"
                 paid = 0.0 if e.distressed and rng.random() < 0.7 else 1.0
+                if not self.misbehave.writes("gas", uscc):
+                    return "gas", "gas_payment" if paid else "gas_unpaid"
                 cur.execute(
                     "UPDATE gas_usage SET arrears = round(arrears * %s, 2),"
                     " payment_status = CASE WHEN %s = 0 THEN 'paid' ELSE payment_status END, updated_at = now()"
@@ -251,23 +259,23 @@ class PolledDepartmentsSimulator:
         if roll < 0.75:
             e = rng.choice(self.enterprises)
             with conns["procurement"].cursor() as cur:
-                if rng.random() < 0.5:
+                if rng.random() < 0.5 and self.misbehave.writes("procurement"):
                     cur.execute(
                         "UPDATE bid_award SET status = 'contracted', contract_date = %s, updated_at = now()"
                         " WHERE id = (SELECT min(id) FROM bid_award WHERE status = 'awarded')", (today,))
                     if cur.rowcount:
                         return "procurement", "award_contracted"
-                self._insert_rows(cur, "bid_award", [self._award_row(e, today, contracted=False)])
+                self._insert_rows(cur, "bid_award", [self._award_row(e, today, contracted=False)], today)
                 return "procurement", "bid_award"
         e = rng.choice(distressed) if distressed and rng.random() < 0.6 else rng.choice(self.enterprises)
         with conns["emergency"].cursor() as cur:
-            if rng.random() < 0.3:
+            if rng.random() < 0.3 and self.misbehave.writes("emergency"):
                 cur.execute(
                     "UPDATE safety_penalty SET status = 'paid', updated_at = now()"
                     " WHERE id = (SELECT min(id) FROM safety_penalty WHERE status = 'effective' AND penalty_type = 'fine')")
                 if cur.rowcount:
                     return "emergency", "penalty_paid"
-            self._insert_rows(cur, "safety_penalty", [self._penalty_row(e, today, settled=False)])
+            self._insert_rows(cur, "safety_penalty", [self._penalty_row(e, today, settled=False)], today)
             return "emergency", "safety_penalty"
 
     def _candidates(self) -> tuple[list[str], dict[str, Enterprise], list[Enterprise]]:
@@ -332,7 +340,10 @@ class PolledDepartmentsSimulator:
                            "status", "responsible_person", "authority"),
     }
 
-    def _insert_rows(self, cur, table: str, rows: list[tuple]) -> None:
+    def _insert_rows(self, cur, table: str, rows: list[tuple], today: dt.date) -> None:
+        """Live inserts (what a misbehaving department writes instead, if anything)."""
+        dept, columns = _TABLE_DEPT[table], self._COLUMNS[table]
+        rows = [w for r in rows if (w := self.misbehave.live_tuple(dept, table, columns, r, today)) is not None]
         if rows:
             query = sql.SQL("INSERT INTO {} ({}) VALUES %s ON CONFLICT DO NOTHING").format(
                 sql.Identifier(table), sql.SQL(", ").join(map(sql.Identifier, self._COLUMNS[table])))

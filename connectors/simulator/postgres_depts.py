@@ -47,6 +47,7 @@ from connectors.simulator.identities import (
     pick_industry,
 )
 from connectors.simulator.market import Enterprise
+from connectors.simulator.misbehave import NONE, Misbehaviour
 from connectors.simulator.sampling import PositionSubset
 
 DEPARTMENTS = ("tax", "court", "environment")
@@ -813,6 +814,7 @@ class PostgresDepartmentsSimulator:
         if unknown:
             raise ValueError(f"unknown PostgreSQL departments {unknown} (known: {', '.join(DEPARTMENTS)})")
         self.rows = RowGenerator(seed, rates)
+        self.misbehave: Misbehaviour = NONE  # the city's department misbehaviours (connectors/simulator/misbehave.py)
 
     def dsn(self, dept: str) -> str:
         return self.dsn_template.format(db=self.databases.get(dept, dept))
@@ -894,6 +896,7 @@ class PostgresDepartmentsSimulator:
                 for part in chunks(enterprises, chunk):
                     tables = []
                     for table, table_rows in self.rows.seed_rows(part, today).items():
+                        table_rows = self.misbehave.seed_rows(TABLE_DEPT[table], table, table_rows)
                         if TABLE_DEPT[table] not in conns or not table_rows:
                             continue
                         cols = list(table_rows[0])
@@ -917,6 +920,13 @@ class PostgresDepartmentsSimulator:
                 for op in ops:
                     dept = TABLE_DEPT[op.table]
                     if dept not in conns:
+                        continue
+                    if isinstance(op, Insert):  # what a misbehaving department writes instead, if anything
+                        row = self.misbehave.live_row(dept, op.table, op.row, today)
+                        if row is None:
+                            continue
+                        op = Insert(op.table, row)
+                    elif not self.misbehave.writes(dept, op.where.get("uscc")):
                         continue
                     touched.add(dept)
                     with conns[dept].cursor() as cur:

@@ -78,9 +78,14 @@ def stack(action: str) -> None:
 @click.option("--distress-share", default=0.05, show_default=True, help="share of enterprises on a distress path")
 @click.option("--kinds", default="postgres,mysql,polling,file", show_default=True,
               help="department groups besides the market register: postgres, mysql, polling, file (empty: market only)")
-def simulate(enterprises: int, rate: float, duration: float, seed: int, distress_share: float, kinds: str) -> None:
+@click.option("--misbehave", default="", metavar="DEPT=KIND,...",
+              help="departments that misbehave, e.g. tax=late,hrss=silent; kinds: silent, late, bad_rows, missing, "
+                   "inconsistent (connectors/simulator/misbehave.py)")
+def simulate(enterprises: int, rate: float, duration: float, seed: int, distress_share: float, kinds: str,
+             misbehave: str) -> None:
     """Create the department databases and drop folders, fill them with realistic enterprises,
-    then keep changing them (deterministic from --seed)."""
+    then keep changing them (deterministic from --seed); --misbehave makes departments late,
+    silent, send bad rows, miss enterprises or contradict the register."""
     from rich.progress import Progress, TimeElapsedColumn
 
     try:
@@ -90,9 +95,17 @@ def simulate(enterprises: int, rate: float, duration: float, seed: int, distress
             raise
         raise ConfigError("the simulator is tooling, installed with the [sim] extra: pip install 'yurong[sim]'") from None
 
+    from connectors.simulator.misbehave import Misbehaviour, parse_plan
+
     s = get_settings()
     groups = tuple(k for k in kinds.split(",") if k)
-    city = CitySimulator(s, seed=seed, distress_share=distress_share, kinds=groups if enterprises else ())
+    try:
+        plan = Misbehaviour(parse_plan(misbehave), seed)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--misbehave") from None
+    if plan:
+        console.print("misbehaving: " + ", ".join(f"{d}={k}" for d, k in sorted(plan.plan.items())))
+    city = CitySimulator(s, seed=seed, distress_share=distress_share, kinds=groups if enterprises else (), misbehave=plan)
     city.create()
     if enterprises:
         with Progress(*Progress.get_default_columns(), TimeElapsedColumn(), console=console) as progress:

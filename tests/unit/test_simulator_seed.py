@@ -180,8 +180,8 @@ def test_step_index_stays_equal_to_the_filters_it_replaces():
 
 
 def test_market_on_path_list_stays_equal_to_the_filter(monkeypatch):
-    monkeypatch.setattr(MarketSimulator, "_insert_listings", staticmethod(lambda cur, rows: None))
-    monkeypatch.setattr(MarketSimulator, "_insert_pledges", staticmethod(lambda cur, rows: None))
+    monkeypatch.setattr(MarketSimulator, "_insert_listings", lambda self, cur, rows, today=None: None)
+    monkeypatch.setattr(MarketSimulator, "_insert_pledges", lambda self, cur, rows, today=None: None)
     sim = MarketSimulator("postgresql://unused/market", seed=4, distress_share=0.3)
     sim.enterprises = enterprises(200, distressed_every=3)
 
