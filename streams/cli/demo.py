@@ -75,7 +75,7 @@ STEPS = {
     "live": "live changes in every department; alerts as they arrive",
     "arrivals": "what arrived in ClickHouse, per department and source kind",
     "queries": "analyst queries on ClickHouse while the pipeline runs (yurong sql)",
-    "assessment": "data-sharing assessment per department (数据汇集考核)",
+    "assessment": "data-sharing assessment per department",
 }
 
 
