@@ -47,26 +47,32 @@ WITH register AS (
     FROM enterprise_event
     WHERE dataset = 'enterprise_registration' AND event_ts < {end:DateTime64(3, 'UTC')}
     GROUP BY uscc
+),
+events AS (
+    SELECT e.dept AS dept, e.dataset AS dataset, e.op AS op, e.event_ts AS event_ts, e.ingest_ts AS ingest_ts,
+        e.attributes AS attributes, e.uscc AS uscc, r.uscc = '' AS unknown, r.status AS status, r.changed AS changed,
+        parseDateTime64BestEffortOrNull(e.attributes[arrayElement({bd_fields:Array(String)},
+            indexOf({bd_keys:Array(String)}, concat(e.dept, '.', e.dataset)))], 3, 'UTC') AS business_date,
+        e.op != 'r' AS live
+    FROM enterprise_event AS e FINAL
+    LEFT JOIN register AS r ON r.uscc = e.uscc
+    WHERE e.event_ts >= {start:DateTime64(3, 'UTC')} AND e.event_ts < {end:DateTime64(3, 'UTC')}
 )
-SELECT e.dept, e.dataset, count() AS events, countIf(e.op != 'r') AS live,
-    quantileIf(0.5)(toFloat64(dateDiff('millisecond', e.event_ts, e.ingest_ts)) / 1000, e.op != 'r') AS lag_p50,
-    quantileIf(0.95)(toFloat64(dateDiff('millisecond', e.event_ts, e.ingest_ts)) / 1000, e.op != 'r') AS lag_p95,
-    quantileIf(0.5)(toFloat64(dateDiff('second', parseDateTime64BestEffortOrNull(
-        e.attributes[arrayElement({bd_fields:Array(String)}, indexOf({bd_keys:Array(String)}, concat(e.dept, '.', e.dataset)))],
-        3, 'UTC'), e.event_ts)) / 86400,
-        e.op = 'c' AND indexOf({bd_keys:Array(String)}, concat(e.dept, '.', e.dataset)) > 0) AS delay_p50,
-    avg(arrayCount(v -> v IS NOT NULL AND v != '', mapValues(e.attributes))
-        / greatest(length(mapValues(e.attributes)), 1)) AS filled,
-    countIf(e.dept != 'market' AND r.uscc = '') AS unknown,
-    countIf(e.op != 'r' AND has({activity:Array(String)}, concat(e.dept, '.', e.dataset))
-            AND has({dereg:Array(String)}, r.status) AND e.event_ts > r.changed) AS after_dereg,
-    countIf(arrayExists(f -> parseDateTime64BestEffortOrNull(e.attributes[f], 3, 'UTC') > e.event_ts + INTERVAL 1 DAY,
-        arrayElement({date_fields:Array(Array(String))}, indexOf({date_keys:Array(String)}, concat(e.dept, '.', e.dataset)))))
-        AS future
-FROM enterprise_event AS e FINAL
-LEFT JOIN register AS r ON r.uscc = e.uscc
-WHERE e.event_ts >= {start:DateTime64(3, 'UTC')} AND e.event_ts < {end:DateTime64(3, 'UTC')}
-GROUP BY e.dept, e.dataset
+SELECT dept, dataset, count() AS events, countIf(live) AS live_events,
+    quantileIf(0.5)(toFloat64(dateDiff('millisecond', event_ts, ingest_ts)) / 1000, live) AS lag_p50,
+    quantileIf(0.95)(toFloat64(dateDiff('millisecond', event_ts, ingest_ts)) / 1000, live) AS lag_p95,
+    quantileIf(0.5)(toFloat64(dateDiff('second', business_date, event_ts)) / 86400,
+                    op = 'c' AND business_date IS NOT NULL) AS delay_p50,
+    avg(arrayCount(v -> v IS NOT NULL AND v != '', mapValues(attributes)) / greatest(length(mapValues(attributes)), 1))
+        AS filled,
+    -- the cross-department checks, over the day's changes and over every record (for a snapshot-only day)
+    countIf(live AND dept != 'market' AND unknown) AS unknown_live, countIf(dept != 'market' AND unknown) AS unknown_all,
+    countIf(live AND has({activity:Array(String)}, concat(dept, '.', dataset))
+            AND has({dereg:Array(String)}, status) AND event_ts > changed + toIntervalDay({grace:UInt32})) AS after_dereg,
+    countIf(live AND business_date > event_ts + INTERVAL 1 DAY) AS future_live,
+    countIf(business_date > event_ts + INTERVAL 1 DAY) AS future_all
+FROM events
+GROUP BY dept, dataset
 """
 
 SILENCE_SQL = """
@@ -123,13 +129,8 @@ class Measurer:
         self.cfg = cfg
         self.heartbeat_interval_s = heartbeat_interval_s
         self.datasets = {d: sorted(dep.datasets) for d, dep in catalogue.departments.items()}
-        keys, bd, date_fields = [], [], []
-        for d, dep in sorted(catalogue.departments.items()):
-            for name, ds in sorted(dep.datasets.items()):
-                keys.append(f"{d}.{name}")
-                bd.append(ds.dates[0] if ds.dates else "")
-                date_fields.append(list(ds.dates))
-        self.keys, self.business_dates, self.date_fields = keys, bd, date_fields
+        self.business_dates = {k: v for k, v in cfg.raw.get("business_dates", {}).items()
+                               if k.partition(".")[2] in self.datasets.get(k.partition(".")[0], [])}
 
     def measure(self, day: dt.date, now: float) -> tuple[list[DatasetMeasures], dict[str, DeptMeasures]]:
         start = dt.datetime.combine(day, dt.time(), dt.UTC)
@@ -141,17 +142,21 @@ class Measurer:
         def m(dept: str, dataset: str) -> DatasetMeasures:
             return measures.setdefault((dept, dataset), DatasetMeasures(dept, dataset))
 
-        keyed = [(k, b) for k, b in zip(self.keys, self.business_dates, strict=True) if b]
         activity = self.cfg.covers_active() + list(self.cfg["consistency"].get("activity_datasets", []))
-        for row in self.query(DATASET_SQL, {**p, "bd_keys": [k for k, _ in keyed], "bd_fields": [b for _, b in keyed],
-                                            "date_keys": self.keys, "date_fields": self.date_fields,
-                                            "activity": activity, "dereg": DEREGISTERED}):
-            dept, dataset, events, live, lag50, lag95, delay, filled, unknown, after, future = row
+        for row in self.query(DATASET_SQL, {**p, "bd_keys": list(self.business_dates),
+                                            "bd_fields": list(self.business_dates.values()),
+                                            "activity": activity, "dereg": DEREGISTERED,
+                                            "grace": int(self.cfg["consistency"].get("deregistration_grace_days", 0))}):
+            dept, dataset, events, live, lag50, lag95, delay, filled, unknown_live, unknown_all, after, future_live, \
+                future_all = row
             x = m(dept, dataset)
             x.events, x.live_events = int(events), int(live)
             x.lag_p50_s, x.lag_p95_s, x.delay_p50_days = _num(lag50), _num(lag95), _num(delay)
             x.fields_filled = _num(filled)
-            x.unknown_uscc, x.after_deregistration, x.future_dates = int(unknown), int(after), int(future)
+            changes = x.live_events > 0  # the day's changes; every record on a snapshot-only day
+            x.unknown_uscc = int(unknown_live if changes else unknown_all)
+            x.future_dates = int(future_live if changes else future_all)
+            x.after_deregistration = int(after)
         for dept, dataset, last in self.query(SILENCE_SQL, {"end": end}):
             m(dept, dataset).silence_h = max(0.0, (until - _ts(last)) / 3600)
         window = dt.timedelta(days=int(self.cfg["completeness"]["coverage_window_days"]))

@@ -287,7 +287,8 @@ def skip_history(bootstrap: dict, app_id: str, sink_group: str) -> dict[str, int
     worker_topics = [*sorted(catalogue().by_topic()), "enterprise.events", "risk.changes", "consent.grants",
                      "control.erasures"]  # other runs' erase requests are not this pipeline's
     sink_topics = ["enterprise.events", "enterprise.profiles", "risk.changes",
-                   *(t for t in md if re.fullmatch(r"alerts\.b[0-9]{4}", t) or t.startswith("dlq."))]
+                   *(t for t in md if re.fullmatch(r"alerts\.b[0-9]{4}", t) or t.startswith("dlq.")
+                     or re.fullmatch(r"connect\.[a-z_]+\.heartbeats", t))]  # other runs' connectors are not this one's
     return {"worker": commit_at_end(bootstrap, app_id, worker_topics),
             "sink": commit_at_end(bootstrap, sink_group, sink_topics)}
 

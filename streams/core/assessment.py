@@ -14,9 +14,11 @@ bureau's staff):
   an enterprise after it was deregistered, or dated in the future;
 - 可访问性 availability — the department connector's heartbeats (up-time) and its lag.
 
-Every sub-score is 100 at its target and 0 at its limit (``assessment.toml``), a dimension is the
-mean of its measured sub-scores, a dataset's score the weighted mean of its dimensions, a
-department's the mean of its datasets'. Reasons name each sub-score below 100, worst first.
+Every sub-score is 100 at its target and 0 at its limit (``assessment.toml``), a dimension is its
+worst measured sub-score (a failing check is not averaged away by passing ones), a dataset's score
+the weighted mean of its dimensions, a department's the mean of its datasets'. Validity and the
+consistency checks look at the day's changes (every record on a day that only brought a
+snapshot). Reasons name each sub-score below 100, worst first.
 This module is pure: no I/O beyond reading its configuration file.
 """
 
@@ -114,6 +116,10 @@ def linear(value: float, target: float, limit: float) -> float:
     return max(0.0, min(100.0, 100.0 * (value - limit) / (target - limit)))
 
 
+def _hours(h: float) -> str:
+    return f"{h:.1f} h" if h >= 1 else f"{h * 60:.0f} min" if h >= 1 / 60 else f"{h * 3600:.0f} s"
+
+
 def _pct(x: float) -> str:
     return f"{100 * x:.0f}%"
 
@@ -141,14 +147,14 @@ def assess_dataset(m: DatasetMeasures, availability: tuple[float | None, list[st
     if m.silence_h is not None:
         ind["silence_h"] = m.silence_h
         subs["timeliness"].append((linear(m.silence_h / cadence, t["silence_target"], t["silence_limit"]),
-                                   f"{name} 时效性: nothing new for {m.silence_h:.1f} h (expected within {cadence:g} h)"))
+                                   f"{name} 时效性: nothing new for {_hours(m.silence_h)} (expected within {_hours(cadence)})"))
     else:
-        subs["timeliness"].append((0.0, f"{name} 时效性: nothing received (expected within {cadence:g} h)"))
+        subs["timeliness"].append((0.0, f"{name} 时效性: nothing received (expected within {_hours(cadence)})"))
     if m.dept_silence_h is not None and m.dept_cadence_h:
         dept_cadence = m.dept_cadence_h
         subs["timeliness"].append((linear(m.dept_silence_h / dept_cadence, t["silence_target"], t["silence_limit"]),
-                                   f"{m.dept} 时效性: the department sent nothing for {m.dept_silence_h:.1f} h "
-                                   f"(it changes within {dept_cadence:g} h)"))
+                                   f"{m.dept} 时效性: the department sent nothing for {_hours(m.dept_silence_h)} "
+                                   f"(it changes within {_hours(dept_cadence)})"))
     if m.fields_filled is not None:
         ind["fields_filled"] = m.fields_filled
         subs["completeness"].append((linear(m.fields_filled, c["fields_target"], c["fields_limit"]),
@@ -159,21 +165,22 @@ def assess_dataset(m: DatasetMeasures, availability: tuple[float | None, list[st
         subs["completeness"].append((linear(m.coverage, c["coverage_target"], c["coverage_limit"]),
                                      f"{name} 完整性: {_pct(m.coverage)} of active enterprises covered "
                                      f"(target {_pct(c['coverage_target'])})"))
-    checked = m.events + m.dead_letters
+    accepted = m.live_events or m.events  # the day's changes; the snapshot on a day with nothing else
+    checked = accepted + m.dead_letters
     if checked:
-        valid = m.events / checked
+        valid = accepted / checked
         ind["valid_share"] = valid
         top = ", ".join(f"{r} ×{n}" for r, n in sorted(m.dead_letter_reasons.items(), key=lambda kv: -kv[1])[:3])
         subs["validity"].append((linear(valid, v["target"], v["limit"]),
                                  f"{name} 规范性: {_pct(valid)} of records valid (target {_pct(v['target'])})"
                                  + (f"; dead letters: {top}" if top else "")))
-    if m.events:
+    if accepted:
         for key, count, what in (("unknown_uscc_share", m.unknown_uscc, "name an enterprise the market register "
                                                                        "does not know"),
                                  ("after_deregistration_share", m.after_deregistration, "concern an enterprise "
                                                                                        "after its deregistration"),
                                  ("future_date_share", m.future_dates, "carry a date in the future")):
-            share = count / m.events
+            share = count / accepted
             ind[key] = share
             subs["consistency"].append((linear(share, k["target"], k["limit"]),
                                         f"{name} 一致性: {_pct(share)} of records {what}"))
@@ -185,7 +192,7 @@ def assess_dataset(m: DatasetMeasures, availability: tuple[float | None, list[st
                 dims[d] = avail_score
             continue
         if subs[d]:
-            dims[d] = sum(s for s, _ in subs[d]) / len(subs[d])
+            dims[d] = min(s for s, _ in subs[d])
     weights = cfg["weights"]
     total = sum(weights[d] for d in dims)
     score = sum(weights[d] * dims[d] for d in dims) / total if total else 0.0

@@ -68,7 +68,7 @@ def _seed(writer: ClickHouseWriter, now: dt.datetime) -> None:
     late = (now.date() - dt.timedelta(days=30)).isoformat()
     future = (now.date() + dt.timedelta(days=60)).isoformat()
     t = now - dt.timedelta(minutes=2)
-    registered = t - dt.timedelta(minutes=1)
+    registered = t - dt.timedelta(days=40)  # cancelled well before the grace period
     ev = []
     # the market register: ten active enterprises and a cancelled one, read by the snapshot
     for i, u in enumerate(ACTIVE):
@@ -81,10 +81,13 @@ def _seed(writer: ClickHouseWriter, now: dt.datetime) -> None:
     for i, u in enumerate(ACTIVE[:5]):
         ev.append(_event(i, u, "tax", "tax_filing", "c", {"uscc": u, "period": "2026-11", "filing_date": today,
                                                          "tax_type": "vat"}, t))
-    # hrss: every active enterprise, but each record a month after its business date
+    # hrss: every active enterprise
     for i, u in enumerate(ACTIVE):
-        ev.append(_event(i, u, "hrss", "social_insurance", "c", {"uscc": u, "period": "2026-10", "paid_date": late,
+        ev.append(_event(i, u, "hrss", "social_insurance", "c", {"uscc": u, "period": "2026-10", "paid_date": today,
                                                                 "payment_status": "paid"}, t))
+    # environment: each penalty reported a month after its decision
+    for i, u in enumerate(ACTIVE[:6]):
+        ev.append(_event(i, u, "environment", "environmental_penalty", "c", {"uscc": u, "decision_date": late}, t))
     # power: half its records about an enterprise the register does not know, or the cancelled one, or dated ahead
     for i, u in enumerate(ACTIVE):
         ev.append(_event(i, u, "power", "electricity_usage", "c", {"uscc": u, "period": "2026-11",
@@ -155,7 +158,10 @@ def test_each_department_is_scored_for_what_it_did(store):
     assert tax.indicators["coverage"] == pytest.approx(0.5)
     assert any("50% of active enterprises covered" in x for x in tax.reasons)
     hrss = next(r for r in rows if (r.dept, r.dataset) == ("hrss", "social_insurance"))
-    assert hrss.indicators["delay_p50_days"] == pytest.approx(30, abs=0.1) and hrss.indicators["coverage"] == 1.0
+    assert hrss.indicators["coverage"] == 1.0 and "delay_p50_days" not in hrss.indicators  # no reporting date listed
+    env = next(r for r in rows if (r.dept, r.dataset) == ("environment", "environmental_penalty"))
+    assert env.indicators["delay_p50_days"] == pytest.approx(30, abs=0.1)
+    assert any("30 days after their business date" in x for x in env.reasons)
     power = next(r for r in rows if (r.dept, r.dataset) == ("power", "electricity_usage"))
     assert (power.indicators["unknown_uscc_share"], power.indicators["after_deregistration_share"],
             power.indicators["future_date_share"]) == pytest.approx((4 / 22, 4 / 22, 4 / 22))

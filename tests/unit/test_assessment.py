@@ -34,13 +34,14 @@ def test_a_healthy_dataset_scores_100_with_no_reasons():
 @pytest.mark.parametrize(("change", "dimension", "reason"), [
     ({"lag_p95_s": 3600.0}, "timeliness", "commit → platform p95 3600 s"),
     ({"delay_p50_days": 30.0}, "timeliness", "30 days after their business date"),
-    ({"silence_h": 3 * 744.0}, "timeliness", "nothing new for 2232.0 h (expected within 48 h)"),
+    ({"silence_h": 3 * 744.0}, "timeliness", "nothing new for 2232.0 h (expected within 48.0 h)"),
     ({"coverage": 0.5}, "completeness", "50% of active enterprises covered"),
     ({"fields_filled": 0.5}, "completeness", "50% of fields filled"),
-    ({"dead_letters": 400, "dead_letter_reasons": {"validation:legal_rep_id_number": 400}}, "validity",
-     "71% of records valid (target 99%); dead letters: validation:legal_rep_id_number ×400"),
-    ({"unknown_uscc": 300}, "consistency", "30% of records name an enterprise the market register does not know"),
-    ({"future_dates": 300}, "consistency", "30% of records carry a date in the future"),
+    # validity and consistency count the day's changes (200 of the 1000 records)
+    ({"dead_letters": 86, "dead_letter_reasons": {"validation:legal_rep_id_number": 86}}, "validity",
+     "70% of records valid (target 99%); dead letters: validation:legal_rep_id_number ×86"),
+    ({"unknown_uscc": 60}, "consistency", "30% of records name an enterprise the market register does not know"),
+    ({"future_dates": 60}, "consistency", "30% of records carry a date in the future"),
 ])
 def test_each_misbehaviour_lowers_its_dimension_and_says_why(change, dimension, reason):
     a = assess_dataset(healthy(**change), (100.0, []), CFG, "2026-12-07")
@@ -53,7 +54,7 @@ def test_nothing_received_is_a_reason_and_no_measured_dimension_is_invented():
     a = assess_dataset(DatasetMeasures("ip", "patent"), (None, []), CFG, "2026-12-07")
     assert a.dimensions == {"timeliness": 0.0}
     assert a.score == 0.0 and a.grade == "E"
-    assert a.reasons == ["patent 时效性: nothing received (expected within 168 h)"]
+    assert a.reasons == ["patent 时效性: nothing received (expected within 168.0 h)"]
 
 
 def test_a_department_is_the_mean_of_its_datasets_and_a_down_connector_shows():
@@ -75,9 +76,14 @@ def test_a_department_that_sends_nothing_loses_timeliness_on_every_dataset():
                                         healthy("tax", "tax_credit_rating", silence_h=150.0, coverage=None)], {}, CFG,
                          {"tax": names})
     q, t = (next(r for r in rows if r.dataset == "") for rows in (quiet, talking))
-    assert "tax 时效性: the department sent nothing for 150.0 h (it changes within 48 h)" in q.reasons
+    assert "tax 时效性: the department sent nothing for 150.0 h (it changes within 48.0 h)" in q.reasons
     assert not any("the department sent nothing" in x for x in t.reasons)  # a rare dataset may rest; the department did not
     assert q.score < t.score
+
+
+def test_a_dimension_is_its_worst_check():
+    a = assess_dataset(healthy(future_dates=60), (100.0, []), CFG, "2026-12-07")
+    assert a.dimensions["consistency"] == 0.0  # 30 % in the future fails the dimension, the two passing checks do not lift it
 
 
 def test_grades_follow_the_configured_bands():
