@@ -43,7 +43,8 @@ COLUMNS = ("day", "dept", "dataset", "score", "grade", "dimensions", "indicators
 # per (dept, dataset) on one day: volume, lag, delay, completeness and the consistency checks
 DATASET_SQL = """
 WITH register AS (
-    SELECT uscc, argMax(attributes['status'], (event_ts, seq)) AS status, max(event_ts) AS changed
+    SELECT uscc, argMax(attributes['status'], (event_ts, seq)) AS status, max(event_ts) AS changed,
+        argMax(ifNull(attributes['legal_rep_id_number_pseudonym'], ''), (event_ts, seq)) AS legal_rep
     FROM enterprise_event
     WHERE dataset = 'enterprise_registration' AND event_ts < {end:DateTime64(3, 'UTC')}
     GROUP BY uscc
@@ -53,7 +54,10 @@ events AS (
         e.attributes AS attributes, e.uscc AS uscc, r.uscc = '' AS unknown, r.status AS status, r.changed AS changed,
         parseDateTime64BestEffortOrNull(e.attributes[arrayElement({bd_fields:Array(String)},
             indexOf({bd_keys:Array(String)}, concat(e.dept, '.', e.dataset)))], 3, 'UTC') AS business_date,
-        e.op != 'r' AS live
+        e.op != 'r' AS live,
+        -- the legal representative another department names (by pseudonym) is not the register's
+        ifNull(e.attributes['legal_rep_id_number_pseudonym'], '') AS rep,
+        e.dataset != 'enterprise_registration' AND rep != '' AND r.legal_rep != '' AND rep != r.legal_rep AS conflict
     FROM enterprise_event AS e FINAL
     LEFT JOIN register AS r ON r.uscc = e.uscc
     WHERE e.event_ts >= {start:DateTime64(3, 'UTC')} AND e.event_ts < {end:DateTime64(3, 'UTC')}
@@ -70,7 +74,8 @@ SELECT dept, dataset, count() AS events, countIf(live) AS live_events,
     countIf(live AND has({activity:Array(String)}, concat(dept, '.', dataset))
             AND has({dereg:Array(String)}, status) AND event_ts > changed + toIntervalDay({grace:UInt32})) AS after_dereg,
     countIf(live AND business_date > event_ts + INTERVAL 1 DAY) AS future_live,
-    countIf(business_date > event_ts + INTERVAL 1 DAY) AS future_all
+    countIf(business_date > event_ts + INTERVAL 1 DAY) AS future_all,
+    countIf(live AND conflict) AS conflict_live, countIf(conflict) AS conflict_all
 FROM events
 GROUP BY dept, dataset
 """
@@ -148,7 +153,7 @@ class Measurer:
                                             "activity": activity, "dereg": DEREGISTERED,
                                             "grace": int(self.cfg["consistency"].get("deregistration_grace_days", 0))}):
             dept, dataset, events, live, lag50, lag95, delay, filled, unknown_live, unknown_all, after, future_live, \
-                future_all = row
+                future_all, conflict_live, conflict_all = row
             x = m(dept, dataset)
             x.events, x.live_events = int(events), int(live)
             x.lag_p50_s, x.lag_p95_s, x.delay_p50_days = _num(lag50), _num(lag95), _num(delay)
@@ -157,6 +162,7 @@ class Measurer:
             x.unknown_uscc = int(unknown_live if changes else unknown_all)
             x.future_dates = int(future_live if changes else future_all)
             x.after_deregistration = int(after)
+            x.conflicts = int(conflict_live if changes else conflict_all)
         for dept, dataset, last in self.query(SILENCE_SQL, {"end": end}):
             m(dept, dataset).silence_h = max(0.0, (until - _ts(last)) / 3600)
         window = dt.timedelta(days=int(self.cfg["completeness"]["coverage_window_days"]))

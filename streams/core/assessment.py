@@ -11,7 +11,8 @@ bureau's staff):
   the share of active registered enterprises the dataset covers;
 - 规范性 validity — the share of records that pass validation (dead letters by reason);
 - 一致性/准确性 consistency — records naming an enterprise the market register does not know, about
-  an enterprise after it was deregistered, or dated in the future;
+  an enterprise after it was deregistered, dated in the future, or contradicting the register (a
+  legal representative other than the registered one);
 - 可访问性 availability — the department connector's heartbeats (up-time) and its lag.
 
 Every sub-score is 100 at its target and 0 at its limit (``assessment.toml``), a dimension is its
@@ -87,6 +88,7 @@ class DatasetMeasures:
     unknown_uscc: int = 0
     after_deregistration: int = 0
     future_dates: int = 0
+    conflicts: int = 0  # records naming a legal representative other than the register's
 
 
 @dataclass
@@ -179,7 +181,9 @@ def assess_dataset(m: DatasetMeasures, availability: tuple[float | None, list[st
                                                                        "does not know"),
                                  ("after_deregistration_share", m.after_deregistration, "concern an enterprise "
                                                                                        "after its deregistration"),
-                                 ("future_date_share", m.future_dates, "carry a date in the future")):
+                                 ("future_date_share", m.future_dates, "carry a date in the future"),
+                                 ("conflict_share", m.conflicts, "name a legal representative other than the "
+                                                                 "market register's")):
             share = count / accepted
             ind[key] = share
             subs["consistency"].append((linear(share, k["target"], k["limit"]),

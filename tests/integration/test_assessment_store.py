@@ -73,7 +73,8 @@ def _seed(writer: ClickHouseWriter, now: dt.datetime) -> None:
     # the market register: ten active enterprises and a cancelled one, read by the snapshot
     for i, u in enumerate(ACTIVE):
         ev.append(_event(i, u, "market", "enterprise_registration", "r",
-                         {"uscc": u, "name": "某公司", "status": "active", "established_date": "2019-01-01"}, registered))
+                         {"uscc": u, "name": "某公司", "status": "active", "established_date": "2019-01-01",
+                          "legal_rep_id_number_pseudonym": f"p1_rep{i}"}, registered))
     ev.append(_event(99, CANCELLED, "market", "enterprise_registration", "r",
                      {"uscc": CANCELLED, "name": "某公司", "status": "cancelled", "established_date": "2019-01-01"},
                      registered))
@@ -81,6 +82,11 @@ def _seed(writer: ClickHouseWriter, now: dt.datetime) -> None:
     for i, u in enumerate(ACTIVE[:5]):
         ev.append(_event(i, u, "tax", "tax_filing", "c", {"uscc": u, "period": "2026-11", "filing_date": today,
                                                          "tax_type": "vat"}, t))
+    # tax arrears: one names the registered legal representative, one another person
+    ev.append(_event(0, ACTIVE[0], "tax", "tax_arrears", "c", {"uscc": ACTIVE[0], "since_date": today,
+                                                              "legal_rep_id_number_pseudonym": "p1_rep0"}, t))
+    ev.append(_event(1, ACTIVE[1], "tax", "tax_arrears", "c", {"uscc": ACTIVE[1], "since_date": today,
+                                                              "legal_rep_id_number_pseudonym": "p1_someone_else"}, t))
     # hrss: every active enterprise
     for i, u in enumerate(ACTIVE):
         ev.append(_event(i, u, "hrss", "social_insurance", "c", {"uscc": u, "period": "2026-10", "paid_date": today,
@@ -157,6 +163,9 @@ def test_each_department_is_scored_for_what_it_did(store):
     tax = next(r for r in rows if (r.dept, r.dataset) == ("tax", "tax_filing"))
     assert tax.indicators["coverage"] == pytest.approx(0.5)
     assert any("50% of active enterprises covered" in x for x in tax.reasons)
+    arrears = next(r for r in rows if (r.dept, r.dataset) == ("tax", "tax_arrears"))
+    assert arrears.indicators["conflict_share"] == 0.5
+    assert any("50% of records name a legal representative other than the market register's" in x for x in arrears.reasons)
     hrss = next(r for r in rows if (r.dept, r.dataset) == ("hrss", "social_insurance"))
     assert hrss.indicators["coverage"] == 1.0 and "delay_p50_days" not in hrss.indicators  # no reporting date listed
     env = next(r for r in rows if (r.dept, r.dataset) == ("environment", "environmental_penalty"))

@@ -42,6 +42,7 @@ def test_a_healthy_dataset_scores_100_with_no_reasons():
      "70% of records valid (target 99%); dead letters: validation:legal_rep_id_number ×86"),
     ({"unknown_uscc": 60}, "consistency", "30% of records name an enterprise the market register does not know"),
     ({"future_dates": 60}, "consistency", "30% of records carry a date in the future"),
+    ({"conflicts": 20}, "consistency", "10% of records name a legal representative other than the market register's"),
 ])
 def test_each_misbehaviour_lowers_its_dimension_and_says_why(change, dimension, reason):
     a = assess_dataset(healthy(**change), (100.0, []), CFG, "2026-12-07")
