@@ -7,7 +7,7 @@ Two stand-ins, each on the real service: the CLI reaches the embedded store thro
 gateway (``streams.cli.common.erase_via_gateway``), here pointed at ``erase_enterprise`` on the
 test's own chDB; and the worker's side of the protocol (read the request as ``worker``, confirm on
 control.erasures.applied) is a thread here. The real worker and sink do it in
-tests/e2e/test_erasure.py.
+tests/e2e/test_erase_running_pipeline.py.
 """
 
 from __future__ import annotations
