@@ -294,7 +294,7 @@ class AnalystGateway:
     def erase(self, principal: Principal, uscc: str, reason: str, client: str) -> dict[str, int]:
         entry = AuditEntry(principal.name, principal.role, client, "erase", f"erase {uscc}", {"reason": reason})
         started = time.monotonic()
-        if not role(principal.role).may_erase:
+        if not role(principal.role).operates:
             self._finish(entry, started, "forbidden", f"the {principal.role} role may not erase data")
             raise Forbidden(f"the {principal.role} role may not erase data")
         if self.eraser is None:
@@ -312,7 +312,7 @@ class AnalystGateway:
         """Recompute the data-sharing assessment of ``day`` now (operators)."""
         entry = AuditEntry(principal.name, principal.role, client, "assess", f"assess {day[:10]}")
         started = time.monotonic()
-        if not role(principal.role).may_erase or self.assessor is None:
+        if not role(principal.role).operates or self.assessor is None:
             self._finish(entry, started, "forbidden", f"the {principal.role} role may not recompute the assessment")
             raise Forbidden(f"the {principal.role} role may not recompute the assessment")
         try:

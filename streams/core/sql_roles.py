@@ -10,8 +10,9 @@ grants the same tables to the same roles, so the server refuses what the gateway
   alert deliveries, dead-letter metadata — which holds sizes, never the bytes) and the
   departments' data-sharing assessment with the connectors' heartbeats. Not the audit.
 - ``auditor``: the SQL audit and the alert deliveries (who was sent what under which consent).
-- ``operator``: what an analyst reads; and may erase an enterprise's data on request. Not the audit:
-  who runs the platform does not also check it (separation of duties, MLPS 三级 安全审计).
+- ``operator``: what an analyst reads; may erase an enterprise's data on request and recompute the
+  data-sharing assessment. Not the audit: who runs the platform does not also check it
+  (separation of duties, MLPS 三级 安全审计).
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ class SqlRole:
     name: str
     data_tables: frozenset[str]  # in the data database (``yurong``)
     audit_tables: frozenset[str]  # in the audit database (``yurong_audit``)
-    may_erase: bool = False
+    operates: bool = False  # may erase an enterprise's data and recompute the assessment
     description: str = ""
 
     def readable(self, database: str, audit_database: str) -> frozenset[tuple[str, str]]:
@@ -46,8 +47,8 @@ ANALYST = SqlRole("analyst", DATA_TABLES | DATA_VIEWS, frozenset(),
                   description="masked analyst tables; no audit, no dead-letter bytes")
 AUDITOR = SqlRole("auditor", frozenset({"alert_delivery"}), AUDIT_TABLES,
                   description="the SQL audit and the alert deliveries")
-OPERATOR = SqlRole("operator", DATA_TABLES | DATA_VIEWS, frozenset(), may_erase=True,
-                   description="analyst tables; erases an enterprise's data on request")
+OPERATOR = SqlRole("operator", DATA_TABLES | DATA_VIEWS, frozenset(), operates=True,
+                   description="analyst tables; erases an enterprise's data on request, recomputes the assessment")
 
 ROLES: dict[str, SqlRole] = {r.name: r for r in (ANALYST, AUDITOR, OPERATOR)}
 
