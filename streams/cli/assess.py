@@ -25,6 +25,7 @@ from rich.text import Text
 from streams.cli.output import csv_row
 from streams.core.assessment import DIMENSION_ZH, DIMENSIONS, AssessmentConfig
 from streams.core.catalogue import catalogue
+from streams.settings import get_settings
 
 Query = Callable[[str, dict[str, str]], dict]
 
@@ -62,7 +63,7 @@ def month_report(query: Query, month: str, console: Console) -> list[dict[str, A
             for r in day_report(query, d):
                 per_dept[r["dept"]].append({**r, "day": d.isoformat()})
             progress.advance(task)
-    cfg = AssessmentConfig.load()
+    cfg = AssessmentConfig.load(get_settings().assess.config)  # the grades the sink uses
     report = []
     for dept, rows in sorted(per_dept.items()):
         score = sum(r["score"] for r in rows) / len(rows)
