@@ -20,6 +20,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable
 from contextlib import contextmanager
@@ -206,6 +207,7 @@ class IsolatedPipeline:
             "YURONG_METRICS_WORKER_PORT": str(free_port()),
             "YURONG_METRICS_SINK_PORT": str(free_port()),
             "YURONG_CLICKHOUSE_QUERY_PORT": str(self.query_port),
+            "YURONG_ANALYST_QUOTA_QUERIES_PER_HOUR": "1000000",  # tests poll the gateway every 0.2 s
             **(extra_env or {}),
         }
         self.procs: list = []
@@ -237,7 +239,9 @@ class IsolatedPipeline:
         try:
             with urllib.request.urlopen(req, timeout=60) as resp:
                 return json.loads(resp.read())["rows"]
-        except OSError:
+        except urllib.error.HTTPError as exc:  # the gateway answered: a refusal is the test's to see
+            raise AssertionError(f"the SQL gateway refused {query!r}: {exc.code} {exc.read()[:500]!r}") from None
+        except OSError:  # not listening yet
             return None
 
     def metrics(self, component: str) -> dict[str, float]:

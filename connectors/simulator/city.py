@@ -54,8 +54,15 @@ def _rows_of(result: dict[str, int] | list[Path]) -> dict[str, int]:
         return dict(result)
     rows: dict[str, int] = {}
     for path in result:
-        manifest = json.loads(Path(f"{path}.manifest.json").read_text(encoding="utf-8"))
-        rows[manifest["dataset"]] = rows.get(manifest["dataset"], 0) + manifest["rows"]
+        path = Path(path)
+        # a running file-drop connector may already have moved the file and its manifest on
+        for where in (path.parent, path.parent / "done", path.parent / "rejected"):
+            try:
+                manifest = json.loads((where / f"{path.name}.manifest.json").read_text(encoding="utf-8"))
+            except FileNotFoundError:
+                continue
+            rows[manifest["dataset"]] = rows.get(manifest["dataset"], 0) + manifest["rows"]
+            break
     return rows
 
 

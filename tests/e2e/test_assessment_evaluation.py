@@ -15,6 +15,7 @@ import json
 import time
 import tomllib
 
+import psycopg2
 import pytest
 
 from connectors.simulator.city import CitySimulator
@@ -79,6 +80,10 @@ def test_the_assessment_ranks_exactly_the_misbehaving_departments_lowest_with_th
     city.create()
     usccs = city.seed(80)
     dsns = {d: dsn.get_secret_value() for d, dsn in Settings().source.dsns.items()}
+    with psycopg2.connect(dsns["market"]) as pg, pg.cursor() as cur:  # 2 % of enterprises are listed: maybe none of 80
+        cur.execute("INSERT INTO abnormal_operation (uscc, reason_code, listed_date) VALUES (%s, 'unreachable_address', "
+                    "CURRENT_DATE - 30)", (usccs[2],))
+    pg.close()
     p = IsolatedPipeline(tmp_path, dsns["market"], kafka_admin, redis_url, unique, TEST_KEY,
                          {"YURONG_CLICKHOUSE_BATCH_SECONDS": "0.3", "YURONG_SOURCE_FLUSH_INTERVAL_S": "0.1",
                           "YURONG_ASSESS_CONFIG": str(config), "YURONG_ASSESS_INTERVAL_S": "5"}, label="assess")
