@@ -123,9 +123,10 @@ class _Handler(BaseHTTPRequestHandler):
 def serve(gateway: AnalystGateway, bind: str, port: int, allowed_hosts: list[str] | tuple[str, ...] = ()
           ) -> ThreadingHTTPServer:
     """Start the gateway's HTTP server in a daemon thread; returns it (``shutdown()`` to stop)."""
-    hosts = frozenset({f"{n}:{port}" for n in LOCAL_NAMES} | {h.lower() for h in allowed_hosts})
-    handler = type("GatewayHandler", (_Handler,), {"gateway": gateway, "hosts": hosts})
+    handler: type[_Handler] = type("GatewayHandler", (_Handler,), {"gateway": gateway, "hosts": frozenset()})
     server = ThreadingHTTPServer((bind, port), handler)
+    port = server.server_address[1]  # the port bound (0 asks the system for one)
+    handler.hosts = frozenset({f"{n}:{port}" for n in LOCAL_NAMES} | {h.lower() for h in allowed_hosts})
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, name="sql-gateway", daemon=True).start()
     log.info("analysts' SQL gateway on %s:%d (POST /query, /erase)", bind, port)
