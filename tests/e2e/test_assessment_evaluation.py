@@ -25,7 +25,7 @@ from streams.core.assessment import DEFAULT_CONFIG
 from streams.core.catalogue import catalogue
 from streams.settings import Settings
 from tests.conftest import TEST_KEY, wait_for
-from tests.harness import IsolatedPipeline, skip_history
+from tests.harness import IsolatedPipeline, seed_every_dataset, skip_history
 from tests.integration.test_city import city_settings  # noqa: F401 — the fixture: this test's own department databases
 
 pytestmark = pytest.mark.e2e
@@ -78,7 +78,8 @@ def test_the_assessment_ranks_exactly_the_misbehaving_departments_lowest_with_th
     # rare events made common enough that 80 enterprises have some of each dataset
     city.groups["postgres"].rows = RowGenerator(seed, Rates(litigation_per_year=0.5, environment_penalty_per_year=0.5))
     city.create()
-    usccs = city.seed(80)
+    # every dataset needs records of its own (a dataset that never sent any is rightly scored 0)
+    usccs = seed_every_dataset(city, 80)
     dsns = {d: dsn.get_secret_value() for d, dsn in Settings().source.dsns.items()}
     with psycopg2.connect(dsns["market"]) as pg, pg.cursor() as cur:  # 2 % of enterprises are listed: maybe none of 80
         cur.execute("INSERT INTO abnormal_operation (uscc, reason_code, listed_date) VALUES (%s, 'unreachable_address', "

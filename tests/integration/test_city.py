@@ -41,7 +41,7 @@ from streams.errors import DecodeError
 from streams.kafka.admin import ensure_topics, watermark_offsets
 from streams.settings import Settings
 from tests.conftest import TEST_KEY, drop_database, wait_for
-from tests.harness import IsolatedPipeline, skip_history
+from tests.harness import IsolatedPipeline, seed_every_dataset, skip_history
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -290,7 +290,7 @@ def test_a_full_city_leaves_no_raw_identifier_in_clickhouse_or_downstream(
     city = CitySimulator(Settings(), seed=seed, distress_share=0.2)
     city.groups["postgres"].rows = RowGenerator(seed, Rates(litigation_per_year=0.5, environment_penalty_per_year=0.5))
     city.create()
-    usccs = city.seed(60)
+    usccs = seed_every_dataset(city, 60)
     rng = random.Random(unique)
     dsns = {d: dsn.get_secret_value() for d, dsn in Settings().source.dsns.items()}
     with psycopg2.connect(dsns["market"]) as pg, pg.cursor() as cur:  # 2 % of enterprises: maybe none of 60
