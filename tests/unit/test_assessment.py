@@ -42,7 +42,6 @@ def test_a_healthy_dataset_scores_100_with_no_reasons():
      "70% of records valid (target 99%); dead letters: validation:legal_rep_id_number ×86"),
     ({"unknown_uscc": 60}, "consistency", "30% of records name an enterprise the market register does not know"),
     ({"future_dates": 60}, "consistency", "30% of records carry a date in the future"),
-    ({"conflicts": 20}, "consistency", "10% of records name a legal representative other than the market register's"),
 ])
 def test_each_misbehaviour_lowers_its_dimension_and_says_why(change, dimension, reason):
     a = assess_dataset(healthy(**change), (100.0, []), CFG, "2026-12-07")
@@ -80,6 +79,11 @@ def test_a_department_that_sends_nothing_loses_timeliness_on_every_dataset():
     assert "tax 时效性: the department sent nothing for 150.0 h (it changes within 48.0 h)" in q.reasons
     assert not any("the department sent nothing" in x for x in t.reasons)  # a rare dataset may rest; the department did not
     assert q.score < t.score
+
+
+def test_conflicting_legal_representatives_are_counted_not_scored():
+    a = assess_dataset(healthy(conflicts=20), (100.0, []), CFG, "2026-12-07")
+    assert a.indicators["conflict_share"] == 0.1 and a.score == 100.0
 
 
 def test_a_dimension_is_its_worst_check():
