@@ -138,7 +138,7 @@ def test_the_components_log_in_as_their_own_users(redis_url, settings):
 def test_the_worker_does_what_the_registry_does_for_it(prefix, redis_url):
     (bank,), codes = banks_for(prefix, 1), usccs_for(prefix, 3)
     now = now_ms()
-    g = new_grant(bank, codes[0], "post-loan monitoring", now + DAY, **RECORDED)
+    g = new_grant(bank, codes[0], "post-loan monitoring", now + DAY, now_ms=now, **RECORDED)  # active at `now`
     change = {"change_id": "c1", "uscc": codes[0], "category": "judicial", "severity": "high", "reason_codes": ["J1"],
               "detected_ts_ms": now}
     redis.from_url(redis_url).script_flush()  # so the throttle loads its script (SCRIPT LOAD) as the worker
