@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
-import json
 from pathlib import Path
 
 import psycopg2
@@ -23,7 +22,7 @@ from connectors.simulator.misbehave import keeps
 from streams.core.catalogue import Dataset, catalogue
 from streams.core.identifiers import id_number_problem, uscc_problem
 from streams.settings import Settings
-from tests.integration.test_city import _drop_city
+from tests.integration.test_city import city_settings  # noqa: F401 — the fixture: this test's own department databases
 
 pytestmark = pytest.mark.integration
 
@@ -36,21 +35,6 @@ TODAY = dt.date(dt.date.today().year, 3, 10)
 MISBEHAVING = {"tax": "tax_filing", "power": "electricity_usage", "procurement": "bid_award", "water": "water_usage"}
 BEHAVING = {"court": "litigation_case", "housing_fund": "housing_fund_contribution", "emergency": "safety_penalty",
             "science": "high_tech_certification"}
-
-
-@pytest.fixture
-def city_settings(pg_admin_dsn, unique, tmp_path, monkeypatch):
-    """Settings whose department databases and drop folders are this test's own."""
-    cat = catalogue()
-    base = Settings().source
-    dsns = {d.dept: base.dsn(d.dept, d.kind).rsplit("/", 1)[0] + f"/{d.dept}_m{unique}"
-            for d in cat.departments.values() if d.kind != "file"}
-    monkeypatch.setenv("YURONG_SOURCE_DSNS", json.dumps(dsns))
-    monkeypatch.setenv("YURONG_SOURCE_DROP_DIR", str(tmp_path / "drops"))
-    try:
-        yield Settings()
-    finally:
-        _drop_city(cat, dsns, pg_admin_dsn)
 
 
 class Sources:
@@ -162,7 +146,7 @@ def run_city(settings: Settings, kind: str, before_live=None) -> tuple[CitySimul
     return city, src, clocks, usccs
 
 
-def test_silent_departments_make_no_live_changes(city_settings):
+def test_silent_departments_make_no_live_changes(city_settings):  # noqa: F811 — the imported fixture
     _, src, clocks, _ = run_city(city_settings, "silent")
     for dept, table in MISBEHAVING.items():
         tables = [ds.schema_table for ds in src.cat.department(dept).datasets.values()]
@@ -181,7 +165,7 @@ def test_silent_departments_make_no_live_changes(city_settings):
         assert changed > 0, f"{dept} behaves: it has live changes"
 
 
-def test_late_departments_send_business_dates_20_to_40_days_back(city_settings):
+def test_late_departments_send_business_dates_20_to_40_days_back(city_settings):  # noqa: F811 — the imported fixture
     _, src, clocks, _ = run_city(city_settings, "late")
     window = (TODAY - dt.timedelta(days=40), TODAY - dt.timedelta(days=20))
     for dept, table in MISBEHAVING.items():
@@ -196,7 +180,7 @@ def test_late_departments_send_business_dates_20_to_40_days_back(city_settings):
         assert not any(d is not None and window[0] <= d <= window[1] for d in dates), f"{dept} behaves: not late"
 
 
-def test_bad_rows_are_about_30_percent_of_live_inserts(city_settings):
+def test_bad_rows_are_about_30_percent_of_live_inserts(city_settings):  # noqa: F811 — the imported fixture
     _, src, clocks, _ = run_city(city_settings, "bad_rows")
     ways: set[str] = set()
     for dept, table in MISBEHAVING.items():
@@ -214,7 +198,7 @@ def test_bad_rows_are_about_30_percent_of_live_inserts(city_settings):
         assert not any(broken(ds, r) for r in src.rows(dept, table)), f"{dept} behaves: every row valid"
 
 
-def test_bad_rows_break_gb11643_where_a_dataset_has_id_numbers(city_settings):
+def test_bad_rows_break_gb11643_where_a_dataset_has_id_numbers(city_settings):  # noqa: F811 — the imported fixture
     # tax_arrears carries the legal representative's ID number: some of its bad rows break it
     _, src, clocks, _ = run_city(city_settings, "bad_rows")
     ds = src.dataset("tax", "tax_arrears")
@@ -226,7 +210,7 @@ def test_bad_rows_break_gb11643_where_a_dataset_has_id_numbers(city_settings):
     assert not any(broken(ds, r) for r in src.rows("court", "enforcement")), "court behaves"
 
 
-def test_missing_departments_hold_half_the_enterprises(city_settings):
+def test_missing_departments_hold_half_the_enterprises(city_settings):  # noqa: F811 — the imported fixture
     city, src, _, usccs = run_city(city_settings, "missing")
     for dept, table in MISBEHAVING.items():
         ds = src.dataset(dept, table)
@@ -243,7 +227,7 @@ def test_missing_departments_hold_half_the_enterprises(city_settings):
     assert {r["uscc"] for r in src.rows("market", "enterprise_registration")} >= set(usccs), "the register is whole"
 
 
-def test_inconsistent_departments_contradict_the_register_in_about_30_percent(city_settings):
+def test_inconsistent_departments_contradict_the_register_in_about_30_percent(city_settings):  # noqa: F811 — the imported fixture
     def revoke_some(src: Sources, usccs: list[str]) -> None:  # the register has gone enterprises to name
         with psycopg2.connect(src.dsns["market"]) as pg, pg.cursor() as cur:
             cur.execute("UPDATE enterprise_registration SET status = 'revoked' WHERE uscc = ANY(%s)", (usccs[::30],))
